@@ -1,0 +1,51 @@
+"""linfit: the TensorFlow guide "Basic training loops", done right.
+
+    import linfit
+    model = linfit.LinearModule()                 # or linfit.LinearModel()
+    history = linfit.Trainer(model).fit(x, y, epochs=10, loop="manual")
+    linfit.save_weights(model, "model.weights.h5")
+
+Names that need TensorFlow are imported on first use, so that
+`python -m linfit.train --help` and config errors do not wait for it.
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "LinearModule": "linfit.models",
+    "LinearModel": "linfit.models",
+    "KerasModuleAdapter": "linfit.models",
+    "Trainer": "linfit.trainer",
+    "History": "linfit.trainer",
+    "save_weights": "linfit.checkpoint",
+    "load_weights": "linfit.checkpoint",
+    "compare_histories": "linfit.compare",
+    "Agreement": "linfit.compare",
+    "Config": "linfit.config",
+    "load_config": "linfit.config",
+    "Data": "linfit.data",
+    "load_data": "linfit.data",
+    "synthetic_line": "linfit.data",
+    "read_csv": "linfit.data",
+    "LinfitError": "linfit.errors",
+    "ConfigError": "linfit.errors",
+    "DataError": "linfit.errors",
+    "ModelError": "linfit.errors",
+    "CheckpointError": "linfit.errors",
+    "RunDirError": "linfit.errors",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'linfit' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

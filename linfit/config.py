@@ -1,0 +1,231 @@
+"""Run configuration: frozen dataclasses, TOML loading, `--set` overrides.
+
+The built-in defaults reproduce the guide "Basic training loops";
+`configs/tutorial.toml` spells them out. Like nanoGPT's configurator, an
+override is type-checked against the field it replaces and an unknown key
+is rejected (with the nearest known key as a hint). This module imports
+neither TensorFlow nor Keras, so the CLI can report a bad config at once.
+"""
+
+import dataclasses
+import difflib
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from linfit.errors import ConfigError
+
+# A weight: one number, or one number per feature (stored as a tuple).
+Weights = float | tuple[float, ...]
+
+MODEL_KINDS = ("module", "keras", "both")
+LOOPS = ("manual", "keras", "both")
+# Names `keras.optimizers.get` resolves (tests/test_config.py checks each),
+# listed here so a typo is caught before TensorFlow is imported.
+OPTIMIZERS = (
+    "sgd", "adam", "adamw", "adagrad", "adadelta", "adamax",
+    "adafactor", "ftrl", "lion", "nadam", "rmsprop",
+)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    path: str = ""  # "" is the guide's synthetic line
+    num_examples: int = 201
+    true_w: Weights = 3.0  # a list gives one synthetic feature per entry
+    true_b: float = 2.0
+    noise_stddev: float = 1.0
+    seed: int = 0
+    batch_size: int = 0  # 0 is one full batch, as in the guide
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    kind: str = "both"
+    init_w: Weights = 5.0
+    init_b: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    loop: str = "both"
+    epochs: int = 10
+    learning_rate: float = 0.1
+    optimizer: str = "sgd"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+
+    @property
+    def model_kinds(self) -> tuple[str, ...]:
+        """The model variants to train: `model.kind`, with "both" expanded."""
+        return ("module", "keras") if self.model.kind == "both" else (self.model.kind,)
+
+    @property
+    def loops(self) -> tuple[str, ...]:
+        """The loops to run: `train.loop`, with "both" expanded."""
+        return ("manual", "keras") if self.train.loop == "both" else (self.train.loop,)
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
+    """The defaults, updated by a TOML file, then by `KEY=VALUE` overrides.
+
+    Args:
+      path: a TOML file with [data], [model] and [train] tables, or None.
+      overrides: strings like "train.epochs=20"; the value is TOML
+        ("[1, 2]", "0.5", '"adam"'), and a bare word that is not valid TOML
+        is taken as a string (`model.kind=keras`).
+
+    Raises:
+      ConfigError: naming the file, key or value that is wrong.
+    """
+    values: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        for section, table in _read_toml(Path(path)).items():
+            if not isinstance(table, dict):
+                raise ConfigError(f"{path}: '{section}' must be a table like [{section}], not a value")
+            for name, value in table.items():
+                values.setdefault(section, {})[name] = value
+    for override in overrides:
+        section, name, value = parse_override(override)
+        values.setdefault(section, {})[name] = value
+    return build_config(values, source=str(path) if path else "--set")
+
+
+def build_config(values: dict[str, dict[str, Any]], source: str = "config") -> Config:
+    """A validated Config from nested {section: {key: value}} plain values."""
+    sections = {f.name: f.type for f in dataclasses.fields(Config)}
+    built = {}
+    for section, table in values.items():
+        if section not in sections:
+            raise ConfigError(f"{source}: unknown section [{section}]{_hint(section, sections)}")
+        built[section] = _build_section(section, sections[section], table, source)
+    config = Config(**built)
+    validate(config)
+    return config
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """Split "section.key=value" into its parts, parsing value as TOML."""
+    key, sep, raw = text.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not sep or not dot or not section or not name:
+        raise ConfigError(f"--set {text!r}: expected SECTION.KEY=VALUE, e.g. --set train.epochs=20")
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word such as `keras`
+    return section, name, value
+
+
+def validate(config: Config) -> None:
+    """Reject values that have the right type but cannot work."""
+    data, model, train = config.data, config.model, config.train
+    _require(data.num_examples >= 2, "data.num_examples", data.num_examples, "at least 2")
+    _require(data.noise_stddev >= 0 and math.isfinite(data.noise_stddev),
+             "data.noise_stddev", data.noise_stddev, "a finite number >= 0")
+    _require(data.seed >= 0, "data.seed", data.seed, "an integer >= 0")
+    _require(data.batch_size >= 0, "data.batch_size", data.batch_size,
+             "0 (one full batch) or a positive batch size")
+    _require(model.kind in MODEL_KINDS, "model.kind", model.kind, _one_of(MODEL_KINDS))
+    _require(train.loop in LOOPS, "train.loop", train.loop, _one_of(LOOPS))
+    _require(train.epochs >= 1, "train.epochs", train.epochs, "at least 1")
+    _require(train.learning_rate > 0 and math.isfinite(train.learning_rate),
+             "train.learning_rate", train.learning_rate, "a finite number > 0")
+    _require(train.optimizer in OPTIMIZERS, "train.optimizer", train.optimizer,
+             _one_of(OPTIMIZERS))
+    _require(train.seed >= 0, "train.seed", train.seed, "an integer >= 0")
+    for key, weights in (("data.true_w", data.true_w), ("model.init_w", model.init_w)):
+        if isinstance(weights, tuple):
+            _require(len(weights) > 0, key, list(weights), "a number or a non-empty list")
+    for key, number in (("data.true_w", data.true_w), ("data.true_b", data.true_b),
+                        ("model.init_w", model.init_w), ("model.init_b", model.init_b)):
+        numbers = number if isinstance(number, tuple) else (number,)
+        _require(all(math.isfinite(n) for n in numbers), key, number, "finite")
+
+
+def to_toml(config: Config) -> str:
+    """The config as TOML text that `load_config` reads back to an equal Config."""
+    lines = []
+    for section in dataclasses.fields(config):
+        lines.append(f"[{section.name}]")
+        for name, value in dataclasses.asdict(getattr(config, section.name)).items():
+            lines.append(f"{name} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise ConfigError(f"config file {path} {what}: give the path of a .toml file")
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a UTF-8 text file: give a TOML config") from None
+
+
+def _build_section(section: str, cls: type, table: dict[str, Any], source: str):
+    fields = {f.name: f.type for f in dataclasses.fields(cls)}
+    checked = {}
+    for name, value in table.items():
+        if name not in fields:
+            raise ConfigError(
+                f"{source}: unknown key '{section}.{name}'{_hint(name, fields, section)}")
+        checked[name] = _check_type(f"{section}.{name}", value, fields[name], source)
+    return cls(**checked)
+
+
+def _check_type(key: str, value: Any, kind: Any, source: str) -> Any:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is float and number:
+        return float(value)
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is str and isinstance(value, str):
+        return value
+    if kind == Weights:
+        if number:
+            return float(value)
+        if isinstance(value, list) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            return tuple(float(v) for v in value)
+    expected = {float: "a number", int: "an integer", str: "a string",
+                Weights: "a number or a list of numbers"}[kind]
+    raise ConfigError(f"{source}: {key} must be {expected}, got {value!r}")
+
+
+def _require(ok: bool, key: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} = {value!r} is impossible: it must be {expected}")
+
+
+def _one_of(choices: tuple[str, ...]) -> str:
+    return "one of " + ", ".join(repr(c) for c in choices)
+
+
+def _hint(name: str, known: Iterable[str], section: str | None = None) -> str:
+    prefix = f"{section}." if section else ""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    if close:
+        return f": did you mean '{prefix}{close[0]}'?"
+    return f": known keys are {', '.join(prefix + k for k in known)}"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)

@@ -1,0 +1,1 @@
+"""The two training loops: a hand-written GradientTape loop and Keras's fit."""

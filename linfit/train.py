@@ -1,0 +1,277 @@
+"""`python -m linfit.train`: the guide "Basic training loops", done right.
+
+With no arguments it trains both model variants (tf.Module and keras.Model)
+with both loops (GradientTape and compile/fit) on the guide's data, prints
+the guide's lines for each run and how much the runs differ, and writes a
+run directory. The work is done by library functions (`train_runs`,
+`write_run`) that can be called from Python; `main` only parses and reports.
+
+Config, data and the output directory are checked before TensorFlow is
+imported, so a user's mistake is reported at once, as one `error:` line.
+"""
+
+import argparse
+import contextlib
+import csv
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from linfit.config import LOOPS, MODEL_KINDS, Config, load_config, to_toml
+from linfit.data import Data, load_data
+from linfit.errors import ConfigError, LinfitError, RunDirError
+
+MODEL_CLASSES = {"module": "LinearModule", "keras": "LinearModel"}
+
+
+@dataclass
+class RunResult:
+    """One model variant trained by one loop."""
+
+    model_kind: str
+    loop: str
+    model: object
+    history: object  # linfit.trainer.History
+    seconds: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.model_kind}-{self.loop}"
+
+    @property
+    def checkpoint_name(self) -> str:
+        return f"{self.label}.weights.h5"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m linfit.train",
+        description="Train f(x) = x·W + b as in the TensorFlow guide 'Basic training loops': "
+                    "a tf.Module and a keras.Model, each with a GradientTape loop and with "
+                    "Keras fit, and compare them. With no arguments: the guide's setup.")
+    parser.add_argument("--config", metavar="PATH", help="a TOML config (see configs/)")
+    parser.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append",
+                        default=[], help="override a config key, TOML syntax, e.g. "
+                        "--set train.epochs=20 (repeatable)")
+    parser.add_argument("--data", metavar="PATH",
+                        help="a CSV file with a header row (target: column 'y', else the last)")
+    parser.add_argument("--model", choices=MODEL_KINDS, help="model variant(s) to train")
+    parser.add_argument("--loop", choices=LOOPS, help="training loop(s) to run")
+    parser.add_argument("--out", metavar="DIR",
+                        help="run directory (default: runs/<UTC time>); must be new or empty")
+    parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=0,
+                        help="Keras progress output in both loops: 0 none (default), "
+                        "1 progress bar, 2 one line per epoch")
+    parser.add_argument("--tf-logs", action="store_true",
+                        help="show TensorFlow's own log lines (hidden by default)")
+    return parser.parse_args(None if argv is None else [str(arg) for arg in argv])
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The config file, then --set, then the shorthand flags."""
+    overrides = list(args.overrides)
+    for flag, key in ((args.data, "data.path"), (args.model, "model.kind"),
+                      (args.loop, "train.loop")):
+        if flag is not None:
+            overrides.append(f"{key}={json.dumps(flag)}")
+    return load_config(args.config, overrides)
+
+
+def prepare_run_dir(out: str | None) -> Path:
+    """Create the run directory; refuse one that exists and is not empty."""
+    if out is None:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        path = Path("runs") / stamp
+        suffix = 1
+        while path.exists():
+            path = Path("runs") / f"{stamp}-{suffix}"
+            suffix += 1
+    else:
+        path = Path(out)
+        if path.exists() and not path.is_dir():
+            raise RunDirError(f"--out {path} is a file: give a new or empty directory")
+        if path.is_dir() and any(path.iterdir()):
+            raise RunDirError(f"run directory {path} exists and is not empty: choose another "
+                              "--out, or remove it to train again there")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def initial_w(config: Config, features: int | None) -> float | tuple[float, ...]:
+    """`model.init_w` for data with `features` features (None: the scalar model).
+
+    Raises:
+      ConfigError: when a list of initial weights does not fit the data.
+    """
+    init_w = config.model.init_w
+    if not isinstance(init_w, tuple):
+        return init_w
+    if len(init_w) != (features or 1):
+        raise ConfigError(f"model.init_w has {len(init_w)} values but the data has "
+                          f"{features or 1} feature(s): give one value per feature, or one number")
+    return init_w[0] if features is None else init_w
+
+
+def build_model(kind: str, config: Config, features: int | None):
+    """A fresh LinearModule or LinearModel for data with `features` features."""
+    from linfit import models
+
+    model_class = getattr(models, MODEL_CLASSES[kind])
+    return model_class(features=features, init_w=initial_w(config, features),
+                       init_b=config.model.init_b)
+
+
+def train_runs(config: Config, data: Data, verbose: int = 0) -> list[RunResult]:
+    """Train every model variant × loop the config asks for, from the same start."""
+    import keras
+
+    from linfit.trainer import Trainer
+
+    results = []
+    for kind in config.model_kinds:
+        for loop in config.loops:
+            keras.utils.set_random_seed(config.train.seed)
+            model = build_model(kind, config, data.features)
+            trainer = Trainer(model, optimizer=config.train.optimizer,
+                              learning_rate=config.train.learning_rate)
+            start = time.perf_counter()
+            history = trainer.fit(data.x, data.y, epochs=config.train.epochs, loop=loop,
+                                  batch_size=config.data.batch_size or None, verbose=verbose)
+            results.append(RunResult(kind, loop, model, history, time.perf_counter() - start))
+    return results
+
+
+def write_run(out_dir: Path, config: Config, data: Data, results: list[RunResult],
+              agreement=None) -> dict:
+    """Write the run directory: config, checkpoints, history, plots, metrics.json.
+
+    metrics.json is written last: a run directory that has it is complete.
+
+    Args:
+      agreement: `linfit.compare.Agreement` of the runs, when there are several.
+
+    Returns:
+      The metrics written to metrics.json.
+    """
+    from linfit import plots
+    from linfit.checkpoint import save_weights
+
+    (out_dir / "config.toml").write_text(to_toml(config))
+    for result in results:
+        save_weights(result.model, out_dir / result.checkpoint_name)
+    columns = {result.label: result.history.columns() for result in results}
+    write_history_csv(out_dir / "history.csv", results)
+    predictions = {result.label: np.asarray(result.model(data.x)) for result in results}
+    true_line = (data.true_w, data.true_b) if data.true_w is not None else None
+    plots.plot_data(out_dir / "data.png", data.x, data.y, predictions,
+                    true_line if data.features is None else None)
+    plots.plot_weights(out_dir / "weights.png", columns, data.true_w, data.true_b)
+    plots.plot_loss(out_dir / "loss.png", columns)
+    metrics = {
+        "data": {"source": data.source, "num_examples": data.num_examples,
+                 "features": list(data.feature_names)},
+        "runs": [run_metrics(result) for result in results],
+    }
+    if agreement is not None:
+        metrics["agreement"] = agreement.to_json()
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def run_metrics(result: RunResult) -> dict:
+    history = result.history
+    trajectory = []
+    for epoch, full_loss in enumerate(history.full_loss):
+        row = {"epoch": epoch, "full_loss": full_loss}
+        if "w" in history.trajectory:
+            row["w"] = np.atleast_1d(history.w[epoch]).astype(float).tolist()
+            row["b"] = history.b[epoch]
+        trajectory.append(row)
+    return {"model": result.model_kind, "loop": result.loop,
+            "checkpoint": result.checkpoint_name, "seconds": round(result.seconds, 4),
+            "loss": list(history.loss), "trajectory": trajectory}
+
+
+def write_history_csv(path: Path, results: list[RunResult]) -> None:
+    """One row per run and epoch: model,loop,epoch,loss,full_loss,w…,b (row 0: no loss)."""
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        for index, result in enumerate(results):
+            columns = result.history.columns()
+            if index == 0:
+                writer.writerow(["model", "loop", "epoch", *columns])
+            for epoch in range(len(columns["full_loss"])):
+                values = ["" if np.isnan(v[epoch]) else repr(float(v[epoch]))
+                          for v in columns.values()]
+                writer.writerow([result.model_kind, result.loop, epoch, *values])
+
+
+@contextlib.contextmanager
+def stderr_silenced(enabled: bool = True):
+    """Send file descriptor 2 to /dev/null, to hide C++ log lines printed on import.
+
+    TensorFlow prints oneDNN/CUDA lines while it imports and initialises its
+    devices, even with TF_CPP_MIN_LOG_LEVEL=2, from C++ where Python's
+    sys.stderr cannot catch them.
+    """
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def import_tensorflow(show_logs: bool = False) -> None:
+    """Import TensorFlow and Keras and start TensorFlow's devices, quietly."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if show_logs else "2")
+    with stderr_silenced(not show_logs):
+        import tensorflow as tf
+
+        import linfit.trainer  # noqa: F401  (imports Keras)
+        tf.constant(0.0)  # device start-up logs its own lines
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        config = config_from_args(args)
+        data = load_data(config.data)
+        initial_w(config, data.features)  # fails now, not after TensorFlow's import
+        out_dir = prepare_run_dir(args.out)
+        import_tensorflow(show_logs=args.tf_logs)
+        results = train_runs(config, data, verbose=args.verbose)
+        for result in results:
+            print(f"{MODEL_CLASSES[result.model_kind]} trained by the {result.loop} loop:")
+            print("\n".join(result.history.report_lines()))
+            print()
+        agreement = None
+        if len(results) > 1:
+            from linfit.compare import compare_histories
+            agreement = compare_histories([result.history for result in results])
+            print("\n".join(agreement.summary_lines([result.label for result in results])))
+        write_run(out_dir, config, data, results, agreement)
+    except LinfitError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"\nWrote {out_dir}/: config.toml, history.csv, metrics.json, "
+          f"{', '.join(r.checkpoint_name for r in results)}, data.png, weights.png, loss.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

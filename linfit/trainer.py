@@ -1,0 +1,221 @@
+"""Trainer: one front that trains either model with either loop.
+
+    trainer = Trainer(LinearModule(), learning_rate=0.1)
+    history = trainer.fit(x, y, epochs=10, loop="manual")   # or loop="keras"
+
+Both loops use the same loss object, the same optimizer object and the same
+recording callbacks, so their History has the same keys with the same
+meaning (see `History`).
+"""
+
+import math
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras.src.losses.losses import LossFunctionWrapper
+
+from linfit import data as data_lib
+from linfit.callbacks import TrajectoryRecorder
+from linfit.config import LOOPS
+from linfit.errors import ConfigError
+from linfit.loops import keras_fit, manual
+from linfit.models import as_keras_model, check_trainable, trainable_variables
+
+TRAINING_LOOPS = tuple(loop for loop in LOOPS if loop != "both")
+
+
+@dataclass
+class History:
+    """What one `fit` recorded, identical in meaning for both loops.
+
+    Attributes:
+      logs: Keras's per-epoch logs, one value per epoch trained: `loss` (the
+        mean over the epoch's batches of the loss computed before each
+        update, weighted by batch size, as Keras defines it) and `full_loss`.
+      trajectory: on the whole training set, before training and after each
+        epoch (E + 1 rows): `full_loss`, and `w`, `b` where the model has them.
+    """
+
+    logs: dict[str, list[float]]
+    trajectory: dict[str, list] = field(default_factory=dict)
+
+    @property
+    def epochs(self) -> int:
+        return len(self.logs.get("loss", []))
+
+    @property
+    def loss(self) -> list[float]:
+        return self.logs["loss"]
+
+    @property
+    def full_loss(self) -> list[float]:
+        return self.trajectory["full_loss"]
+
+    @property
+    def w(self) -> list[np.ndarray]:
+        return self.trajectory["w"]
+
+    @property
+    def b(self) -> list[float]:
+        return self.trajectory["b"]
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """Everything recorded, one row per epoch from 0 (before training) to E.
+
+        Keys: `loss` (NaN in row 0: nothing was trained yet), `full_loss`,
+        then `w` (or `w_0`, `w_1`, ... for a vector w) and `b` where recorded.
+        """
+        columns = {"loss": np.array([np.nan, *self.loss], dtype=np.float64),
+                   "full_loss": np.array(self.full_loss, dtype=np.float64)}
+        if "w" in self.trajectory:
+            w = np.array(self.w, dtype=np.float64)
+            if w.ndim == 1:
+                columns["w"] = w
+            else:
+                columns.update({f"w_{i}": w[:, i] for i in range(w.shape[1])})
+            columns["b"] = np.array(self.b, dtype=np.float64)
+        return columns
+
+    def report_lines(self) -> list[str]:
+        """The guide's printout: "Starting:", then "Epoch  0:" ... with W, b and loss."""
+        lines = []
+        for row, full_loss in enumerate(self.full_loss):
+            lines.append("Starting:" if row == 0 else f"Epoch {row - 1:2d}:")
+            if "w" in self.trajectory:
+                lines.append("    " + format_state(self.w[row], self.b[row], full_loss))
+            else:
+                lines.append(f"    loss={full_loss:2.5f}")
+        return lines
+
+
+def format_state(w, b: float, loss: float) -> str:
+    """As the guide prints it: `W = 4.47, b = 0.39, loss=6.29030`.
+
+    A vector w prints as `W = [0.52, -1.20, 1.98]`.
+    """
+    w = np.asarray(w)
+    w_text = f"{float(w):1.2f}" if w.ndim == 0 else "[" + ", ".join(f"{v:1.2f}" for v in w) + "]"
+    return f"W = {w_text}, b = {b:1.2f}, loss={loss:2.5f}"
+
+
+class Trainer:
+    """Trains a tf.Module or a keras.Model with a GradientTape loop or with `fit`.
+
+    Args:
+      model: a tf.Module (e.g. `LinearModule`) or a keras.Model whose
+        variables Keras tracks (e.g. `LinearModel`).
+      loss: a Keras loss name or object (default "mse").
+      optimizer: a Keras optimizer name (made with `learning_rate`) or object.
+      learning_rate: used when `optimizer` is a name.
+
+    Raises:
+      ModelError: for a model that would train nothing (see
+        `linfit.models.check_trainable`).
+      ConfigError: for an unknown loss or optimizer, or a bad learning rate.
+    """
+
+    def __init__(self, model, *, loss="mse", optimizer="sgd", learning_rate: float = 0.1):
+        check_trainable(model)
+        self.model = model
+        self.keras_model = as_keras_model(model)
+        self.loss = _loss_object(loss)
+        self.optimizer = _optimizer_object(optimizer, learning_rate)
+        self._variables = trainable_variables(model)
+        # Built here, once, for these variables, so that both loops (and a
+        # tf.Module behind the Keras adapter) update the same slots.
+        self.optimizer.build(self._variables)
+        self._loss_tracker = keras.metrics.Mean(name="loss")
+        self._train_function = None
+        self._loss_function = tf.function(lambda x, y: self.loss(y, self.model(x)))
+
+    def fit(self, x, y, *, epochs: int, loop: str = "manual", batch_size: int | None = None,
+            callbacks: list | None = None, verbose: int = 0) -> History:
+        """Train on (x, y) and return what was recorded.
+
+        Args:
+          x: inputs, [N] for the scalar model or [N, d].
+          y: targets, [N].
+          epochs: passes over the data, at least 1.
+          loop: "manual" (GradientTape) or "keras" (compile + fit).
+          batch_size: None for one full batch, as in the guide.
+          callbacks: Keras callbacks, run by either loop.
+          verbose: Keras's verbosity: 0 silent, 1 progress bar, 2 a line per epoch.
+
+        Returns:
+          History with `loss` per epoch and `full_loss`, `w`, `b` per epoch
+          plus the starting row.
+        """
+        _check_fit_arguments(epochs, loop, batch_size)
+        x, y = data_lib.check_inputs(x, y, getattr(self.model, "features", ...))
+        dataset = data_lib.make_dataset(x, y, batch_size)
+        recorder = TrajectoryRecorder(lambda: self._loss_function(x, y), self.model)
+        history = keras.callbacks.History()
+        # The recorder goes first so the callbacks after it see `full_loss`.
+        callback_list = [recorder, *(callbacks or []), history]
+        if loop == "manual":
+            self._fit_manual(dataset, epochs, callback_list, verbose,
+                             steps=math.ceil(len(y) / (batch_size or len(y))))
+        else:
+            keras_fit.run_fit(self.keras_model, dataset, epochs, callback_list,
+                              self.loss, self.optimizer, verbose)
+        return History(logs=history.history, trajectory=recorder.trajectory)
+
+    def evaluate(self, x, y) -> float:
+        """The loss of the model on (x, y), as one batch."""
+        x, y = data_lib.check_inputs(x, y, getattr(self.model, "features", ...))
+        return float(self._loss_function(x, y))
+
+    def _fit_manual(self, dataset, epochs, callbacks, verbose, steps):
+        if self._train_function is None:
+            step = manual.make_train_step(self.model, self._variables, self.loss, self.optimizer)
+            self._train_function = manual.make_train_function(step, self._loss_tracker)
+        callback_list = keras.callbacks.CallbackList(
+            callbacks, add_history=False, add_progbar=verbose != 0, model=self.keras_model,
+            verbose=verbose, epochs=epochs, steps=steps)
+        manual.run_epochs(self._train_function, self._loss_tracker, dataset, epochs,
+                          callback_list, self.keras_model)
+
+
+def _check_fit_arguments(epochs, loop, batch_size) -> None:
+    if loop not in TRAINING_LOOPS:
+        raise ConfigError(f"loop={loop!r} is not a training loop: use one of {TRAINING_LOOPS}")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(f"epochs={epochs!r}: it must be an integer >= 1")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                   or batch_size < 1):
+        raise ConfigError(f"batch_size={batch_size!r}: use None for one full batch, "
+                          "or a positive integer")
+
+
+def _loss_object(identifier) -> keras.losses.Loss:
+    """A Keras Loss object for a name, function or Loss.
+
+    A loss function is wrapped the way `compile` wraps it, so the manual
+    loop reduces it exactly as `fit` does.
+    """
+    try:
+        loss = keras.losses.get(identifier)
+    except (ValueError, TypeError):
+        loss = None
+    if loss is None:
+        raise ConfigError(f"unknown loss {identifier!r}: use a Keras loss name such as 'mse', "
+                          "or a keras.losses.Loss")
+    if isinstance(loss, keras.losses.Loss):
+        return loss
+    return LossFunctionWrapper(loss, name=getattr(loss, "__name__", "loss"))
+
+
+def _optimizer_object(identifier, learning_rate) -> keras.optimizers.Optimizer:
+    if isinstance(identifier, keras.optimizers.Optimizer):
+        return identifier
+    if (isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float))
+            or not learning_rate > 0 or not math.isfinite(learning_rate)):
+        raise ConfigError(f"learning_rate={learning_rate!r}: it must be a finite number > 0")
+    try:
+        return keras.optimizers.get({"class_name": identifier,
+                                     "config": {"learning_rate": learning_rate}})
+    except (ValueError, TypeError):
+        raise ConfigError(f"unknown optimizer {identifier!r}: use a Keras optimizer name such "
+                          "as 'sgd' or 'adam', or a keras.optimizers.Optimizer") from None
