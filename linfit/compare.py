@@ -1,82 +1,394 @@
-"""Comparing runs: do the manual loop and `fit` give the same numbers?"""
+"""Comparing runs: do the manual loop and `fit` give the same numbers, and how
+close does each get to the exact answer?
 
+- `run_comparison` trains any set of model × loop combinations on the same
+  data from the same start and returns a `Comparison`.
+- `Agreement` aligns runs epoch by epoch and finds the largest differences,
+  and the first epoch and quantity where runs stop agreeing.
+- `Reference` is the exact least-squares answer for MSE, computed in
+  float64, with the learning-rate stability limit of full-batch gradient
+  descent and its predicted contraction per epoch.
+- `python -m linfit.compare RUN_A RUN_B` compares two finished run
+  directories: exit 0 when they agree, 1 when they don't, 2 on bad input.
+
+This module imports TensorFlow only when it trains, so comparing two run
+directories is quick.
+"""
+
+import argparse
+import json
+import sys
+import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+from linfit.errors import LinfitError, RunDirError
 
 DEFAULT_RTOL = 1e-5
 # Differences this small count as agreement even next to a zero value:
 # far below float32 resolution at the scale of any loss or weight here.
 DEFAULT_ATOL = 1e-8
+MODEL_CLASSES = {"module": "LinearModule", "keras": "LinearModel"}
 
 
 @dataclass(frozen=True)
 class Agreement:
-    """The largest differences between runs, per quantity, over all epochs.
+    """Runs aligned epoch by epoch, and how far apart they are.
 
     Attributes:
-      max_abs: per quantity, the largest |a - b| between any two runs.
-      max_rel: per quantity, the largest |a - b| / max(|a|, |b|).
-      agree: whether every value agrees within `rtol` (relative) or `atol`.
-      first_difference: (epoch, quantity) of the first value that does not, or None.
+      labels: one per run.
+      values: per quantity (`loss`, `full_loss`, `w` or `w_0`..., `b`), an
+        array [runs, epochs + 1]; row 0 is before training (NaN for `loss`).
+      abs_diff: per quantity and epoch, the largest |a - b| between runs.
+      scale: per quantity and epoch, the largest |value| (0 where a run has NaN).
+      epochs: how many epochs each run trained; only the epochs all runs
+        have are compared, and runs of different lengths do not agree.
+      rtol, atol: values agree when abs_diff <= atol + rtol * max |value|.
     """
 
-    max_abs: dict[str, float]
-    max_rel: dict[str, float]
-    agree: bool
-    first_difference: tuple[int, str] | None
-    rtol: float
+    labels: tuple[str, ...]
+    values: dict[str, np.ndarray]
+    abs_diff: dict[str, np.ndarray]
+    scale: dict[str, np.ndarray]
+    epochs: tuple[int, ...]
+    rtol: float = DEFAULT_RTOL
+    atol: float = DEFAULT_ATOL
+
+    @property
+    def rel_diff(self) -> dict[str, np.ndarray]:
+        """Per quantity and epoch, abs_diff / scale (0 for 0/0, inf for x/0)."""
+        return {name: np.divide(diff, self.scale[name],
+                                out=np.where(diff > 0, np.inf, 0.0), where=self.scale[name] > 0)
+                for name, diff in self.abs_diff.items()}
+
+    @property
+    def max_abs(self) -> dict[str, float]:
+        return {name: float(diff.max(initial=0.0)) for name, diff in self.abs_diff.items()}
+
+    @property
+    def max_rel(self) -> dict[str, float]:
+        return {name: float(diff.max(initial=0.0)) for name, diff in self.rel_diff.items()}
+
+    @property
+    def first_difference(self) -> tuple[int, str] | None:
+        """(epoch, quantity) of the first value where the runs disagree, or None."""
+        first = None
+        for name, diff in self.abs_diff.items():
+            bad = np.flatnonzero(diff > self.atol + self.rtol * self.scale[name])
+            if bad.size and (first is None or bad[0] < first[0]):
+                first = (int(bad[0]), name)
+        if first is None and len(set(self.epochs)) > 1:
+            first = (min(self.epochs) + 1, "epochs")
+        return first
+
+    @property
+    def agree(self) -> bool:
+        return self.first_difference is None
 
     def to_json(self) -> dict:
+        first = self.first_difference
         return {"max_abs": self.max_abs, "max_rel": self.max_rel, "agree": self.agree,
-                "rtol": self.rtol}
+                "rtol": self.rtol,
+                "first_difference": None if first is None else {"epoch": first[0],
+                                                                "quantity": first[1]}}
 
-    def summary_lines(self, labels: Sequence[str]) -> list[str]:
-        verdict = (f"they agree to {self.rtol:g} relative" if self.agree else
-                   f"they DIFFER: first at epoch {self.first_difference[0]}, "
-                   f"{self.first_difference[1]}")
-        lines = [f"Largest differences between {', '.join(labels)} ({verdict}):"]
-        for name in self.max_abs:
-            lines.append(f"    {name:<10} {self.max_abs[name]:.3g} (relative "
-                         f"{self.max_rel[name]:.3g})")
+    def verdict(self) -> str:
+        if self.agree:
+            return f"they agree to {self.rtol:g} relative"
+        epoch, name = self.first_difference
+        if name == "epochs":
+            return (f"they trained {' and '.join(map(str, self.epochs))} epochs; the first "
+                    f"{min(self.epochs)} agree to {self.rtol:g} relative")
+        return f"they DIFFER, first at epoch {epoch} in {name}"
+
+    def summary_lines(self) -> list[str]:
+        """A table a person reads at a glance: the largest difference per quantity."""
+        lines = [f"Largest differences between {', '.join(self.labels)} ({self.verdict()}):",
+                 f"    {'quantity':<10} {'max abs':>10} {'max rel':>10}  at epoch"]
+        for name, (largest, epoch) in self.largest().items():
+            lines.append(f"    {name:<10} {largest:>10.3g} {self.max_rel[name]:>10.3g}"
+                         f"  {'-' if epoch is None else epoch}")
         return lines
 
+    def largest(self) -> dict[str, tuple[float, int | None]]:
+        """Per quantity, the largest absolute difference and its epoch (None if 0)."""
+        result = {}
+        for name, diff in self.abs_diff.items():
+            epoch = int(np.argmax(diff)) if diff.size and diff.max() > 0 else None
+            result[name] = (float(diff.max(initial=0.0)), epoch)
+        return result
 
-def compare_histories(histories: Sequence, rtol: float = DEFAULT_RTOL,
-                      atol: float = DEFAULT_ATOL) -> Agreement:
-    """Compare `linfit.History` objects of runs from the same start on the same data."""
-    return compare_columns([history.columns() for history in histories], rtol, atol)
 
+def compare_columns(runs: Sequence[dict[str, np.ndarray]], labels: Sequence[str] | None = None,
+                    rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL) -> Agreement:
+    """Align runs' histories (as `History.columns()`) epoch by epoch and diff them.
 
-def compare_columns(runs: Sequence[dict[str, np.ndarray]], rtol: float = DEFAULT_RTOL,
-                    atol: float = DEFAULT_ATOL) -> Agreement:
-    """Compare runs' histories (as `History.columns()`), epoch by epoch.
-
-    NaN rows (row 0 of `loss`) match NaN. All runs must have the same
-    quantities and the same number of epochs.
+    Runs are compared over the epochs they all have. A NaN in every run (row
+    0 of `loss`) matches; a NaN in some runs only is an infinite difference.
     """
-    max_abs, max_rel, first = {}, {}, None
+    labels = tuple(labels or (f"run {i}" for i in range(len(runs))))
+    epochs = tuple(len(run["full_loss"]) - 1 for run in runs)
+    length = min(epochs) + 1
+    values, abs_diff, scale = {}, {}, {}
     for name in runs[0]:
-        spread, scale = _spread_and_scale(np.stack([run[name] for run in runs]))
-        relative = np.divide(spread, scale, out=np.where(spread > 0, np.inf, 0.0),
-                             where=scale > 0)
-        max_abs[name] = float(spread.max(initial=0.0))
-        max_rel[name] = float(relative.max(initial=0.0))
-        bad = np.flatnonzero(spread > atol + rtol * scale)
-        if bad.size and (first is None or bad[0] < first[0]):
-            first = (int(bad[0]), name)
-    return Agreement(max_abs, max_rel, first is None, first, rtol)
+        values[name] = np.stack([np.asarray(run[name], dtype=np.float64)[:length]
+                                 for run in runs])
+        abs_diff[name], scale[name] = _spread_and_scale(values[name])
+    return Agreement(labels, values, abs_diff, scale, epochs, rtol, atol)
+
+
+def compare_histories(histories: Sequence, labels: Sequence[str] | None = None,
+                      rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL) -> Agreement:
+    """Compare `linfit.History` objects of runs from the same start on the same data."""
+    return compare_columns([history.columns() for history in histories], labels, rtol, atol)
 
 
 def _spread_and_scale(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per epoch, max - min over runs and the largest magnitude.
-
-    NaN in every run spreads by 0; NaN in some runs only, by infinity.
-    """
+    """Per epoch, max - min over runs and the largest magnitude."""
     missing = np.isnan(values)
     spread = np.where(missing.all(axis=0), 0.0,
                       np.where(missing.any(axis=0), np.inf,
                                values.max(axis=0) - values.min(axis=0)))
     scale = np.where(missing.any(axis=0), 0.0, np.abs(values).max(axis=0))
     return spread, scale
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The exact answer for MSE on (x, y), in float64.
+
+    Attributes:
+      w, b: the least-squares optimum (`numpy.linalg.lstsq` on A = [X 1]).
+      loss: the mean squared error at the optimum.
+      eigenvalues: of the Hessian H = (2/N)·AᵀA of the MSE, ascending.
+    """
+
+    w: np.ndarray
+    b: float
+    loss: float
+    eigenvalues: np.ndarray
+
+    @property
+    def lr_limit(self) -> float:
+        """Full-batch gradient descent diverges at learning rates >= 2 / λmax(H)."""
+        return float(2.0 / self.eigenvalues[-1])
+
+    def contraction(self, learning_rate: float) -> float:
+        """Predicted factor by which |θ - θ*| shrinks per full-batch GD epoch.
+
+        The error evolves as e ← (I - lr·H) e, so its slowest mode shrinks
+        by max |1 - lr·λ|; the loss gap shrinks by the square of that.
+        """
+        return float(np.max(np.abs(1.0 - learning_rate * self.eigenvalues)))
+
+    def gaps(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Per epoch of a run: `loss_gap` (full_loss − optimum) and `distance` |θ − θ*|."""
+        w = np.column_stack([columns[name] for name in columns if name.startswith("w")])
+        theta = np.column_stack([w, columns["b"]])
+        optimum = np.append(np.atleast_1d(self.w), self.b)
+        return {"loss_gap": np.asarray(columns["full_loss"]) - self.loss,
+                "distance": np.linalg.norm(theta - optimum, axis=1)}
+
+    def stability_warning(self, learning_rate: float) -> str | None:
+        """A warning when full-batch GD at this rate will diverge, else None."""
+        if learning_rate < self.lr_limit:
+            return None
+        relation = "at" if learning_rate == self.lr_limit else "above"
+        return (f"learning rate {learning_rate:g} is {relation} the stability limit "
+                f"{self.lr_limit:.3g} for this data: training will diverge")
+
+    def to_json(self) -> dict:
+        return {"w": np.atleast_1d(self.w).tolist(), "b": self.b, "loss": self.loss,
+                "lr_limit": self.lr_limit}
+
+
+def least_squares_reference(x, y) -> Reference:
+    """The float64 least-squares optimum of f(x) = x·W + b on (x, y)."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    a = np.column_stack([x.reshape(len(y), -1), np.ones(len(y))])
+    theta, *_ = np.linalg.lstsq(a, y, rcond=None)
+    loss = float(np.mean((a @ theta - y) ** 2))
+    eigenvalues = np.linalg.eigvalsh((2.0 / len(y)) * a.T @ a)
+    w = theta[:-1] if x.ndim == 2 else theta[0]
+    return Reference(w=np.asarray(w), b=float(theta[-1]), loss=loss, eigenvalues=eigenvalues)
+
+
+@dataclass
+class RunResult:
+    """One model variant trained by one loop."""
+
+    model_kind: str
+    loop: str
+    model: object
+    history: object  # linfit.History
+    seconds: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.model_kind}-{self.loop}"
+
+    @property
+    def checkpoint_name(self) -> str:
+        return f"{self.label}.weights.h5"
+
+
+@dataclass
+class Comparison:
+    """Runs of several model × loop combinations, how they agree, and the exact answer.
+
+    `reference` is None when the loss is not MSE.
+    """
+
+    runs: list[RunResult]
+    agreement: Agreement
+    reference: Reference | None
+    learning_rate: float
+    full_batch_sgd: bool
+
+    @property
+    def contraction(self) -> float | None:
+        """The predicted |θ − θ*| contraction per epoch, for full-batch plain SGD on MSE."""
+        if self.reference is None or not self.full_batch_sgd:
+            return None
+        return self.reference.contraction(self.learning_rate)
+
+
+def run_comparison(x, y, *, models: Sequence[str] = ("module", "keras"),
+                   loops: Sequence[str] = ("manual", "keras"), epochs: int = 10,
+                   init_w=5.0, init_b: float = 0.0, learning_rate: float = 0.1,
+                   optimizer: str = "sgd", loss: str = "mse", batch_size: int | None = None,
+                   seed: int = 0, rtol: float = DEFAULT_RTOL, verbose: int = 0) -> Comparison:
+    """Train every model × loop combination from the same start, and compare.
+
+    Args:
+      x, y: the training data; x is [N] (scalar model) or [N, d].
+      models: "module" (LinearModule) and/or "keras" (LinearModel).
+      loops: "manual" and/or "keras".
+      seed: passed to `keras.utils.set_random_seed` before each run.
+      Other arguments as for `Trainer` and `Trainer.fit`.
+
+    Returns:
+      A Comparison. With MSE and full-batch SGD at a learning rate at or
+      above the stability limit, a `UserWarning` is issued before training.
+    """
+    import keras
+
+    from linfit import models as models_lib
+    from linfit.trainer import Trainer
+
+    x = np.asarray(x, dtype=np.float32)
+    y = np.asarray(y, dtype=np.float32)
+    features = None if x.ndim == 1 else x.shape[1]
+    reference = least_squares_reference(x, y) if loss in ("mse", "mean_squared_error") else None
+    full_batch_sgd = optimizer == "sgd" and (batch_size is None or batch_size >= len(y))
+    if reference is not None and full_batch_sgd:
+        message = reference.stability_warning(learning_rate)
+        if message:
+            warnings.warn(message, stacklevel=2)
+    runs = []
+    for kind in models:
+        for loop in loops:
+            keras.utils.set_random_seed(seed)
+            model = getattr(models_lib, MODEL_CLASSES[kind])(features=features, init_w=init_w,
+                                                              init_b=init_b)
+            trainer = Trainer(model, loss=loss, optimizer=optimizer, learning_rate=learning_rate)
+            start = time.perf_counter()
+            history = trainer.fit(x, y, epochs=epochs, loop=loop, batch_size=batch_size,
+                                  verbose=verbose)
+            runs.append(RunResult(kind, loop, model, history, time.perf_counter() - start))
+    agreement = compare_histories([run.history for run in runs], [run.label for run in runs],
+                                  rtol=rtol)
+    return Comparison(runs, agreement, reference, learning_rate, full_batch_sgd)
+
+
+def columns_from_metrics(run: dict) -> dict[str, np.ndarray]:
+    """A run of metrics.json as `History.columns()` (the inverse of what train writes)."""
+    trajectory = run["trajectory"]
+    columns = {"loss": np.array([np.nan, *run["loss"]], dtype=np.float64),
+               "full_loss": np.array([row["full_loss"] for row in trajectory], dtype=np.float64)}
+    if trajectory and "w" in trajectory[0]:
+        w = np.array([row["w"] for row in trajectory], dtype=np.float64)
+        columns.update(zip(weight_names(w.shape[1]), w.T))
+        columns["b"] = np.array([row["b"] for row in trajectory], dtype=np.float64)
+    return columns
+
+
+def weight_names(features: int) -> list[str]:
+    """Column names of w: `w` for one weight, else `w_0`, `w_1`, ..."""
+    return ["w"] if features == 1 else [f"w_{i}" for i in range(features)]
+
+
+def read_run_dir(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
+    """The runs of a finished run directory, by label ("module-manual", ...)."""
+    path = Path(path)
+    metrics_path = path / "metrics.json"
+    if not path.is_dir():
+        raise RunDirError(f"run directory {path} does not exist")
+    if not metrics_path.is_file():
+        raise RunDirError(f"{path} has no metrics.json: it is not a finished linfit run")
+    try:
+        metrics = json.loads(metrics_path.read_text())
+        return {f"{run['model']}-{run['loop']}": columns_from_metrics(run)
+                for run in metrics["runs"]}
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise RunDirError(f"{metrics_path} is not a linfit metrics file ({error})") from None
+
+
+def compare_run_dirs(path_a, path_b, rtol: float = DEFAULT_RTOL) -> dict[str, Agreement]:
+    """Agreement of the runs two directories have in common, by label.
+
+    Two directories of a single run each are compared whatever their labels.
+    """
+    runs_a, runs_b = read_run_dir(path_a), read_run_dir(path_b)
+    common = [label for label in runs_a if label in runs_b]
+    if not common and len(runs_a) == len(runs_b) == 1:
+        (label_a, a), (label_b, b) = *runs_a.items(), *runs_b.items()
+        return {f"{label_a} vs {label_b}": compare_columns(
+            [a, b], [f"A:{label_a}", f"B:{label_b}"], rtol)}
+    if not common:
+        raise RunDirError(f"{path_a} ({', '.join(runs_a)}) and {path_b} ({', '.join(runs_b)}) "
+                          "have no model-loop run in common to compare")
+    result = {}
+    for label in common:
+        if list(runs_a[label]) != list(runs_b[label]):
+            raise RunDirError(f"{label}: the runs record different quantities "
+                              f"({', '.join(runs_a[label])} vs {', '.join(runs_b[label])}): "
+                              "were they trained on data with different features?")
+        result[label] = compare_columns([runs_a[label], runs_b[label]],
+                                        [f"A:{label}", f"B:{label}"], rtol)
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m linfit.compare",
+        description="Compare two finished linfit run directories, run by run. Exit status: "
+                    "0 when they agree, 1 when they differ, 2 on bad input.")
+    parser.add_argument("run_a", metavar="RUN_A")
+    parser.add_argument("run_b", metavar="RUN_B")
+    parser.add_argument("--rtol", type=float, default=DEFAULT_RTOL,
+                        help=f"relative tolerance (default {DEFAULT_RTOL:g})")
+    args = parser.parse_args(argv)
+    try:
+        agreements = compare_run_dirs(args.run_a, args.run_b, rtol=args.rtol)
+    except LinfitError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"A = {args.run_a}\nB = {args.run_b}\n")
+    for label, agreement in agreements.items():
+        print(f"{label}:")
+        print("\n".join(agreement.summary_lines()))
+        print()
+    differing = [label for label, agreement in agreements.items() if not agreement.agree]
+    print("They differ in " + ", ".join(differing) + "." if differing else
+          f"All {len(agreements)} compared runs agree.")
+    return 1 if differing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

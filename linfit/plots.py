@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from linfit.compare import weight_names
+
 # Runs are drawn over each other; distinct styles keep coinciding lines visible.
 LINESTYLES = ("-", "--", ":", "-.")
 MARKERS = ("o", "s", "^", "x")
@@ -47,11 +49,13 @@ def plot_data(path: Path, x: np.ndarray, y: np.ndarray, predictions: Mapping[str
 
 
 def plot_weights(path: Path, trajectories: Mapping[str, Mapping[str, np.ndarray]],
-                 true_w=None, true_b=None) -> Path:
+                 true_w=None, true_b=None, optimum: tuple | None = None) -> Path:
     """w and b per epoch for each run, the true values dashed (the guide's second plot).
 
     Args:
       trajectories: per run label, `History.columns()`.
+      true_w, true_b: the line synthetic data was drawn from, or None.
+      optimum: (w, b) of the least-squares optimum, drawn dotted, or None.
     """
     fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot()
@@ -63,18 +67,16 @@ def plot_weights(path: Path, trajectories: Mapping[str, Mapping[str, np.ndarray]
                             markersize=3, color=colors.get(name),
                             label=f"{name}: {label}")
             colors.setdefault(name, line.get_color())
-    truths = {}
-    if true_w is not None:
-        true_w = np.atleast_1d(np.asarray(true_w, dtype=float))
-        names = ["w"] if len(true_w) == 1 and "w" in colors else [f"w_{i}" for i in
-                                                                  range(len(true_w))]
-        truths.update(zip(names, true_w))
-    if true_b is not None:
-        truths["b"] = true_b
-    for name, value in truths.items():
-        ax.axhline(value, linestyle="--", linewidth=1, color=colors.get(name, "gray"),
-                   label=f"true {name}")
-    ax.set_title("Weights and bias per epoch (dashed: the true line)")
+    for kind, style, (w, b) in (("true", "--", (true_w, true_b)), ("optimal", ":", optimum or
+                                                                      (None, None))):
+        if w is None:
+            continue
+        w = np.atleast_1d(np.asarray(w, dtype=float))
+        for name, value in zip([*weight_names(len(w)), "b"], [*w, b]):
+            ax.axhline(value, linestyle=style, linewidth=1, color=colors.get(name, "gray"),
+                       label=f"{kind} {name}")
+    ax.set_title("Weights and bias per epoch (dashed: true line, dotted: optimum)"
+                 if optimum else "Weights and bias per epoch (dashed: the true line)")
     ax.set_xlabel("epoch (0 = before training)")
     ax.set_ylabel("value")
     ax.legend(fontsize="small", ncol=2)
@@ -95,6 +97,68 @@ def plot_loss(path: Path, trajectories: Mapping[str, Mapping[str, np.ndarray]]) 
     ax.set_title("Loss per epoch")
     ax.set_xlabel("epoch (0 = before training)")
     ax.set_ylabel("mean squared error")
+    ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def plot_gap(path: Path, gaps: Mapping[str, Mapping[str, np.ndarray]],
+             contraction: float | None = None) -> Path:
+    """Distance to the optimum |θ − θ*| and loss gap per epoch, log scale.
+
+    Args:
+      gaps: per run label, `Reference.gaps(columns)`.
+      contraction: predicted shrink factor of |θ − θ*| per epoch, drawn as a
+        line from the first run's start, or None.
+    """
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
+    for i, (label, gap) in enumerate(gaps.items()):
+        epochs = np.arange(len(gap["distance"]))
+        ax.plot(epochs, gap["distance"], LINESTYLES[i % 4], marker=MARKERS[i % 4],
+                markersize=3, label=f"|θ − θ*|: {label}")
+        loss_gap = np.where(gap["loss_gap"] > 0, gap["loss_gap"], np.nan)
+        ax.plot(epochs, loss_gap, LINESTYLES[i % 4], alpha=0.5,
+                label=f"full_loss − optimal loss: {label}")
+    if contraction is not None and gaps:
+        first = next(iter(gaps.values()))["distance"]
+        epochs = np.arange(len(first))
+        ax.plot(epochs, first[0] * contraction ** epochs, color="black", linewidth=1,
+                label=f"predicted bound on |θ − θ*|: × {contraction:.3g} per epoch")
+    ax.set_yscale("log")
+    ax.set_title("Gap to the exact least-squares answer")
+    ax.set_xlabel("epoch (0 = before training)")
+    ax.set_ylabel("gap (log scale)")
+    ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+# Where exact zeros are drawn on the log scale of `plot_differences`.
+ZERO_FLOOR = 1e-12
+
+
+def plot_differences(path: Path, rel_diff: Mapping[str, np.ndarray], rtol: float) -> Path:
+    """The largest relative difference between runs per epoch and quantity, log scale.
+
+    Exact zeros (bitwise identical runs) sit on a floor line; float32's
+    machine epsilon and the agreement tolerance are drawn for scale.
+    """
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
+    for i, (name, diff) in enumerate(rel_diff.items()):
+        epochs = np.arange(len(diff))
+        ax.plot(epochs, np.maximum(diff, ZERO_FLOOR), LINESTYLES[i % 4], marker=MARKERS[i % 4],
+                markersize=3, label=name)
+    ax.axhline(rtol, color="red", linestyle="--", linewidth=1, label=f"tolerance {rtol:g}")
+    ax.axhline(np.finfo(np.float32).eps, color="gray", linestyle=":", linewidth=1,
+               label="float32 rounding (machine epsilon)")
+    ax.axhline(ZERO_FLOOR, color="black", linewidth=0.5, label="0: bitwise identical")
+    ax.set_yscale("log")
+    largest = max((float(d[np.isfinite(d)].max(initial=0.0)) for d in rel_diff.values()),
+                  default=0.0)
+    ax.set_ylim(ZERO_FLOOR / 3, max(1.0, largest) * 3)
+    ax.set_title("Largest relative difference between runs, per epoch")
+    ax.set_xlabel("epoch (0 = before training)")
+    ax.set_ylabel("max |a − b| / max |value|")
     ax.legend(fontsize="small")
     return _save(fig, path)
 

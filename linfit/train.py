@@ -16,37 +16,16 @@ import csv
 import json
 import os
 import sys
-import time
-from dataclasses import dataclass
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
+from linfit.compare import MODEL_CLASSES, Comparison, RunResult
 from linfit.config import LOOPS, MODEL_KINDS, Config, load_config, to_toml
 from linfit.data import Data, load_data
 from linfit.errors import ConfigError, LinfitError, RunDirError
-
-MODEL_CLASSES = {"module": "LinearModule", "keras": "LinearModel"}
-
-
-@dataclass
-class RunResult:
-    """One model variant trained by one loop."""
-
-    model_kind: str
-    loop: str
-    model: object
-    history: object  # linfit.trainer.History
-    seconds: float
-
-    @property
-    def label(self) -> str:
-        return f"{self.model_kind}-{self.loop}"
-
-    @property
-    def checkpoint_name(self) -> str:
-        return f"{self.label}.weights.h5"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -118,73 +97,80 @@ def initial_w(config: Config, features: int | None) -> float | tuple[float, ...]
     return init_w[0] if features is None else init_w
 
 
-def build_model(kind: str, config: Config, features: int | None):
-    """A fresh LinearModule or LinearModel for data with `features` features."""
-    from linfit import models
-
-    model_class = getattr(models, MODEL_CLASSES[kind])
-    return model_class(features=features, init_w=initial_w(config, features),
-                       init_b=config.model.init_b)
-
-
-def train_runs(config: Config, data: Data, verbose: int = 0) -> list[RunResult]:
+def train_runs(config: Config, data: Data, verbose: int = 0) -> Comparison:
     """Train every model variant × loop the config asks for, from the same start."""
-    import keras
+    from linfit.compare import run_comparison
 
-    from linfit.trainer import Trainer
-
-    results = []
-    for kind in config.model_kinds:
-        for loop in config.loops:
-            keras.utils.set_random_seed(config.train.seed)
-            model = build_model(kind, config, data.features)
-            trainer = Trainer(model, optimizer=config.train.optimizer,
-                              learning_rate=config.train.learning_rate)
-            start = time.perf_counter()
-            history = trainer.fit(data.x, data.y, epochs=config.train.epochs, loop=loop,
-                                  batch_size=config.data.batch_size or None, verbose=verbose)
-            results.append(RunResult(kind, loop, model, history, time.perf_counter() - start))
-    return results
+    return run_comparison(
+        data.x, data.y, models=config.model_kinds, loops=config.loops,
+        epochs=config.train.epochs, init_w=initial_w(config, data.features),
+        init_b=config.model.init_b, learning_rate=config.train.learning_rate,
+        optimizer=config.train.optimizer, batch_size=config.data.batch_size or None,
+        seed=config.train.seed, verbose=verbose)
 
 
-def write_run(out_dir: Path, config: Config, data: Data, results: list[RunResult],
-              agreement=None) -> dict:
-    """Write the run directory: config, checkpoints, history, plots, metrics.json.
+def write_run(out_dir: Path, config: Config, data: Data, comparison: Comparison) -> dict:
+    """Write the run directory: config, checkpoints, history, figures, report, metrics.
 
     metrics.json is written last: a run directory that has it is complete.
-
-    Args:
-      agreement: `linfit.compare.Agreement` of the runs, when there are several.
 
     Returns:
       The metrics written to metrics.json.
     """
-    from linfit import plots
     from linfit.checkpoint import save_weights
+    from linfit.report import write_report
 
+    runs = comparison.runs
     (out_dir / "config.toml").write_text(to_toml(config))
-    for result in results:
-        save_weights(result.model, out_dir / result.checkpoint_name)
-    columns = {result.label: result.history.columns() for result in results}
-    write_history_csv(out_dir / "history.csv", results)
-    predictions = {result.label: np.asarray(result.model(data.x)) for result in results}
-    true_line = (data.true_w, data.true_b) if data.true_w is not None else None
-    plots.plot_data(out_dir / "data.png", data.x, data.y, predictions,
-                    true_line if data.features is None else None)
-    plots.plot_weights(out_dir / "weights.png", columns, data.true_w, data.true_b)
-    plots.plot_loss(out_dir / "loss.png", columns)
+    for run in runs:
+        save_weights(run.model, out_dir / run.checkpoint_name)
+    write_history_csv(out_dir / "history.csv", runs)
+    figures = write_figures(out_dir, data, comparison)
+    write_report(out_dir / "report.md", config, data, comparison, figures)
     metrics = {
         "data": {"source": data.source, "num_examples": data.num_examples,
                  "features": list(data.feature_names)},
-        "runs": [run_metrics(result) for result in results],
+        "runs": [run_metrics(run) for run in runs],
     }
-    if agreement is not None:
-        metrics["agreement"] = agreement.to_json()
+    if len(runs) > 1:
+        metrics["agreement"] = comparison.agreement.to_json()
+    if comparison.reference is not None:
+        metrics["reference"] = comparison.reference.to_json()
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 
+def write_figures(out_dir: Path, data: Data, comparison: Comparison) -> list[str]:
+    """The guide's three plots, plus the gap to the optimum and the runs' differences.
+
+    Returns:
+      The names of the PNG files written.
+    """
+    from linfit import plots
+
+    runs, reference = comparison.runs, comparison.reference
+    columns = {run.label: run.history.columns() for run in runs}
+    predictions = {run.label: np.asarray(run.model(data.x)) for run in runs}
+    true_line = (data.true_w, data.true_b) if data.features is None and data.true_w is not None \
+        else None
+    plots.plot_data(out_dir / "data.png", data.x, data.y, predictions, true_line)
+    optimum = (reference.w, reference.b) if reference is not None else None
+    plots.plot_weights(out_dir / "weights.png", columns, data.true_w, data.true_b, optimum)
+    plots.plot_loss(out_dir / "loss.png", columns)
+    written = ["data.png", "weights.png", "loss.png"]
+    if reference is not None:
+        gaps = {label: reference.gaps(run_columns) for label, run_columns in columns.items()}
+        plots.plot_gap(out_dir / "gap.png", gaps, comparison.contraction)
+        written.append("gap.png")
+    if len(runs) > 1:
+        plots.plot_differences(out_dir / "differences.png", comparison.agreement.rel_diff,
+                               comparison.agreement.rtol)
+        written.append("differences.png")
+    return written
+
+
 def run_metrics(result: RunResult) -> dict:
+    """One run's entry in metrics.json."""
     history = result.history
     trajectory = []
     for epoch, full_loss in enumerate(history.full_loss):
@@ -195,6 +181,7 @@ def run_metrics(result: RunResult) -> dict:
         trajectory.append(row)
     return {"model": result.model_kind, "loop": result.loop,
             "checkpoint": result.checkpoint_name, "seconds": round(result.seconds, 4),
+            "seconds_per_epoch": round(result.seconds / max(history.epochs, 1), 6),
             "loss": list(history.loss), "trajectory": trajectory}
 
 
@@ -254,23 +241,28 @@ def main(argv=None) -> int:
         initial_w(config, data.features)  # fails now, not after TensorFlow's import
         out_dir = prepare_run_dir(args.out)
         import_tensorflow(show_logs=args.tf_logs)
-        results = train_runs(config, data, verbose=args.verbose)
-        for result in results:
-            print(f"{MODEL_CLASSES[result.model_kind]} trained by the {result.loop} loop:")
-            print("\n".join(result.history.report_lines()))
+        with warnings.catch_warnings():
+            # A warning (such as an unstable learning rate) is one line, shown
+            # before training starts.
+            warnings.showwarning = _print_warning
+            comparison = train_runs(config, data, verbose=args.verbose)
+        for run in comparison.runs:
+            print(f"{MODEL_CLASSES[run.model_kind]} trained by the {run.loop} loop:")
+            print("\n".join(run.history.report_lines()))
             print()
-        agreement = None
-        if len(results) > 1:
-            from linfit.compare import compare_histories
-            agreement = compare_histories([result.history for result in results])
-            print("\n".join(agreement.summary_lines([result.label for result in results])))
-        write_run(out_dir, config, data, results, agreement)
+        if len(comparison.runs) > 1:
+            print("\n".join(comparison.agreement.summary_lines()))
+        write_run(out_dir, config, data, comparison)
     except LinfitError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"\nWrote {out_dir}/: config.toml, history.csv, metrics.json, "
-          f"{', '.join(r.checkpoint_name for r in results)}, data.png, weights.png, loss.png")
+    print(f"\nWrote {out_dir}/ (open report.md): " + ", ".join(sorted(
+        path.name for path in out_dir.iterdir())))
     return 0
+
+
+def _print_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

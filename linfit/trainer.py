@@ -18,6 +18,7 @@ from keras.src.losses.losses import LossFunctionWrapper
 
 from linfit import data as data_lib
 from linfit.callbacks import TrajectoryRecorder
+from linfit.compare import weight_names
 from linfit.config import LOOPS
 from linfit.errors import ConfigError
 from linfit.loops import keras_fit, manual
@@ -65,16 +66,13 @@ class History:
         """Everything recorded, one row per epoch from 0 (before training) to E.
 
         Keys: `loss` (NaN in row 0: nothing was trained yet), `full_loss`,
-        then `w` (or `w_0`, `w_1`, ... for a vector w) and `b` where recorded.
+        then `w` (or `w_0`, `w_1`, ... for several weights) and `b` where recorded.
         """
         columns = {"loss": np.array([np.nan, *self.loss], dtype=np.float64),
                    "full_loss": np.array(self.full_loss, dtype=np.float64)}
         if "w" in self.trajectory:
-            w = np.array(self.w, dtype=np.float64)
-            if w.ndim == 1:
-                columns["w"] = w
-            else:
-                columns.update({f"w_{i}": w[:, i] for i in range(w.shape[1])})
+            w = np.array(self.w, dtype=np.float64).reshape(len(self.w), -1)
+            columns.update(zip(weight_names(w.shape[1]), w.T))
             columns["b"] = np.array(self.b, dtype=np.float64)
         return columns
 

@@ -54,3 +54,13 @@ def assert_matches_reference(history, reference, rtol=1e-5):
     np.testing.assert_allclose(history.b, reference["b"], rtol=rtol, atol=1e-6)
     np.testing.assert_allclose(history.full_loss, reference["full_loss"], rtol=rtol)
     np.testing.assert_allclose(history.loss, reference["loss"], rtol=rtol)
+
+
+def normal_equations(x, y):
+    """The least-squares optimum the textbook way: solve (AᵀA) θ = Aᵀy in float64.
+
+    Returns:
+      θ = [w..., b] and the design matrix A = [X 1].
+    """
+    a = np.column_stack([np.asarray(x, np.float64).reshape(len(y), -1), np.ones(len(y))])
+    return np.linalg.solve(a.T @ a, a.T @ np.asarray(y, np.float64)), a

@@ -40,3 +40,15 @@ def test_figures_are_written(tmp_path, features):
         # Drawn on: many distinct colours, not a blank canvas.
         assert len(np.unique(image.reshape(-1, image.shape[-1]), axis=0)) > 50
         assert image.std() > 0.05
+
+
+def test_gap_and_difference_figures(tmp_path):
+    epochs = np.arange(11)
+    gaps = {"a": {"distance": 3 * 0.8 ** epochs, "loss_gap": 9 * 0.64 ** epochs},
+            "b": {"distance": 3 * 0.8 ** epochs, "loss_gap": np.r_[9 * 0.64 ** epochs[:-1], -1e-7]}}
+    for path in (plots.plot_gap(tmp_path / "gap.png", gaps, contraction=0.8),
+                 plots.plot_differences(tmp_path / "differences.png",
+                                        {"w": np.zeros(11), "b": np.r_[0, np.full(10, 3e-8)],
+                                         "loss": np.r_[0, np.inf, np.zeros(9)]}, rtol=1e-5)):
+        image = read_png(path)
+        assert len(np.unique(image.reshape(-1, image.shape[-1]), axis=0)) > 50

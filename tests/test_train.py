@@ -8,15 +8,15 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import gradient_descent_reference
+from conftest import gradient_descent_reference, normal_equations
 from linfit import LinearModule, load_config, load_weights
 from linfit.config import Config
 from linfit.data import synthetic_line
 from linfit.train import main
 
 RUNS = [("module", "manual"), ("module", "keras"), ("keras", "manual"), ("keras", "keras")]
-OUTPUTS = {"config.toml", "history.csv", "metrics.json", "data.png", "weights.png", "loss.png",
-           *(f"{m}-{l}.weights.h5" for m, l in RUNS)}
+OUTPUTS = {"config.toml", "history.csv", "metrics.json", "report.md", "data.png", "weights.png",
+           "loss.png", "gap.png", "differences.png", *(f"{m}-{l}.weights.h5" for m, l in RUNS)}
 
 
 def run_cli(*args, cwd=None):
@@ -39,7 +39,7 @@ def test_default_run_writes_everything_and_prints_nothing_on_stderr(default_run)
     assert {p.name for p in run_dir.iterdir()} == OUTPUTS
     assert result.stderr == ""
     assert load_config(run_dir / "config.toml") == Config()
-    for name in ("data.png", "weights.png", "loss.png"):
+    for name in ("data.png", "weights.png", "loss.png", "gap.png", "differences.png"):
         assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -109,11 +109,39 @@ def test_any_csv_matches_float64_gradient_descent(tmp_path, capsys, true_w):
                                    reference["w"].reshape(7, -1), rtol=1e-5)
         np.testing.assert_allclose([row["full_loss"] for row in run["trajectory"]],
                                    reference["full_loss"], rtol=1e-5)
+    theta, _ = normal_equations(table[:, :-1], table[:, -1])
+    np.testing.assert_allclose([*metrics["reference"]["w"], metrics["reference"]["b"]], theta,
+                               rtol=1e-9)
+    assert metrics["agreement"]["agree"] is True
     expected_header = ["w"] if len(true_w) == 1 else [f"w_{i}" for i in range(3)]
     assert (out / "history.csv").read_text().splitlines()[0] == ",".join(
         ["model", "loop", "epoch", "loss", "full_loss", *expected_header, "b"])
     if len(true_w) == 3:
         assert "W = [" in capsys.readouterr().out
+
+
+def test_default_report_reads_at_a_glance(default_run, guide_data):
+    from linfit.compare import least_squares_reference
+
+    report = (default_run[1] / "report.md").read_text()
+    reference = least_squares_reference(guide_data.x, guide_data.y)
+    assert "**Yes: the 4 runs agree to 1e-05 relative at every epoch.**" in report
+    assert f"| **optimum** (float64 least squares) | {float(reference.w):.4f} | " in report
+    assert "| true line | 3.0000 | 2.0000 |" in report
+    assert f"2 / λmax(H) = **{reference.lr_limit:.4g}**" in report
+    assert "*before* each update" in report  # Keras's loss vs the guide's, explained
+    for figure in ("data", "weights", "loss", "gap", "differences"):
+        assert f"![{figure}]({figure}.png)" in report
+    assert report.count("| module-manual |") == 2  # final state and wall time
+
+
+def test_unstable_learning_rate_is_one_warning_line_before_training(tmp_path):
+    result = run_cli("--set", "train.learning_rate=1.2", "--set", "train.epochs=2",
+                     "--model", "module", "--loop", "manual", "--out", "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ("warning: learning rate 1.2 is above the stability limit 0.743 "
+                             "for this data: training will diverge\n")
+    assert "**Warning: learning rate 1.2 is above" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_one_model_one_loop(tmp_path, capsys):

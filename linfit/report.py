@@ -1,0 +1,146 @@
+"""report.md: a run directory's comparison, as a page a person reads in any viewer."""
+
+from pathlib import Path
+
+import numpy as np
+
+from linfit.compare import Comparison
+from linfit.config import Config
+from linfit.data import Data
+
+KERAS_OFFSET = (
+    "`loss` is Keras's number: the mean over an epoch's batches of the loss computed "
+    "*before* each update, so with one full batch the `loss` of epoch k is the `full_loss` "
+    "of the row before it; `full_loss` is computed on the whole training set *after* the "
+    "epoch, and is the number the guide prints. That is the one-epoch offset between "
+    "Keras's log and the guide's printout: Keras's epoch k shows the loss the guide printed "
+    "for the epoch before.")
+
+
+def write_report(path: Path, config: Config, data: Data, comparison: Comparison,
+                 figures: list[str]) -> Path:
+    """Write report.md for a run directory and return its path."""
+    sections = [
+        ["# linfit run report", "", *_setup_lines(config, data)],
+        _final_state_section(data, comparison),
+        _agreement_section(comparison),
+        _stability_section(config, comparison),
+        _time_section(comparison),
+        ["## Figures", "", *(f"![{Path(name).stem}]({name})" for name in figures),
+         "", "Every epoch of every run is in `history.csv` and `metrics.json`."],
+    ]
+    path.write_text("\n".join(line for section in sections for line in section) + "\n")
+    return path
+
+
+def _setup_lines(config: Config, data: Data) -> list[str]:
+    if data.true_w is not None:
+        source = (f"synthetic line y = {_number(data.true_w)}·x + {data.true_b:g} + noise "
+                  f"(σ = {config.data.noise_stddev:g}, seed {config.data.seed})")
+    else:
+        source = f"`{data.source}`"
+    batches = ("one full batch" if not config.data.batch_size
+               else f"batches of {config.data.batch_size}")
+    return [f"- **Data**: {source}; {data.num_examples} examples, "
+            f"{len(data.feature_names)} feature(s) ({', '.join(data.feature_names)})",
+            f"- **Model**: f(x) = x·W + b from W = {_number(config.model.init_w)}, "
+            f"b = {config.model.init_b:g}",
+            f"- **Training**: {config.train.optimizer}, learning rate "
+            f"{config.train.learning_rate:g}, {config.train.epochs} epochs, {batches}, "
+            f"seed {config.train.seed}", ""]
+
+
+def _final_state_section(data: Data, comparison: Comparison) -> list[str]:
+    reference = comparison.reference
+    lines = ["## Final state", "",
+             "| run | W | b | full_loss | full_loss − optimum | ‖θ − θ*‖ |",
+             "|---|---|---|---|---|---|"]
+    for run in comparison.runs:
+        history = run.history
+        if "w" not in history.trajectory:
+            lines.append(f"| {run.label} | | | {history.full_loss[-1]:.6g} | | |")
+            continue
+        gap, distance = "", ""
+        if reference is not None:
+            gaps = reference.gaps(history.columns())
+            gap, distance = f"{gaps['loss_gap'][-1]:.3g}", f"{gaps['distance'][-1]:.3g}"
+        lines.append(f"| {run.label} | {_number(history.w[-1], '.4f')} | {history.b[-1]:.4f} | "
+                     f"{history.full_loss[-1]:.6g} | {gap} | {distance} |")
+    if reference is not None:
+        lines.append(f"| **optimum** (float64 least squares) | {_number(reference.w, '.4f')} | "
+                     f"{reference.b:.4f} | {reference.loss:.6g} | 0 | 0 |")
+    if data.true_w is not None:
+        lines.append(f"| true line | {_number(data.true_w, '.4f')} | {data.true_b:.4f} | | | |")
+    return [*lines, ""]
+
+
+def _agreement_section(comparison: Comparison) -> list[str]:
+    agreement = comparison.agreement
+    count = len(comparison.runs)
+    if count < 2:
+        return ["## Agreement", "", "One run only: nothing to compare.", ""]
+    if agreement.agree:
+        verdict = (f"**Yes: the {count} runs agree to {agreement.rtol:g} relative at every "
+                   f"epoch.**")
+        if max(agreement.max_abs.values()) == 0:
+            verdict += " They are bitwise identical."
+    else:
+        epoch, name = agreement.first_difference
+        verdict = (f"**No: the runs differ by more than {agreement.rtol:g} relative, first "
+                   f"at epoch {epoch} in `{name}`.**")
+    lines = ["## Do the manual loop and `fit` agree?", "", verdict, "",
+             "| quantity | largest abs. difference | largest rel. difference | at epoch |",
+             "|---|---|---|---|"]
+    for name, (largest, epoch) in agreement.largest().items():
+        lines.append(f"| `{name}` | {largest:.3g} | {agreement.max_rel[name]:.3g} | "
+                     f"{'—' if epoch is None else epoch} |")
+    return [*lines, "", KERAS_OFFSET, ""]
+
+
+def _stability_section(config: Config, comparison: Comparison) -> list[str]:
+    reference = comparison.reference
+    if reference is None:
+        return []
+    rate = config.train.learning_rate
+    lines = ["## Learning rate and convergence", "",
+             f"For full-batch gradient descent on this data the learning rate must stay below "
+             f"2 / λmax(H) = **{reference.lr_limit:.4g}** (H = (2/N)·AᵀA, A = [X 1]); "
+             f"this run used {rate:g}."]
+    warning = reference.stability_warning(rate)
+    if warning:
+        lines.append(f"**Warning: {warning}.**")
+    if comparison.contraction is not None:
+        rho = comparison.contraction
+        lines.append(f"Theory predicts ‖θ − θ*‖ shrinks by ×{rho:.4g} per epoch (the loss gap "
+                     f"by ×{rho * rho:.4g}).")
+        observed = _observed_contraction(comparison)
+        if observed is not None:
+            lines.append(f"Observed over the last epoch: ×{observed:.4g}.")
+    else:
+        lines.append("The predicted contraction holds for full-batch plain SGD only.")
+    return [*lines, ""]
+
+
+def _observed_contraction(comparison: Comparison) -> float | None:
+    history = comparison.runs[0].history
+    if "w" not in history.trajectory or history.epochs < 1:
+        return None
+    distance = comparison.reference.gaps(history.columns())["distance"]
+    return float(distance[-1] / distance[-2]) if distance[-2] > 0 else None
+
+
+def _time_section(comparison: Comparison) -> list[str]:
+    lines = ["## Wall time", "", "| run | seconds | per epoch |", "|---|---|---|"]
+    for run in comparison.runs:
+        per_epoch = run.seconds / max(run.history.epochs, 1)
+        lines.append(f"| {run.label} | {run.seconds:.3f} | {per_epoch * 1000:.2f} ms |")
+    lines += ["", "Times include tracing the `tf.function`s on the first epoch."]
+    return [*lines, ""]
+
+
+def _number(value, spec: str = "g") -> str:
+    """A number or a list of numbers, each formatted with `spec`."""
+    array = np.asarray(value, dtype=float)
+    if array.ndim == 0:
+        return format(float(array), spec)
+    return "[" + ", ".join(format(v, spec) for v in array) + "]"
