@@ -15,11 +15,9 @@ import tempfile
 from pathlib import Path
 
 import h5py
-import keras
 import numpy as np
 
 from linfit.errors import CheckpointError
-from linfit.models import model_variables
 
 SUFFIX = ".weights.h5"
 VARS = "vars"
@@ -133,6 +131,11 @@ def _check_fit(path, arrays, variables, model_name) -> None:
 
 
 def _checkpoint_variables(model) -> list:
+    # Imported here: reading a file (read_weights) needs no TensorFlow.
+    import keras
+
+    from linfit.models import model_variables
+
     if isinstance(model, keras.Model) and model.layers:
         raise CheckpointError(
             f"{type(model).__name__} has sublayers; linfit checkpoints hold models whose "

@@ -21,11 +21,12 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from linfit.data import Standardizer
 from linfit.errors import LinfitError, RunDirError
 
 DEFAULT_RTOL = 1e-5
@@ -262,6 +263,8 @@ def run_comparison(x, y, *, models: Sequence[str] = ("module", "keras"),
                    loops: Sequence[str] = ("manual", "keras"), epochs: int = 10,
                    init_w=5.0, init_b: float = 0.0, learning_rate: float = 0.1,
                    optimizer: str = "sgd", loss: str = "mse", batch_size: int | None = None,
+                   shuffle_seed: int | None = None, validation_data: tuple | None = None,
+                   standardize: bool = False, feature_names: tuple[str, ...] = (),
                    seed: int = 0, rtol: float = DEFAULT_RTOL, verbose: int = 0) -> Comparison:
     """Train every model × loop combination from the same start, and compare.
 
@@ -269,6 +272,9 @@ def run_comparison(x, y, *, models: Sequence[str] = ("module", "keras"),
       x, y: the training data; x is [N] (scalar model) or [N, d].
       models: "module" (LinearModule) and/or "keras" (LinearModel).
       loops: "manual" and/or "keras".
+      standardize: train on features scaled to zero mean and unit variance;
+        histories, the trained models (and so their checkpoints) are in
+        the original units all the same.
       seed: passed to `keras.utils.set_random_seed` before each run.
       Other arguments as for `Trainer` and `Trainer.fit`.
 
@@ -284,7 +290,19 @@ def run_comparison(x, y, *, models: Sequence[str] = ("module", "keras"),
     x = np.asarray(x, dtype=np.float32)
     y = np.asarray(y, dtype=np.float32)
     features = None if x.ndim == 1 else x.shape[1]
-    reference = least_squares_reference(x, y) if loss in ("mse", "mean_squared_error") else None
+    standardizer = Standardizer.fit(x, feature_names) if standardize else None
+    x_train, start_w, start_b = x, init_w, init_b
+    if standardizer is not None:
+        x_train = standardizer.transform(x)
+        start_w, start_b = standardizer.from_original(
+            np.broadcast_to(np.asarray(init_w, dtype=np.float64), np.shape(x[0])), init_b)
+        if validation_data is not None:
+            validation_data = (standardizer.transform(validation_data[0]), validation_data[1])
+    reference = None
+    if loss in ("mse", "mean_squared_error"):
+        # The optimum in original units; the curvature of the data as trained on.
+        reference = replace(least_squares_reference(x, y),
+                            eigenvalues=least_squares_reference(x_train, y).eigenvalues)
     full_batch_sgd = optimizer == "sgd" and (batch_size is None or batch_size >= len(y))
     if reference is not None and full_batch_sgd:
         message = reference.stability_warning(learning_rate)
@@ -294,23 +312,38 @@ def run_comparison(x, y, *, models: Sequence[str] = ("module", "keras"),
     for kind in models:
         for loop in loops:
             keras.utils.set_random_seed(seed)
-            model = getattr(models_lib, MODEL_CLASSES[kind])(features=features, init_w=init_w,
-                                                              init_b=init_b)
+            model = getattr(models_lib, MODEL_CLASSES[kind])(
+                features=features, init_w=start_w, init_b=start_b)
             trainer = Trainer(model, loss=loss, optimizer=optimizer, learning_rate=learning_rate)
             start = time.perf_counter()
-            history = trainer.fit(x, y, epochs=epochs, loop=loop, batch_size=batch_size,
+            history = trainer.fit(x_train, y, epochs=epochs, loop=loop, batch_size=batch_size,
+                                  shuffle_seed=shuffle_seed, validation_data=validation_data,
                                   verbose=verbose)
+            if standardizer is not None:
+                history = _to_original_units(history, model, standardizer)
             runs.append(RunResult(kind, loop, model, history, time.perf_counter() - start))
     agreement = compare_histories([run.history for run in runs], [run.label for run in runs],
                                   rtol=rtol)
     return Comparison(runs, agreement, reference, learning_rate, full_batch_sgd)
 
 
+def _to_original_units(history, model, standardizer: Standardizer):
+    """The history's w and b, and the model's variables, in the data's original units."""
+    rows = [standardizer.to_original(w, b) for w, b in zip(history.w, history.b)]
+    trajectory = dict(history.trajectory, w=[np.float32(w) for w, _ in rows],
+                      b=[float(np.float32(b)) for _, b in rows])
+    model.w.assign(np.asarray(rows[-1][0], dtype=np.float32))
+    model.b.assign(np.float32(rows[-1][1]))
+    return replace(history, trajectory=trajectory)
+
+
 def columns_from_metrics(run: dict) -> dict[str, np.ndarray]:
     """A run of metrics.json as `History.columns()` (the inverse of what train writes)."""
     trajectory = run["trajectory"]
-    columns = {"loss": np.array([np.nan, *run["loss"]], dtype=np.float64),
-               "full_loss": np.array([row["full_loss"] for row in trajectory], dtype=np.float64)}
+    columns = {"loss": np.array([np.nan, *run["loss"]], dtype=np.float64)}
+    for name in ("full_loss", "val_loss"):
+        if trajectory and name in trajectory[0]:
+            columns[name] = np.array([row[name] for row in trajectory], dtype=np.float64)
     if trajectory and "w" in trajectory[0]:
         w = np.array([row["w"] for row in trajectory], dtype=np.float64)
         columns.update(zip(weight_names(w.shape[1]), w.T))

@@ -19,6 +19,8 @@ from linfit.errors import ConfigError
 
 # A weight: one number, or one number per feature (stored as a tuple).
 Weights = float | tuple[float, ...]
+# Column names (stored as a tuple).
+Names = tuple[str, ...]
 
 MODEL_KINDS = ("module", "keras", "both")
 LOOPS = ("manual", "keras", "both")
@@ -32,13 +34,19 @@ OPTIMIZERS = (
 
 @dataclass(frozen=True)
 class DataConfig:
-    path: str = ""  # "" is the guide's synthetic line
+    path: str = ""  # "" is the guide's synthetic line; else a .csv or .npz file
+    target: str = ""  # the CSV's target column; "" is `y`, else the last column
+    features: Names = ()  # the CSV's feature columns; () is all but the target
     num_examples: int = 201
     true_w: Weights = 3.0  # a list gives one synthetic feature per entry
     true_b: float = 2.0
     noise_stddev: float = 1.0
     seed: int = 0
     batch_size: int = 0  # 0 is one full batch, as in the guide
+    shuffle: bool = False  # reshuffle the batches each epoch, seeded by `seed`
+    validation_split: float = 0.0  # fraction held out for val_loss
+    validation_path: str = ""  # or a separate validation file
+    standardize: bool = False  # train on standardised features; report original units
 
 
 @dataclass(frozen=True)
@@ -135,6 +143,10 @@ def validate(config: Config) -> None:
     _require(data.seed >= 0, "data.seed", data.seed, "an integer >= 0")
     _require(data.batch_size >= 0, "data.batch_size", data.batch_size,
              "0 (one full batch) or a positive batch size")
+    _require(0 <= data.validation_split < 1, "data.validation_split", data.validation_split,
+             "a fraction in [0, 1)")
+    _require(not (data.validation_split and data.validation_path), "data.validation_split",
+             data.validation_split, "0 when data.validation_path is set (use one or the other)")
     _require(model.kind in MODEL_KINDS, "model.kind", model.kind, _one_of(MODEL_KINDS))
     _require(train.loop in LOOPS, "train.loop", train.loop, _one_of(LOOPS))
     _require(train.epochs >= 1, "train.epochs", train.epochs, "at least 1")
@@ -195,14 +207,18 @@ def _check_type(key: str, value: Any, kind: Any, source: str) -> Any:
         return value
     if kind is str and isinstance(value, str):
         return value
+    if kind is bool and isinstance(value, bool):
+        return value
+    if kind == Names and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
     if kind == Weights:
         if number:
             return float(value)
         if isinstance(value, list) and all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
             return tuple(float(v) for v in value)
-    expected = {float: "a number", int: "an integer", str: "a string",
-                Weights: "a number or a list of numbers"}[kind]
+    expected = {float: "a number", int: "an integer", str: "a string", bool: "true or false",
+                Weights: "a number or a list of numbers", Names: "a list of column names"}[kind]
     raise ConfigError(f"{source}: {key} must be {expected}, got {value!r}")
 
 
@@ -224,6 +240,8 @@ def _hint(name: str, known: Iterable[str], section: str | None = None) -> str:
 
 
 def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, (tuple, list)):

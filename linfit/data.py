@@ -1,11 +1,15 @@
-"""Training data: the guide's synthetic line, CSV files, input checks, tf.data.
+"""Training data: the guide's synthetic line, CSV and NPZ files, input checks,
+standardisation, and the tf.data pipeline both loops read.
 
 Readers and checks use NumPy only, so the CLI can reject a bad file before
 it pays for importing TensorFlow; `make_dataset` imports it when called.
+Data is read once into float32 arrays; no epoch copies it again.
 """
 
 import csv
-from dataclasses import dataclass
+import math
+import warnings
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +24,8 @@ class Data:
 
     `x` is [N] for one feature (the guide's scalar model) and [N, d] for d
     features; `features` is None or d accordingly. `true_w`/`true_b` are the
-    line the data was drawn from, when it is synthetic.
+    line the data was drawn from, when it is synthetic. `x_val`/`y_val` are
+    held-out data for `val_loss`, or None.
     """
 
     x: np.ndarray
@@ -29,6 +34,8 @@ class Data:
     feature_names: tuple[str, ...] = ("x",)
     true_w: np.ndarray | float | None = None
     true_b: float | None = None
+    x_val: np.ndarray | None = field(default=None, repr=False)
+    y_val: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def features(self) -> int | None:
@@ -38,12 +45,34 @@ class Data:
     def num_examples(self) -> int:
         return len(self.y)
 
+    @property
+    def validation(self) -> tuple[np.ndarray, np.ndarray] | None:
+        return None if self.y_val is None else (self.x_val, self.y_val)
+
 
 def load_data(config: DataConfig) -> Data:
-    """The data a config names: a CSV file, or the synthetic line when path is ""."""
+    """The data a config names (a CSV or NPZ file, or the synthetic line when
+    `path` is ""), with its validation data split off or read.
+
+    Raises:
+      DataError: naming the file, and the line or column where it can.
+    """
     if config.path:
-        return read_csv(config.path)
-    return synthetic_line(config)
+        data = read_data_file(config.path, config.target, config.features)
+    else:
+        data = synthetic_line(config)
+    if config.validation_path:
+        x_val, y_val, _ = _read_file(Path(config.validation_path), config.target,
+                                     config.features or data.feature_names)
+        if (x_val.ndim, x_val.shape[1:]) != (data.x.ndim, data.x.shape[1:]):
+            raise DataError(f"validation file {config.validation_path} has "
+                            f"{_count(x_val)} feature(s) but the training data has "
+                            f"{_count(data.x)}: give it the same columns")
+        return replace(data, x_val=x_val, y_val=y_val)
+    if config.validation_split:
+        return split_validation(data, config.validation_split,
+                                config.seed if config.shuffle else None)
+    return data
 
 
 def synthetic_line(config: DataConfig = DataConfig()) -> Data:
@@ -70,75 +99,272 @@ def synthetic_line(config: DataConfig = DataConfig()) -> Data:
                 true_w=true_w, true_b=config.true_b)
 
 
-def read_csv(path: str | Path) -> Data:
-    """Read a CSV with a header row: column `y` is the target, else the last one.
+def split_validation(data: Data, fraction: float, seed: int | None) -> Data:
+    """Hold out the last `fraction` of the examples (after a seeded shuffle if
+    `seed` is not None) as validation data."""
+    n = data.num_examples
+    held_out = round(n * fraction)
+    if held_out < 1 or held_out > n - 1:
+        raise DataError(f"data.validation_split = {fraction} of {n} examples holds out "
+                        f"{held_out}: it must leave at least one example on each side")
+    order = np.arange(n) if seed is None else np.random.default_rng(seed).permutation(n)
+    train, val = order[:n - held_out], order[n - held_out:]
+    return replace(data, x=data.x[train], y=data.y[train], x_val=data.x[val], y_val=data.y[val])
 
-    All other columns are features; one feature gives x of shape [N].
 
-    Raises:
-      DataError: naming the file, and the line or column where it can.
+def read_data_file(path: str | Path, target: str = "", features: tuple[str, ...] = ()) -> Data:
+    """Read a CSV (header row) or NPZ (arrays `x` and `y`) training file.
+
+    CSV: the column named `target`, else `y`, else the last one, is the
+    target; `features` picks feature columns (default: all the others).
+    One feature gives x of shape [N].
     """
+    path = Path(path)
+    x, y, names = _read_file(path, target, features)
+    return Data(x=x, y=y, source=str(path), feature_names=names)
+
+
+def read_csv(path: str | Path, target: str = "", features: tuple[str, ...] = ()) -> Data:
+    """Read a CSV file with a header row; see `read_data_file`."""
+    return read_data_file(path, target, features)
+
+
+def read_features(path: str | Path, feature_names: tuple[str, ...] | None, features: int | None,
+                  target: str = "") -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """Read a CSV for prediction: features for a model, and the target if present.
+
+    Columns named in `feature_names` (the training data's) are used when all
+    are present; otherwise a file with exactly the model's number of columns
+    is all features, and one with one more has its target in `target`, `y`
+    or the last column.
+
+    Returns:
+      x ([N] when `features` is None, else [N, features]), y or None, and
+      the names of the feature columns used.
+    """
+    path = _checked_file(path)
+    header = _read_header(path, min_columns=1)
+    if target and target not in header:
+        raise DataError(f"{path}: target column {target!r} is not a column; the columns are "
+                        f"{', '.join(header)}")
+    expected = features or 1
+    target_name = target or ("y" if "y" in header else "")
+    if feature_names and all(name in header for name in feature_names):
+        columns = [header.index(name) for name in feature_names]
+    else:
+        columns = [i for i, name in enumerate(header) if name != target_name]
+        if not target_name and len(columns) == expected + 1:
+            target_name = header[columns.pop()]
+        if len(columns) != expected:
+            raise DataError(
+                f"{path} has {len(columns)} feature column(s) ({', '.join(header[i] for i in columns)})"
+                f" but the checkpoint's model takes {expected}: give a file with the training "
+                "data's feature columns (and optionally its target)")
+    table = _read_table(path, header)
+    x = table[:, columns] if features is not None else table[:, columns[0]]
+    y = table[:, header.index(target_name)] if target_name in header else None
+    return np.ascontiguousarray(x), y, [header[i] for i in columns]
+
+
+def _read_file(path: Path, target: str, features) -> tuple[np.ndarray, np.ndarray, tuple]:
+    path = _checked_file(path)
+    if path.suffix == ".npz":
+        return _read_npz(path)
+    header = _read_header(path)
+    target_column, feature_columns = _select_columns(path, header, target, features)
+    table = _read_table(path, header)
+    x = table[:, feature_columns]
+    if x.shape[1] == 1:
+        x = x[:, 0]
+    return (np.ascontiguousarray(x), np.ascontiguousarray(table[:, target_column]),
+            tuple(header[i] for i in feature_columns))
+
+
+def _checked_file(path) -> Path:
     path = Path(path)
     if not path.exists():
         raise DataError(f"data file {path} does not exist: check --data / data.path")
     if path.is_dir():
-        raise DataError(f"data file {path} is a directory: give the path of a CSV file")
+        raise DataError(f"data file {path} is a directory: give the path of a CSV or NPZ file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path} is empty: expected a header row, then one row per example")
+    return path
+
+
+def _read_header(path: Path, min_columns: int = 2) -> list[str]:
     try:
         with path.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
+            header = next(csv.reader(f), [])
     except UnicodeDecodeError:
         raise DataError(f"{path} is not a UTF-8 text CSV file") from None
-    rows = [row for row in rows if row]  # blank lines, e.g. a trailing one
-    if not rows:
-        raise DataError(f"{path} is empty: expected a header row, then one row per example")
-    header = [name.strip() for name in rows[0]]
-    if len(header) < 2:
+    header = [name.strip() for name in header]
+    if not any(header):
+        raise DataError(f"{path}: the first line is empty: expected a header row of "
+                        "column names")
+    if len(header) < min_columns:
         raise DataError(f"{path} has a single column {header[0]!r}: expected at least one "
                         "feature column and a target column")
     if len(set(header)) != len(header):
         duplicated = sorted({name for name in header if header.count(name) > 1})
         raise DataError(f"{path}: duplicate column names {duplicated}: rename them")
-    if len(rows) == 1:
+    return header
+
+
+def _select_columns(path: Path, header: list[str], target: str,
+                    features) -> tuple[int, list[int]]:
+    if target and target not in header:
+        raise DataError(f"{path}: data.target {target!r} is not a column; the columns are "
+                        f"{', '.join(header)}")
+    target_name = target or ("y" if "y" in header else header[-1])
+    unknown = [name for name in features if name not in header]
+    if unknown:
+        raise DataError(f"{path}: data.features names {', '.join(map(repr, unknown))}, which "
+                        f"is not a column; the columns are {', '.join(header)}")
+    if target_name in features:
+        raise DataError(f"{path}: column {target_name!r} is the target, so it cannot also be "
+                        "in data.features")
+    names = list(features) or [name for name in header if name != target_name]
+    return header.index(target_name), [header.index(name) for name in names]
+
+
+def _read_table(path: Path, header: list[str]) -> np.ndarray:
+    """All data rows as float32 [rows, columns]: NumPy's fast reader, and on a
+    failure a second, careful pass that says which line and column is wrong."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
+            table = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float32, ndmin=2,
+                               comments=None, quotechar='"', encoding="utf-8")
+    except ValueError as error:
+        _raise_parse_error(path, header)
+        raise DataError(f"{path} could not be read as numbers: {error}") from None
+    if table.shape[0] == 0:
         raise DataError(f"{path} has a header but no data rows")
-    table = _parse_rows(path, header, rows[1:])
-    target = header.index("y") if "y" in header else len(header) - 1
-    feature_columns = [i for i in range(len(header)) if i != target]
-    x = table[:, feature_columns]
-    if x.shape[1] == 1:
-        x = x[:, 0]
-    return Data(x=np.ascontiguousarray(x), y=np.ascontiguousarray(table[:, target]),
-                source=str(path), feature_names=tuple(header[i] for i in feature_columns))
-
-
-def _parse_rows(path: Path, header: list[str], rows: list[list[str]]) -> np.ndarray:
-    table = np.empty((len(rows), len(header)), dtype=np.float32)
-    for index, row in enumerate(rows):
-        line = index + 2  # 1-based, after the header
-        if len(row) != len(header):
-            raise DataError(f"{path}, line {line}: {len(row)} values, but the header has "
-                            f"{len(header)} columns")
-        for column, cell in enumerate(row):
-            try:
-                table[index, column] = float(cell)
-            except ValueError:
-                raise DataError(f"{path}, line {line}, column {header[column]!r}: "
-                                f"{cell!r} is not a number") from None
+    if table.shape[1] != len(header):
+        raise DataError(f"{path}: rows have {table.shape[1]} values, but the header has "
+                        f"{len(header)} columns")
     bad = ~np.isfinite(table)
     if bad.any():
-        index, column = np.argwhere(bad)[0]
-        raise DataError(f"{path}, line {index + 2}, column {header[column]!r}: "
-                        f"{table[index, column]} is not finite: remove or fix the row")
+        row, column = np.argwhere(bad)[0]
+        raise DataError(f"{path}, line {_line_of_row(path, row)}, column {header[column]!r}: "
+                        f"{table[row, column]} is not finite: remove or fix the row")
     return table
 
 
-def check_inputs(x, y, features: int | None | type(...) = ...) -> tuple[np.ndarray, np.ndarray]:
+def _raise_parse_error(path: Path, header: list[str]) -> None:
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        next(reader)
+        for row in reader:
+            if not row:
+                continue
+            line = reader.line_num
+            if len(row) != len(header):
+                raise DataError(f"{path}, line {line}: {len(row)} values, but the header has "
+                                f"{len(header)} columns")
+            for name, cell in zip(header, row):
+                try:
+                    float(cell)
+                except ValueError:
+                    raise DataError(f"{path}, line {line}, column {name!r}: {cell!r} is not "
+                                    "a number") from None
+
+
+def _line_of_row(path: Path, row: int) -> int:
+    """The file line of data row `row` (0-based), counting blank lines."""
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        next(reader)
+        seen = -1
+        for values in reader:
+            seen += bool(values)
+            if seen == row:
+                return reader.line_num
+    return row + 2
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, tuple]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [name for name in ("x", "y") if name not in archive.files]
+            if missing:
+                raise DataError(f"{path} has no array {' or '.join(map(repr, missing))}: an "
+                                f"NPZ needs x [N, d] (or [N]) and y [N]; it has "
+                                f"{', '.join(archive.files) or 'nothing'}")
+            x, y = archive["x"], archive["y"]
+    except (OSError, ValueError) as error:
+        raise DataError(f"{path} is not a readable NPZ file ({error})") from None
+    if x.ndim not in (1, 2) or y.ndim != 1:
+        raise DataError(f"{path}: x must be [N] or [N, d] and y [N], got x "
+                        f"{list(x.shape)} and y {list(y.shape)}")
+    if len(x) != len(y):
+        raise DataError(f"{path}: x has {len(x)} rows but y has {len(y)}: they must match")
+    if len(y) == 0:
+        raise DataError(f"{path} holds no examples")
+    if not (np.issubdtype(x.dtype, np.number) and np.issubdtype(y.dtype, np.number)):
+        raise DataError(f"{path}: x and y must be numeric, got {x.dtype} and {y.dtype}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    y = np.ascontiguousarray(y, dtype=np.float32)
+    if x.ndim == 2 and x.shape[1] == 1:
+        x = x[:, 0]
+    for name, array in (("x", x), ("y", y)):
+        if not np.isfinite(array).all():
+            row = int(np.argwhere(~np.isfinite(array))[0][0])
+            raise DataError(f"{path}: {name} is not finite in row {row}: remove or fix it")
+    names = ("x",) if x.ndim == 1 else tuple(f"x{i}" for i in range(x.shape[1]))
+    return x, y, names
+
+
+def _count(x: np.ndarray) -> int:
+    return 1 if x.ndim == 1 else x.shape[1]
+
+
+@dataclass(frozen=True)
+class Standardizer:
+    """Scales features to zero mean and unit variance, and maps a linear
+    model's weights back to the original units.
+
+    With x_s = (x − mean) / std, the model x_s·w_s + b_s equals x·w + b for
+    w = w_s / std and b = b_s − Σ w_s·mean / std.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, x: np.ndarray, feature_names: tuple[str, ...] = ()) -> "Standardizer":
+        x64 = np.asarray(x, dtype=np.float64)
+        mean, std = x64.mean(axis=0), x64.std(axis=0)
+        constant = np.flatnonzero(np.atleast_1d(std) == 0)
+        if constant.size:
+            names = [feature_names[i] if i < len(feature_names) else str(i) for i in constant]
+            raise DataError(f"feature(s) {', '.join(names)} are constant: standardisation "
+                            "cannot scale them; leave them out with data.features")
+        return cls(mean=mean, std=std)
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return ((np.asarray(x, dtype=np.float64) - self.mean) / self.std).astype(np.float32)
+
+    def to_original(self, w, b: float) -> tuple[np.ndarray, float]:
+        """(w_s, b_s) on standardised features -> (w, b) on the original ones."""
+        w = np.asarray(w, dtype=np.float64)
+        w_original = w / self.std
+        return w_original, float(b - np.sum(w_original * self.mean))
+
+    def from_original(self, w, b: float) -> tuple[np.ndarray, float]:
+        """(w, b) on the original features -> (w_s, b_s) on standardised ones."""
+        w = np.asarray(w, dtype=np.float64)
+        return w * self.std, float(b + np.sum(w * self.mean))
+
+
+def check_inputs(x, y, features=...) -> tuple[np.ndarray, np.ndarray]:
     """x and y as float32 arrays, checked for shape and finiteness.
 
     Args:
       x: inputs, [N] or [N, d].
       y: targets, [N].
       features: what the model expects: None for the scalar model, d for
-        d features, or ... when the model does not say.
+        d features, or ... (the default) when the model does not say.
 
     Raises:
       DataError: what is wrong with the inputs and what the model expects.
@@ -152,12 +378,7 @@ def check_inputs(x, y, features: int | None | type(...) = ...) -> tuple[np.ndarr
                         f"got shape {list(x.shape)}")
     if len(y) == 0:
         raise DataError("no training examples: x and y are empty")
-    if features is None and x.ndim != 1:
-        raise DataError(f"the model is scalar (features=None) and takes x of shape [N], "
-                        f"got {list(x.shape)}: build it with features={x.shape[1]}")
-    if features not in (None, ...) and (x.ndim != 2 or x.shape[1] != features):
-        raise DataError(f"the model takes {features} features (x of shape [N, {features}]), "
-                        f"got x of shape {list(x.shape)}")
+    check_features(x, features)
     for name, array in (("x", x), ("y", y)):
         if not np.isfinite(array).all():
             row = int(np.argwhere(~np.isfinite(array))[0][0])
@@ -166,14 +387,58 @@ def check_inputs(x, y, features: int | None | type(...) = ...) -> tuple[np.ndarr
     return x, y
 
 
-def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int | None = None):
-    """The tf.data pipeline both loops read, batch by batch, in the same order.
+def check_features(x: np.ndarray, features=...) -> None:
+    """Raise DataError unless x has the shape a model with `features` takes."""
+    if features is None and x.ndim != 1:
+        raise DataError(f"the model is scalar (features=None) and takes x of shape [N], "
+                        f"got {list(x.shape)}: build it with features={x.shape[1]}")
+    if features not in (None, ...) and (x.ndim != 2 or x.shape[1] != features):
+        raise DataError(f"the model takes {features} features (x of shape [N, {features}]), "
+                        f"got x of shape {list(x.shape)}")
 
-    `batch_size=None` (or >= N) is the guide's single full batch; otherwise
-    batches of `batch_size` in order, the last one partial.
+
+def steps_per_epoch(num_examples: int, batch_size: int | None) -> int:
+    """Batches per epoch; the last one may be partial."""
+    return math.ceil(num_examples / min(batch_size or num_examples, num_examples))
+
+
+def make_dataset(x, y, batch_size: int | None = None, epochs: int = 1,
+                 shuffle_seed: int | None = None, initial_epoch: int = 0):
+    """The batches of every epoch, in order, as one tf.data.Dataset.
+
+    Both loops read it through one iterator, `steps_per_epoch` batches per
+    epoch, so they see the same batches in the same order. `batch_size=None`
+    (or >= N) is the guide's single full batch. With `shuffle_seed`, epoch e
+    uses the permutation seeded by (shuffle_seed, e): reproducible, the same
+    in both loops, and independent of where training (re)started.
+
+    Args:
+      x, y: tensors or arrays, converted to tensors once.
     """
     import tensorflow as tf  # here, so reading data does not import TensorFlow
 
-    if batch_size is None or batch_size >= len(y):
-        return tf.data.Dataset.from_tensors((x, y))
-    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+    x = tf.convert_to_tensor(x)
+    y = tf.convert_to_tensor(y)
+    n = int(y.shape[0])
+    remaining = epochs - initial_epoch
+    if shuffle_seed is None:
+        if batch_size is None or batch_size >= n:
+            return tf.data.Dataset.from_tensors((x, y)).repeat(remaining)
+        return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).repeat(remaining)
+
+    def epoch_batches(epoch):
+        order = epoch_permutation(n, shuffle_seed, epoch)
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size or n)
+
+    return (tf.data.Dataset.range(initial_epoch, epochs)
+            .flat_map(epoch_batches)
+            .map(lambda indices: (tf.gather(x, indices), tf.gather(y, indices))))
+
+
+def epoch_permutation(n: int, seed: int, epoch):
+    """The order of the examples in epoch `epoch` of a shuffled run: a function
+    of (seed, epoch) only, so a resumed run sees the same orders."""
+    import tensorflow as tf
+
+    seed_pair = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
+    return tf.argsort(tf.random.stateless_uniform([n], seed=seed_pair))

@@ -84,7 +84,7 @@ def plot_weights(path: Path, trajectories: Mapping[str, Mapping[str, np.ndarray]
 
 
 def plot_loss(path: Path, trajectories: Mapping[str, Mapping[str, np.ndarray]]) -> Path:
-    """full_loss per epoch for each run, log scale, with Keras's `loss` per epoch."""
+    """full_loss per epoch for each run, log scale, with Keras's `loss` and val_loss."""
     fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot()
     for i, (label, columns) in enumerate(trajectories.items()):
@@ -93,6 +93,9 @@ def plot_loss(path: Path, trajectories: Mapping[str, Mapping[str, np.ndarray]]) 
                 markersize=3, label=f"full_loss: {label}")
         ax.plot(epochs, columns["loss"], LINESTYLES[i % 4], alpha=0.4,
                 label=f"loss (Keras, during the epoch): {label}")
+        if "val_loss" in columns:
+            ax.plot(epochs, columns["val_loss"], LINESTYLES[i % 4], marker="+",
+                    label=f"val_loss: {label}")
     ax.set_yscale("log")
     ax.set_title("Loss per epoch")
     ax.set_xlabel("epoch (0 = before training)")

@@ -41,6 +41,10 @@ def _setup_lines(config: Config, data: Data) -> list[str]:
         source = f"`{data.source}`"
     batches = ("one full batch" if not config.data.batch_size
                else f"batches of {config.data.batch_size}")
+    if config.data.shuffle:
+        batches += f", reshuffled each epoch (seed {config.data.seed})"
+    if config.data.standardize:
+        batches += ", on standardised features (W and b reported in the original units)"
     return [f"- **Data**: {source}; {data.num_examples} examples, "
             f"{len(data.feature_names)} feature(s) ({', '.join(data.feature_names)})",
             f"- **Model**: f(x) = x·W + b from W = {_number(config.model.init_w)}, "
@@ -52,25 +56,32 @@ def _setup_lines(config: Config, data: Data) -> list[str]:
 
 def _final_state_section(data: Data, comparison: Comparison) -> list[str]:
     reference = comparison.reference
+    validation = data.y_val is not None
     lines = ["## Final state", "",
-             "| run | W | b | full_loss | full_loss − optimum | ‖θ − θ*‖ |",
-             "|---|---|---|---|---|---|"]
+             "| run | W | b | full_loss | full_loss − optimum | ‖θ − θ*‖ |"
+             + (" val_loss |" if validation else ""),
+             "|---|---|---|---|---|---|" + ("---|" if validation else "")]
     for run in comparison.runs:
         history = run.history
-        if "w" not in history.trajectory:
-            lines.append(f"| {run.label} | | | {history.full_loss[-1]:.6g} | | |")
-            continue
-        gap, distance = "", ""
-        if reference is not None:
-            gaps = reference.gaps(history.columns())
-            gap, distance = f"{gaps['loss_gap'][-1]:.3g}", f"{gaps['distance'][-1]:.3g}"
-        lines.append(f"| {run.label} | {_number(history.w[-1], '.4f')} | {history.b[-1]:.4f} | "
-                     f"{history.full_loss[-1]:.6g} | {gap} | {distance} |")
+        w, b, gap, distance = "", "", "", ""
+        if "w" in history.trajectory:
+            w, b = _number(history.w[-1], ".4f"), f"{history.b[-1]:.4f}"
+            if reference is not None:
+                gaps = reference.gaps(history.columns())
+                gap, distance = f"{gaps['loss_gap'][-1]:.3g}", f"{gaps['distance'][-1]:.3g}"
+        val = f" {history.trajectory['val_loss'][-1]:.6g} |" if validation else ""
+        lines.append(f"| {run.label} | {w} | {b} | {history.full_loss[-1]:.6g} | {gap} | "
+                     f"{distance} |{val}")
+    blank = " |" if validation else ""
     if reference is not None:
         lines.append(f"| **optimum** (float64 least squares) | {_number(reference.w, '.4f')} | "
-                     f"{reference.b:.4f} | {reference.loss:.6g} | 0 | 0 |")
+                     f"{reference.b:.4f} | {reference.loss:.6g} | 0 | 0 |{blank}")
     if data.true_w is not None:
-        lines.append(f"| true line | {_number(data.true_w, '.4f')} | {data.true_b:.4f} | | | |")
+        lines.append(f"| true line | {_number(data.true_w, '.4f')} | {data.true_b:.4f} | | | |"
+                     f"{blank}")
+    if validation:
+        lines += ["", f"`val_loss` is the loss on {len(data.y_val)} held-out examples, "
+                      "after each epoch."]
     return [*lines, ""]
 
 

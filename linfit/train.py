@@ -106,7 +106,9 @@ def train_runs(config: Config, data: Data, verbose: int = 0) -> Comparison:
         epochs=config.train.epochs, init_w=initial_w(config, data.features),
         init_b=config.model.init_b, learning_rate=config.train.learning_rate,
         optimizer=config.train.optimizer, batch_size=config.data.batch_size or None,
-        seed=config.train.seed, verbose=verbose)
+        shuffle_seed=config.data.seed if config.data.shuffle else None,
+        validation_data=data.validation, standardize=config.data.standardize,
+        feature_names=data.feature_names, seed=config.train.seed, verbose=verbose)
 
 
 def write_run(out_dir: Path, config: Config, data: Data, comparison: Comparison) -> dict:
@@ -129,6 +131,7 @@ def write_run(out_dir: Path, config: Config, data: Data, comparison: Comparison)
     write_report(out_dir / "report.md", config, data, comparison, figures)
     metrics = {
         "data": {"source": data.source, "num_examples": data.num_examples,
+                 "validation_examples": 0 if data.y_val is None else len(data.y_val),
                  "features": list(data.feature_names)},
         "runs": [run_metrics(run) for run in runs],
     }
@@ -175,6 +178,8 @@ def run_metrics(result: RunResult) -> dict:
     trajectory = []
     for epoch, full_loss in enumerate(history.full_loss):
         row = {"epoch": epoch, "full_loss": full_loss}
+        if "val_loss" in history.trajectory:
+            row["val_loss"] = history.trajectory["val_loss"][epoch]
         if "w" in history.trajectory:
             row["w"] = np.atleast_1d(history.w[epoch]).astype(float).tolist()
             row["b"] = history.b[epoch]

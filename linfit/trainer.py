@@ -66,10 +66,12 @@ class History:
         """Everything recorded, one row per epoch from 0 (before training) to E.
 
         Keys: `loss` (NaN in row 0: nothing was trained yet), `full_loss`,
-        then `w` (or `w_0`, `w_1`, ... for several weights) and `b` where recorded.
+        `val_loss` where there was validation data, then `w` (or `w_0`, `w_1`, ... for several weights) and `b` where recorded.
         """
         columns = {"loss": np.array([np.nan, *self.loss], dtype=np.float64),
                    "full_loss": np.array(self.full_loss, dtype=np.float64)}
+        if "val_loss" in self.trajectory:
+            columns["val_loss"] = np.array(self.trajectory["val_loss"], dtype=np.float64)
         if "w" in self.trajectory:
             w = np.array(self.w, dtype=np.float64).reshape(len(self.w), -1)
             columns.update(zip(weight_names(w.shape[1]), w.T))
@@ -127,8 +129,10 @@ class Trainer:
         self._loss_tracker = keras.metrics.Mean(name="loss")
         self._train_function = None
         self._loss_function = tf.function(lambda x, y: self.loss(y, self.model(x)))
+        self._predict_function = tf.function(lambda x: self.model(x))
 
     def fit(self, x, y, *, epochs: int, loop: str = "manual", batch_size: int | None = None,
+            shuffle_seed: int | None = None, validation_data: tuple | None = None,
             callbacks: list | None = None, verbose: int = 0) -> History:
         """Train on (x, y) and return what was recorded.
 
@@ -138,25 +142,35 @@ class Trainer:
           epochs: passes over the data, at least 1.
           loop: "manual" (GradientTape) or "keras" (compile + fit).
           batch_size: None for one full batch, as in the guide.
+          shuffle_seed: None keeps the data's order; a seed reshuffles the
+            batches each epoch, reproducibly and identically in both loops.
+          validation_data: (x_val, y_val) for `val_loss`, or None.
           callbacks: Keras callbacks, run by either loop.
           verbose: Keras's verbosity: 0 silent, 1 progress bar, 2 a line per epoch.
 
         Returns:
-          History with `loss` per epoch and `full_loss`, `w`, `b` per epoch
-          plus the starting row.
+          History with `loss` per epoch, and `full_loss` (`val_loss` with
+          validation data), `w`, `b` per epoch plus the starting row.
         """
         _check_fit_arguments(epochs, loop, batch_size)
-        x, y = data_lib.check_inputs(x, y, getattr(self.model, "features", ...))
-        dataset = data_lib.make_dataset(x, y, batch_size)
-        recorder = TrajectoryRecorder(lambda: self._loss_function(x, y), self.model)
+        features = getattr(self.model, "features", ...)
+        # Tensors once, so no epoch converts (copies) the data again.
+        x, y = map(tf.convert_to_tensor, data_lib.check_inputs(x, y, features))
+        losses = {"full_loss": lambda: self._loss_function(x, y)}
+        if validation_data is not None:
+            x_val, y_val = map(tf.convert_to_tensor, data_lib.check_inputs(*validation_data,
+                                                                           features))
+            losses["val_loss"] = lambda: self._loss_function(x_val, y_val)
+        dataset = data_lib.make_dataset(x, y, batch_size, epochs, shuffle_seed)
+        steps = data_lib.steps_per_epoch(int(y.shape[0]), batch_size)
+        recorder = TrajectoryRecorder(losses, self.model)
         history = keras.callbacks.History()
-        # The recorder goes first so the callbacks after it see `full_loss`.
+        # The recorder goes first so the callbacks after it see its losses.
         callback_list = [recorder, *(callbacks or []), history]
         if loop == "manual":
-            self._fit_manual(dataset, epochs, callback_list, verbose,
-                             steps=math.ceil(len(y) / (batch_size or len(y))))
+            self._fit_manual(dataset, epochs, steps, callback_list, verbose)
         else:
-            keras_fit.run_fit(self.keras_model, dataset, epochs, callback_list,
+            keras_fit.run_fit(self.keras_model, dataset, epochs, steps, callback_list,
                               self.loss, self.optimizer, verbose)
         return History(logs=history.history, trajectory=recorder.trajectory)
 
@@ -165,14 +179,20 @@ class Trainer:
         x, y = data_lib.check_inputs(x, y, getattr(self.model, "features", ...))
         return float(self._loss_function(x, y))
 
-    def _fit_manual(self, dataset, epochs, callbacks, verbose, steps):
+    def predict(self, x) -> np.ndarray:
+        """The model's predictions for x, as a float32 array [N]."""
+        x = np.asarray(x, dtype=np.float32)
+        data_lib.check_features(x, getattr(self.model, "features", ...))
+        return np.asarray(self._predict_function(x))
+
+    def _fit_manual(self, dataset, epochs, steps, callbacks, verbose):
         if self._train_function is None:
             step = manual.make_train_step(self.model, self._variables, self.loss, self.optimizer)
             self._train_function = manual.make_train_function(step, self._loss_tracker)
         callback_list = keras.callbacks.CallbackList(
             callbacks, add_history=False, add_progbar=verbose != 0, model=self.keras_model,
             verbose=verbose, epochs=epochs, steps=steps)
-        manual.run_epochs(self._train_function, self._loss_tracker, dataset, epochs,
+        manual.run_epochs(self._train_function, self._loss_tracker, dataset, epochs, steps,
                           callback_list, self.keras_model)
 
 

@@ -3,13 +3,14 @@
 import keras
 
 
-def run_fit(keras_model: keras.Model, dataset, epochs: int, callbacks: list,
-            loss, optimizer, verbose: int = 0) -> None:
+def run_fit(keras_model: keras.Model, dataset, epochs: int, steps_per_epoch: int,
+            callbacks: list, loss, optimizer, verbose: int = 0) -> None:
     """Compile with the shared loss and optimizer objects, then fit.
 
-    The dataset is linfit's, already batched in linfit's order; `shuffle`
-    is off so Keras never reorders it.
+    The dataset is linfit's: every epoch's batches in linfit's order. With
+    `steps_per_epoch` set, Keras reads it through one iterator across epochs,
+    as the manual loop does; `shuffle` is off so Keras never reorders it.
     """
     keras_model.compile(optimizer=optimizer, loss=loss)
-    keras_model.fit(dataset, epochs=epochs, callbacks=callbacks, verbose=verbose,
-                    shuffle=False)
+    keras_model.fit(dataset, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                    callbacks=callbacks, verbose=verbose, shuffle=False)

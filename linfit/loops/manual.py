@@ -43,16 +43,22 @@ def make_train_function(train_step, loss_tracker: keras.metrics.Mean):
     return train_function
 
 
-def run_epochs(train_function, loss_tracker, dataset, epochs: int,
+def run_epochs(train_function, loss_tracker, dataset, epochs: int, steps_per_epoch: int,
                callbacks: keras.callbacks.CallbackList, keras_model: keras.Model) -> None:
-    """Train for `epochs` passes over `dataset`, calling the hooks `fit` calls."""
+    """Train for `epochs` epochs of `steps_per_epoch` batches, calling the hooks `fit` calls.
+
+    `dataset` holds every epoch's batches in order (see `linfit.data.make_dataset`)
+    and is read through one iterator, as `fit` reads it.
+    """
     keras_model.stop_training = False
+    batches = iter(dataset)
     callbacks.on_train_begin()
     logs = {}
     for epoch in range(epochs):
         loss_tracker.reset_state()
         callbacks.on_epoch_begin(epoch)
-        for step, (x, y) in enumerate(dataset):
+        for step in range(steps_per_epoch):
+            x, y = next(batches)
             callbacks.on_train_batch_begin(step)
             running_loss = train_function(x, y)
             callbacks.on_train_batch_end(step, {"loss": running_loss})

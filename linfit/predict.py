@@ -1,0 +1,146 @@
+"""`python -m linfit.predict`: a checkpoint's predictions for a CSV file.
+
+    python -m linfit.predict --checkpoint RUN/module-manual.weights.h5 --data new.csv --out preds.csv
+
+The checkpoint fixes the model (scalar, or d features); the CSV's feature
+columns are those the run trained on (read from the run's metrics.json
+beside the checkpoint), else all its columns but the target. When the file
+has a target column, the loss is reported too. The checkpoint and the file
+are checked against each other before TensorFlow is imported.
+"""
+
+import argparse
+import csv
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from linfit.checkpoint import read_weights
+from linfit.data import read_features
+from linfit.errors import CheckpointError, LinfitError
+
+
+@dataclass(frozen=True)
+class PredictionInputs:
+    """A checkpoint and the data to predict on, checked against each other."""
+
+    checkpoint: Path
+    features: int | None
+    x: np.ndarray
+    y: np.ndarray | None
+    feature_names: list[str]
+
+
+def read_inputs(checkpoint: str | Path, data: str | Path, target: str = "") -> PredictionInputs:
+    """Read the checkpoint's shape and the CSV's columns; no TensorFlow needed.
+
+    Raises:
+      CheckpointError, DataError: for a bad checkpoint, a bad file, or a file
+        whose features do not fit the checkpoint's model.
+    """
+    checkpoint = Path(checkpoint)
+    features = checkpoint_features(checkpoint)
+    names, run_target = training_columns(checkpoint)
+    x, y, used = read_features(data, names, features, target or run_target)
+    return PredictionInputs(checkpoint, features, x, y, used)
+
+
+def predict(inputs: PredictionInputs) -> np.ndarray:
+    """The predictions of the checkpoint's model (a LinearModule) for inputs.x."""
+    from linfit.checkpoint import load_weights
+    from linfit.models import LinearModule
+
+    model = LinearModule(features=inputs.features)
+    load_weights(model, inputs.checkpoint)
+    return np.asarray(model(inputs.x))
+
+
+def checkpoint_features(path: str | Path) -> int | None:
+    """The number of features of the linear model in a checkpoint (None: scalar)."""
+    arrays = read_weights(path)
+    if len(arrays) != 2 or arrays[0].ndim > 1 or arrays[1].ndim != 0:
+        shapes = ", ".join(str(list(a.shape)) for a in arrays) or "none"
+        raise CheckpointError(f"{path} is not a checkpoint of f(x) = x·W + b: expected "
+                              f"variables w ([] or [d]) then b ([]), found shapes {shapes}")
+    return None if arrays[0].ndim == 0 else arrays[0].shape[0]
+
+
+def training_columns(checkpoint: Path) -> tuple[tuple[str, ...] | None, str]:
+    """Feature names and target column of the run a checkpoint belongs to, where known."""
+    names, target = None, ""
+    metrics_path, config_path = checkpoint.parent / "metrics.json", checkpoint.parent / "config.toml"
+    if metrics_path.is_file():
+        try:
+            names = tuple(json.loads(metrics_path.read_text())["data"]["features"])
+        except (ValueError, KeyError, TypeError):
+            names = None
+    if config_path.is_file():
+        from linfit.config import load_config
+
+        try:
+            target = load_config(config_path).data.target
+        except LinfitError:
+            target = ""
+    return names, target
+
+
+def write_predictions(out, inputs: PredictionInputs, predictions: np.ndarray) -> None:
+    """CSV: the feature columns, the target (if any), then `prediction`."""
+    columns = list(inputs.x.reshape(len(predictions), -1).T)
+    names = list(inputs.feature_names)
+    if inputs.y is not None:
+        columns.append(inputs.y)
+        names.append("y")
+    writer = csv.writer(out)
+    writer.writerow([*names, "prediction"])
+    for row in zip(*columns, predictions):
+        # 9 significant digits: every float32 reads back exactly.
+        writer.writerow([format(float(value), ".9g") for value in row])
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m linfit.predict",
+        description="Predict with a linfit (or Keras) .weights.h5 checkpoint of f(x) = x·W + b.")
+    parser.add_argument("--checkpoint", required=True, metavar="PATH",
+                        help="a .weights.h5 file, e.g. runs/<time>/module-manual.weights.h5")
+    parser.add_argument("--data", required=True, metavar="CSV",
+                        help="a CSV with a header row and the training data's feature columns")
+    parser.add_argument("--target", default="", metavar="COLUMN",
+                        help="the target column, if not the run's (default 'y')")
+    parser.add_argument("--out", metavar="CSV",
+                        help="write the predictions here (default: standard output)")
+    return parser.parse_args(None if argv is None else [str(arg) for arg in argv])
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        from linfit.train import import_tensorflow
+
+        inputs = read_inputs(args.checkpoint, args.data, args.target)
+        import_tensorflow()
+        predictions = predict(inputs)
+    except LinfitError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    summary = []
+    if inputs.y is not None:
+        loss = float(np.mean((predictions.astype(np.float64) - inputs.y) ** 2))
+        summary.append(f"loss={loss:2.5f} (mean squared error against the target)")
+    if args.out:
+        with open(args.out, "w", newline="") as f:
+            write_predictions(f, inputs, predictions)
+        print("\n".join([f"Wrote {len(predictions)} predictions to {args.out}", *summary]))
+    else:
+        write_predictions(sys.stdout, inputs, predictions)
+        for line in summary:
+            print(line, file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
