@@ -207,15 +207,30 @@ class Reference:
                 "lr_limit": self.lr_limit}
 
 
-def least_squares_reference(x, y) -> Reference:
-    """The float64 least-squares optimum of f(x) = x·W + b on (x, y)."""
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    a = np.column_stack([x.reshape(len(y), -1), np.ones(len(y))])
-    theta, *_ = np.linalg.lstsq(a, y, rcond=None)
-    loss = float(np.mean((a @ theta - y) ** 2))
-    eigenvalues = np.linalg.eigvalsh((2.0 / len(y)) * a.T @ a)
-    w = theta[:-1] if x.ndim == 2 else theta[0]
+def least_squares_reference(x, y, chunk_rows: int = 65536) -> Reference:
+    """The float64 least-squares optimum of f(x) = x·W + b on (x, y).
+
+    The design matrix [X 1 y] is reduced to its 12×12 (for 10 features) R
+    factor chunk by chunk (a tall-skinny QR), so memory stays small for
+    millions of rows; `numpy.linalg.lstsq` then solves R θ = Qᵀy, which has
+    the same (minimum-norm) solution as lstsq on [X 1] itself.
+    """
+    n = len(y)
+    scalar_model = np.ndim(x) == 1
+    x = np.asarray(x).reshape(n, -1)
+    columns = x.shape[1] + 2  # the features, the bias, y
+    r = np.zeros((0, columns))
+    for start in range(0, n, chunk_rows):
+        stop = min(start + chunk_rows, n)
+        block = np.column_stack([x[start:stop].astype(np.float64), np.ones(stop - start),
+                                 np.asarray(y[start:stop], dtype=np.float64)])
+        r = np.linalg.qr(np.vstack([r, block]), mode="r")
+    r = np.vstack([r, np.zeros((max(columns - len(r), 0), columns))])
+    r_a, q_t_y, residual = r[:-1, :-1], r[:-1, -1], r[-1, -1]
+    theta, *_ = np.linalg.lstsq(r_a, q_t_y, rcond=None)
+    loss = float((np.sum((r_a @ theta - q_t_y) ** 2) + residual ** 2) / n)
+    eigenvalues = np.linalg.eigvalsh((2.0 / n) * r_a.T @ r_a)
+    w = theta[0] if scalar_model else theta[:-1]
     return Reference(w=np.asarray(w), b=float(theta[-1]), loss=loss, eigenvalues=eigenvalues)
 
 
@@ -301,8 +316,10 @@ def run_comparison(x, y, *, models: Sequence[str] = ("module", "keras"),
     reference = None
     if loss in ("mse", "mean_squared_error"):
         # The optimum in original units; the curvature of the data as trained on.
-        reference = replace(least_squares_reference(x, y),
-                            eigenvalues=least_squares_reference(x_train, y).eigenvalues)
+        reference = least_squares_reference(x, y)
+        if standardizer is not None:
+            reference = replace(reference,
+                                eigenvalues=least_squares_reference(x_train, y).eigenvalues)
     full_batch_sgd = optimizer == "sgd" and (batch_size is None or batch_size >= len(y))
     if reference is not None and full_batch_sgd:
         message = reference.stability_warning(learning_rate)

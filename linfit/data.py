@@ -7,6 +7,7 @@ Data is read once into float32 arrays; no epoch copies it again.
 """
 
 import csv
+import itertools
 import math
 import warnings
 from dataclasses import dataclass, field, replace
@@ -133,10 +134,9 @@ def read_features(path: str | Path, feature_names: tuple[str, ...] | None, featu
                   target: str = "") -> tuple[np.ndarray, np.ndarray | None, list[str]]:
     """Read a CSV for prediction: features for a model, and the target if present.
 
-    Columns named in `feature_names` (the training data's) are used when all
-    are present; otherwise a file with exactly the model's number of columns
-    is all features, and one with one more has its target in `target`, `y`
-    or the last column.
+    The feature columns are `feature_names` (the training data's) when
+    known, else every column but the target (`target`, or `y` if present),
+    and there must be as many as the model takes.
 
     Returns:
       x ([N] when `features` is None, else [N, features]), y or None, and
@@ -149,21 +149,22 @@ def read_features(path: str | Path, feature_names: tuple[str, ...] | None, featu
                         f"{', '.join(header)}")
     expected = features or 1
     target_name = target or ("y" if "y" in header else "")
-    if feature_names and all(name in header for name in feature_names):
+    if feature_names:
+        missing = [name for name in feature_names if name not in header]
+        if missing:
+            raise DataError(f"{path} lacks the column(s) {', '.join(missing)} the model was "
+                            f"trained on; its columns are {', '.join(header)}")
         columns = [header.index(name) for name in feature_names]
     else:
         columns = [i for i, name in enumerate(header) if name != target_name]
-        if not target_name and len(columns) == expected + 1:
-            target_name = header[columns.pop()]
-        if len(columns) != expected:
-            raise DataError(
-                f"{path} has {len(columns)} feature column(s) ({', '.join(header[i] for i in columns)})"
-                f" but the checkpoint's model takes {expected}: give a file with the training "
-                "data's feature columns (and optionally its target)")
-    table = _read_table(path, header)
-    x = table[:, columns] if features is not None else table[:, columns[0]]
-    y = table[:, header.index(target_name)] if target_name in header else None
-    return np.ascontiguousarray(x), y, [header[i] for i in columns]
+    if len(columns) != expected:
+        raise DataError(
+            f"{path} has {len(columns)} feature column(s) ({', '.join(header[i] for i in columns)})"
+            f" but the checkpoint's model takes {expected}: give the training data's feature "
+            "columns, and name a target column other than 'y' with --target")
+    target_column = header.index(target_name) if target_name in header else None
+    x, y = _read_columns(path, header, columns, target_column)
+    return (x if features is not None else x[:, 0]), y, [header[i] for i in columns]
 
 
 def _read_file(path: Path, target: str, features) -> tuple[np.ndarray, np.ndarray, tuple]:
@@ -172,12 +173,10 @@ def _read_file(path: Path, target: str, features) -> tuple[np.ndarray, np.ndarra
         return _read_npz(path)
     header = _read_header(path)
     target_column, feature_columns = _select_columns(path, header, target, features)
-    table = _read_table(path, header)
-    x = table[:, feature_columns]
+    x, y = _read_columns(path, header, feature_columns, target_column)
     if x.shape[1] == 1:
         x = x[:, 0]
-    return (np.ascontiguousarray(x), np.ascontiguousarray(table[:, target_column]),
-            tuple(header[i] for i in feature_columns))
+    return x, y, tuple(header[i] for i in feature_columns)
 
 
 def _checked_file(path) -> Path:
@@ -227,28 +226,62 @@ def _select_columns(path: Path, header: list[str], target: str,
     return header.index(target_name), [header.index(name) for name in names]
 
 
-def _read_table(path: Path, header: list[str]) -> np.ndarray:
-    """All data rows as float32 [rows, columns]: NumPy's fast reader, and on a
-    failure a second, careful pass that says which line and column is wrong."""
+# Rows parsed at a time: the data is read straight into its final arrays, so
+# reading needs little more memory than the data itself.
+CHUNK_ROWS = 65536
+
+
+def _read_columns(path: Path, header: list[str], feature_columns: list[int],
+                  target_column: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The feature columns as float32 [N, d] and the target column as [N] (or None).
+
+    NumPy's fast parser reads chunks of rows; on a failure a second, careful
+    pass says which line and column is wrong.
+    """
+    capacity = _count_lines(path)  # an upper bound on the rows: blank lines are skipped
+    x = aligned_empty((capacity, len(feature_columns)))
+    y = None if target_column is None else aligned_empty((capacity,))
+    rows = 0
+    with path.open(newline="", encoding="utf-8") as f:
+        next(f)  # the header
+        while lines := list(itertools.islice(f, CHUNK_ROWS)):
+            chunk = _parse_chunk(path, header, lines)
+            if chunk.size == 0:  # blank lines only
+                continue
+            if chunk.shape[1] != len(header):
+                _raise_parse_error(path, header)  # names the first line that is too wide
+            bad = ~np.isfinite(chunk)
+            if bad.any():
+                row, column = np.argwhere(bad)[0]
+                raise DataError(f"{path}, line {_line_of_row(path, rows + row)}, column "
+                                f"{header[column]!r}: {chunk[row, column]} is not finite: "
+                                "remove or fix the row")
+            x[rows:rows + len(chunk)] = chunk[:, feature_columns]
+            if y is not None:
+                y[rows:rows + len(chunk)] = chunk[:, target_column]
+            rows += len(chunk)
+    if rows == 0:
+        raise DataError(f"{path} has a header but no data rows")
+    return x[:rows], (None if y is None else y[:rows])
+
+
+def _parse_chunk(path: Path, header: list[str], lines: list[str]) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
-            table = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float32, ndmin=2,
-                               comments=None, quotechar='"', encoding="utf-8")
+            return np.loadtxt(lines, delimiter=",", dtype=np.float32, ndmin=2, comments=None,
+                              quotechar='"')
     except ValueError as error:
         _raise_parse_error(path, header)
         raise DataError(f"{path} could not be read as numbers: {error}") from None
-    if table.shape[0] == 0:
-        raise DataError(f"{path} has a header but no data rows")
-    if table.shape[1] != len(header):
-        raise DataError(f"{path}: rows have {table.shape[1]} values, but the header has "
-                        f"{len(header)} columns")
-    bad = ~np.isfinite(table)
-    if bad.any():
-        row, column = np.argwhere(bad)[0]
-        raise DataError(f"{path}, line {_line_of_row(path, row)}, column {header[column]!r}: "
-                        f"{table[row, column]} is not finite: remove or fix the row")
-    return table
+
+
+def _count_lines(path: Path) -> int:
+    count = 0
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            count += block.count(b"\n")
+    return count + 1  # a last line without a newline
 
 
 def _raise_parse_error(path: Path, header: list[str]) -> None:
@@ -402,6 +435,37 @@ def steps_per_epoch(num_examples: int, batch_size: int | None) -> int:
     return math.ceil(num_examples / min(batch_size or num_examples, num_examples))
 
 
+# TensorFlow's CPU kernels require buffers aligned to this many bytes (Eigen's
+# maximum alignment); an array so aligned can be shared with it, not copied.
+TF_ALIGNMENT = 64
+
+
+def aligned_empty(shape: tuple[int, ...]) -> np.ndarray:
+    """An uninitialised float32 array whose buffer TensorFlow can share."""
+    nbytes = int(np.prod(shape)) * 4
+    buffer = np.empty(nbytes + TF_ALIGNMENT, dtype=np.uint8)
+    offset = -buffer.ctypes.data % TF_ALIGNMENT
+    return buffer[offset:offset + nbytes].view(np.float32).reshape(shape)
+
+
+def to_variable(array: np.ndarray):
+    """A non-trainable tf.Variable holding `array`, sharing its memory where it can.
+
+    Training reads batches from such variables: a tf.data pipeline captures
+    a variable by reference, where it would copy a tensor into its graph. A
+    C-contiguous float32 array aligned for TensorFlow is handed over through
+    DLPack without a copy; any other array is copied once.
+    """
+    import tensorflow as tf  # here, so reading data does not import TensorFlow
+
+    array = np.asarray(array, dtype=np.float32)
+    if array.flags.c_contiguous and array.ctypes.data % TF_ALIGNMENT == 0 and array.size:
+        tensor = tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+    else:
+        tensor = tf.convert_to_tensor(array)
+    return tf.Variable(tensor, trainable=False)
+
+
 def make_dataset(x, y, batch_size: int | None = None, epochs: int = 1,
                  shuffle_seed: int | None = None, initial_epoch: int = 0):
     """The batches of every epoch, in order, as one tf.data.Dataset.
@@ -413,26 +477,25 @@ def make_dataset(x, y, batch_size: int | None = None, epochs: int = 1,
     in both loops, and independent of where training (re)started.
 
     Args:
-      x, y: tensors or arrays, converted to tensors once.
+      x, y: the data as tf.Variables (see `to_variable`), or arrays.
     """
-    import tensorflow as tf  # here, so reading data does not import TensorFlow
+    import tensorflow as tf
 
-    x = tf.convert_to_tensor(x)
-    y = tf.convert_to_tensor(y)
+    if not isinstance(x, tf.Variable):
+        x, y = to_variable(x), to_variable(y)
     n = int(y.shape[0])
-    remaining = epochs - initial_epoch
+    size = min(batch_size or n, n)
+    epochs_left = tf.data.Dataset.range(initial_epoch, epochs)
     if shuffle_seed is None:
-        if batch_size is None or batch_size >= n:
-            return tf.data.Dataset.from_tensors((x, y)).repeat(remaining)
-        return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).repeat(remaining)
+        starts = epochs_left.flat_map(lambda _: tf.data.Dataset.range(0, n, size))
+        return starts.map(lambda start: (x[start:start + size], y[start:start + size]))
 
     def epoch_batches(epoch):
-        order = epoch_permutation(n, shuffle_seed, epoch)
-        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size or n)
+        return tf.data.Dataset.from_tensor_slices(epoch_permutation(n, shuffle_seed, epoch)).batch(
+            size)
 
-    return (tf.data.Dataset.range(initial_epoch, epochs)
-            .flat_map(epoch_batches)
-            .map(lambda indices: (tf.gather(x, indices), tf.gather(y, indices))))
+    return epochs_left.flat_map(epoch_batches).map(
+        lambda indices: (tf.gather(x, indices), tf.gather(y, indices)))
 
 
 def epoch_permutation(n: int, seed: int, epoch):

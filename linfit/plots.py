@@ -15,6 +15,8 @@ from linfit.compare import weight_names
 # Runs are drawn over each other; distinct styles keep coinciding lines visible.
 LINESTYLES = ("-", "--", ":", "-.")
 MARKERS = ("o", "s", "^", "x")
+# More points than this make a scatter plot a blot, and slow to draw.
+MAX_POINTS = 5000
 
 
 def plot_data(path: Path, x: np.ndarray, y: np.ndarray, predictions: Mapping[str, np.ndarray],
@@ -22,6 +24,7 @@ def plot_data(path: Path, x: np.ndarray, y: np.ndarray, predictions: Mapping[str
     """The guide's data plot: data points, ground truth and each run's predictions.
 
     With several features, predictions are plotted against the targets.
+    Pass at most a few thousand points (see `points_to_plot`).
     """
     fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot()
@@ -46,6 +49,11 @@ def plot_data(path: Path, x: np.ndarray, y: np.ndarray, predictions: Mapping[str
     ax.set_title("Data, ground truth and the trained models' predictions")
     ax.legend()
     return _save(fig, path)
+
+
+def points_to_plot(n: int) -> np.ndarray:
+    """Indices of at most MAX_POINTS evenly spaced examples out of n."""
+    return np.arange(n) if n <= MAX_POINTS else np.linspace(0, n - 1, MAX_POINTS).astype(int)
 
 
 def plot_weights(path: Path, trajectories: Mapping[str, Mapping[str, np.ndarray]],

@@ -153,10 +153,12 @@ def write_figures(out_dir: Path, data: Data, comparison: Comparison) -> list[str
 
     runs, reference = comparison.runs, comparison.reference
     columns = {run.label: run.history.columns() for run in runs}
-    predictions = {run.label: np.asarray(run.model(data.x)) for run in runs}
+    shown = plots.points_to_plot(data.num_examples)
+    x, y = data.x[shown], data.y[shown]
+    predictions = {run.label: np.asarray(run.model(x)) for run in runs}
     true_line = (data.true_w, data.true_b) if data.features is None and data.true_w is not None \
         else None
-    plots.plot_data(out_dir / "data.png", data.x, data.y, predictions, true_line)
+    plots.plot_data(out_dir / "data.png", x, y, predictions, true_line)
     optimum = (reference.w, reference.b) if reference is not None else None
     plots.plot_weights(out_dir / "weights.png", columns, data.true_w, data.true_b, optimum)
     plots.plot_loss(out_dir / "loss.png", columns)

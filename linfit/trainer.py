@@ -154,11 +154,11 @@ class Trainer:
         """
         _check_fit_arguments(epochs, loop, batch_size)
         features = getattr(self.model, "features", ...)
-        # Tensors once, so no epoch converts (copies) the data again.
-        x, y = map(tf.convert_to_tensor, data_lib.check_inputs(x, y, features))
+        # In TensorFlow once (shared with NumPy where it can be), never per epoch.
+        x, y = map(data_lib.to_variable, data_lib.check_inputs(x, y, features))
         losses = {"full_loss": lambda: self._loss_function(x, y)}
         if validation_data is not None:
-            x_val, y_val = map(tf.convert_to_tensor, data_lib.check_inputs(*validation_data,
+            x_val, y_val = map(data_lib.to_variable, data_lib.check_inputs(*validation_data,
                                                                            features))
             losses["val_loss"] = lambda: self._loss_function(x_val, y_val)
         dataset = data_lib.make_dataset(x, y, batch_size, epochs, shuffle_seed)

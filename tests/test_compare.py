@@ -81,6 +81,30 @@ def test_reference_is_the_least_squares_optimum(true_w):
     assert reference.loss == pytest.approx(np.mean((a @ theta - y) ** 2), rel=1e-9)
     # At the optimum the gradient of the MSE vanishes.
     np.testing.assert_allclose(a.T @ (a @ theta - y) / len(y), 0, atol=1e-9)
+    lstsq, *_ = np.linalg.lstsq(a, y, rcond=None)
+    np.testing.assert_allclose(np.append(np.atleast_1d(reference.w), reference.b), lstsq,
+                               rtol=1e-9)
+
+
+def test_chunked_reference_equals_one_shot_lstsq_even_ill_conditioned():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(1000, 3)) * [1, 100, 0.01] + [0, 500, 3]
+    y = x @ [0.5, -0.02, 40] + 1 + rng.normal(0, 0.1, 1000)
+    a = np.column_stack([x, np.ones(1000)])
+    lstsq, (residual,), *_ = np.linalg.lstsq(a, y, rcond=None)
+    for chunk_rows in (7, 100, 5000):
+        reference = least_squares_reference(x, y, chunk_rows=chunk_rows)
+        np.testing.assert_allclose([*reference.w, reference.b], lstsq, rtol=1e-9)
+        assert reference.loss == pytest.approx(residual / 1000, rel=1e-9)
+
+
+def test_reference_of_rank_deficient_data_is_lstsqs_minimum_norm_solution():
+    x = np.array([[1.0, 2.0], [2.0, 4.0], [3.0, 6.0]])  # second feature = 2 × first
+    y = np.array([1.0, 2.0, 2.5])
+    a = np.column_stack([x, np.ones(3)])
+    lstsq, *_ = np.linalg.lstsq(a, y, rcond=None)
+    reference = least_squares_reference(x, y)
+    np.testing.assert_allclose([*reference.w, reference.b], lstsq, rtol=1e-9)
 
 
 def test_stability_limit_closed_form_for_one_feature(guide_data):

@@ -73,3 +73,116 @@ def test_missing_file_and_directory(tmp_path):
         read_csv(tmp_path / "nope.csv")
     with pytest.raises(DataError, match="is a directory"):
         read_csv(tmp_path)
+
+
+def test_csv_target_and_feature_selection(tmp_path):
+    path = write(tmp_path, "a,b,c,price\n1,2,3,10\n4,5,6,20\n")
+    data = read_csv(path, target="price", features=("c", "a"))
+    np.testing.assert_array_equal(data.x, [[3, 1], [6, 4]])
+    np.testing.assert_array_equal(data.y, [10, 20])
+    assert data.feature_names == ("c", "a")
+    with pytest.raises(DataError, match="data.target 'cost' is not a column"):
+        read_csv(path, target="cost")
+    with pytest.raises(DataError, match="data.features names 'd'"):
+        read_csv(path, features=("a", "d"))
+    with pytest.raises(DataError, match="'price' is the target"):
+        read_csv(path, target="price", features=("price",))
+
+
+def test_npz_files(tmp_path):
+    x = np.arange(12, dtype=np.float64).reshape(6, 2)
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(6))
+    data = load_data(DataConfig(path=str(tmp_path / "d.npz")))
+    assert data.x.dtype == np.float32 and data.x.shape == (6, 2) and data.features == 2
+    np.savez(tmp_path / "one.npz", x=np.arange(5.0), y=np.arange(5.0))
+    assert load_data(DataConfig(path=str(tmp_path / "one.npz"))).features is None
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"x": np.zeros(3)}, "has no array 'y'"),
+    ({"y": np.zeros(3)}, "has no array 'x'"),
+    ({"x": np.zeros(3), "y": np.zeros(4)}, "x has 3 rows but y has 4"),
+    ({"x": np.zeros((3, 2, 2)), "y": np.zeros(3)}, r"x must be \[N\] or \[N, d\]"),
+    ({"x": np.array([0.0, np.inf]), "y": np.zeros(2)}, "x is not finite in row 1"),
+])
+def test_bad_npz(tmp_path, arrays, message):
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(DataError, match=message):
+        read_csv(tmp_path / "bad.npz")
+
+
+def test_validation_split_is_seeded_when_shuffling():
+    config = DataConfig(num_examples=100, validation_split=0.25)
+    plain = load_data(config)
+    assert (len(plain.y), len(plain.y_val)) == (75, 25)
+    np.testing.assert_array_equal(plain.x_val, synthetic_line(config).x[75:])
+    shuffled = load_data(DataConfig(num_examples=100, validation_split=0.25, shuffle=True))
+    again = load_data(DataConfig(num_examples=100, validation_split=0.25, shuffle=True))
+    np.testing.assert_array_equal(shuffled.x_val, again.x_val)
+    assert not np.array_equal(shuffled.x_val, plain.x_val)
+    everything = np.sort(np.concatenate([shuffled.x, shuffled.x_val]))
+    np.testing.assert_array_equal(everything, np.sort(synthetic_line(config).x))
+
+
+def test_validation_file_must_have_the_training_columns(tmp_path):
+    train = write(tmp_path, "a,b,y\n1,2,3\n4,5,6\n", "train.csv")
+    good = write(tmp_path, "a,b,y\n7,8,9\n", "val.csv")
+    bad = write(tmp_path, "a,y\n7,9\n", "bad.csv")
+    data = load_data(DataConfig(path=str(train), validation_path=str(good)))
+    np.testing.assert_array_equal(data.x_val, [[7, 8]])
+    with pytest.raises(DataError, match="data.features names 'b'"):
+        load_data(DataConfig(path=str(train), validation_path=str(bad)))
+
+
+def test_standardizer_maps_weights_back_exactly():
+    from linfit.data import Standardizer
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 3)) * [1, 100, 0.01] + [0, 500, 3]
+    scaler = Standardizer.fit(x)
+    x_s = scaler.transform(x).astype(np.float64)
+    np.testing.assert_allclose(x_s.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(x_s.std(axis=0), 1, rtol=1e-5)
+    w_s, b_s = np.array([0.3, -1.0, 2.0]), 0.7
+    w, b = scaler.to_original(w_s, b_s)
+    np.testing.assert_allclose(x @ w + b, x_s @ w_s + b_s, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(scaler.from_original(w, b)[0], w_s, rtol=1e-12)
+    with pytest.raises(DataError, match="feature.* c are constant"):
+        Standardizer.fit(np.column_stack([x[:, :2], np.ones(50)]), ("a", "b", "c"))
+
+
+def test_shuffled_batches_are_reproducible_permutations():
+    from linfit.data import make_dataset
+
+    x = np.arange(10, dtype=np.float32)
+    batches = [b[0].numpy().tolist() for b in make_dataset(x, x, 4, epochs=3, shuffle_seed=1)]
+    assert [len(b) for b in batches] == [4, 4, 2] * 3  # the last partial batch is kept
+    epochs = [sum(batches[i:i + 3], []) for i in (0, 3, 6)]
+    assert all(sorted(epoch) == list(range(10)) for epoch in epochs)
+    assert epochs[0] != epochs[1] != epochs[2]
+    again = [b[0].numpy().tolist() for b in make_dataset(x, x, 4, epochs=3, shuffle_seed=1)]
+    assert again == batches
+    resumed = [b[0].numpy().tolist() for b in make_dataset(x, x, 4, epochs=3, shuffle_seed=1,
+                                                           initial_epoch=1)]
+    assert resumed == batches[3:]  # an epoch's order depends on (seed, epoch) only
+
+
+def test_csv_is_read_in_chunks_without_losing_or_mixing_rows(tmp_path, monkeypatch):
+    import linfit.data
+
+    monkeypatch.setattr(linfit.data, "CHUNK_ROWS", 3)
+    rows = [f"{i},{10 * i},{-i}" for i in range(10)]
+    path = write(tmp_path, "a,b,y\n" + "\n".join(rows[:4]) + "\n\n\n\n" + "\n".join(rows[4:]))
+    data = read_csv(path)
+    np.testing.assert_array_equal(data.x, [[i, 10 * i] for i in range(10)])
+    np.testing.assert_array_equal(data.y, [-i for i in range(10)])
+    bad = write(tmp_path, "a,b,y\n" + "\n".join(rows[:4]) + "\n\n" + "\n".join(rows[4:7])
+                + "\n7,inf,1\n", "bad.csv")
+    with pytest.raises(DataError, match="line 10, column 'b': inf is not finite"):
+        read_csv(bad)
+
+
+def test_consistently_wrong_width_is_not_reshaped(tmp_path):
+    path = write(tmp_path, "a,y\n1,2,3\n4,5,6\n")
+    with pytest.raises(DataError, match="line 2: 3 values, but the header has 2 columns"):
+        read_csv(path)

@@ -185,3 +185,143 @@ def test_help_and_config_checks_do_not_import_tensorflow():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def write_csv(path, x, y, names=None):
+    x = np.asarray(x).reshape(len(y), -1)
+    names = names or [f"f{i}" for i in range(x.shape[1])]
+    np.savetxt(path, np.column_stack([x, y]), delimiter=",", header=",".join([*names, "y"]),
+               comments="", fmt="%.9g")
+    return path
+
+
+@pytest.fixture(scope="module")
+def three_feature_csv(tmp_path_factory):
+    from linfit.config import DataConfig
+
+    data = synthetic_line(DataConfig(true_w=(0.5, -1.2, 2.0), true_b=0.3, num_examples=200,
+                                     seed=11))
+    return write_csv(tmp_path_factory.mktemp("csv") / "three.csv", data.x, data.y)
+
+
+MINIBATCH = ["--set", "data.batch_size=64", "--set", "train.epochs=4",
+             "--set", "train.learning_rate=0.05", "--set", "model.init_w=0"]
+
+
+def test_minibatches_match_float64_recurrence_batch_by_batch(three_feature_csv, tmp_path):
+    assert main(["--data", three_feature_csv, "--out", tmp_path / "r", *MINIBATCH]) == 0
+    table = np.loadtxt(three_feature_csv, delimiter=",", skiprows=1, dtype=np.float32)
+    reference = gradient_descent_reference(table[:, :3], table[:, 3], [0.0] * 3, 0.0, 0.05, 4,
+                                           batch_size=64)  # batches 64, 64, 64, 8
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    for run in metrics["runs"]:
+        np.testing.assert_allclose([row["w"] for row in run["trajectory"]], reference["w"],
+                                   rtol=1e-4)
+        np.testing.assert_allclose([row["b"] for row in run["trajectory"]], reference["b"],
+                                   rtol=1e-4)
+        np.testing.assert_allclose(run["loss"], reference["loss"], rtol=1e-4)
+
+
+def test_shuffled_runs_agree_and_follow_their_epoch_orders(three_feature_csv, tmp_path):
+    from linfit.data import epoch_permutation
+
+    assert main(["--data", three_feature_csv, "--out", tmp_path / "s", *MINIBATCH,
+                 "--set", "data.shuffle=true", "--set", "data.seed=3"]) == 0
+    shuffled = json.loads((tmp_path / "s" / "metrics.json").read_text())
+    assert shuffled["agreement"]["agree"] and max(shuffled["agreement"]["max_abs"].values()) == 0
+    # The float64 recurrence over the same per-epoch orders, batch by batch.
+    table = np.loadtxt(three_feature_csv, delimiter=",", skiprows=1, dtype=np.float64)
+    theta = np.zeros(4)
+    a = np.column_stack([table[:, :3], np.ones(len(table))])
+    for epoch in range(4):
+        order = epoch_permutation(len(table), 3, epoch).numpy()
+        for start in range(0, len(table), 64):
+            rows = order[start:start + 64]
+            theta -= 0.05 * (2 / len(rows)) * a[rows].T @ (a[rows] @ theta - table[rows, 3])
+    final = shuffled["runs"][0]["trajectory"][-1]
+    np.testing.assert_allclose([*final["w"], final["b"]], theta, rtol=1e-4)
+    assert main(["--data", three_feature_csv, "--out", tmp_path / "u", *MINIBATCH]) == 0
+    unshuffled = json.loads((tmp_path / "u" / "metrics.json").read_text())
+    assert unshuffled["runs"][0]["loss"] != shuffled["runs"][0]["loss"]
+
+
+def test_validation_loss_everywhere(three_feature_csv, tmp_path):
+    out = tmp_path / "v"
+    assert main(["--data", three_feature_csv, "--out", out, *MINIBATCH,
+                 "--set", "data.validation_split=0.25"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["data"]["validation_examples"] == 50
+    table = np.loadtxt(three_feature_csv, delimiter=",", skiprows=1, dtype=np.float64)
+    x_val, y_val = table[150:, :3], table[150:, 3]
+    for row in metrics["runs"][0]["trajectory"]:
+        expected = np.mean((x_val @ row["w"] + row["b"] - y_val) ** 2)
+        assert row["val_loss"] == pytest.approx(expected, rel=1e-5)
+    header = (out / "history.csv").read_text().splitlines()[0]
+    assert header == "model,loop,epoch,loss,full_loss,val_loss,w_0,w_1,w_2,b"
+    assert "val_loss" in (out / "report.md").read_text()
+
+
+def test_standardised_training_reports_and_saves_original_units(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 3)) * [1, 100, 0.01] + [0, 500, 3]
+    y = x @ [0.5, -0.02, 40] + 1 + rng.normal(0, 0.1, 300)
+    path = write_csv(tmp_path / "scales.csv", x, y)
+    out = tmp_path / "std"
+    assert main(["--data", path, "--out", out, "--model", "module", "--loop", "manual",
+                 "--set", "data.standardize=true", "--set", "train.epochs=200",
+                 "--set", "train.learning_rate=0.5"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    final = metrics["runs"][0]["trajectory"][-1]
+    reference = metrics["reference"]
+    # Converged to the raw data's optimum (features 5 orders of magnitude apart).
+    np.testing.assert_allclose(final["w"], reference["w"], rtol=1e-3)
+    assert final["b"] == pytest.approx(reference["b"], rel=1e-3)
+    model = LinearModule(features=3)
+    load_weights(model, out / "module-manual.weights.h5")
+    raw_loss = np.mean((model(x.astype(np.float32)).numpy() - y) ** 2)
+    assert raw_loss == pytest.approx(reference["loss"], rel=1e-3)
+
+
+BAD_FILES = {
+    "missing file": (None, "does not exist"),
+    "a directory": ("DIR", "is a directory"),
+    "empty file": ("", "is empty"),
+    "header only": ("x,y\n", "header but no data rows"),
+    "ragged rows": ("x,y\n1,2\n3\n", "line 3: 1 values, but the header has 2 columns"),
+    "non-numeric cell": ("x,y\n1,2\n3,four\n", "line 3, column 'y': 'four' is not a number"),
+    "NaN": ("x,y\n1,2\nnan,4\n", "line 3, column 'x': nan is not finite"),
+    "+Inf": ("x,y\n1,2\n3,4\n5,inf\n", "line 4, column 'y': inf is not finite"),
+    "-Inf": ("x,y\n-inf,2\n", "line 2, column 'x': -inf is not finite"),
+    "single column": ("y\n1\n2\n", "single column 'y'"),
+    "duplicate columns": ("a,a,y\n1,2,3\n", "duplicate column names ['a']"),
+    "unknown target": ("a,b\n1,2\n", "data.target 'price' is not a column"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_bad_data_files_exit_2_without_traceback_or_output(tmp_path, case):
+    text, message = BAD_FILES[case]
+    path = tmp_path / "data.csv"
+    if text == "DIR":
+        path.mkdir()
+    elif text is not None:
+        path.write_text(text)
+    extra = ["--set", "data.target=price"] if case == "unknown target" else []
+    result = run_cli("--data", path, *extra, "--out", "out", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert str(path) in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"y": np.zeros(3)}, "has no array 'x'"),
+    ({"x": np.zeros(3)}, "has no array 'y'"),
+    ({"x": np.zeros(3), "y": np.zeros(2)}, "x has 3 rows but y has 2"),
+])
+def test_bad_npz_files_exit_2(tmp_path, arrays, message):
+    np.savez(tmp_path / "d.npz", **arrays)
+    result = run_cli("--data", tmp_path / "d.npz", "--out", "out", cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()

@@ -1,0 +1,107 @@
+"""`python -m linfit.predict`: a checkpoint's predictions for new data."""
+
+import csv
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from linfit import LinearModule, Trainer, save_weights
+from linfit.predict import main
+from linfit.train import main as train_main
+
+
+@pytest.fixture(scope="module")
+def standardized_run(tmp_path_factory):
+    """A run on features of very different scales, trained standardised."""
+    root = tmp_path_factory.mktemp("predict")
+    rng = np.random.default_rng(1)
+    x = (rng.normal(size=(120, 2)) * [10, 0.1] + [100, -1]).astype(np.float32)
+    y = (x.astype(np.float64) @ [0.3, 5.0] - 2 + rng.normal(0, 0.1, 120)).astype(np.float32)
+    data = root / "train.csv"
+    np.savetxt(data, np.column_stack([x, y]), delimiter=",", header="size,rate,y", comments="",
+               fmt="%.9g")
+    assert train_main(["--data", data, "--out", root / "run", "--model", "keras", "--loop",
+                       "keras", "--set", "data.standardize=true", "--set",
+                       "train.epochs=30"]) == 0
+    return root, x, y
+
+
+def read_rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_predictions_reproduce_the_trained_model_on_raw_data(standardized_run, capsys):
+    root, x, y = standardized_run
+    checkpoint = root / "run" / "keras-keras.weights.h5"
+    new = root / "new.csv"
+    new.write_text("rate,size\n" + "".join(f"{r:.9g},{s:.9g}\n" for s, r in x[:5]))
+    assert main(["--checkpoint", checkpoint, "--data", new, "--out", root / "preds.csv"]) == 0
+    rows = read_rows(root / "preds.csv")
+    model = LinearModule(features=2)
+    from linfit import load_weights
+    load_weights(model, checkpoint)
+    expected = Trainer(model).predict(x[:5])
+    np.testing.assert_allclose([float(r["prediction"]) for r in rows], expected, rtol=1e-6)
+    assert list(rows[0]) == ["size", "rate", "prediction"]  # the training columns, by name
+    assert "loss" not in capsys.readouterr().out  # no target in the file
+
+
+def test_loss_is_reported_when_the_file_has_a_target(standardized_run, capsys):
+    root, x, y = standardized_run
+    assert main(["--checkpoint", root / "run" / "keras-keras.weights.h5",
+                 "--data", root / "train.csv"]) == 0
+    captured = capsys.readouterr()
+    predictions = np.array([float(r["prediction"]) for r in csv.DictReader(
+        captured.out.splitlines())])
+    loss = float(captured.err.split("loss=")[1].split()[0])
+    assert loss == pytest.approx(np.mean((predictions - y) ** 2), rel=1e-4)
+
+
+def test_a_bare_checkpoint_uses_column_count(tmp_path, capsys):
+    save_weights(LinearModule(init_w=2.0, init_b=1.0), tmp_path / "m.weights.h5")
+    (tmp_path / "d.csv").write_text("x\n1\n2\n")
+    assert main(["--checkpoint", tmp_path / "m.weights.h5", "--data", tmp_path / "d.csv"]) == 0
+    assert [r["prediction"] for r in csv.DictReader(capsys.readouterr().out.splitlines())] == [
+        "3", "5"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a,b,c,d\n1,2,3,4\n", "has 4 feature column(s) (a, b, c, d) but the checkpoint's model takes 1"),
+    ("a,b\n1,2\n", "has 2 feature column(s) (a, b) but the checkpoint's model takes 1"),
+    ("a,y\n1,zz\n", "line 2, column 'y': 'zz' is not a number"),
+])
+def test_features_that_do_not_fit_the_checkpoint_exit_2(tmp_path, text, message):
+    save_weights(LinearModule(), tmp_path / "m.weights.h5")
+    (tmp_path / "d.csv").write_text(text)
+    result = subprocess.run([sys.executable, "-m", "linfit.predict", "--checkpoint",
+                             tmp_path / "m.weights.h5", "--data", tmp_path / "d.csv",
+                             "--out", tmp_path / "p.csv"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_more_features_than_the_run_trained_on_is_refused(standardized_run, tmp_path):
+    root, _, _ = standardized_run
+    (tmp_path / "d.csv").write_text("a,b,c\n1,2,3\n")
+    result = subprocess.run([sys.executable, "-m", "linfit.predict", "--checkpoint",
+                             root / "run" / "keras-keras.weights.h5", "--data",
+                             tmp_path / "d.csv"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "lacks the column(s) size, rate the model was trained on" in result.stderr
+
+
+def test_a_checkpoint_that_is_not_a_line_is_refused(tmp_path):
+    import h5py
+
+    with h5py.File(tmp_path / "m.weights.h5", "w") as f:
+        f.create_group("vars").create_dataset("0", data=np.zeros((2, 2), np.float32))
+    (tmp_path / "d.csv").write_text("x\n1\n")
+    result = subprocess.run([sys.executable, "-m", "linfit.predict", "--checkpoint",
+                             tmp_path / "m.weights.h5", "--data", tmp_path / "d.csv"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "is not a checkpoint of f(x) = x·W + b" in result.stderr
