@@ -1,6 +1,8 @@
 """What both loops record: Keras callbacks, so `fit` and the manual loop share them."""
 
+import re
 from collections.abc import Callable
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -20,17 +22,19 @@ class TrajectoryRecorder(keras.callbacks.Callback):
       model: the model being trained (a tf.Module or a keras.Model).
     """
 
-    def __init__(self, losses: dict[str, Callable[[], float]], model):
+    def __init__(self, losses: dict[str, Callable[[], float]], model, record_start: bool = True):
         super().__init__()
         self._losses = losses
         self._trained = model
+        self._record_start = record_start
         self.trajectory: dict[str, list] = {name: [] for name in losses}
         self._has_line = hasattr(model, "w") and hasattr(model, "b")
         if self._has_line:
             self.trajectory.update(w=[], b=[])
 
     def on_train_begin(self, logs=None):
-        self._record()
+        if self._record_start:  # not when resuming: the checkpoint has that row
+            self._record()
 
     def on_epoch_end(self, epoch, logs=None):
         values = self._record()
@@ -45,3 +49,45 @@ class TrajectoryRecorder(keras.callbacks.Callback):
             self.trajectory["w"].append(np.array(self._trained.w.numpy()))
             self.trajectory["b"].append(float(self._trained.b.numpy()))
         return values
+
+
+class PeriodicCheckpoint(keras.callbacks.Callback):
+    """Saves a training checkpoint every `every` epochs, keeping the newest `keep`.
+
+    Files are `directory/epoch-NNNN.weights.h5` (epochs completed), each
+    written atomically by `save(path)` (e.g. `Trainer.save_checkpoint`).
+    A failed or diverged epoch never reaches `on_epoch_end`, so the newest
+    checkpoint always holds finite weights.
+    """
+
+    def __init__(self, save: Callable[[Path, int], None], directory: Path, every: int,
+                 keep: int = 0):
+        super().__init__()
+        self._save = save
+        self.directory = Path(directory)
+        self.every = every
+        self.keep = keep
+
+    def on_train_begin(self, logs=None):
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        completed = epoch + 1
+        if completed % self.every:
+            return
+        self._save(self.directory / checkpoint_name(completed), completed)
+        if self.keep:
+            for old in list_checkpoints(self.directory)[:-self.keep]:
+                old.unlink(missing_ok=True)
+
+
+def checkpoint_name(epochs_completed: int) -> str:
+    return f"epoch-{epochs_completed:04d}.weights.h5"
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """The periodic checkpoints in `directory`, oldest first (temporary files excluded)."""
+    pattern = re.compile(r"epoch-(\d+)\.weights\.h5")
+    found = [(int(m.group(1)), path) for path in Path(directory).glob("epoch-*.weights.h5")
+             if (m := pattern.fullmatch(path.name))]
+    return [path for _, path in sorted(found)]

@@ -4,14 +4,25 @@ Keras 3 writes a model's own variables as datasets `vars/0`, `vars/1`, ...
 (in `add_weight` order) of a group `vars`, and an optimizer's under
 `optimizer/vars`. linfit reads and writes that layout with h5py, so a file
 from `keras.Model.save_weights` of a `LinearModel` loads into a
-`LinearModule`, and back. Loading checks the whole file against the model
-before it assigns anything, so it either fully succeeds or leaves the model
-untouched. Saving writes a temporary file next to the target and renames it
-over the target, so no reader ever sees a half-written checkpoint.
+`LinearModule`, and back. A training checkpoint adds the optimizer's state
+and linfit's training position (a JSON root attribute Keras ignores), so a
+run can be resumed exactly.
+
+Files are untrusted input: before anything is read, every member must be a
+plain dataset inside the file (no soft or external links, no external or
+virtual storage) with the shape and dtype the model expects, so a hostile
+file can neither reach outside itself nor make linfit allocate without
+bound. Loading checks the whole file first, so it either fully succeeds or
+leaves the model (and optimizer) untouched. Saving writes a temporary file
+next to the target, fsyncs it and renames it over the target, so no reader
+ever sees a half-written checkpoint under its final name.
 """
 
+import json
 import os
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
@@ -21,8 +32,14 @@ from linfit.errors import CheckpointError
 
 SUFFIX = ".weights.h5"
 VARS = "vars"
-# Groups a weights file may hold besides the model's own variables.
-IGNORED_GROUPS = ("optimizer",)
+OPTIMIZER = "optimizer"
+STATE_ATTRIBUTE = "linfit_state"
+# Caps on what an untrusted file can make linfit read.
+MAX_STATE_BYTES = 16 * 2**20
+MAX_ELEMENTS = 2**28
+# For the kill test only (scripts/kill_test.py): seconds to wait between
+# writing the temporary file and renaming it, so that a kill can land there.
+WRITE_DELAY_VARIABLE = "LINFIT_CHECKPOINT_WRITE_DELAY"
 
 
 def save_weights(model, path: str | os.PathLike, overwrite: bool = True) -> Path:
@@ -31,6 +48,13 @@ def save_weights(model, path: str | os.PathLike, overwrite: bool = True) -> Path
     Returns:
       The path written.
     """
+    return save_checkpoint(path, model, overwrite=overwrite)
+
+
+def save_checkpoint(path: str | os.PathLike, model, optimizer=None, state: dict | None = None,
+                    overwrite: bool = True) -> Path:
+    """Write the model's variables, and optionally the optimizer's and a
+    training state (JSON-serialisable), to `path`, atomically."""
     path = _checked_path(path)
     if path.exists() and not overwrite:
         raise CheckpointError(f"{path} exists: pass overwrite=True or choose another path")
@@ -38,96 +62,222 @@ def save_weights(model, path: str | os.PathLike, overwrite: bool = True) -> Path
         raise CheckpointError(f"cannot write {path}: directory {path.parent} does not exist")
     arrays = [np.asarray(v.numpy()) for v in _checkpoint_variables(model)]
     name = getattr(model, "name", None) or type(model).__name__
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                             dir=path.parent)
-    try:
-        os.fchmod(descriptor, 0o644)  # mkstemp makes it private; a checkpoint is not
-        with os.fdopen(descriptor, "wb") as raw:
-            with h5py.File(raw, "w") as f:
-                group = f.create_group(VARS)
-                group.attrs["name"] = name
-                for index, array in enumerate(arrays):
-                    group.create_dataset(str(index), data=array)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
+    optimizer_arrays = None
+    if optimizer is not None:
+        optimizer_arrays = [np.asarray(v.numpy()) for v in optimizer.variables]
+    state_text = None if state is None else json.dumps(state, allow_nan=False)
+
+    def write(f: h5py.File) -> None:
+        _write_group(f.create_group(VARS), name, arrays)
+        if optimizer_arrays is not None:
+            _write_group(f.create_group(OPTIMIZER).create_group(VARS), optimizer.name,
+                         optimizer_arrays)
+        if state_text is not None:
+            f.attrs[STATE_ATTRIBUTE] = state_text
+
+    write_atomically(path, write)
     return path
 
 
 def load_weights(model, path: str | os.PathLike) -> None:
     """Load a `.weights.h5` file into the model, all or nothing.
 
+    The optimizer state and training state in the file, if any, are ignored.
+
     Raises:
-      CheckpointError: for a wrong suffix, a missing or unreadable file, or
-        variables that do not fit the model (missing, extra, wrong shape or
-        dtype). The model is unchanged when it raises.
+      CheckpointError: for a wrong suffix, a missing, unreadable or hostile
+        file, or variables that do not fit the model (missing, extra, wrong
+        shape or dtype). The model is unchanged when it raises.
+    """
+    load_checkpoint(path, model)
+
+
+def load_checkpoint(path: str | os.PathLike, model, optimizer=None) -> dict | None:
+    """Load the model's (and the optimizer's) variables from a checkpoint, all or nothing.
+
+    Returns:
+      The training state saved with it, or None.
+
+    Raises:
+      CheckpointError: as `load_weights`, and for optimizer state that is
+        missing or does not fit `optimizer`. Nothing is changed when it raises.
     """
     path = _checked_path(path)
-    if not path.is_file():
-        what = "is a directory" if path.is_dir() else "does not exist"
-        raise CheckpointError(f"checkpoint {path} {what}")
     variables = _checkpoint_variables(model)
-    arrays = read_weights(path)
-    _check_fit(path, arrays, variables, type(model).__name__)
+    optimizer_variables = None if optimizer is None else list(optimizer.variables)
+    with _open(path) as f:
+        _check_members(path, f)
+        datasets = _datasets(path, f, VARS)
+        _check_fit(path, datasets, variables, type(model).__name__)
+        optimizer_datasets = []
+        if optimizer_variables is not None:
+            if not isinstance(f.get(OPTIMIZER, getlink=True), h5py.HardLink):
+                raise CheckpointError(f"{path} holds no optimizer state: it cannot resume "
+                                      "training (it is a weights-only checkpoint)")
+            optimizer_datasets = _datasets(path, f[OPTIMIZER], VARS)
+            _check_fit(path, optimizer_datasets, optimizer_variables,
+                       f"the {optimizer.name} optimizer", what="optimizer variable")
+        state = _read_state(path, f)
+        arrays = _read(path, datasets)
+        optimizer_arrays = _read(path, optimizer_datasets)
     for variable, array in zip(variables, arrays):
         variable.assign(array)
+    for variable, array in zip(optimizer_variables or [], optimizer_arrays):
+        variable.assign(array)
+    return state
 
 
 def read_weights(path: str | os.PathLike) -> list[np.ndarray]:
-    """The arrays under `vars/` of a `.weights.h5` file, in index order."""
-    path = Path(path)
+    """The arrays under `vars/` of a `.weights.h5` file, in index order.
+
+    For a file whose model is not known yet; each array is capped at
+    MAX_ELEMENTS elements.
+    """
+    path = _checked_path(path)
+    with _open(path) as f:
+        _check_members(path, f)
+        datasets = _datasets(path, f, VARS)
+        for index, dataset in enumerate(datasets):
+            if dataset.size > MAX_ELEMENTS or not np.issubdtype(dataset.dtype, np.floating):
+                raise CheckpointError(f"{path}: '{VARS}/{index}' is {dataset.dtype} of shape "
+                                      f"{list(dataset.shape)}: not a weight linfit can load")
+        return _read(path, datasets)
+
+
+def read_state(path: str | os.PathLike) -> dict | None:
+    """The training state stored in a checkpoint, or None for a weights-only file."""
+    path = _checked_path(path)
+    with _open(path) as f:
+        return _read_state(path, f)
+
+
+def write_atomically(path: Path, write: Callable[[h5py.File], None]) -> None:
+    """Write an HDF5 file to a temporary name beside `path`, fsync, rename over `path`."""
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
+                                             dir=path.parent)
     try:
-        f = h5py.File(path, "r")
+        os.fchmod(descriptor, 0o644)  # mkstemp makes it private; a checkpoint is not
+        with os.fdopen(descriptor, "wb") as raw:
+            with h5py.File(raw, "w") as f:
+                write(f)
+            raw.flush()
+            os.fsync(raw.fileno())
+        delay = float(os.environ.get(WRITE_DELAY_VARIABLE, "0") or 0)
+        if delay:
+            time.sleep(delay)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+
+
+def _write_group(group: h5py.Group, name: str, arrays: list[np.ndarray]) -> None:
+    group.attrs["name"] = name
+    for index, array in enumerate(arrays):
+        group.create_dataset(str(index), data=array)
+
+
+def _open(path: Path) -> h5py.File:
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise CheckpointError(f"checkpoint {path} {what}")
+    try:
+        return h5py.File(path, "r")
     except OSError:
         raise CheckpointError(f"{path} is not a readable HDF5 file: is it a .weights.h5 "
                               "checkpoint, and was it completely written?") from None
-    with f:
-        unexpected = [key for key in f.keys() if key not in (VARS, *IGNORED_GROUPS)]
-        if unexpected:
-            raise CheckpointError(
-                f"{path} holds {', '.join(unexpected)} besides '{VARS}': it is the checkpoint "
-                "of a model with sublayers, not of a model with variables of its own like "
-                "LinearModel or LinearModule")
-        group = f.get(VARS)
-        if not isinstance(group, h5py.Group):
-            raise CheckpointError(f"{path} has no '{VARS}' group: it is not a Keras "
-                                  ".weights.h5 file of a model with variables")
-        names = sorted(group.keys(), key=lambda k: int(k) if k.isdigit() else -1)
-        if names != [str(i) for i in range(len(names))]:
-            raise CheckpointError(f"{path}: '{VARS}' holds {names}, expected datasets "
-                                  "named 0, 1, ... as Keras writes them")
-        arrays = []
-        for name in names:
-            dataset = group[name]
-            if not isinstance(dataset, h5py.Dataset):
-                raise CheckpointError(f"{path}: '{VARS}/{name}' is not a dataset")
-            arrays.append(np.asarray(dataset[()]))
-        return arrays
 
 
-def _check_fit(path, arrays, variables, model_name) -> None:
-    if not arrays:
+def _check_members(path: Path, f: h5py.File) -> None:
+    unexpected = [key for key in f.keys() if key not in (VARS, OPTIMIZER)]
+    if unexpected:
+        raise CheckpointError(
+            f"{path} holds {', '.join(unexpected)} besides '{VARS}': it is the checkpoint of a "
+            "model with sublayers, not of a model with variables of its own like LinearModel "
+            "or LinearModule")
+
+
+def _datasets(path: Path, parent: h5py.Group, name: str) -> list[h5py.Dataset]:
+    """The datasets `name/0`, `name/1`, ... of `parent`, checked to be plain and local."""
+    where = f"{parent.name.strip('/')}/{name}".strip("/")
+    group = _member(path, parent, name, h5py.Group, where)
+    if group is None:
+        raise CheckpointError(f"{path} has no '{where}' group: it is not a Keras .weights.h5 "
+                              "file of a model with variables")
+    names = sorted(group.keys(), key=lambda k: int(k) if k.isdigit() else -1)
+    if names != [str(i) for i in range(len(names))]:
+        raise CheckpointError(f"{path}: '{where}' holds {names}, expected datasets named "
+                              "0, 1, ... as Keras writes them")
+    datasets = []
+    for key in names:
+        dataset = _member(path, group, key, h5py.Dataset, f"{where}/{key}")
+        if dataset is None:
+            raise CheckpointError(f"{path}: '{where}/{key}' is not a dataset")
+        if dataset.is_virtual or dataset.external:
+            raise CheckpointError(f"{path}: '{where}/{key}' keeps its data outside the file "
+                                  "(a virtual or external dataset): refusing to read it")
+        datasets.append(dataset)
+    return datasets
+
+
+def _member(path: Path, group: h5py.Group, key: str, kind: type, where: str):
+    """group[key] if it is a hard link to a `kind`; None if absent; refuses links."""
+    link = group.get(key, getlink=True)
+    if link is None:
+        return None
+    if not isinstance(link, h5py.HardLink):
+        raise CheckpointError(f"{path}: '{where}' is a {type(link).__name__}, which could point "
+                              "outside the file: refusing to follow it")
+    member = group[key]
+    return member if isinstance(member, kind) else None
+
+
+def _check_fit(path, datasets, variables, owner: str, what: str = "variable") -> None:
+    if not datasets and variables:
         raise CheckpointError(
             f"{path} holds no variables (an empty '{VARS}' group, as written by a keras.Model "
             "whose tf.Variables Keras does not track, such as the guide's MyModelKeras): "
-            f"it cannot restore {model_name}'s {len(variables)} variables")
-    if len(arrays) != len(variables):
-        raise CheckpointError(f"{path} holds {len(arrays)} variables but {model_name} has "
-                              f"{len(variables)}: it is the checkpoint of another model")
-    for index, (array, variable) in enumerate(zip(arrays, variables)):
+            f"it cannot restore {owner}'s {len(variables)} variables")
+    if len(datasets) != len(variables):
+        raise CheckpointError(f"{path} holds {len(datasets)} {what}s but {owner} has "
+                              f"{len(variables)}: it is the checkpoint of another "
+                              f"{'optimizer' if what != 'variable' else 'model'}")
+    for index, (dataset, variable) in enumerate(zip(datasets, variables)):
         shape, dtype = tuple(variable.shape), np.dtype(_dtype_name(variable))
-        if array.shape != shape:
+        if dataset.shape != shape:
             raise CheckpointError(
-                f"{path}: variable {index} ({_short_name(variable)}) has shape "
-                f"{list(array.shape)} in the file but {list(shape)} in {model_name}: "
+                f"{path}: {what} {index} ({_short_name(variable)}) has shape "
+                f"{list(dataset.shape)} in the file but {list(shape)} in {owner}: "
                 "was it saved from a model with another number of features?")
-        if array.dtype != dtype:
-            raise CheckpointError(f"{path}: variable {index} ({_short_name(variable)}) is "
-                                  f"{array.dtype} in the file but {dtype} in {model_name}")
+        if dataset.dtype != dtype:
+            raise CheckpointError(f"{path}: {what} {index} ({_short_name(variable)}) is "
+                                  f"{dataset.dtype} in the file but {dtype} in {owner}")
+
+
+def _read(path: Path, datasets: list[h5py.Dataset]) -> list[np.ndarray]:
+    try:
+        return [np.asarray(dataset[()]) for dataset in datasets]
+    except OSError as error:
+        raise CheckpointError(f"{path} could not be read ({error}): the file is damaged or "
+                              "truncated") from None
+
+
+def _read_state(path: Path, f: h5py.File) -> dict | None:
+    if STATE_ATTRIBUTE not in f.attrs:
+        return None
+    attribute = h5py.h5a.open(f.id, STATE_ATTRIBUTE.encode())
+    if attribute.get_storage_size() > MAX_STATE_BYTES:
+        raise CheckpointError(f"{path}: its training state is larger than "
+                              f"{MAX_STATE_BYTES // 2**20} MiB: refusing to read it")
+    try:
+        text = f.attrs[STATE_ATTRIBUTE]
+        state = json.loads(text.decode() if isinstance(text, bytes) else str(text))
+    except (OSError, ValueError, UnicodeDecodeError):
+        raise CheckpointError(f"{path}: its training state is not valid JSON") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: its training state is not a JSON object")
+    return state
 
 
 def _checkpoint_variables(model) -> list:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from linfit.data import Standardizer
-from linfit.errors import LinfitError, RunDirError
+from linfit.errors import DivergenceError, LinfitError, RunDirError
 
 DEFAULT_RTOL = 1e-5
 # Differences this small count as agreement even next to a zero value:
@@ -240,9 +240,13 @@ class RunResult:
 
     model_kind: str
     loop: str
-    model: object
+    trainer: object  # linfit.Trainer
     history: object  # linfit.History
     seconds: float
+
+    @property
+    def model(self):
+        return self.trainer.model
 
     @property
     def label(self) -> str:
@@ -280,7 +284,10 @@ def run_comparison(x, y, *, models: Sequence[str] = ("module", "keras"),
                    optimizer: str = "sgd", loss: str = "mse", batch_size: int | None = None,
                    shuffle_seed: int | None = None, validation_data: tuple | None = None,
                    standardize: bool = False, feature_names: tuple[str, ...] = (),
-                   seed: int = 0, rtol: float = DEFAULT_RTOL, verbose: int = 0) -> Comparison:
+                   seed: int = 0, rtol: float = DEFAULT_RTOL, verbose: int = 0,
+                   checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
+                   keep_checkpoints: int = 0,
+                   resume_from: dict[str, Path] | None = None) -> Comparison:
     """Train every model × loop combination from the same start, and compare.
 
     Args:
@@ -291,11 +298,19 @@ def run_comparison(x, y, *, models: Sequence[str] = ("module", "keras"),
         histories, the trained models (and so their checkpoints) are in
         the original units all the same.
       seed: passed to `keras.utils.set_random_seed` before each run.
+      checkpoint_dir: with `checkpoint_every` > 0, each run saves training
+        checkpoints in `checkpoint_dir/<model>-<loop>/`.
+      resume_from: per run label ("module-manual", ...), a training
+        checkpoint to continue that run from.
       Other arguments as for `Trainer` and `Trainer.fit`.
 
     Returns:
       A Comparison. With MSE and full-batch SGD at a learning rate at or
       above the stability limit, a `UserWarning` is issued before training.
+
+    Raises:
+      DivergenceError: when a run's loss is not finite; its `completed`
+        holds the runs that finished before it.
     """
     import keras
 
@@ -332,16 +347,37 @@ def run_comparison(x, y, *, models: Sequence[str] = ("module", "keras"),
             model = getattr(models_lib, MODEL_CLASSES[kind])(
                 features=features, init_w=start_w, init_b=start_b)
             trainer = Trainer(model, loss=loss, optimizer=optimizer, learning_rate=learning_rate)
+            label = f"{kind}-{loop}"
             start = time.perf_counter()
-            history = trainer.fit(x_train, y, epochs=epochs, loop=loop, batch_size=batch_size,
-                                  shuffle_seed=shuffle_seed, validation_data=validation_data,
-                                  verbose=verbose)
+            try:
+                history = trainer.fit(
+                    x_train, y, epochs=epochs, loop=loop, batch_size=batch_size,
+                    shuffle_seed=shuffle_seed, validation_data=validation_data, verbose=verbose,
+                    resume_from=(resume_from or {}).get(label),
+                    checkpoint_dir=Path(checkpoint_dir) / label if checkpoint_every else None,
+                    checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints)
+            except DivergenceError as error:
+                raise _with_context(error, label, runs, reference if full_batch_sgd else None,
+                                    learning_rate) from None
             if standardizer is not None:
                 history = _to_original_units(history, model, standardizer)
-            runs.append(RunResult(kind, loop, model, history, time.perf_counter() - start))
+            runs.append(RunResult(kind, loop, trainer, history, time.perf_counter() - start))
     agreement = compare_histories([run.history for run in runs], [run.label for run in runs],
                                   rtol=rtol)
     return Comparison(runs, agreement, reference, learning_rate, full_batch_sgd)
+
+
+def _with_context(error: DivergenceError, label: str, completed: list, reference,
+                  learning_rate: float) -> DivergenceError:
+    """The error of run `label`, naming it and the stability limit, with the finished runs."""
+    message = f"{label}: {error}"
+    if reference is not None:
+        message += (f"; the stability limit of the learning rate for this data is "
+                    f"{reference.lr_limit:.3g} (this run used {learning_rate:g})")
+    result = DivergenceError(message, error.epoch, error.batch, error.history)
+    result.completed = list(completed)
+    result.label = label
+    return result
 
 
 def _to_original_units(history, model, standardizer: Standardizer):

@@ -63,6 +63,8 @@ class TrainConfig:
     learning_rate: float = 0.1
     optimizer: str = "sgd"
     seed: int = 0
+    checkpoint_every: int = 0  # save a training checkpoint every N epochs; 0: at the end only
+    keep_checkpoints: int = 0  # keep the newest N periodic checkpoints; 0: all
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,10 @@ def validate(config: Config) -> None:
     _require(train.optimizer in OPTIMIZERS, "train.optimizer", train.optimizer,
              _one_of(OPTIMIZERS))
     _require(train.seed >= 0, "train.seed", train.seed, "an integer >= 0")
+    _require(train.checkpoint_every >= 0, "train.checkpoint_every", train.checkpoint_every,
+             "0 (at the end only) or a number of epochs")
+    _require(train.keep_checkpoints >= 0, "train.keep_checkpoints", train.keep_checkpoints,
+             "0 (keep all) or how many to keep")
     for key, weights in (("data.true_w", data.true_w), ("model.init_w", model.init_w)):
         if isinstance(weights, tuple):
             _require(len(weights) > 0, key, list(weights), "a number or a non-empty list")

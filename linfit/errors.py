@@ -29,3 +29,20 @@ class CheckpointError(LinfitError, ValueError):
 
 class RunDirError(LinfitError, ValueError):
     """The run directory cannot be used (e.g. it exists and is not empty)."""
+
+
+class DivergenceError(LinfitError, FloatingPointError):
+    """Training produced a non-finite loss and was stopped before applying it.
+
+    Attributes:
+      epoch, batch: where the non-finite loss appeared (0-based).
+      history: the `linfit.History` recorded until then, or None.
+      completed: runs that finished before this one (set by `run_comparison`).
+    """
+
+    def __init__(self, message: str, epoch: int, batch: int, history=None):
+        super().__init__(message)
+        self.epoch = epoch
+        self.batch = batch
+        self.history = history
+        self.completed = []

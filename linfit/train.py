@@ -15,6 +15,7 @@ import contextlib
 import csv
 import json
 import os
+import shutil
 import sys
 import warnings
 from datetime import datetime, timezone
@@ -25,7 +26,9 @@ import numpy as np
 from linfit.compare import MODEL_CLASSES, Comparison, RunResult
 from linfit.config import LOOPS, MODEL_KINDS, Config, load_config, to_toml
 from linfit.data import Data, load_data
-from linfit.errors import ConfigError, LinfitError, RunDirError
+from linfit.errors import ConfigError, DivergenceError, LinfitError, RunDirError
+
+CHECKPOINTS = "checkpoints"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -44,6 +47,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--loop", choices=LOOPS, help="training loop(s) to run")
     parser.add_argument("--out", metavar="DIR",
                         help="run directory (default: runs/<UTC time>); must be new or empty")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing run directory given by --out")
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue the run in RUN_DIR from its newest checkpoints "
+                        "(--set train.epochs=N may extend it)")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=0,
                         help="Keras progress output in both loops: 0 none (default), "
                         "1 progress bar, 2 one line per epoch")
@@ -62,8 +70,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return load_config(args.config, overrides)
 
 
-def prepare_run_dir(out: str | None) -> Path:
-    """Create the run directory; refuse one that exists and is not empty."""
+def prepare_run_dir(out: str | None, overwrite: bool = False) -> Path:
+    """Create the run directory; refuse one that exists and is not empty,
+    unless `overwrite` and it is a linfit run directory (which is emptied)."""
     if out is None:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         path = Path("runs") / stamp
@@ -76,8 +85,13 @@ def prepare_run_dir(out: str | None) -> Path:
         if path.exists() and not path.is_dir():
             raise RunDirError(f"--out {path} is a file: give a new or empty directory")
         if path.is_dir() and any(path.iterdir()):
-            raise RunDirError(f"run directory {path} exists and is not empty: choose another "
-                              "--out, or remove it to train again there")
+            if not overwrite:
+                raise RunDirError(f"run directory {path} exists and is not empty: choose another "
+                                  "--out, --resume it, or pass --overwrite to replace it")
+            if not (path / "config.toml").is_file():
+                raise RunDirError(f"--overwrite replaces linfit run directories only, and {path} "
+                                  "has no config.toml: remove it yourself if you mean it")
+            shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -97,10 +111,18 @@ def initial_w(config: Config, features: int | None) -> float | tuple[float, ...]
     return init_w[0] if features is None else init_w
 
 
-def train_runs(config: Config, data: Data, verbose: int = 0) -> Comparison:
-    """Train every model variant × loop the config asks for, from the same start."""
+def train_runs(config: Config, data: Data, verbose: int = 0, run_dir: Path | None = None,
+               resume: bool = False) -> Comparison:
+    """Train every model variant × loop the config asks for, from the same start.
+
+    With `run_dir`, training checkpoints go to `run_dir/checkpoints/<run>/`
+    every `train.checkpoint_every` epochs; with `resume`, each run continues
+    from its newest checkpoint there.
+    """
     from linfit.compare import run_comparison
 
+    checkpoint_dir = None if run_dir is None else run_dir / CHECKPOINTS
+    resume_from = find_resume_points(run_dir, config) if resume else None
     return run_comparison(
         data.x, data.y, models=config.model_kinds, loops=config.loops,
         epochs=config.train.epochs, init_w=initial_w(config, data.features),
@@ -108,7 +130,52 @@ def train_runs(config: Config, data: Data, verbose: int = 0) -> Comparison:
         optimizer=config.train.optimizer, batch_size=config.data.batch_size or None,
         shuffle_seed=config.data.seed if config.data.shuffle else None,
         validation_data=data.validation, standardize=config.data.standardize,
-        feature_names=data.feature_names, seed=config.train.seed, verbose=verbose)
+        feature_names=data.feature_names, seed=config.train.seed, verbose=verbose,
+        checkpoint_dir=checkpoint_dir, checkpoint_every=config.train.checkpoint_every,
+        keep_checkpoints=config.train.keep_checkpoints, resume_from=resume_from)
+
+
+def find_resume_points(run_dir: Path, config: Config) -> dict[str, Path]:
+    """Per run, the checkpoint with the most epochs that loads, among its
+    periodic checkpoints and (unless training is standardised, where it is in
+    other units) its final one. Leftover temporary files are removed."""
+    from linfit.callbacks import list_checkpoints
+    from linfit.checkpoint import read_state
+
+    points = {}
+    for kind in config.model_kinds:
+        for loop in config.loops:
+            label = f"{kind}-{loop}"
+            directory = run_dir / CHECKPOINTS / label
+            for leftover in [*directory.glob(".*.tmp"), *run_dir.glob(".*.tmp")]:
+                leftover.unlink(missing_ok=True)  # a write that a kill interrupted
+            candidates = list_checkpoints(directory) if directory.is_dir() else []
+            if not config.data.standardize:
+                candidates.append(run_dir / f"{label}.weights.h5")
+            best = -1
+            for path in candidates:
+                try:
+                    epoch = (read_state(path) or {}).get("epoch", -1) if path.exists() else -1
+                except LinfitError:
+                    continue  # unreadable: an older one will do
+                if isinstance(epoch, int) and epoch > best:
+                    points[label], best = path, epoch
+    return points
+
+
+def resume_config(run_dir: Path, args: argparse.Namespace) -> Config:
+    """The config of the run in `run_dir`; only `--set train.epochs=N` may change it."""
+    if not (run_dir / "config.toml").is_file():
+        raise RunDirError(f"--resume {run_dir}: no config.toml there; give the directory of a "
+                          "linfit run")
+    changed = [flag for flag, value in (("--config", args.config), ("--data", args.data),
+                                        ("--model", args.model), ("--loop", args.loop),
+                                        ("--out", args.out)) if value]
+    changed += [o for o in args.overrides if not o.replace(" ", "").startswith("train.epochs=")]
+    if changed:
+        raise ConfigError(f"--resume continues a run as it was configured: drop "
+                          f"{', '.join(changed)} (only --set train.epochs=N may extend it)")
+    return load_config(run_dir / "config.toml", args.overrides)
 
 
 def write_run(out_dir: Path, config: Config, data: Data, comparison: Comparison) -> dict:
@@ -119,28 +186,65 @@ def write_run(out_dir: Path, config: Config, data: Data, comparison: Comparison)
     Returns:
       The metrics written to metrics.json.
     """
-    from linfit.checkpoint import save_weights
     from linfit.report import write_report
 
     runs = comparison.runs
     (out_dir / "config.toml").write_text(to_toml(config))
     for run in runs:
-        save_weights(run.model, out_dir / run.checkpoint_name)
+        # A full training checkpoint: it loads as weights, and --resume can extend it.
+        run.trainer.save_checkpoint(out_dir / run.checkpoint_name, run.history)
     write_history_csv(out_dir / "history.csv", runs)
     figures = write_figures(out_dir, data, comparison)
     write_report(out_dir / "report.md", config, data, comparison, figures)
-    metrics = {
-        "data": {"source": data.source, "num_examples": data.num_examples,
-                 "validation_examples": 0 if data.y_val is None else len(data.y_val),
-                 "features": list(data.feature_names)},
-        "runs": [run_metrics(run) for run in runs],
-    }
+    metrics = {"status": "complete", **data_metrics(data),
+               "runs": [run_metrics(run) for run in runs]}
     if len(runs) > 1:
         metrics["agreement"] = comparison.agreement.to_json()
     if comparison.reference is not None:
         metrics["reference"] = comparison.reference.to_json()
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_timing(out_dir, runs)
+    write_json(out_dir / "metrics.json", metrics)
     return metrics
+
+
+def write_failed_run(out_dir: Path, data: Data, completed: list[RunResult], status: str,
+                     message: str, error=None) -> dict:
+    """Record a run that stopped part-way: the runs that finished, their
+    checkpoints and history, and a metrics.json whose `status` says why.
+    Training checkpoints already written stay as they are."""
+    for run in completed:
+        run.trainer.save_checkpoint(out_dir / run.checkpoint_name, run.history)
+    runs = [run_metrics(run) for run in completed]
+    history_runs = list(completed)
+    if error is not None and getattr(error, "history", None) is not None:
+        kind, loop = error.label.split("-")
+        partial = RunResult(kind, loop, None, error.history, 0.0)
+        runs.append({**run_metrics(partial), "checkpoint": None, "status": status,
+                     "stopped_at": {"epoch": error.epoch, "batch": error.batch}})
+        history_runs.append(partial)
+    if history_runs:
+        write_history_csv(out_dir / "history.csv", history_runs)
+    metrics = {"status": status, "error": message, **data_metrics(data), "runs": runs}
+    write_json(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+def data_metrics(data: Data) -> dict:
+    return {"data": {"source": data.source, "num_examples": data.num_examples,
+                     "validation_examples": 0 if data.y_val is None else len(data.y_val),
+                     "features": list(data.feature_names)}}
+
+
+def write_timing(out_dir: Path, runs: list[RunResult]) -> None:
+    """Wall times, kept out of metrics.json so that file is the same on every rerun."""
+    write_json(out_dir / "timing.json", {"runs": [
+        {"model": run.model_kind, "loop": run.loop, "seconds": round(run.seconds, 4),
+         "seconds_per_epoch": round(run.seconds / max(run.history.epochs, 1), 6)}
+        for run in runs]})
+
+
+def write_json(path: Path, value: dict) -> None:
+    path.write_text(json.dumps(value, indent=2) + "\n")
 
 
 def write_figures(out_dir: Path, data: Data, comparison: Comparison) -> list[str]:
@@ -187,8 +291,7 @@ def run_metrics(result: RunResult) -> dict:
             row["b"] = history.b[epoch]
         trajectory.append(row)
     return {"model": result.model_kind, "loop": result.loop,
-            "checkpoint": result.checkpoint_name, "seconds": round(result.seconds, 4),
-            "seconds_per_epoch": round(result.seconds / max(history.epochs, 1), 6),
+            "checkpoint": result.checkpoint_name,
             "loss": list(history.loss), "trajectory": trajectory}
 
 
@@ -231,38 +334,61 @@ def stderr_silenced(enabled: bool = True):
 
 
 def import_tensorflow(show_logs: bool = False) -> None:
-    """Import TensorFlow and Keras and start TensorFlow's devices, quietly."""
+    """Import TensorFlow and Keras and start TensorFlow's devices, quietly;
+    turn on TensorFlow's op determinism."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if show_logs else "2")
     with stderr_silenced(not show_logs):
         import tensorflow as tf
 
         import linfit.trainer  # noqa: F401  (imports Keras)
         tf.constant(0.0)  # device start-up logs its own lines
+    # Same config, same bits: ops with a nondeterministic kernel raise instead.
+    tf.config.experimental.enable_op_determinism()
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        config = config_from_args(args)
+        if args.resume:
+            out_dir = Path(args.resume)
+            config = resume_config(out_dir, args)
+        else:
+            config = config_from_args(args)
         data = load_data(config.data)
         initial_w(config, data.features)  # fails now, not after TensorFlow's import
-        out_dir = prepare_run_dir(args.out)
+        if not args.resume:
+            out_dir = prepare_run_dir(args.out, overwrite=args.overwrite)
         import_tensorflow(show_logs=args.tf_logs)
+    except LinfitError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    # From here on the run directory exists: whatever happens is recorded in it.
+    (out_dir / "config.toml").write_text(to_toml(config))
+    try:
         with warnings.catch_warnings():
             # A warning (such as an unstable learning rate) is one line, shown
             # before training starts.
             warnings.showwarning = _print_warning
-            comparison = train_runs(config, data, verbose=args.verbose)
-        for run in comparison.runs:
-            print(f"{MODEL_CLASSES[run.model_kind]} trained by the {run.loop} loop:")
-            print("\n".join(run.history.report_lines()))
-            print()
-        if len(comparison.runs) > 1:
-            print("\n".join(comparison.agreement.summary_lines()))
-        write_run(out_dir, config, data, comparison)
+            comparison = train_runs(config, data, verbose=args.verbose,
+                                    run_dir=out_dir, resume=bool(args.resume))
+    except DivergenceError as error:
+        write_failed_run(out_dir, data, error.completed, "diverged", str(error), error)
+        print(f"error: {error}", file=sys.stderr)
+        return 3
     except LinfitError as error:
+        write_failed_run(out_dir, data, [], "failed", str(error))
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except BaseException as error:  # a bug or an interrupt: record it, then let it show
+        write_failed_run(out_dir, data, [], "failed", f"{type(error).__name__}: {error}")
+        raise
+    for run in comparison.runs:
+        print(f"{MODEL_CLASSES[run.model_kind]} trained by the {run.loop} loop:")
+        print("\n".join(run.history.report_lines()))
+        print()
+    if len(comparison.runs) > 1:
+        print("\n".join(comparison.agreement.summary_lines()))
+    write_run(out_dir, config, data, comparison)
     print(f"\nWrote {out_dir}/ (open report.md): " + ", ".join(sorted(
         path.name for path in out_dir.iterdir())))
     return 0

@@ -9,6 +9,7 @@ meaning (see `History`).
 """
 
 import math
+import os
 from dataclasses import dataclass, field
 
 import keras
@@ -16,15 +17,19 @@ import numpy as np
 import tensorflow as tf
 from keras.src.losses.losses import LossFunctionWrapper
 
+from linfit import checkpoint
 from linfit import data as data_lib
-from linfit.callbacks import TrajectoryRecorder
+from linfit.callbacks import PeriodicCheckpoint, TrajectoryRecorder
 from linfit.compare import weight_names
 from linfit.config import LOOPS
-from linfit.errors import ConfigError
+from linfit.errors import CheckpointError, ConfigError, DivergenceError
 from linfit.loops import keras_fit, manual
 from linfit.models import as_keras_model, check_trainable, trainable_variables
 
 TRAINING_LOOPS = tuple(loop for loop in LOOPS if loop != "both")
+CHECKPOINT_FORMAT = 1
+# The message of the check that stops training on a non-finite loss.
+NON_FINITE_LOSS = "linfit: non-finite loss"
 
 
 @dataclass
@@ -78,6 +83,21 @@ class History:
             columns["b"] = np.array(self.b, dtype=np.float64)
         return columns
 
+    def to_json(self) -> dict:
+        """Plain lists and floats, exact: `History.from_json` gives it back bit for bit."""
+        trajectory = {name: [np.asarray(v).tolist() for v in values]
+                      for name, values in self.trajectory.items()}
+        return {"logs": {name: [float(v) for v in values] for name, values in self.logs.items()},
+                "trajectory": trajectory}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "History":
+        trajectory = {name: list(values) for name, values in data["trajectory"].items()}
+        if "w" in trajectory:
+            trajectory["w"] = [np.asarray(w, dtype=np.float32) for w in trajectory["w"]]
+        return cls(logs={name: list(values) for name, values in data["logs"].items()},
+                   trajectory=trajectory)
+
     def report_lines(self) -> list[str]:
         """The guide's printout: "Starting:", then "Epoch  0:" ... with W, b and loss."""
         lines = []
@@ -120,7 +140,7 @@ class Trainer:
         check_trainable(model)
         self.model = model
         self.keras_model = as_keras_model(model)
-        self.loss = _loss_object(loss)
+        self.loss = FiniteLoss(_loss_object(loss))
         self.optimizer = _optimizer_object(optimizer, learning_rate)
         self._variables = trainable_variables(model)
         # Built here, once, for these variables, so that both loops (and a
@@ -128,18 +148,22 @@ class Trainer:
         self.optimizer.build(self._variables)
         self._loss_tracker = keras.metrics.Mean(name="loss")
         self._train_function = None
+        self._last_run = None
         self._loss_function = tf.function(lambda x, y: self.loss(y, self.model(x)))
         self._predict_function = tf.function(lambda x: self.model(x))
 
     def fit(self, x, y, *, epochs: int, loop: str = "manual", batch_size: int | None = None,
             shuffle_seed: int | None = None, validation_data: tuple | None = None,
-            callbacks: list | None = None, verbose: int = 0) -> History:
+            callbacks: list | None = None, verbose: int = 0, initial_epoch: int = 0,
+            resume_from: str | os.PathLike | None = None,
+            checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 1,
+            keep_checkpoints: int = 0) -> History:
         """Train on (x, y) and return what was recorded.
 
         Args:
           x: inputs, [N] for the scalar model or [N, d].
           y: targets, [N].
-          epochs: passes over the data, at least 1.
+          epochs: the epoch to train up to (as in Keras), at least 1.
           loop: "manual" (GradientTape) or "keras" (compile + fit).
           batch_size: None for one full batch, as in the guide.
           shuffle_seed: None keeps the data's order; a seed reshuffles the
@@ -147,32 +171,96 @@ class Trainer:
           validation_data: (x_val, y_val) for `val_loss`, or None.
           callbacks: Keras callbacks, run by either loop.
           verbose: Keras's verbosity: 0 silent, 1 progress bar, 2 a line per epoch.
+          initial_epoch: the epoch to start at (as in Keras): the data order
+            and epoch numbers continue from there.
+          resume_from: a training checkpoint (see `save_checkpoint`) to
+            continue from: the model, the optimizer state, the epoch and the
+            history so far are restored, and the result is bitwise what an
+            uninterrupted run gives.
+          checkpoint_dir: where to save a training checkpoint every
+            `checkpoint_every` epochs, keeping the newest `keep_checkpoints`
+            (0: all).
 
         Returns:
           History with `loss` per epoch, and `full_loss` (`val_loss` with
           validation data), `w`, `b` per epoch plus the starting row.
+
+        Raises:
+          DivergenceError: when a loss is not finite; that update is not
+            applied, so the model keeps its last finite weights.
         """
         _check_fit_arguments(epochs, loop, batch_size)
         features = getattr(self.model, "features", ...)
+        x, y = data_lib.check_inputs(x, y, features)
+        run = {"batch_size": batch_size, "shuffle_seed": shuffle_seed, "num_examples": len(y)}
+        prior = None
+        if resume_from is not None:
+            prior, initial_epoch = self._resume(resume_from, run)
+        if initial_epoch >= epochs:
+            return prior or History(logs={"loss": []})
         # In TensorFlow once (shared with NumPy where it can be), never per epoch.
-        x, y = map(data_lib.to_variable, data_lib.check_inputs(x, y, features))
+        x, y = data_lib.to_variable(x), data_lib.to_variable(y)
         losses = {"full_loss": lambda: self._loss_function(x, y)}
         if validation_data is not None:
             x_val, y_val = map(data_lib.to_variable, data_lib.check_inputs(*validation_data,
                                                                            features))
             losses["val_loss"] = lambda: self._loss_function(x_val, y_val)
-        dataset = data_lib.make_dataset(x, y, batch_size, epochs, shuffle_seed)
-        steps = data_lib.steps_per_epoch(int(y.shape[0]), batch_size)
-        recorder = TrajectoryRecorder(losses, self.model)
+        dataset = data_lib.make_dataset(x, y, batch_size, epochs, shuffle_seed, initial_epoch)
+        steps = data_lib.steps_per_epoch(run["num_examples"], batch_size)
+        recorder = TrajectoryRecorder(losses, self.model, record_start=prior is None)
         history = keras.callbacks.History()
-        # The recorder goes first so the callbacks after it see its losses.
+
+        def so_far() -> History:
+            return _joined(prior, History(logs=dict(history.history),
+                                          trajectory=recorder.trajectory))
+
+        # The recorder goes first so the callbacks after it see its losses;
+        # the checkpoint goes after History, so it saves the epoch just done.
         callback_list = [recorder, *(callbacks or []), history]
-        if loop == "manual":
-            self._fit_manual(dataset, epochs, steps, callback_list, verbose)
-        else:
-            keras_fit.run_fit(self.keras_model, dataset, epochs, steps, callback_list,
-                              self.loss, self.optimizer, verbose)
-        return History(logs=history.history, trajectory=recorder.trajectory)
+        if checkpoint_dir is not None:
+            callback_list.append(PeriodicCheckpoint(
+                lambda path, epoch: self.save_checkpoint(path, so_far(), epoch, run),
+                checkpoint_dir, checkpoint_every, keep_checkpoints))
+        start_iteration = int(self.optimizer.iterations.numpy())
+        try:
+            if loop == "manual":
+                self._fit_manual(dataset, initial_epoch, epochs, steps, callback_list, verbose)
+            else:
+                keras_fit.run_fit(self.keras_model, dataset, initial_epoch, epochs, steps,
+                                  callback_list, self.loss, self.optimizer, verbose)
+        except tf.errors.InvalidArgumentError as error:
+            if NON_FINITE_LOSS not in str(error):
+                raise
+            done = int(self.optimizer.iterations.numpy()) - start_iteration
+            raise _divergence(initial_epoch + done // steps, done % steps, so_far()) from None
+        result = so_far()
+        self._last_run = run
+        return result
+
+    def save_checkpoint(self, path: str | os.PathLike, history: History | None = None,
+                        epoch: int | None = None, run: dict | None = None):
+        """Save the model, the optimizer state and the training position to `path`.
+
+        `fit(..., resume_from=path)` continues from it. The file is Keras's
+        `.weights.h5` layout, so it also loads with `load_weights`.
+        """
+        state = {"format": CHECKPOINT_FORMAT, **(run or self._last_run or {})}
+        if history is not None:
+            state["epoch"] = history.epochs if epoch is None else epoch
+            state["history"] = history.to_json()
+        return checkpoint.save_checkpoint(path, self.model, self.optimizer, state)
+
+    def _resume(self, path, run: dict) -> tuple[History, int]:
+        state = checkpoint.load_checkpoint(path, self.model, self.optimizer)
+        if not state or "epoch" not in state or "history" not in state:
+            raise CheckpointError(f"{path} is a weights-only checkpoint: it has no training "
+                                  "position to resume from")
+        for key, value in run.items():
+            if state.get(key) != value:
+                raise ConfigError(
+                    f"{path} was written by a run with {key}={state.get(key)!r}, not "
+                    f"{value!r}: resume with the same data and settings, or start afresh")
+        return History.from_json(state["history"]), int(state["epoch"])
 
     def evaluate(self, x, y) -> float:
         """The loss of the model on (x, y), as one batch."""
@@ -185,15 +273,54 @@ class Trainer:
         data_lib.check_features(x, getattr(self.model, "features", ...))
         return np.asarray(self._predict_function(x))
 
-    def _fit_manual(self, dataset, epochs, steps, callbacks, verbose):
+    def _fit_manual(self, dataset, initial_epoch, epochs, steps, callbacks, verbose):
         if self._train_function is None:
             step = manual.make_train_step(self.model, self._variables, self.loss, self.optimizer)
             self._train_function = manual.make_train_function(step, self._loss_tracker)
         callback_list = keras.callbacks.CallbackList(
             callbacks, add_history=False, add_progbar=verbose != 0, model=self.keras_model,
             verbose=verbose, epochs=epochs, steps=steps)
-        manual.run_epochs(self._train_function, self._loss_tracker, dataset, epochs, steps,
-                          callback_list, self.keras_model)
+        manual.run_epochs(self._train_function, self._loss_tracker, dataset,
+                          range(initial_epoch, epochs), steps, callback_list, self.keras_model)
+
+
+def _joined(first: History | None, second: History) -> History:
+    """`second` continued from `first` (a resumed run's history)."""
+    if first is None:
+        return second
+    logs = {name: [*first.logs.get(name, []), *second.logs.get(name, [])]
+            for name in {*first.logs, *second.logs}}
+    trajectory = {name: [*first.trajectory.get(name, []), *values]
+                  for name, values in second.trajectory.items()}
+    return History(logs=logs, trajectory=trajectory or first.trajectory)
+
+
+def _divergence(epoch: int, batch: int, history: History) -> DivergenceError:
+    losses = ", ".join(f"{v:.4g}" for v in history.trajectory.get("full_loss", []))
+    return DivergenceError(
+        f"training diverged at epoch {epoch}, batch {batch}: the loss is not finite, so that "
+        f"update was not applied. full_loss per epoch so far: [{losses}]. Lower the learning "
+        "rate (or standardise the data)", epoch, batch, history)
+
+
+class FiniteLoss(keras.losses.Loss):
+    """A Keras loss that stops training when its value is not finite.
+
+    The check is part of the loss's value, so the gradient, and the update
+    that follows it, depend on it: a non-finite loss raises before the
+    update is applied, in either loop.
+    """
+
+    def __init__(self, loss: keras.losses.Loss):
+        super().__init__(name=loss.name, reduction=loss.reduction, dtype=loss.dtype)
+        self.wrapped = loss
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        return tf.debugging.check_numerics(self.wrapped(y_true, y_pred, sample_weight),
+                                           NON_FINITE_LOSS)
+
+    def get_config(self):
+        return {"loss": keras.losses.serialize(self.wrapped)}
 
 
 def _check_fit_arguments(epochs, loop, batch_size) -> None:

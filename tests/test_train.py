@@ -15,8 +15,9 @@ from linfit.data import synthetic_line
 from linfit.train import main
 
 RUNS = [("module", "manual"), ("module", "keras"), ("keras", "manual"), ("keras", "keras")]
-OUTPUTS = {"config.toml", "history.csv", "metrics.json", "report.md", "data.png", "weights.png",
-           "loss.png", "gap.png", "differences.png", *(f"{m}-{l}.weights.h5" for m, l in RUNS)}
+OUTPUTS = {"config.toml", "history.csv", "metrics.json", "timing.json", "report.md", "data.png",
+           "weights.png", "loss.png", "gap.png", "differences.png",
+           *(f"{m}-{l}.weights.h5" for m, l in RUNS)}
 
 
 def run_cli(*args, cwd=None):

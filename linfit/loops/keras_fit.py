@@ -3,8 +3,8 @@
 import keras
 
 
-def run_fit(keras_model: keras.Model, dataset, epochs: int, steps_per_epoch: int,
-            callbacks: list, loss, optimizer, verbose: int = 0) -> None:
+def run_fit(keras_model: keras.Model, dataset, initial_epoch: int, epochs: int,
+            steps_per_epoch: int, callbacks: list, loss, optimizer, verbose: int = 0) -> None:
     """Compile with the shared loss and optimizer objects, then fit.
 
     The dataset is linfit's: every epoch's batches in linfit's order. With
@@ -12,5 +12,6 @@ def run_fit(keras_model: keras.Model, dataset, epochs: int, steps_per_epoch: int
     as the manual loop does; `shuffle` is off so Keras never reorders it.
     """
     keras_model.compile(optimizer=optimizer, loss=loss)
-    keras_model.fit(dataset, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                    callbacks=callbacks, verbose=verbose, shuffle=False)
+    keras_model.fit(dataset, epochs=epochs, initial_epoch=initial_epoch,
+                    steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose,
+                    shuffle=False)

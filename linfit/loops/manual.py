@@ -43,9 +43,10 @@ def make_train_function(train_step, loss_tracker: keras.metrics.Mean):
     return train_function
 
 
-def run_epochs(train_function, loss_tracker, dataset, epochs: int, steps_per_epoch: int,
+def run_epochs(train_function, loss_tracker, dataset, epochs: range, steps_per_epoch: int,
                callbacks: keras.callbacks.CallbackList, keras_model: keras.Model) -> None:
-    """Train for `epochs` epochs of `steps_per_epoch` batches, calling the hooks `fit` calls.
+    """Train the `epochs` (e.g. range(initial_epoch, E)), `steps_per_epoch` batches
+    each, calling the hooks `fit` calls.
 
     `dataset` holds every epoch's batches in order (see `linfit.data.make_dataset`)
     and is read through one iterator, as `fit` reads it.
@@ -54,7 +55,7 @@ def run_epochs(train_function, loss_tracker, dataset, epochs: int, steps_per_epo
     batches = iter(dataset)
     callbacks.on_train_begin()
     logs = {}
-    for epoch in range(epochs):
+    for epoch in epochs:
         loss_tracker.reset_state()
         callbacks.on_epoch_begin(epoch)
         for step in range(steps_per_epoch):
