@@ -40,6 +40,9 @@ _EXPORTS = {
     "ModelError": "linfit.errors",
     "CheckpointError": "linfit.errors",
     "RunDirError": "linfit.errors",
+    "DivergenceError": "linfit.errors",
+    "save_checkpoint": "linfit.checkpoint",
+    "load_checkpoint": "linfit.checkpoint",
 }
 
 __all__ = ["__version__", *_EXPORTS]

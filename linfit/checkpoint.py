@@ -172,6 +172,17 @@ def write_atomically(path: Path, write: Callable[[h5py.File], None]) -> None:
     _fsync_directory(path.parent)
 
 
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Replace a text file atomically: a kill leaves the old file or the new one."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with temporary.open("w", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)
+
+
 def _write_group(group: h5py.Group, name: str, arrays: list[np.ndarray]) -> None:
     group.attrs["name"] = name
     for index, array in enumerate(arrays):

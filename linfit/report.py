@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
+from linfit.checkpoint import write_text
 from linfit.compare import Comparison
 from linfit.config import Config
 from linfit.data import Data
@@ -29,7 +30,7 @@ def write_report(path: Path, config: Config, data: Data, comparison: Comparison,
         ["## Figures", "", *(f"![{Path(name).stem}]({name})" for name in figures),
          "", "Every epoch of every run is in `history.csv` and `metrics.json`."],
     ]
-    path.write_text("\n".join(line for section in sections for line in section) + "\n")
+    write_text(path, "\n".join(line for section in sections for line in section) + "\n")
     return path
 
 

@@ -13,6 +13,7 @@ imported, so a user's mistake is reported at once, as one `error:` line.
 import argparse
 import contextlib
 import csv
+import io
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from linfit.checkpoint import write_text
 from linfit.compare import MODEL_CLASSES, Comparison, RunResult
 from linfit.config import LOOPS, MODEL_KINDS, Config, load_config, to_toml
 from linfit.data import Data, load_data
@@ -189,7 +191,6 @@ def write_run(out_dir: Path, config: Config, data: Data, comparison: Comparison)
     from linfit.report import write_report
 
     runs = comparison.runs
-    (out_dir / "config.toml").write_text(to_toml(config))
     for run in runs:
         # A full training checkpoint: it loads as weights, and --resume can extend it.
         run.trainer.save_checkpoint(out_dir / run.checkpoint_name, run.history)
@@ -244,7 +245,7 @@ def write_timing(out_dir: Path, runs: list[RunResult]) -> None:
 
 
 def write_json(path: Path, value: dict) -> None:
-    path.write_text(json.dumps(value, indent=2) + "\n")
+    write_text(path, json.dumps(value, indent=2) + "\n")
 
 
 def write_figures(out_dir: Path, data: Data, comparison: Comparison) -> list[str]:
@@ -297,7 +298,7 @@ def run_metrics(result: RunResult) -> dict:
 
 def write_history_csv(path: Path, results: list[RunResult]) -> None:
     """One row per run and epoch: model,loop,epoch,loss,full_loss,w…,b (row 0: no loss)."""
-    with path.open("w", newline="") as f:
+    with io.StringIO(newline="") as f:
         writer = csv.writer(f)
         for index, result in enumerate(results):
             columns = result.history.columns()
@@ -307,6 +308,7 @@ def write_history_csv(path: Path, results: list[RunResult]) -> None:
                 values = ["" if np.isnan(v[epoch]) else repr(float(v[epoch]))
                           for v in columns.values()]
                 writer.writerow([result.model_kind, result.loop, epoch, *values])
+        write_text(path, f.getvalue())
 
 
 @contextlib.contextmanager
@@ -358,12 +360,14 @@ def main(argv=None) -> int:
         initial_w(config, data.features)  # fails now, not after TensorFlow's import
         if not args.resume:
             out_dir = prepare_run_dir(args.out, overwrite=args.overwrite)
+            # First, so that a run killed at any moment from here can be resumed.
+            write_text(out_dir / "config.toml", to_toml(config))
         import_tensorflow(show_logs=args.tf_logs)
     except LinfitError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     # From here on the run directory exists: whatever happens is recorded in it.
-    (out_dir / "config.toml").write_text(to_toml(config))
+    write_text(out_dir / "config.toml", to_toml(config))
     try:
         with warnings.catch_warnings():
             # A warning (such as an unstable learning rate) is one line, shown

@@ -154,3 +154,105 @@ def test_adapter_save_and_load_go_through_linfit(tmp_path):
     assert values(restored) == (3.0, 0.0)
     with pytest.raises(CheckpointError, match="must end with"):
         adapter.save_weights(tmp_path / "a.h5")
+
+
+# Hostile and broken files: each is refused before anything is read from it,
+# and the model keeps its values.
+
+def hostile(tmp_path, build):
+    path = tmp_path / "hostile.weights.h5"
+    with h5py.File(path, "w") as f:
+        build(f, tmp_path)
+    return path
+
+
+def soft_link(f, _):
+    group = f.create_group("vars")
+    group.create_dataset("0", data=np.float32(1.0))
+    group["1"] = h5py.SoftLink("/vars/0")
+
+
+def external_link(f, tmp_path):
+    with h5py.File(tmp_path / "elsewhere.h5", "w") as other:
+        other.create_group("vars").create_dataset("0", data=np.float32(1.0))
+    f["vars"] = h5py.ExternalLink(str(tmp_path / "elsewhere.h5"), "/vars")
+
+
+def external_dataset(f, tmp_path):
+    (tmp_path / "raw.bin").write_bytes(np.float32([7.0, 8.0, 9.0]).tobytes())
+    group = f.create_group("vars")
+    group.create_dataset("0", shape=(3,), dtype="<f4", external=[(str(tmp_path / "raw.bin"),
+                                                                  0, 12)])
+    group.create_dataset("1", data=np.float32(0.0))
+
+
+def virtual_dataset(f, tmp_path):
+    with h5py.File(tmp_path / "source.h5", "w") as other:
+        other.create_dataset("data", data=np.float32([7.0, 8.0, 9.0]))
+    layout = h5py.VirtualLayout(shape=(3,), dtype="<f4")
+    layout[:] = h5py.VirtualSource(str(tmp_path / "source.h5"), "data", shape=(3,))
+    group = f.create_group("vars")
+    group.create_virtual_dataset("0", layout)
+    group.create_dataset("1", data=np.float32(0.0))
+
+
+def shape_bomb(f, _):
+    group = f.create_group("vars")
+    group.create_dataset("0", shape=(2**40,), dtype="<f4", chunks=(1024,))  # no data written
+    group.create_dataset("1", data=np.float32(0.0))
+
+
+def int_weights(f, _):
+    group = f.create_group("vars")
+    group.create_dataset("0", data=np.int32([1, 2, 3]))
+    group.create_dataset("1", data=np.float32(0.0))
+
+
+def missing_vars_group(f, _):
+    f.create_group("other")
+
+
+@pytest.mark.parametrize("build, message", [
+    (soft_link, "'vars/1' is a SoftLink"),
+    (external_link, "'vars' is a ExternalLink"),
+    (external_dataset, "keeps its data outside the file"),
+    (virtual_dataset, "keeps its data outside the file"),
+    (shape_bomb, r"shape \[1099511627776\] in the file but \[3\]"),
+    (int_weights, "int32 in the file but float32"),
+    (missing_vars_group, "holds other besides 'vars'"),
+], ids=["soft-link", "external-link", "external-dataset", "virtual-dataset", "shape-bomb",
+        "wrong-dtype", "no-vars"])
+def test_hostile_files_are_refused_and_the_model_is_unchanged(tmp_path, build, message):
+    path = hostile(tmp_path, build)
+    model = LinearModel(features=3, init_w=[1.0, 2.0, 3.0], init_b=4.0)
+    with pytest.raises(CheckpointError, match=message):
+        load_weights(model, path)
+    assert values(model) == ([1.0, 2.0, 3.0], 4.0)
+
+
+def test_shape_bomb_is_refused_without_a_model_too(tmp_path):
+    from linfit.checkpoint import read_weights
+
+    with pytest.raises(CheckpointError, match="not a weight linfit can load"):
+        read_weights(hostile(tmp_path, shape_bomb))
+
+
+def test_truncated_file_is_refused_and_the_model_is_unchanged(tmp_path):
+    path = save_weights(LinearModel(features=1000, init_w=1.0), tmp_path / "big.weights.h5")
+    data = path.read_bytes()
+    for size in (len(data) // 2, len(data) - 100, 100):
+        path.write_bytes(data[:size])
+        model = LinearModel(features=1000, init_w=3.0)
+        with pytest.raises(CheckpointError, match="not a readable HDF5 file|damaged or truncated"):
+            load_weights(model, path)
+        assert set(model.w.numpy()) == {3.0}
+
+
+def test_extra_and_missing_variables_leave_both_variants_unchanged(tmp_path):
+    for arrays in ((np.float32(1.0),), (np.float32(1.0), np.float32(2.0), np.float32(3.0))):
+        path = write_vars(tmp_path / "bad.weights.h5", *arrays)
+        for cls in VARIANTS:
+            model = cls(init_w=4.0, init_b=0.5)
+            with pytest.raises(CheckpointError, match=f"holds {len(arrays)} variables"):
+                load_weights(model, path)
+            assert values(model) == (4.0, 0.5)
