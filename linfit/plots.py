@@ -15,6 +15,12 @@ from linfit.compare import weight_names
 # Runs are drawn over each other; distinct styles keep coinciding lines visible.
 LINESTYLES = ("-", "--", ":", "-.")
 MARKERS = ("o", "s", "^", "x")
+def _style(i: int) -> dict:
+    """Line style and marker of the i-th run."""
+    return {"linestyle": LINESTYLES[i % len(LINESTYLES)], "marker": MARKERS[i % len(MARKERS)],
+            "markersize": 3}
+
+
 # More points than this make a scatter plot a blot, and slow to draw.
 MAX_POINTS = 5000
 
@@ -26,8 +32,7 @@ def plot_data(path: Path, x: np.ndarray, y: np.ndarray, predictions: Mapping[str
     With several features, predictions are plotted against the targets.
     Pass at most a few thousand points (see `points_to_plot`).
     """
-    fig = Figure(figsize=(7, 4.5))
-    ax = fig.add_subplot()
+    fig, ax = _new_axes()
     if x.ndim == 1:
         order = np.argsort(x)
         ax.plot(x, y, ".", color="tab:blue", alpha=0.6, label="Data")
@@ -65,15 +70,13 @@ def plot_weights(path: Path, trajectories: Mapping[str, Mapping[str, np.ndarray]
       true_w, true_b: the line synthetic data was drawn from, or None.
       optimum: (w, b) of the least-squares optimum, drawn dotted, or None.
     """
-    fig = Figure(figsize=(7, 4.5))
-    ax = fig.add_subplot()
+    fig, ax = _new_axes()
     colors = {}
     for i, (label, columns) in enumerate(trajectories.items()):
         epochs = np.arange(len(columns["b"]))
         for name in [n for n in columns if n.startswith("w")] + ["b"]:
-            line, = ax.plot(epochs, columns[name], LINESTYLES[i % 4], marker=MARKERS[i % 4],
-                            markersize=3, color=colors.get(name),
-                            label=f"{name}: {label}")
+            line, = ax.plot(epochs, columns[name], color=colors.get(name),
+                            label=f"{name}: {label}", **_style(i))
             colors.setdefault(name, line.get_color())
     for kind, style, (w, b) in (("true", "--", (true_w, true_b)), ("optimal", ":", optimum or
                                                                       (None, None))):
@@ -83,33 +86,23 @@ def plot_weights(path: Path, trajectories: Mapping[str, Mapping[str, np.ndarray]
         for name, value in zip([*weight_names(len(w)), "b"], [*w, b]):
             ax.axhline(value, linestyle=style, linewidth=1, color=colors.get(name, "gray"),
                        label=f"{kind} {name}")
-    ax.set_title("Weights and bias per epoch (dashed: true line, dotted: optimum)"
-                 if optimum else "Weights and bias per epoch (dashed: the true line)")
-    ax.set_xlabel("epoch (0 = before training)")
-    ax.set_ylabel("value")
-    ax.legend(fontsize="small", ncol=2)
-    return _save(fig, path)
+    title = ("Weights and bias per epoch (dashed: true line, dotted: optimum)" if optimum
+             else "Weights and bias per epoch (dashed: the true line)")
+    return _finish_epoch_plot(fig, ax, path, title, "value", legend_columns=2)
 
 
 def plot_loss(path: Path, trajectories: Mapping[str, Mapping[str, np.ndarray]]) -> Path:
     """full_loss per epoch for each run, log scale, with Keras's `loss` and val_loss."""
-    fig = Figure(figsize=(7, 4.5))
-    ax = fig.add_subplot()
+    fig, ax = _new_axes()
     for i, (label, columns) in enumerate(trajectories.items()):
         epochs = np.arange(len(columns["full_loss"]))
-        ax.plot(epochs, columns["full_loss"], LINESTYLES[i % 4], marker=MARKERS[i % 4],
-                markersize=3, label=f"full_loss: {label}")
+        ax.plot(epochs, columns["full_loss"], label=f"full_loss: {label}", **_style(i))
         ax.plot(epochs, columns["loss"], LINESTYLES[i % 4], alpha=0.4,
                 label=f"loss (Keras, during the epoch): {label}")
         if "val_loss" in columns:
             ax.plot(epochs, columns["val_loss"], LINESTYLES[i % 4], marker="+",
                     label=f"val_loss: {label}")
-    ax.set_yscale("log")
-    ax.set_title("Loss per epoch")
-    ax.set_xlabel("epoch (0 = before training)")
-    ax.set_ylabel("mean squared error")
-    ax.legend(fontsize="small")
-    return _save(fig, path)
+    return _finish_epoch_plot(fig, ax, path, "Loss per epoch", "mean squared error", log=True)
 
 
 def plot_gap(path: Path, gaps: Mapping[str, Mapping[str, np.ndarray]],
@@ -121,12 +114,10 @@ def plot_gap(path: Path, gaps: Mapping[str, Mapping[str, np.ndarray]],
       contraction: predicted shrink factor of |θ − θ*| per epoch, drawn as a
         line from the first run's start, or None.
     """
-    fig = Figure(figsize=(7, 4.5))
-    ax = fig.add_subplot()
+    fig, ax = _new_axes()
     for i, (label, gap) in enumerate(gaps.items()):
         epochs = np.arange(len(gap["distance"]))
-        ax.plot(epochs, gap["distance"], LINESTYLES[i % 4], marker=MARKERS[i % 4],
-                markersize=3, label=f"|θ − θ*|: {label}")
+        ax.plot(epochs, gap["distance"], label=f"|θ − θ*|: {label}", **_style(i))
         loss_gap = np.where(gap["loss_gap"] > 0, gap["loss_gap"], np.nan)
         ax.plot(epochs, loss_gap, LINESTYLES[i % 4], alpha=0.5,
                 label=f"full_loss − optimal loss: {label}")
@@ -135,12 +126,8 @@ def plot_gap(path: Path, gaps: Mapping[str, Mapping[str, np.ndarray]],
         epochs = np.arange(len(first))
         ax.plot(epochs, first[0] * contraction ** epochs, color="black", linewidth=1,
                 label=f"predicted bound on |θ − θ*|: × {contraction:.3g} per epoch")
-    ax.set_yscale("log")
-    ax.set_title("Gap to the exact least-squares answer")
-    ax.set_xlabel("epoch (0 = before training)")
-    ax.set_ylabel("gap (log scale)")
-    ax.legend(fontsize="small")
-    return _save(fig, path)
+    return _finish_epoch_plot(fig, ax, path, "Gap to the exact least-squares answer",
+                              "gap (log scale)", log=True)
 
 
 # Where exact zeros are drawn on the log scale of `plot_differences`.
@@ -153,12 +140,10 @@ def plot_differences(path: Path, rel_diff: Mapping[str, np.ndarray], rtol: float
     Exact zeros (bitwise identical runs) sit on a floor line; float32's
     machine epsilon and the agreement tolerance are drawn for scale.
     """
-    fig = Figure(figsize=(7, 4.5))
-    ax = fig.add_subplot()
+    fig, ax = _new_axes()
     for i, (name, diff) in enumerate(rel_diff.items()):
         epochs = np.arange(len(diff))
-        ax.plot(epochs, np.maximum(diff, ZERO_FLOOR), LINESTYLES[i % 4], marker=MARKERS[i % 4],
-                markersize=3, label=name)
+        ax.plot(epochs, np.maximum(diff, ZERO_FLOOR), label=name, **_style(i))
     ax.axhline(rtol, color="red", linestyle="--", linewidth=1, label=f"tolerance {rtol:g}")
     ax.axhline(np.finfo(np.float32).eps, color="gray", linestyle=":", linewidth=1,
                label="float32 rounding (machine epsilon)")
@@ -171,6 +156,23 @@ def plot_differences(path: Path, rel_diff: Mapping[str, np.ndarray], rtol: float
     ax.set_xlabel("epoch (0 = before training)")
     ax.set_ylabel("max |a − b| / max |value|")
     ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def _new_axes():
+    fig = Figure(figsize=(7, 4.5))
+    return fig, fig.add_subplot()
+
+
+def _finish_epoch_plot(fig: Figure, ax, path: Path, title: str, ylabel: str,
+                       log: bool = False, legend_columns: int = 1) -> Path:
+    """Labels shared by the per-epoch figures, then save."""
+    if log:
+        ax.set_yscale("log")
+    ax.set_title(title)
+    ax.set_xlabel("epoch (0 = before training)")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize="small", ncol=legend_columns)
     return _save(fig, path)
 
 
