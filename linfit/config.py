@@ -100,7 +100,8 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     if path is not None:
         for section, table in _read_toml(Path(path)).items():
             if not isinstance(table, dict):
-                raise ConfigError(f"{path}: '{section}' must be a table like [{section}], not a value")
+                raise ConfigError(
+                    f"{path}: '{section}' must be a table like [{section}], not a value")
             for name, value in table.items():
                 values.setdefault(section, {})[name] = value
     for override in overrides:

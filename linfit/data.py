@@ -76,12 +76,13 @@ def load_data(config: DataConfig) -> Data:
     return data
 
 
-def synthetic_line(config: DataConfig = DataConfig()) -> Data:
+def synthetic_line(config: DataConfig | None = None) -> Data:
     """The guide's data: y = x·W + b + noise, seeded by `config.seed`.
 
     With a scalar `true_w`, x is the guide's linspace(-2, 2, N); with a list
     of d weights, x is [N, d], drawn uniformly from [-2, 2].
     """
+    config = config or DataConfig()
     rng = np.random.default_rng(config.seed)
     n = config.num_examples
     if isinstance(config.true_w, tuple):

@@ -1,6 +1,7 @@
 """`python -m linfit.predict`: a checkpoint's predictions for a CSV file.
 
-    python -m linfit.predict --checkpoint RUN/module-manual.weights.h5 --data new.csv --out preds.csv
+    python -m linfit.predict --checkpoint RUN/module-manual.weights.h5 \
+        --data new.csv --out preds.csv
 
 The checkpoint fixes the model (scalar, or d features); the CSV's feature
 columns are those the run trained on (read from the run's metrics.json
@@ -71,7 +72,8 @@ def checkpoint_features(path: str | Path) -> int | None:
 def training_columns(checkpoint: Path) -> tuple[tuple[str, ...] | None, str]:
     """Feature names and target column of the run a checkpoint belongs to, where known."""
     names, target = None, ""
-    metrics_path, config_path = checkpoint.parent / "metrics.json", checkpoint.parent / "config.toml"
+    metrics_path = checkpoint.parent / "metrics.json"
+    config_path = checkpoint.parent / "config.toml"
     if metrics_path.is_file():
         try:
             names = tuple(json.loads(metrics_path.read_text())["data"]["features"])

@@ -71,7 +71,8 @@ class History:
         """Everything recorded, one row per epoch from 0 (before training) to E.
 
         Keys: `loss` (NaN in row 0: nothing was trained yet), `full_loss`,
-        `val_loss` where there was validation data, then `w` (or `w_0`, `w_1`, ... for several weights) and `b` where recorded.
+        `val_loss` where there was validation data, then `w` (or `w_0`, `w_1`,
+        ... for several weights) and `b` where recorded.
         """
         columns = {"loss": np.array([np.nan, *self.loss], dtype=np.float64),
                    "full_loss": np.array(self.full_loss, dtype=np.float64)}
@@ -145,7 +146,8 @@ class Trainer:
         self._variables = trainable_variables(model)
         # Built here, once, for these variables, so that both loops (and a
         # tf.Module behind the Keras adapter) update the same slots.
-        self.optimizer.build(self._variables)
+        if not self.optimizer.built:
+            self.optimizer.build(self._variables)
         self._loss_tracker = keras.metrics.Mean(name="loss")
         self._train_function = None
         self._last_run = None

@@ -101,8 +101,9 @@ def main(argv=None) -> int:
         path = Path(tmp) / "big.csv"
         start = time.perf_counter()
         write_csv(path, args.rows, args.features)
+        seconds = time.perf_counter() - start
         print(f"wrote {args.rows:,} rows x {args.features} features "
-              f"({path.stat().st_size / 2**20:.0f} MiB of CSV) in {time.perf_counter() - start:.1f} s")
+              f"({path.stat().st_size / 2**20:.0f} MiB of CSV) in {seconds:.1f} s")
         child = subprocess.run([sys.executable, __file__, "--measure", str(path),
                                 "--batch-size", str(args.batch_size)],
                                capture_output=True, text=True, check=True)

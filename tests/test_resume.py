@@ -160,7 +160,8 @@ def test_overwrite_replaces_only_a_run_directory(tmp_path, capsys):
     assert main(["--set", "train.epochs=2", "--model", "module", "--out", tmp_path / "r"]) == 2
     assert main(["--set", "train.epochs=2", "--model", "module", "--out", tmp_path / "r",
                  "--overwrite"]) == 0
-    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["runs"][0]["loss"].__len__() == 2
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert len(metrics["runs"][0]["loss"]) == 2
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("precious")
     assert main(["--out", tmp_path / "mine", "--overwrite"]) == 2
