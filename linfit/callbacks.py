@@ -7,6 +7,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from linfit.compare import weight_names
+
 
 class TrajectoryRecorder(keras.callbacks.Callback):
     """Records whole-dataset losses (and `w`, `b` where the model has them) per epoch.
@@ -40,6 +42,10 @@ class TrajectoryRecorder(keras.callbacks.Callback):
         values = self._record()
         if logs is not None:
             logs.update(values)
+            if self._has_line:  # as scalars, for CSVLogger and TensorBoard
+                w = np.atleast_1d(self.trajectory["w"][-1])
+                logs.update(zip(weight_names(len(w)), map(float, w)))
+                logs["b"] = self.trajectory["b"][-1]
 
     def _record(self) -> dict[str, float]:
         values = {name: float(loss()) for name, loss in self._losses.items()}

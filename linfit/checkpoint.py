@@ -60,20 +60,34 @@ def save_checkpoint(path: str | os.PathLike, model, optimizer=None, state: dict 
         raise CheckpointError(f"{path} exists: pass overwrite=True or choose another path")
     if not path.parent.is_dir():
         raise CheckpointError(f"cannot write {path}: directory {path.parent} does not exist")
-    arrays = [np.asarray(v.numpy()) for v in _checkpoint_variables(model)]
-    name = getattr(model, "name", None) or type(model).__name__
     optimizer_arrays = None
     if optimizer is not None:
         optimizer_arrays = [np.asarray(v.numpy()) for v in optimizer.variables]
     state_text = None if state is None else json.dumps(state, allow_nan=False)
 
-    def write(f: h5py.File) -> None:
-        _write_group(f.create_group(VARS), name, arrays)
-        if optimizer_arrays is not None:
+    def add_training_state(f: h5py.File) -> None:
+        if optimizer_arrays is not None and OPTIMIZER not in f:
             _write_group(f.create_group(OPTIMIZER).create_group(VARS), optimizer.name,
                          optimizer_arrays)
         if state_text is not None:
             f.attrs[STATE_ATTRIBUTE] = state_text
+
+    if _has_sublayers(model):
+        def write(temporary: Path) -> None:
+            # Keras's own layout for a model of layers (and its compiled optimizer).
+            import keras
+
+            keras.Model.save_weights(model, temporary)
+            with h5py.File(temporary, "a") as f:
+                add_training_state(f)
+    else:
+        arrays = [np.asarray(v.numpy()) for v in _checkpoint_variables(model)]
+        name = getattr(model, "name", None) or type(model).__name__
+
+        def write(temporary: Path) -> None:
+            with h5py.File(temporary, "w") as f:
+                _write_group(f.create_group(VARS), name, arrays)
+                add_training_state(f)
 
     write_atomically(path, write)
     return path
@@ -103,6 +117,8 @@ def load_checkpoint(path: str | os.PathLike, model, optimizer=None) -> dict | No
         missing or does not fit `optimizer`. Nothing is changed when it raises.
     """
     path = _checked_path(path)
+    if _has_sublayers(model):
+        return _load_layered(path, model, optimizer)
     variables = _checkpoint_variables(model)
     optimizer_variables = None if optimizer is None else list(optimizer.variables)
     with _open(path) as f:
@@ -151,23 +167,27 @@ def read_state(path: str | os.PathLike) -> dict | None:
         return _read_state(path, f)
 
 
-def write_atomically(path: Path, write: Callable[[h5py.File], None]) -> None:
-    """Write an HDF5 file to a temporary name beside `path`, fsync, rename over `path`."""
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                             dir=path.parent)
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Have `write` write a temporary file beside `path`; fsync it, rename it over `path`.
+
+    The temporary name starts with "." and ends with ".tmp.weights.h5" (the
+    suffix Keras's saver insists on), so no listing of checkpoints shows it.
+    """
+    descriptor, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + SUFFIX,
+                                        dir=path.parent)
+    os.close(descriptor)
+    temporary = Path(name)
     try:
-        os.fchmod(descriptor, 0o644)  # mkstemp makes it private; a checkpoint is not
-        with os.fdopen(descriptor, "wb") as raw:
-            with h5py.File(raw, "w") as f:
-                write(f)
-            raw.flush()
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; a checkpoint is not
+        write(temporary)
+        with temporary.open("rb+") as raw:
             os.fsync(raw.fileno())
         delay = float(os.environ.get(WRITE_DELAY_VARIABLE, "0") or 0)
         if delay:
             time.sleep(delay)
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
     _fsync_directory(path.parent)
 
@@ -291,16 +311,97 @@ def _read_state(path: Path, f: h5py.File) -> dict | None:
     return state
 
 
-def _checkpoint_variables(model) -> list:
-    # Imported here: reading a file (read_weights) needs no TensorFlow.
-    import keras
-
+def _load_layered(path: Path, model, optimizer) -> dict | None:
+    """Load a keras.Model made of layers: check the file against the layout Keras
+    writes for this model, then let Keras load it (restoring everything if it fails)."""
     from linfit.models import model_variables
 
-    if isinstance(model, keras.Model) and model.layers:
+    with _open(path) as f:
+        _check_all_links(path, f)
+        found = _layout(f)
+        optimizer_datasets = []
+        if optimizer is not None:
+            if not isinstance(f.get(OPTIMIZER, getlink=True), h5py.HardLink):
+                raise CheckpointError(f"{path} holds no optimizer state: it cannot resume "
+                                      "training (it is a weights-only checkpoint)")
+            optimizer_datasets = _datasets(path, f[OPTIMIZER], VARS)
+            _check_fit(path, optimizer_datasets, list(optimizer.variables),
+                       f"the {optimizer.name} optimizer", what="optimizer variable")
+        state = _read_state(path, f)
+        optimizer_arrays = _read(path, optimizer_datasets)
+    expected = _expected_layout(model)
+    if found != expected:
+        missing = sorted(set(expected) - set(found))
+        extra = sorted(set(found) - set(expected))
+        wrong = sorted(k for k in set(found) & set(expected) if found[k] != expected[k])
         raise CheckpointError(
-            f"{type(model).__name__} has sublayers; linfit checkpoints hold models whose "
-            "variables are their own (LinearModel, LinearModule): use model.save_weights")
+            f"{path} does not fit {type(model).__name__}: missing {missing or 'nothing'}, "
+            f"unexpected {extra or 'nothing'}, other shape or dtype {wrong or 'nothing'}")
+    variables = model_variables(model)
+    saved = [v.numpy() for v in variables]
+    try:
+        own_optimizer = getattr(model, "optimizer", None)  # loaded below, if at all
+        model.load_weights(path, objects_to_skip=[own_optimizer] if own_optimizer else None)
+    except Exception as error:
+        for variable, value in zip(variables, saved):
+            variable.assign(value)
+        raise CheckpointError(f"{path} could not be loaded: {error}") from None
+    for variable, array in zip(optimizer.variables if optimizer else [], optimizer_arrays):
+        variable.assign(array)
+    return state
+
+
+def _check_all_links(path: Path, f: h5py.File) -> None:
+    """Every link in the file is a hard link to a group or a local dataset of bounded size."""
+    def visit(name, link):
+        if not isinstance(link, h5py.HardLink):
+            raise CheckpointError(f"{path}: '{name}' is a {type(link).__name__}, which could "
+                                  "point outside the file: refusing to follow it")
+        member = f[name]
+        if isinstance(member, h5py.Dataset):
+            if member.is_virtual or member.external:
+                raise CheckpointError(f"{path}: '{name}' keeps its data outside the file (a "
+                                      "virtual or external dataset): refusing to read it")
+            if member.size > MAX_ELEMENTS:
+                raise CheckpointError(f"{path}: '{name}' declares {member.size} elements: "
+                                      "refusing to read it")
+
+    f.visititems_links(visit)
+
+
+def _layout(f: h5py.File) -> dict[str, tuple]:
+    """Path -> (shape, dtype) of the model's datasets in a file (the optimizer's left out)."""
+    found = {}
+
+    def visit(name, member):
+        if isinstance(member, h5py.Dataset) and not name.startswith(OPTIMIZER + "/"):
+            found[name] = (member.shape, member.dtype.str)
+
+    f.visititems(visit)
+    return found
+
+
+def _expected_layout(model) -> dict[str, tuple]:
+    """The layout Keras writes for this model, found by having it write one."""
+    import keras
+
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / ("model" + SUFFIX)
+        keras.Model.save_weights(model, path)
+        with h5py.File(path, "r") as f:
+            return _layout(f)
+
+
+def _has_sublayers(model) -> bool:
+    import keras
+
+    return isinstance(model, keras.Model) and bool(model.layers)
+
+
+def _checkpoint_variables(model) -> list:
+    # Imported here: reading a file (read_weights) needs no TensorFlow.
+    from linfit.models import model_variables
+
     return model_variables(model)
 
 

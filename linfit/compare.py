@@ -20,7 +20,7 @@ import json
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -287,7 +287,9 @@ def run_comparison(x, y, *, models: Sequence[str] = ("module", "keras"),
                    seed: int = 0, rtol: float = DEFAULT_RTOL, verbose: int = 0,
                    checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
                    keep_checkpoints: int = 0,
-                   resume_from: dict[str, Path] | None = None) -> Comparison:
+                   resume_from: dict[str, Path] | None = None,
+                   callbacks: Callable[[str], list] | None = None,
+                   on_epoch_end: Callable[[str, object], None] | None = None) -> Comparison:
     """Train every model × loop combination from the same start, and compare.
 
     Args:
@@ -302,6 +304,9 @@ def run_comparison(x, y, *, models: Sequence[str] = ("module", "keras"),
         checkpoints in `checkpoint_dir/<model>-<loop>/`.
       resume_from: per run label ("module-manual", ...), a training
         checkpoint to continue that run from.
+      callbacks: per run label, the Keras callbacks for that run.
+      on_epoch_end: called with the run label and its History so far (in
+        the original units), before training and after each epoch.
       Other arguments as for `Trainer` and `Trainer.fit`.
 
     Returns:
@@ -348,6 +353,11 @@ def run_comparison(x, y, *, models: Sequence[str] = ("module", "keras"),
                 features=features, init_w=start_w, init_b=start_b)
             trainer = Trainer(model, loss=loss, optimizer=optimizer, learning_rate=learning_rate)
             label = f"{kind}-{loop}"
+            progress = None
+            if on_epoch_end is not None:
+                def progress(history, label=label):
+                    on_epoch_end(label, history if standardizer is None
+                                 else _to_original_units(history, standardizer))
             start = time.perf_counter()
             try:
                 history = trainer.fit(
@@ -355,12 +365,15 @@ def run_comparison(x, y, *, models: Sequence[str] = ("module", "keras"),
                     shuffle_seed=shuffle_seed, validation_data=validation_data, verbose=verbose,
                     resume_from=(resume_from or {}).get(label),
                     checkpoint_dir=Path(checkpoint_dir) / label if checkpoint_every else None,
-                    checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints)
+                    checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
+                    callbacks=callbacks(label) if callbacks else None, on_epoch_end=progress)
             except DivergenceError as error:
                 raise _with_context(error, label, runs, reference if full_batch_sgd else None,
                                     learning_rate) from None
             if standardizer is not None:
-                history = _to_original_units(history, model, standardizer)
+                history = _to_original_units(history, standardizer)
+                model.w.assign(np.asarray(history.w[-1], dtype=np.float32))
+                model.b.assign(np.float32(history.b[-1]))
             runs.append(RunResult(kind, loop, trainer, history, time.perf_counter() - start))
     agreement = compare_histories([run.history for run in runs], [run.label for run in runs],
                                   rtol=rtol)
@@ -380,13 +393,11 @@ def _with_context(error: DivergenceError, label: str, completed: list, reference
     return result
 
 
-def _to_original_units(history, model, standardizer: Standardizer):
-    """The history's w and b, and the model's variables, in the data's original units."""
+def _to_original_units(history, standardizer: Standardizer):
+    """The history with its w and b in the data's original units."""
     rows = [standardizer.to_original(w, b) for w, b in zip(history.w, history.b)]
     trajectory = dict(history.trajectory, w=[np.float32(w) for w, _ in rows],
                       b=[float(np.float32(b)) for _, b in rows])
-    model.w.assign(np.asarray(rows[-1][0], dtype=np.float32))
-    model.b.assign(np.float32(rows[-1][1]))
     return replace(history, trajectory=trajectory)
 
 

@@ -26,6 +26,7 @@ MODEL_KINDS = ("module", "keras", "both")
 LOOPS = ("manual", "keras", "both")
 # Names `keras.optimizers.get` resolves (tests/test_config.py checks each),
 # listed here so a typo is caught before TensorFlow is imported.
+MONITORS = ("", "loss", "full_loss", "val_loss")
 OPTIMIZERS = (
     "sgd", "adam", "adamw", "adagrad", "adadelta", "adamax",
     "adafactor", "ftrl", "lion", "nadam", "rmsprop",
@@ -57,6 +58,16 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class EarlyStoppingConfig:
+    """Keras's EarlyStopping, from the config; `monitor = ""` leaves it off."""
+
+    monitor: str = ""  # "loss", "full_loss" or "val_loss"
+    patience: int = 5
+    min_delta: float = 0.0
+    restore_best_weights: bool = True
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     loop: str = "both"
     epochs: int = 10
@@ -65,6 +76,8 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 0  # save a training checkpoint every N epochs; 0: at the end only
     keep_checkpoints: int = 0  # keep the newest N periodic checkpoints; 0: all
+    tensorboard: bool = False  # write TensorBoard event files to RUN/tb/<run>/
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
 
 
 @dataclass(frozen=True)
@@ -162,6 +175,16 @@ def validate(config: Config) -> None:
              "0 (at the end only) or a number of epochs")
     _require(train.keep_checkpoints >= 0, "train.keep_checkpoints", train.keep_checkpoints,
              "0 (keep all) or how many to keep")
+    stopping = train.early_stopping
+    _require(stopping.monitor in MONITORS, "train.early_stopping.monitor", stopping.monitor,
+             _one_of(MONITORS) + ' ("" leaves early stopping off)')
+    _require(stopping.monitor != "val_loss" or data.validation_split or data.validation_path,
+             "train.early_stopping.monitor", stopping.monitor,
+             "loss or full_loss without validation data (set data.validation_split)")
+    _require(stopping.patience >= 0, "train.early_stopping.patience", stopping.patience,
+             "an integer >= 0")
+    _require(stopping.min_delta >= 0, "train.early_stopping.min_delta", stopping.min_delta,
+             "a number >= 0")
     for key, weights in (("data.true_w", data.true_w), ("model.init_w", model.init_w)):
         if isinstance(weights, tuple):
             _require(len(weights) > 0, key, list(weights), "a number or a non-empty list")
@@ -218,6 +241,8 @@ def _check_type(key: str, value: Any, kind: Any, source: str) -> Any:
         return value
     if kind == Names and isinstance(value, list) and all(isinstance(v, str) for v in value):
         return tuple(value)
+    if dataclasses.is_dataclass(kind) and isinstance(value, dict):
+        return _build_section(key, kind, value, source)
     if kind == Weights:
         if number:
             return float(value)
@@ -225,7 +250,8 @@ def _check_type(key: str, value: Any, kind: Any, source: str) -> Any:
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
             return tuple(float(v) for v in value)
     expected = {float: "a number", int: "an integer", str: "a string", bool: "true or false",
-                Weights: "a number or a list of numbers", Names: "a list of column names"}[kind]
+                Weights: "a number or a list of numbers", Names: "a list of column names"}.get(
+        kind, "a table, e.g. {monitor = \"val_loss\", patience = 5}")
     raise ConfigError(f"{source}: {key} must be {expected}, got {value!r}")
 
 
@@ -253,4 +279,6 @@ def _toml_value(value: Any) -> str:
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, (tuple, list)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
     return repr(value)

@@ -195,8 +195,11 @@ def trainable_variables(model) -> list:
     return [v for v in module_variables(model) if v.trainable]
 
 
-def check_trainable(model) -> None:
+def check_trainable(model, built: bool = False) -> None:
     """Refuse a model that would silently train nothing.
+
+    A keras.Model that is not built yet has no weights to check: only its
+    untracked tf.Variables are, unless `built` says it has been built.
 
     Raises:
       ModelError: for a keras.Model holding plain tf.Variables that Keras
@@ -214,7 +217,7 @@ def check_trainable(model) -> None:
                 "Keras 3 does not track: fit() would train nothing and save_weights() would "
                 "write no variables. Create them with self.add_weight(...) in __init__, "
                 "as linfit.LinearModel does.")
-        if not model.trainable_weights:
+        if (built or model.built) and not model.trainable_weights:
             raise ModelError(
                 f"{name} has no trainable weights, so training would change nothing: create "
                 "its variables with self.add_weight(...) (or build its layers) before training.")

@@ -13,6 +13,7 @@ imported, so a user's mistake is reported at once, as one `error:` line.
 import argparse
 import contextlib
 import csv
+import importlib.util
 import io
 import json
 import os
@@ -31,6 +32,8 @@ from linfit.data import Data, load_data
 from linfit.errors import ConfigError, DivergenceError, LinfitError, RunDirError
 
 CHECKPOINTS = "checkpoints"
+# What linfit's atomic writes name their files until they are complete.
+TEMPORARY_FILES = ".*.tmp*"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -125,6 +128,7 @@ def train_runs(config: Config, data: Data, verbose: int = 0, run_dir: Path | Non
 
     checkpoint_dir = None if run_dir is None else run_dir / CHECKPOINTS
     resume_from = find_resume_points(run_dir, config) if resume else None
+    history_csv = None if run_dir is None else HistoryCSV(run_dir / "history.csv")
     return run_comparison(
         data.x, data.y, models=config.model_kinds, loops=config.loops,
         epochs=config.train.epochs, init_w=initial_w(config, data.features),
@@ -134,7 +138,50 @@ def train_runs(config: Config, data: Data, verbose: int = 0, run_dir: Path | Non
         validation_data=data.validation, standardize=config.data.standardize,
         feature_names=data.feature_names, seed=config.train.seed, verbose=verbose,
         checkpoint_dir=checkpoint_dir, checkpoint_every=config.train.checkpoint_every,
-        keep_checkpoints=config.train.keep_checkpoints, resume_from=resume_from)
+        keep_checkpoints=config.train.keep_checkpoints, resume_from=resume_from,
+        callbacks=lambda label: run_callbacks(config, run_dir, label),
+        on_epoch_end=history_csv.write if history_csv else None)
+
+
+def run_callbacks(config: Config, run_dir: Path | None, label: str) -> list:
+    """The Keras callbacks the config asks for, for one run."""
+    import keras
+
+    callbacks = []
+    stopping = config.train.early_stopping
+    if stopping.monitor:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=stopping.monitor, mode="min", patience=stopping.patience,
+            min_delta=stopping.min_delta, restore_best_weights=stopping.restore_best_weights))
+    if config.train.tensorboard and run_dir is not None:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tb" / label),
+                                                     write_graph=False))
+    return callbacks
+
+
+class HistoryCSV:
+    """history.csv, appended to as training goes, so a crashed run keeps its history.
+
+    `write_run` rewrites it whole (and atomically) at the end.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows_written: dict[str, int] = {}
+        path.unlink(missing_ok=True)  # a resumed run writes its whole history again
+
+    def write(self, label: str, history) -> None:
+        columns = history.columns()
+        rows = len(columns["full_loss"])
+        done = self.rows_written.get(label, 0)
+        model_kind, loop = label.split("-")
+        with self.path.open("a", newline="") as f:
+            writer = csv.writer(f)
+            if not self.rows_written:
+                writer.writerow(["model", "loop", "epoch", *columns])
+            for epoch in range(done, rows):
+                writer.writerow([model_kind, loop, epoch, *_csv_values(columns, epoch)])
+        self.rows_written[label] = rows
 
 
 def find_resume_points(run_dir: Path, config: Config) -> dict[str, Path]:
@@ -149,7 +196,7 @@ def find_resume_points(run_dir: Path, config: Config) -> dict[str, Path]:
         for loop in config.loops:
             label = f"{kind}-{loop}"
             directory = run_dir / CHECKPOINTS / label
-            for leftover in [*directory.glob(".*.tmp"), *run_dir.glob(".*.tmp")]:
+            for leftover in [*directory.glob(TEMPORARY_FILES), *run_dir.glob(TEMPORARY_FILES)]:
                 leftover.unlink(missing_ok=True)  # a write that a kill interrupted
             candidates = list_checkpoints(directory) if directory.is_dir() else []
             if not config.data.standardize:
@@ -305,10 +352,13 @@ def write_history_csv(path: Path, results: list[RunResult]) -> None:
             if index == 0:
                 writer.writerow(["model", "loop", "epoch", *columns])
             for epoch in range(len(columns["full_loss"])):
-                values = ["" if np.isnan(v[epoch]) else repr(float(v[epoch]))
-                          for v in columns.values()]
-                writer.writerow([result.model_kind, result.loop, epoch, *values])
+                writer.writerow([result.model_kind, result.loop, epoch,
+                                 *_csv_values(columns, epoch)])
         write_text(path, f.getvalue())
+
+
+def _csv_values(columns: dict[str, np.ndarray], epoch: int) -> list[str]:
+    return ["" if np.isnan(v[epoch]) else repr(float(v[epoch])) for v in columns.values()]
 
 
 @contextlib.contextmanager
@@ -358,6 +408,9 @@ def main(argv=None) -> int:
             config = config_from_args(args)
         data = load_data(config.data)
         initial_w(config, data.features)  # fails now, not after TensorFlow's import
+        if config.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError("train.tensorboard = true needs the tensorboard package: "
+                              "pip install 'linfit[tensorboard]'")
         if not args.resume:
             out_dir = prepare_run_dir(args.out, overwrite=args.overwrite)
             # First, so that a run killed at any moment from here can be resumed.

@@ -10,6 +10,7 @@ meaning (see `History`).
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import keras
@@ -53,7 +54,7 @@ class History:
 
     @property
     def loss(self) -> list[float]:
-        return self.logs["loss"]
+        return self.logs.get("loss", [])
 
     @property
     def full_loss(self) -> list[float]:
@@ -143,23 +144,41 @@ class Trainer:
         self.keras_model = as_keras_model(model)
         self.loss = FiniteLoss(_loss_object(loss))
         self.optimizer = _optimizer_object(optimizer, learning_rate)
-        self._variables = trainable_variables(model)
+        self._variables = None
+        self._loss_tracker = keras.metrics.Mean(name="loss")
+        self._train_function = None
+        self._last_run = None
+        # reduce_retracing: one trace serves the training and validation sets alike.
+        self._loss_function = tf.function(lambda x, y: self.loss(y, self.model(x)),
+                                          reduce_retracing=True)
+        self._predict_function = tf.function(lambda x: self.model(x), reduce_retracing=True)
+        if not isinstance(model, keras.Model) or model.built:
+            self._build()
+
+    def _build(self, x=None):
+        """Build the model (a Keras model not built yet: on one example of x) and
+        the optimizer, once."""
+        if self._variables is not None:
+            return
+        if not self.keras_model.built and x is not None:
+            self.model(x[:1])
+        check_trainable(self.model, built=True)
+        self._variables = trainable_variables(self.model)
         # Built here, once, for these variables, so that both loops (and a
         # tf.Module behind the Keras adapter) update the same slots.
         if not self.optimizer.built:
             self.optimizer.build(self._variables)
-        self._loss_tracker = keras.metrics.Mean(name="loss")
-        self._train_function = None
-        self._last_run = None
-        self._loss_function = tf.function(lambda x, y: self.loss(y, self.model(x)))
-        self._predict_function = tf.function(lambda x: self.model(x))
+        # Compiled now, so Keras callbacks find `model.optimizer` in either loop
+        # (LearningRateScheduler, ReduceLROnPlateau, TensorBoard).
+        self.keras_model.compile(optimizer=self.optimizer, loss=self.loss)
 
     def fit(self, x, y, *, epochs: int, loop: str = "manual", batch_size: int | None = None,
             shuffle_seed: int | None = None, validation_data: tuple | None = None,
             callbacks: list | None = None, verbose: int = 0, initial_epoch: int = 0,
             resume_from: str | os.PathLike | None = None,
             checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 1,
-            keep_checkpoints: int = 0) -> History:
+            keep_checkpoints: int = 0,
+            on_epoch_end: Callable[[History], None] | None = None) -> History:
         """Train on (x, y) and return what was recorded.
 
         Args:
@@ -182,6 +201,8 @@ class Trainer:
           checkpoint_dir: where to save a training checkpoint every
             `checkpoint_every` epochs, keeping the newest `keep_checkpoints`
             (0: all).
+          on_epoch_end: called with the History so far, before training and
+            after each epoch (e.g. to write it out as training goes).
 
         Returns:
           History with `loss` per epoch, and `full_loss` (`val_loss` with
@@ -194,6 +215,7 @@ class Trainer:
         _check_fit_arguments(epochs, loop, batch_size)
         features = getattr(self.model, "features", ...)
         x, y = data_lib.check_inputs(x, y, features)
+        self._build(x)
         run = {"batch_size": batch_size, "shuffle_seed": shuffle_seed, "num_examples": len(y)}
         prior = None
         if resume_from is not None:
@@ -223,6 +245,10 @@ class Trainer:
             callback_list.append(PeriodicCheckpoint(
                 lambda path, epoch: self.save_checkpoint(path, so_far(), epoch, run),
                 checkpoint_dir, checkpoint_every, keep_checkpoints))
+        if on_epoch_end is not None:
+            callback_list.append(keras.callbacks.LambdaCallback(
+                on_train_begin=lambda logs: on_epoch_end(so_far()),
+                on_epoch_end=lambda epoch, logs: on_epoch_end(so_far())))
         start_iteration = int(self.optimizer.iterations.numpy())
         try:
             if loop == "manual":

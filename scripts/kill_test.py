@@ -54,7 +54,7 @@ def checkpoints(run_dir: Path) -> list[Path]:
 
 def temporary_files(run_dir: Path) -> set[Path]:
     directory = run_dir / "checkpoints" / LABEL
-    return set(directory.glob(".*.tmp")) if directory.is_dir() else set()
+    return set(directory.glob(".*.tmp.weights.h5")) if directory.is_dir() else set()
 
 
 def check_checkpoints_load(run_dir: Path) -> int:

@@ -116,7 +116,7 @@ def test_models_without_trainable_variables_are_refused():
             self.w = tf.Variable(1.0, trainable=False)
 
     with pytest.raises(ModelError, match="no trainable weights.*add_weight"):
-        Trainer(Empty())
+        Trainer(Empty()).fit(np.zeros(3, np.float32), np.zeros(3, np.float32), epochs=1)
     with pytest.raises(ModelError, match="no trainable tf.Variable"):
         Trainer(Frozen())
     with pytest.raises(ModelError, match="tf.Module .* or a keras.Model"):

@@ -1,0 +1,35 @@
+"""`linfit` (or `python -m linfit`): the version, or one of the three commands.
+
+    linfit --version
+    linfit train [...]      same as python -m linfit.train
+    linfit compare A B      same as python -m linfit.compare
+    linfit predict [...]    same as python -m linfit.predict
+"""
+
+import argparse
+import importlib
+import sys
+
+import linfit
+
+COMMANDS = {"train": "train a model (the guide by default)",
+            "compare": "compare two run directories",
+            "predict": "predict with a checkpoint"}
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else [str(arg) for arg in argv]
+    if argv and argv[0] in COMMANDS:
+        return importlib.import_module(f"linfit.{argv[0]}").main(argv[1:])
+    parser = argparse.ArgumentParser(
+        prog="linfit", description="linfit: the TensorFlow guide 'Basic training loops', "
+        "done right. Commands: " + "; ".join(f"{name}: {text}" for name, text in COMMANDS.items()))
+    parser.add_argument("--version", action="version", version=f"linfit {linfit.__version__}")
+    parser.add_argument("command", choices=COMMANDS, help="then its own arguments (see "
+                        "linfit COMMAND --help)")
+    parser.parse_args(argv[:1])
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
