@@ -29,6 +29,7 @@ class TrajectoryRecorder(keras.callbacks.Callback):
         self._losses = losses
         self._trained = model
         self._record_start = record_start
+        self._pending = None
         self.trajectory: dict[str, list] = {name: [] for name in losses}
         self._has_line = hasattr(model, "w") and hasattr(model, "b")
         if self._has_line:
@@ -47,13 +48,24 @@ class TrajectoryRecorder(keras.callbacks.Callback):
                 logs.update(zip(weight_names(len(w)), map(float, w)))
                 logs["b"] = self.trajectory["b"][-1]
 
+    def set_pending(self, values: dict) -> None:
+        """Values recorded inside a fused training call, for the next epoch end."""
+        self._pending = values
+
     def _record(self) -> dict[str, float]:
-        values = {name: float(loss()) for name, loss in self._losses.items()}
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            values = {name: float(pending[name]) for name in self._losses}
+            w, b = pending.get("w"), pending.get("b")
+        else:
+            values = {name: float(loss()) for name, loss in self._losses.items()}
+            w = self._trained.w.numpy() if self._has_line else None
+            b = self._trained.b.numpy() if self._has_line else None
         for name, value in values.items():
             self.trajectory[name].append(value)
         if self._has_line:
-            self.trajectory["w"].append(np.array(self._trained.w.numpy()))
-            self.trajectory["b"].append(float(self._trained.b.numpy()))
+            self.trajectory["w"].append(np.array(w))
+            self.trajectory["b"].append(float(b))
         return values
 
 

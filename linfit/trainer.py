@@ -29,6 +29,8 @@ from linfit.models import as_keras_model, check_trainable, trainable_variables
 
 TRAINING_LOOPS = tuple(loop for loop in LOOPS if loop != "both")
 CHECKPOINT_FORMAT = 1
+# With steps_per_call = 0, the manual loop fuses epochs up to about this many steps a call.
+FUSED_STEPS = 1024
 # The message of the check that stops training on a non-finite loss.
 NON_FINITE_LOSS = "linfit: non-finite loss"
 
@@ -131,6 +133,14 @@ class Trainer:
       loss: a Keras loss name or object (default "mse").
       optimizer: a Keras optimizer name (made with `learning_rate`) or object.
       learning_rate: used when `optimizer` is a name.
+      compile: "function" (tf.function, the default), "xla" (also compiled
+        by XLA; Keras's jit_compile) or "eager" (for debugging; Keras's
+        run_eagerly).
+      steps_per_call: batches per compiled call (Keras's steps_per_execution).
+        0, the default, lets the manual loop run whole epochs per call when
+        no callback of yours needs to act during training, and the Keras
+        loop one epoch per execution. A multiple of the batches per epoch
+        fuses that many epochs per call, recording every epoch in the graph.
 
     Raises:
       ModelError: for a model that would train nothing (see
@@ -138,7 +148,16 @@ class Trainer:
       ConfigError: for an unknown loss or optimizer, or a bad learning rate.
     """
 
-    def __init__(self, model, *, loss="mse", optimizer="sgd", learning_rate: float = 0.1):
+    def __init__(self, model, *, loss="mse", optimizer="sgd", learning_rate: float = 0.1,
+                 compile: str = "function", steps_per_call: int = 0):
+        if compile not in manual.COMPILE_MODES:
+            raise ConfigError(f"compile={compile!r}: use one of {manual.COMPILE_MODES}")
+        if isinstance(steps_per_call, bool) or not isinstance(steps_per_call, int) or \
+                steps_per_call < 0:
+            raise ConfigError(f"steps_per_call={steps_per_call!r}: use 0 (automatic) or a "
+                              "number of batches")
+        self.compile = compile
+        self.steps_per_call = steps_per_call
         check_trainable(model)
         self.model = model
         self.keras_model = as_keras_model(model)
@@ -146,7 +165,8 @@ class Trainer:
         self.optimizer = _optimizer_object(optimizer, learning_rate)
         self._variables = None
         self._loss_tracker = keras.metrics.Mean(name="loss")
-        self._train_function = None
+        self._train_functions = {}
+        self.train_functions = None  # those of the last manual fit
         self._last_run = None
         # reduce_retracing: one trace serves the training and validation sets alike.
         self._loss_function = tf.function(lambda x, y: self.loss(y, self.model(x)),
@@ -225,10 +245,12 @@ class Trainer:
         # In TensorFlow once (shared with NumPy where it can be), never per epoch.
         x, y = data_lib.to_variable(x), data_lib.to_variable(y)
         losses = {"full_loss": lambda: self._loss_function(x, y)}
+        losses_in_graph = {"full_loss": lambda: self.loss(y, self.model(x))}
         if validation_data is not None:
             x_val, y_val = map(data_lib.to_variable, data_lib.check_inputs(*validation_data,
                                                                            features))
             losses["val_loss"] = lambda: self._loss_function(x_val, y_val)
+            losses_in_graph["val_loss"] = lambda: self.loss(y_val, self.model(x_val))
         dataset = data_lib.make_dataset(x, y, batch_size, epochs, shuffle_seed, initial_epoch)
         steps = data_lib.steps_per_epoch(run["num_examples"], batch_size)
         recorder = TrajectoryRecorder(losses, self.model, record_start=prior is None)
@@ -252,10 +274,19 @@ class Trainer:
         start_iteration = int(self.optimizer.iterations.numpy())
         try:
             if loop == "manual":
-                self._fit_manual(dataset, initial_epoch, epochs, steps, callback_list, verbose)
+                fused = self._epochs_per_call(steps, bool(callbacks), checkpoint_every
+                                              if checkpoint_dir is not None else 0)
+                self._fit_manual(dataset, initial_epoch, epochs, steps, callback_list, verbose,
+                                 fused, recorder, losses_in_graph)
             else:
                 keras_fit.run_fit(self.keras_model, dataset, initial_epoch, epochs, steps,
-                                  callback_list, self.loss, self.optimizer, verbose)
+                                  callback_list, self.loss, self.optimizer, verbose,
+                                  # Whole epochs per execution, unless callbacks of
+                                  # yours want to see every batch.
+                                  steps_per_execution=self.steps_per_call or (
+                                      1 if callbacks else steps),
+                                  jit_compile=self.compile == "xla",
+                                  run_eagerly=self.compile == "eager")
         except tf.errors.InvalidArgumentError as error:
             if NON_FINITE_LOSS not in str(error):
                 raise
@@ -301,15 +332,41 @@ class Trainer:
         data_lib.check_features(x, getattr(self.model, "features", ...))
         return np.asarray(self._predict_function(x))
 
-    def _fit_manual(self, dataset, initial_epoch, epochs, steps, callbacks, verbose):
-        if self._train_function is None:
+    def _epochs_per_call(self, steps: int, user_callbacks: bool, checkpoint_every: int) -> int:
+        """How many epochs the manual loop runs per call (0: step by step)."""
+        if self.compile == "eager":
+            return 0
+        if self.steps_per_call:
+            return self.steps_per_call // steps if self.steps_per_call >= steps else 0
+        if user_callbacks:  # they may stop training or read the model mid-run
+            return 0
+        # Checkpoints are written between calls, at their epochs.
+        return checkpoint_every or max(1, FUSED_STEPS // steps)
+
+    def _fit_manual(self, dataset, initial_epoch, epochs, steps, callbacks, verbose, fused,
+                    recorder, losses_in_graph):
+        def record():
+            values = {name: loss() for name, loss in losses_in_graph.items()}
+            if "w" in recorder.trajectory:
+                values.update(w=tf.identity(self.model.w), b=tf.identity(self.model.b))
+            return values
+
+        # The traced functions call this fit's `record` through here; they are
+        # kept per set of recorded names (val_loss or not).
+        self._record = record
+        names = (*losses_in_graph, *(("w", "b") if "w" in recorder.trajectory else ()))
+        if names not in self._train_functions:
             step = manual.make_train_step(self.model, self._variables, self.loss, self.optimizer)
-            self._train_function = manual.make_train_function(step, self._loss_tracker)
+            self._train_functions[names] = manual.TrainFunctions(
+                step, self._loss_tracker, lambda: self._record(), list(names), self.compile)
+        self.train_functions = self._train_functions[names]
         callback_list = keras.callbacks.CallbackList(
             callbacks, add_history=False, add_progbar=verbose != 0, model=self.keras_model,
             verbose=verbose, epochs=epochs, steps=steps)
-        manual.run_epochs(self._train_function, self._loss_tracker, dataset,
-                          range(initial_epoch, epochs), steps, callback_list, self.keras_model)
+        manual.run_epochs(self.train_functions, self._loss_tracker, dataset,
+                          range(initial_epoch, epochs), steps, callback_list, self.keras_model,
+                          steps_per_call=self.steps_per_call or 1, fused_epochs=fused,
+                          recorder=recorder)
 
 
 def _joined(first: History | None, second: History) -> History:

@@ -1,13 +1,23 @@
 """The hand-written loop: one GradientTape `train_step`, driven epoch by epoch.
 
 As in Keras's own trainer, `train_step` is the only GradientTape code and a
-separate factory wraps it in `tf.function`; as in Orbit, running the epochs
-is a plain loop over that function, and everything else (recording,
-progress, stopping) lives in the callbacks it drives.
+separate factory wraps it in `tf.function`; as in Orbit, running N steps is
+a plain loop over that step, and everything else (recording, progress,
+stopping, checkpoints) lives in the callbacks the outer loop drives.
+
+Two ways to run it:
+- step by step: one call runs `steps_per_call` batches, and the callbacks'
+  batch hooks run between calls, as with Keras's `steps_per_execution`;
+- fused: one call runs whole epochs, and records inside the graph what the
+  History needs after each one (the epoch's loss, full_loss, val_loss, w,
+  b), so no row is lost; the epoch hooks then run for each epoch in turn.
+  It is used when no callback needs to act during training.
 """
 
 import keras
 import tensorflow as tf
+
+COMPILE_MODES = ("eager", "function", "xla")
 
 
 def make_train_step(model, variables, loss_fn, optimizer):
@@ -27,42 +37,92 @@ def make_train_step(model, variables, loss_fn, optimizer):
     return train_step
 
 
-def make_train_function(train_step, loss_tracker: keras.metrics.Mean):
-    """`train_step` in a tf.function that also keeps the epoch's mean loss.
+class TrainFunctions:
+    """`train_step` compiled as asked, in the two shapes the loop calls.
 
-    The mean is weighted by batch size, exactly as Keras's `fit` keeps its
-    `loss`, so both loops report the same number for a partial last batch.
+    Args:
+      train_step: from `make_train_step`.
+      loss_tracker: keeps the epoch's mean loss, weighted by batch size
+        exactly as Keras's `fit` keeps its `loss`.
+      record: returns, now, the dict of float32 tensors the History records
+        per epoch (full_loss, val_loss, w, b).
+      record_names: the keys `record` returns.
+      compile: "eager" (no tf.function: for debugging), "function", or
+        "xla" (the step compiled with XLA).
     """
 
-    @tf.function(reduce_retracing=True)
-    def train_function(x, y):
-        loss = train_step(x, y)
-        loss_tracker.update_state(loss, sample_weight=tf.shape(y)[0])
-        return loss_tracker.result()
+    def __init__(self, train_step, loss_tracker: keras.metrics.Mean, record,
+                 record_names: list[str], compile="function"):
+        self.compile = compile
+        step = tf.function(train_step, jit_compile=True) if compile == "xla" else train_step
 
-    return train_function
+        def run_steps(iterator, steps):
+            for _ in tf.range(steps):
+                x, y = next(iterator)
+                loss_tracker.update_state(step(x, y), sample_weight=tf.shape(y)[0])
+            return loss_tracker.result()
+
+        def run_epochs(iterator, epochs, steps):
+            losses = tf.TensorArray(tf.float32, size=epochs)
+            records = {name: tf.TensorArray(tf.float32, size=epochs) for name in record_names}
+            for epoch in tf.range(epochs):
+                loss_tracker.reset_state()
+                losses = losses.write(epoch, run_steps(iterator, steps))
+                values = record()
+                records = {name: records[name].write(epoch, values[name])
+                           for name in record_names}
+            return losses.stack(), {name: array.stack() for name, array in records.items()}
+
+        if compile == "eager":
+            self.run_steps, self.run_epochs = run_steps, None
+        else:
+            # The iterator and the counts are graph inputs: one trace serves every call.
+            self.run_steps = tf.function(run_steps)
+            self.run_epochs = tf.function(run_epochs, autograph=True)
+
+    def tracing_count(self) -> int:
+        """How many times the functions were traced (1 each once used, whatever follows)."""
+        return sum(f.experimental_get_tracing_count() for f in (self.run_steps, self.run_epochs)
+                   if hasattr(f, "experimental_get_tracing_count"))
 
 
-def run_epochs(train_function, loss_tracker, dataset, epochs: range, steps_per_epoch: int,
-               callbacks: keras.callbacks.CallbackList, keras_model: keras.Model) -> None:
-    """Train the `epochs` (e.g. range(initial_epoch, E)), `steps_per_epoch` batches
-    each, calling the hooks `fit` calls.
+def run_epochs(functions: TrainFunctions, loss_tracker, dataset, epochs: range,
+               steps_per_epoch: int, callbacks: keras.callbacks.CallbackList,
+               keras_model: keras.Model, steps_per_call: int = 1,
+               fused_epochs: int = 0, recorder=None) -> None:
+    """Train `epochs` (e.g. range(initial_epoch, E)), `steps_per_epoch` batches each,
+    calling the hooks `fit` calls.
 
     `dataset` holds every epoch's batches in order (see `linfit.data.make_dataset`)
-    and is read through one iterator, as `fit` reads it.
+    and is read through one iterator, as `fit` reads it. With `fused_epochs`
+    > 0, up to that many epochs run per call (see the module docstring) and
+    `recorder` (a TrajectoryRecorder) is handed what was recorded in the graph.
     """
     keras_model.stop_training = False
     batches = iter(dataset)
     callbacks.on_train_begin()
     logs = {}
+    if fused_epochs and functions.run_epochs is not None:
+        for start in range(epochs.start, epochs.stop, fused_epochs):
+            block = range(start, min(start + fused_epochs, epochs.stop))
+            losses, records = functions.run_epochs(batches, tf.constant(len(block)),
+                                                   tf.constant(steps_per_epoch))
+            losses, records = losses.numpy(), {k: v.numpy() for k, v in records.items()}
+            for index, epoch in enumerate(block):
+                callbacks.on_epoch_begin(epoch)
+                recorder.set_pending({name: value[index] for name, value in records.items()})
+                logs = {"loss": float(losses[index])}
+                callbacks.on_epoch_end(epoch, logs)
+        callbacks.on_train_end(logs)
+        return
     for epoch in epochs:
         loss_tracker.reset_state()
         callbacks.on_epoch_begin(epoch)
-        for step in range(steps_per_epoch):
-            x, y = next(batches)
+        for step in range(0, steps_per_epoch, steps_per_call):
+            count = min(steps_per_call, steps_per_epoch - step)
             callbacks.on_train_batch_begin(step)
-            running_loss = train_function(x, y)
-            callbacks.on_train_batch_end(step, {"loss": running_loss})
+            running_loss = functions.run_steps(batches, tf.constant(count))
+            callbacks.on_train_batch_end(step + count - 1, {"loss": running_loss})
             if keras_model.stop_training:
                 break
         logs = {"loss": float(loss_tracker.result())}
