@@ -285,6 +285,7 @@ def run_comparison(x, y, *, models: Sequence[str] = ("module", "keras"),
                    shuffle_seed: int | None = None, validation_data: tuple | None = None,
                    standardize: bool = False, feature_names: tuple[str, ...] = (),
                    seed: int = 0, rtol: float = DEFAULT_RTOL, verbose: int = 0,
+                   compile: str = "auto", steps_per_call: int = 0,
                    checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
                    keep_checkpoints: int = 0,
                    resume_from: dict[str, Path] | None = None,
@@ -351,7 +352,8 @@ def run_comparison(x, y, *, models: Sequence[str] = ("module", "keras"),
             keras.utils.set_random_seed(seed)
             model = getattr(models_lib, MODEL_CLASSES[kind])(
                 features=features, init_w=start_w, init_b=start_b)
-            trainer = Trainer(model, loss=loss, optimizer=optimizer, learning_rate=learning_rate)
+            trainer = Trainer(model, loss=loss, optimizer=optimizer, learning_rate=learning_rate,
+                              compile=compile, steps_per_call=steps_per_call)
             label = f"{kind}-{loop}"
             progress = None
             if on_epoch_end is not None:

@@ -27,6 +27,7 @@ LOOPS = ("manual", "keras", "both")
 # Names `keras.optimizers.get` resolves (tests/test_config.py checks each),
 # listed here so a typo is caught before TensorFlow is imported.
 MONITORS = ("", "loss", "full_loss", "val_loss")
+COMPILE_MODES = ("auto", "eager", "function", "xla")
 OPTIMIZERS = (
     "sgd", "adam", "adamw", "adagrad", "adadelta", "adamax",
     "adafactor", "ftrl", "lion", "nadam", "rmsprop",
@@ -76,6 +77,8 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 0  # save a training checkpoint every N epochs; 0: at the end only
     keep_checkpoints: int = 0  # keep the newest N periodic checkpoints; 0: all
+    compile: str = "auto"  # both loops: "auto", "eager", "function" or "xla"
+    steps_per_call: int = 0  # batches per compiled call; 0: automatic (see README)
     tensorboard: bool = False  # write TensorBoard event files to RUN/tb/<run>/
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
 
@@ -175,6 +178,10 @@ def validate(config: Config) -> None:
              "0 (at the end only) or a number of epochs")
     _require(train.keep_checkpoints >= 0, "train.keep_checkpoints", train.keep_checkpoints,
              "0 (keep all) or how many to keep")
+    _require(train.compile in COMPILE_MODES, "train.compile", train.compile,
+             _one_of(COMPILE_MODES))
+    _require(train.steps_per_call >= 0, "train.steps_per_call", train.steps_per_call,
+             "0 (automatic) or a number of batches")
     stopping = train.early_stopping
     _require(stopping.monitor in MONITORS, "train.early_stopping.monitor", stopping.monitor,
              _one_of(MONITORS) + ' ("" leaves early stopping off)')

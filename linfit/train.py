@@ -137,6 +137,7 @@ def train_runs(config: Config, data: Data, verbose: int = 0, run_dir: Path | Non
         shuffle_seed=config.data.seed if config.data.shuffle else None,
         validation_data=data.validation, standardize=config.data.standardize,
         feature_names=data.feature_names, seed=config.train.seed, verbose=verbose,
+        compile=config.train.compile, steps_per_call=config.train.steps_per_call,
         checkpoint_dir=checkpoint_dir, checkpoint_every=config.train.checkpoint_every,
         keep_checkpoints=config.train.keep_checkpoints, resume_from=resume_from,
         callbacks=lambda label: run_callbacks(config, run_dir, label),

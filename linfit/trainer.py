@@ -31,6 +31,8 @@ TRAINING_LOOPS = tuple(loop for loop in LOOPS if loop != "both")
 CHECKPOINT_FORMAT = 1
 # With steps_per_call = 0, the manual loop fuses epochs up to about this many steps a call.
 FUSED_STEPS = 1024
+# With compile = "auto", runs of at most this many steps run eagerly: tracing costs more.
+EAGER_STEPS = 32
 # The message of the check that stops training on a non-finite loss.
 NON_FINITE_LOSS = "linfit: non-finite loss"
 
@@ -133,9 +135,11 @@ class Trainer:
       loss: a Keras loss name or object (default "mse").
       optimizer: a Keras optimizer name (made with `learning_rate`) or object.
       learning_rate: used when `optimizer` is a name.
-      compile: "function" (tf.function, the default), "xla" (also compiled
-        by XLA; Keras's jit_compile) or "eager" (for debugging; Keras's
-        run_eagerly).
+      compile: "function" (tf.function), "xla" (also compiled by XLA;
+        Keras's jit_compile), "eager" (Keras's run_eagerly), or "auto" (the
+        default): eager for a run of at most EAGER_STEPS steps, where tracing
+        would cost more than it saves, else "function". The modes give
+        bitwise the same results here (tests/test_trainer.py checks it).
       steps_per_call: batches per compiled call (Keras's steps_per_execution).
         0, the default, lets the manual loop run whole epochs per call when
         no callback of yours needs to act during training, and the Keras
@@ -149,7 +153,7 @@ class Trainer:
     """
 
     def __init__(self, model, *, loss="mse", optimizer="sgd", learning_rate: float = 0.1,
-                 compile: str = "function", steps_per_call: int = 0):
+                 compile: str = "auto", steps_per_call: int = 0):
         if compile not in manual.COMPILE_MODES:
             raise ConfigError(f"compile={compile!r}: use one of {manual.COMPILE_MODES}")
         if isinstance(steps_per_call, bool) or not isinstance(steps_per_call, int) or \
@@ -244,6 +248,7 @@ class Trainer:
             return prior or History(logs={"loss": []})
         # In TensorFlow once (shared with NumPy where it can be), never per epoch.
         x, y = data_lib.to_variable(x), data_lib.to_variable(y)
+        mode = self._mode(epochs * data_lib.steps_per_epoch(run["num_examples"], batch_size))
         losses = {"full_loss": lambda: self._loss_function(x, y)}
         losses_in_graph = {"full_loss": lambda: self.loss(y, self.model(x))}
         if validation_data is not None:
@@ -253,7 +258,8 @@ class Trainer:
             losses_in_graph["val_loss"] = lambda: self.loss(y_val, self.model(x_val))
         dataset = data_lib.make_dataset(x, y, batch_size, epochs, shuffle_seed, initial_epoch)
         steps = data_lib.steps_per_epoch(run["num_examples"], batch_size)
-        recorder = TrajectoryRecorder(losses, self.model, record_start=prior is None)
+        recorder = TrajectoryRecorder(losses_in_graph if mode == "eager" else losses, self.model,
+                                      record_start=prior is None)
         history = keras.callbacks.History()
 
         def so_far() -> History:
@@ -274,10 +280,10 @@ class Trainer:
         start_iteration = int(self.optimizer.iterations.numpy())
         try:
             if loop == "manual":
-                fused = self._epochs_per_call(steps, bool(callbacks), checkpoint_every
+                fused = self._epochs_per_call(mode, steps, bool(callbacks), checkpoint_every
                                               if checkpoint_dir is not None else 0)
                 self._fit_manual(dataset, initial_epoch, epochs, steps, callback_list, verbose,
-                                 fused, recorder, losses_in_graph)
+                                 fused, recorder, losses_in_graph, mode)
             else:
                 keras_fit.run_fit(self.keras_model, dataset, initial_epoch, epochs, steps,
                                   callback_list, self.loss, self.optimizer, verbose,
@@ -285,8 +291,7 @@ class Trainer:
                                   # yours want to see every batch.
                                   steps_per_execution=self.steps_per_call or (
                                       1 if callbacks else steps),
-                                  jit_compile=self.compile == "xla",
-                                  run_eagerly=self.compile == "eager")
+                                  jit_compile=mode == "xla", run_eagerly=mode == "eager")
         except tf.errors.InvalidArgumentError as error:
             if NON_FINITE_LOSS not in str(error):
                 raise
@@ -332,9 +337,17 @@ class Trainer:
         data_lib.check_features(x, getattr(self.model, "features", ...))
         return np.asarray(self._predict_function(x))
 
-    def _epochs_per_call(self, steps: int, user_callbacks: bool, checkpoint_every: int) -> int:
+    def _mode(self, total_steps: int) -> str:
+        """The compile mode of a run of `total_steps` steps (counted from epoch 0,
+        so a resumed run runs as the whole run would have)."""
+        if self.compile != "auto":
+            return self.compile
+        return "eager" if total_steps <= EAGER_STEPS else "function"
+
+    def _epochs_per_call(self, mode: str, steps: int, user_callbacks: bool,
+                         checkpoint_every: int) -> int:
         """How many epochs the manual loop runs per call (0: step by step)."""
-        if self.compile == "eager":
+        if mode == "eager":
             return 0
         if self.steps_per_call:
             return self.steps_per_call // steps if self.steps_per_call >= steps else 0
@@ -344,7 +357,7 @@ class Trainer:
         return checkpoint_every or max(1, FUSED_STEPS // steps)
 
     def _fit_manual(self, dataset, initial_epoch, epochs, steps, callbacks, verbose, fused,
-                    recorder, losses_in_graph):
+                    recorder, losses_in_graph, mode):
         def record():
             values = {name: loss() for name, loss in losses_in_graph.items()}
             if "w" in recorder.trajectory:
@@ -355,11 +368,11 @@ class Trainer:
         # kept per set of recorded names (val_loss or not).
         self._record = record
         names = (*losses_in_graph, *(("w", "b") if "w" in recorder.trajectory else ()))
-        if names not in self._train_functions:
+        if (names, mode) not in self._train_functions:
             step = manual.make_train_step(self.model, self._variables, self.loss, self.optimizer)
-            self._train_functions[names] = manual.TrainFunctions(
-                step, self._loss_tracker, lambda: self._record(), list(names), self.compile)
-        self.train_functions = self._train_functions[names]
+            self._train_functions[names, mode] = manual.TrainFunctions(
+                step, self._loss_tracker, lambda: self._record(), list(names), mode)
+        self.train_functions = self._train_functions[names, mode]
         callback_list = keras.callbacks.CallbackList(
             callbacks, add_history=False, add_progbar=verbose != 0, model=self.keras_model,
             verbose=verbose, epochs=epochs, steps=steps)

@@ -176,3 +176,57 @@ def test_bad_data_is_refused_before_training(x, y, message):
 def test_feature_count_must_match_the_model():
     with pytest.raises(DataError, match=r"takes 3 features .* got x of shape \[4, 2\]"):
         Trainer(LinearModel(features=3)).fit(np.zeros((4, 2)), np.zeros(4), epochs=1)
+
+
+@pytest.mark.parametrize("compile", ["auto", "eager", "function", "xla"])
+def test_compile_modes_give_the_same_trajectory(guide_data, compile):
+    history = Trainer(LinearModule(), compile=compile).fit(guide_data.x, guide_data.y, epochs=5)
+    reference = gradient_descent_reference(guide_data.x, guide_data.y, 5.0, 0.0, 0.1, 5)
+    assert_matches_reference(history, reference)
+    keras_history = Trainer(LinearModel(), compile=compile).fit(
+        guide_data.x, guide_data.y, epochs=5, loop="keras")
+    assert_matches_reference(keras_history, reference)
+
+
+@pytest.mark.parametrize("optimizer, batch_size", [("sgd", None), ("adam", 32)])
+def test_eager_and_compiled_runs_are_bitwise_identical(optimizer, batch_size):
+    # "auto" runs short runs eagerly and long ones compiled: a run resumed across
+    # that line must not change a bit.
+    rng = np.random.default_rng(4)
+    x = rng.uniform(-2, 2, size=(100, 3)).astype(np.float32)
+    y = (x @ np.array([0.5, -1.2, 2.0]) + rng.normal(0, 0.1, 100)).astype(np.float32)
+    histories = [Trainer(LinearModel(features=3), compile=mode, optimizer=optimizer,
+                         learning_rate=0.05).fit(x, y, epochs=6, batch_size=batch_size)
+                 for mode in ("eager", "function")]
+    assert histories[0].to_json() == histories[1].to_json()
+
+
+@pytest.mark.parametrize("steps_per_call", [0, 1, 3, 4, 12])
+def test_steps_per_call_and_fused_epochs_lose_no_row(steps_per_call):
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-2, 2, size=(50, 3)).astype(np.float32)
+    y = (x @ np.array([0.5, -1.2, 2.0]) + 0.3).astype(np.float32)
+    # 4 batches per epoch: 3 is step by step, 4 fuses one epoch a call, 12 three.
+    history = Trainer(LinearModel(features=3, init_w=0.0), learning_rate=0.05,
+                      steps_per_call=steps_per_call).fit(x, y, epochs=7, batch_size=16,
+                                                         validation_data=(x[:10], y[:10]))
+    reference = gradient_descent_reference(x, y, [0.0] * 3, 0.0, 0.05, 7, batch_size=16)
+    assert_matches_reference(history, reference)
+    np.testing.assert_allclose(
+        history.trajectory["val_loss"],
+        [np.mean((x[:10] @ w + b - y[:10]) ** 2) for w, b in zip(reference["w"],
+                                                                  reference["b"])], rtol=1e-5)
+
+
+def test_no_retracing_after_the_first_call(guide_data):
+    trainer = Trainer(LinearModule(), compile="function")
+    trainer.fit(guide_data.x, guide_data.y, epochs=3)  # fused: one call
+    trainer.fit(guide_data.x, guide_data.y, epochs=2500)  # three calls of up to 1024 epochs
+    fused = trainer.train_functions.run_epochs.experimental_get_tracing_count()
+    assert fused == 1
+    stepwise = Trainer(LinearModule(), steps_per_call=1, compile="function")
+    for epochs in (2, 5):
+        stepwise.fit(guide_data.x, guide_data.y, epochs=epochs, batch_size=50)
+    # The last batch (201 = 4 x 50 + 1) has another shape, but a batch count is a tensor:
+    # the step function was traced once.
+    assert stepwise.train_functions.run_steps.experimental_get_tracing_count() == 1

@@ -17,7 +17,7 @@ Two ways to run it:
 import keras
 import tensorflow as tf
 
-COMPILE_MODES = ("eager", "function", "xla")
+from linfit.config import COMPILE_MODES  # noqa: F401  (re-exported for the Trainer)
 
 
 def make_train_step(model, variables, loss_fn, optimizer):
