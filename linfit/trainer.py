@@ -249,13 +249,15 @@ class Trainer:
         # In TensorFlow once (shared with NumPy where it can be), never per epoch.
         x, y = data_lib.to_variable(x), data_lib.to_variable(y)
         mode = self._mode(epochs * data_lib.steps_per_epoch(run["num_examples"], batch_size))
+        data = (x, y)
         losses = {"full_loss": lambda: self._loss_function(x, y)}
-        losses_in_graph = {"full_loss": lambda: self.loss(y, self.model(x))}
         if validation_data is not None:
             x_val, y_val = map(data_lib.to_variable, data_lib.check_inputs(*validation_data,
                                                                            features))
+            data = (x, y, x_val, y_val)
             losses["val_loss"] = lambda: self._loss_function(x_val, y_val)
-            losses_in_graph["val_loss"] = lambda: self.loss(y_val, self.model(x_val))
+        in_graph = self._record_losses(len(data) > 2)
+        losses_in_graph = {name: (lambda f=f: f(data)) for name, f in in_graph.items()}
         dataset = data_lib.make_dataset(x, y, batch_size, epochs, shuffle_seed, initial_epoch)
         steps = data_lib.steps_per_epoch(run["num_examples"], batch_size)
         recorder = TrajectoryRecorder(losses_in_graph if mode == "eager" else losses, self.model,
@@ -283,7 +285,8 @@ class Trainer:
                 fused = self._epochs_per_call(mode, steps, bool(callbacks), checkpoint_every
                                               if checkpoint_dir is not None else 0)
                 self._fit_manual(dataset, initial_epoch, epochs, steps, callback_list, verbose,
-                                 fused, recorder, losses_in_graph, mode)
+                                 fused, recorder, data, mode,
+                                 full_batch=steps == 1 and shuffle_seed is None)
             else:
                 keras_fit.run_fit(self.keras_model, dataset, initial_epoch, epochs, steps,
                                   callback_list, self.loss, self.optimizer, verbose,
@@ -356,22 +359,28 @@ class Trainer:
         # Checkpoints are written between calls, at their epochs.
         return checkpoint_every or max(1, FUSED_STEPS // steps)
 
-    def _fit_manual(self, dataset, initial_epoch, epochs, steps, callbacks, verbose, fused,
-                    recorder, losses_in_graph, mode):
-        def record():
-            values = {name: loss() for name, loss in losses_in_graph.items()}
-            if "w" in recorder.trajectory:
-                values.update(w=tf.identity(self.model.w), b=tf.identity(self.model.b))
-            return values
+    def _record_losses(self, validation: bool) -> dict:
+        """name -> f(data): the losses the History records, from the data variables."""
+        losses = {"full_loss": lambda data: self.loss(data[1], self.model(data[0]))}
+        if validation:
+            losses["val_loss"] = lambda data: self.loss(data[3], self.model(data[2]))
+        return losses
 
-        # The traced functions call this fit's `record` through here; they are
-        # kept per set of recorded names (val_loss or not).
-        self._record = record
-        names = (*losses_in_graph, *(("w", "b") if "w" in recorder.trajectory else ()))
+    def _fit_manual(self, dataset, initial_epoch, epochs, steps, callbacks, verbose, fused,
+                    recorder, data, mode, full_batch):
+        has_line = "w" in recorder.trajectory
+        losses = self._record_losses(len(data) > 2)
+        names = (*losses, *(("w", "b") if has_line else ()))
         if (names, mode) not in self._train_functions:
+            def record(data):
+                values = {name: loss(data) for name, loss in losses.items()}
+                if has_line:
+                    values.update(w=tf.identity(self.model.w), b=tf.identity(self.model.b))
+                return values
+
             step = manual.make_train_step(self.model, self._variables, self.loss, self.optimizer)
             self._train_functions[names, mode] = manual.TrainFunctions(
-                step, self._loss_tracker, lambda: self._record(), list(names), mode)
+                step, self._loss_tracker, record, list(names), mode)
         self.train_functions = self._train_functions[names, mode]
         callback_list = keras.callbacks.CallbackList(
             callbacks, add_history=False, add_progbar=verbose != 0, model=self.keras_model,
@@ -379,7 +388,7 @@ class Trainer:
         manual.run_epochs(self.train_functions, self._loss_tracker, dataset,
                           range(initial_epoch, epochs), steps, callback_list, self.keras_model,
                           steps_per_call=self.steps_per_call or 1, fused_epochs=fused,
-                          recorder=recorder)
+                          recorder=recorder, data=data, full_batch=full_batch)
 
 
 def _joined(first: History | None, second: History) -> History:

@@ -222,11 +222,33 @@ def test_no_retracing_after_the_first_call(guide_data):
     trainer = Trainer(LinearModule(), compile="function")
     trainer.fit(guide_data.x, guide_data.y, epochs=3)  # fused: one call
     trainer.fit(guide_data.x, guide_data.y, epochs=2500)  # three calls of up to 1024 epochs
-    fused = trainer.train_functions.run_epochs.experimental_get_tracing_count()
-    assert fused == 1
+    trainer.fit(guide_data.x[::2], guide_data.y[::2], epochs=5)  # other data, same shapes? no
+    functions = trainer.train_functions
+    assert functions.run_full_batch_epochs.experimental_get_tracing_count() <= 2
+    assert functions.tracing_count() <= 2
+    trainer.fit(guide_data.x, guide_data.y, epochs=7)
+    assert functions.tracing_count() <= 2  # nothing new for data seen before
     stepwise = Trainer(LinearModule(), steps_per_call=1, compile="function")
     for epochs in (2, 5):
         stepwise.fit(guide_data.x, guide_data.y, epochs=epochs, batch_size=50)
     # The last batch (201 = 4 x 50 + 1) has another shape, but a batch count is a tensor:
     # the step function was traced once.
     assert stepwise.train_functions.run_steps.experimental_get_tracing_count() == 1
+
+
+@pytest.mark.parametrize("batch_size", [None, 16])
+def test_a_second_fit_on_other_data_records_that_data(batch_size):
+    # The compiled functions are reused across fits: the data must be an input,
+    # not a capture of the first fit's.
+    rng = np.random.default_rng(8)
+    trainer = Trainer(LinearModule(), compile="function")
+    for scale in (1.0, 0.5):
+        x = rng.uniform(-2, 2, 60).astype(np.float32) * scale
+        y = (3 * x + 1).astype(np.float32)
+        x_val, y_val = x[:7] + 1, y[:7]
+        history = trainer.fit(x, y, epochs=40, batch_size=batch_size,
+                              validation_data=(x_val, y_val), shuffle_seed=None)
+        w, b = float(trainer.model.w.numpy()), float(trainer.model.b.numpy())
+        assert history.full_loss[-1] == pytest.approx(np.mean((w * x + b - y) ** 2), rel=1e-4)
+        assert history.trajectory["val_loss"][-1] == pytest.approx(
+            np.mean((w * x_val + b - y_val) ** 2), rel=1e-4)

@@ -44,8 +44,10 @@ class TrainFunctions:
       train_step: from `make_train_step`.
       loss_tracker: keeps the epoch's mean loss, weighted by batch size
         exactly as Keras's `fit` keeps its `loss`.
-      record: returns, now, the dict of float32 tensors the History records
-        per epoch (full_loss, val_loss, w, b).
+      record: record(data) returns the dict of float32 tensors the History
+        records per epoch (full_loss, val_loss, w, b), where `data` is the
+        fit's tuple of data variables (x, y[, x_val, y_val]). The data is an
+        argument, not a capture, so a later fit on other data reuses the trace.
       record_names: the keys `record` returns.
       compile: "eager" (no tf.function: for debugging), "function", or
         "xla" (the step compiled with XLA).
@@ -56,47 +58,72 @@ class TrainFunctions:
         self.compile = compile
         step = tf.function(train_step, jit_compile=True) if compile == "xla" else train_step
 
+        def write_epoch(epoch, losses, records, loss, data):
+            values = record(data)
+            return (losses.write(epoch, loss),
+                    {name: records[name].write(epoch, values[name]) for name in record_names})
+
+        def empty(epochs):
+            return (tf.TensorArray(tf.float32, size=epochs),
+                    {name: tf.TensorArray(tf.float32, size=epochs) for name in record_names})
+
+        def stacked(losses, records):
+            return losses.stack(), {name: array.stack() for name, array in records.items()}
+
         def run_steps(iterator, steps):
             for _ in tf.range(steps):
                 x, y = next(iterator)
                 loss_tracker.update_state(step(x, y), sample_weight=tf.shape(y)[0])
             return loss_tracker.result()
 
-        def run_epochs(iterator, epochs, steps):
-            losses = tf.TensorArray(tf.float32, size=epochs)
-            records = {name: tf.TensorArray(tf.float32, size=epochs) for name in record_names}
+        def run_epochs(iterator, epochs, steps, data):
+            losses, records = empty(epochs)
             for epoch in tf.range(epochs):
                 loss_tracker.reset_state()
-                losses = losses.write(epoch, run_steps(iterator, steps))
-                values = record()
-                records = {name: records[name].write(epoch, values[name])
-                           for name in record_names}
-            return losses.stack(), {name: array.stack() for name, array in records.items()}
+                losses, records = write_epoch(epoch, losses, records,
+                                              run_steps(iterator, steps), data)
+            return stacked(losses, records)
 
+        def run_full_batch_epochs(epochs, data):
+            # One batch, the whole data set, in its order: read straight from the
+            # data variables, with no tf.data in the loop (the same tensor, so the
+            # same numbers as through the dataset).
+            losses, records = empty(epochs)
+            x, y = data[0], data[1]
+            for epoch in tf.range(epochs):
+                losses, records = write_epoch(epoch, losses, records, step(x, y), data)
+            return stacked(losses, records)
+
+        self.record = record
         if compile == "eager":
-            self.run_steps, self.run_epochs = run_steps, None
+            self.run_steps, self.run_epochs, self.run_full_batch_epochs = run_steps, None, None
         else:
-            # The iterator and the counts are graph inputs: one trace serves every call.
+            # The iterator, the counts and the data are graph inputs: one trace
+            # serves every call.
             self.run_steps = tf.function(run_steps)
-            self.run_epochs = tf.function(run_epochs, autograph=True)
+            self.run_epochs = tf.function(run_epochs)
+            self.run_full_batch_epochs = tf.function(run_full_batch_epochs)
 
     def tracing_count(self) -> int:
         """How many times the functions were traced (1 each once used, whatever follows)."""
-        return sum(f.experimental_get_tracing_count() for f in (self.run_steps, self.run_epochs)
+        functions = (self.run_steps, self.run_epochs, self.run_full_batch_epochs)
+        return sum(f.experimental_get_tracing_count() for f in functions
                    if hasattr(f, "experimental_get_tracing_count"))
 
 
 def run_epochs(functions: TrainFunctions, loss_tracker, dataset, epochs: range,
                steps_per_epoch: int, callbacks: keras.callbacks.CallbackList,
                keras_model: keras.Model, steps_per_call: int = 1,
-               fused_epochs: int = 0, recorder=None) -> None:
+               fused_epochs: int = 0, recorder=None, data: tuple = (),
+               full_batch: bool = False) -> None:
     """Train `epochs` (e.g. range(initial_epoch, E)), `steps_per_epoch` batches each,
     calling the hooks `fit` calls.
 
     `dataset` holds every epoch's batches in order (see `linfit.data.make_dataset`)
     and is read through one iterator, as `fit` reads it. With `fused_epochs`
     > 0, up to that many epochs run per call (see the module docstring) and
-    `recorder` (a TrajectoryRecorder) is handed what was recorded in the graph.
+    `recorder` (a TrajectoryRecorder) is handed what was recorded in the graph;
+    with `full_batch` too, the fused epochs read `data` directly.
     """
     keras_model.stop_training = False
     batches = iter(dataset)
@@ -105,8 +132,11 @@ def run_epochs(functions: TrainFunctions, loss_tracker, dataset, epochs: range,
     if fused_epochs and functions.run_epochs is not None:
         for start in range(epochs.start, epochs.stop, fused_epochs):
             block = range(start, min(start + fused_epochs, epochs.stop))
-            losses, records = functions.run_epochs(batches, tf.constant(len(block)),
-                                                   tf.constant(steps_per_epoch))
+            if full_batch:
+                losses, records = functions.run_full_batch_epochs(tf.constant(len(block)), data)
+            else:
+                losses, records = functions.run_epochs(batches, tf.constant(len(block)),
+                                                       tf.constant(steps_per_epoch), data)
             losses, records = losses.numpy(), {k: v.numpy() for k, v in records.items()}
             for index, epoch in enumerate(block):
                 callbacks.on_epoch_begin(epoch)
