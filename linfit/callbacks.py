@@ -10,6 +10,11 @@ import numpy as np
 from linfit.compare import weight_names
 
 
+class NonFiniteRecord(FloatingPointError):
+    """A recorded loss is not finite (raised where no check inside the graph ran,
+    e.g. under XLA, which drops tf.debugging.check_numerics)."""
+
+
 class TrajectoryRecorder(keras.callbacks.Callback):
     """Records whole-dataset losses (and `w`, `b` where the model has them) per epoch.
 
@@ -61,6 +66,8 @@ class TrajectoryRecorder(keras.callbacks.Callback):
             values = {name: float(loss()) for name, loss in self._losses.items()}
             w = self._trained.w.numpy() if self._has_line else None
             b = self._trained.b.numpy() if self._has_line else None
+        if not all(np.isfinite(value) for value in values.values()):
+            raise NonFiniteRecord(f"a recorded loss is not finite: {values}")
         for name, value in values.items():
             self.trajectory[name].append(value)
         if self._has_line:

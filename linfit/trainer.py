@@ -20,7 +20,7 @@ from keras.src.losses.losses import LossFunctionWrapper
 
 from linfit import checkpoint
 from linfit import data as data_lib
-from linfit.callbacks import PeriodicCheckpoint, TrajectoryRecorder
+from linfit.callbacks import NonFiniteRecord, PeriodicCheckpoint, TrajectoryRecorder
 from linfit.compare import weight_names
 from linfit.config import LOOPS
 from linfit.errors import CheckpointError, ConfigError, DivergenceError
@@ -258,7 +258,9 @@ class Trainer:
             losses["val_loss"] = lambda: self._loss_function(x_val, y_val)
         in_graph = self._record_losses(len(data) > 2)
         losses_in_graph = {name: (lambda f=f: f(data)) for name, f in in_graph.items()}
-        dataset = data_lib.make_dataset(x, y, batch_size, epochs, shuffle_seed, initial_epoch)
+        def dataset():
+            return data_lib.make_dataset(x, y, batch_size, epochs, shuffle_seed, initial_epoch)
+
         steps = data_lib.steps_per_epoch(run["num_examples"], batch_size)
         recorder = TrajectoryRecorder(losses_in_graph if mode == "eager" else losses, self.model,
                                       record_start=prior is None)
@@ -288,15 +290,16 @@ class Trainer:
                                  fused, recorder, data, mode,
                                  full_batch=steps == 1 and shuffle_seed is None)
             else:
-                keras_fit.run_fit(self.keras_model, dataset, initial_epoch, epochs, steps,
+                keras_fit.run_fit(self.keras_model, dataset(), initial_epoch, epochs, steps,
                                   callback_list, self.loss, self.optimizer, verbose,
                                   # Whole epochs per execution, unless callbacks of
                                   # yours want to see every batch.
                                   steps_per_execution=self.steps_per_call or (
                                       1 if callbacks else steps),
                                   jit_compile=mode == "xla", run_eagerly=mode == "eager")
-        except tf.errors.InvalidArgumentError as error:
-            if NON_FINITE_LOSS not in str(error):
+        except (tf.errors.InvalidArgumentError, NonFiniteRecord) as error:
+            if isinstance(error, tf.errors.InvalidArgumentError) and \
+                    NON_FINITE_LOSS not in str(error):
                 raise
             done = int(self.optimizer.iterations.numpy()) - start_iteration
             raise _divergence(initial_epoch + done // steps, done % steps, so_far()) from None

@@ -111,6 +111,10 @@ class TrainFunctions:
                    if hasattr(f, "experimental_get_tracing_count"))
 
 
+# Callbacks with no on_epoch_begin and nothing to do but record an epoch's logs.
+PLAIN_CALLBACKS = ("TrajectoryRecorder", "History")
+
+
 def run_epochs(functions: TrainFunctions, loss_tracker, dataset, epochs: range,
                steps_per_epoch: int, callbacks: keras.callbacks.CallbackList,
                keras_model: keras.Model, steps_per_call: int = 1,
@@ -119,14 +123,16 @@ def run_epochs(functions: TrainFunctions, loss_tracker, dataset, epochs: range,
     """Train `epochs` (e.g. range(initial_epoch, E)), `steps_per_epoch` batches each,
     calling the hooks `fit` calls.
 
-    `dataset` holds every epoch's batches in order (see `linfit.data.make_dataset`)
+    `dataset()` makes the dataset of every epoch's batches in order (see
+    `linfit.data.make_dataset`)
     and is read through one iterator, as `fit` reads it. With `fused_epochs`
     > 0, up to that many epochs run per call (see the module docstring) and
     `recorder` (a TrajectoryRecorder) is handed what was recorded in the graph;
     with `full_batch` too, the fused epochs read `data` directly.
     """
     keras_model.stop_training = False
-    batches = iter(dataset)
+    # Built here, and only when needed: the fused full-batch path reads `data`.
+    batches = None if fused_epochs and full_batch else iter(dataset())
     callbacks.on_train_begin()
     logs = {}
     if fused_epochs and functions.run_epochs is not None:
@@ -138,11 +144,19 @@ def run_epochs(functions: TrainFunctions, loss_tracker, dataset, epochs: range,
                 losses, records = functions.run_epochs(batches, tf.constant(len(block)),
                                                        tf.constant(steps_per_epoch), data)
             losses, records = losses.numpy(), {k: v.numpy() for k, v in records.items()}
+            # With only the recorder and History listening (the usual case), call them
+            # directly: the CallbackList's per-call bookkeeping would cost more than
+            # the epoch itself at the guide's size.
+            plain = all(type(cb).__name__ in PLAIN_CALLBACKS for cb in callbacks.callbacks)
             for index, epoch in enumerate(block):
-                callbacks.on_epoch_begin(epoch)
                 recorder.set_pending({name: value[index] for name, value in records.items()})
                 logs = {"loss": float(losses[index])}
-                callbacks.on_epoch_end(epoch, logs)
+                if plain:
+                    for callback in callbacks.callbacks:
+                        callback.on_epoch_end(epoch, logs)
+                else:
+                    callbacks.on_epoch_begin(epoch)
+                    callbacks.on_epoch_end(epoch, logs)
         callbacks.on_train_end(logs)
         return
     for epoch in epochs:
