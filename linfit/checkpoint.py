@@ -120,26 +120,17 @@ def load_checkpoint(path: str | os.PathLike, model, optimizer=None) -> dict | No
     if _has_sublayers(model):
         return _load_layered(path, model, optimizer)
     variables = _checkpoint_variables(model)
-    optimizer_variables = None if optimizer is None else list(optimizer.variables)
     with _open(path) as f:
         _check_members(path, f)
         datasets = _datasets(path, f, VARS)
         _check_fit(path, datasets, variables, type(model).__name__)
-        optimizer_datasets = []
-        if optimizer_variables is not None:
-            if not isinstance(f.get(OPTIMIZER, getlink=True), h5py.HardLink):
-                raise CheckpointError(f"{path} holds no optimizer state: it cannot resume "
-                                      "training (it is a weights-only checkpoint)")
-            optimizer_datasets = _datasets(path, f[OPTIMIZER], VARS)
-            _check_fit(path, optimizer_datasets, optimizer_variables,
-                       f"the {optimizer.name} optimizer", what="optimizer variable")
+        optimizer_datasets = _optimizer_datasets(path, f, optimizer)
         state = _read_state(path, f)
         arrays = _read(path, datasets)
         optimizer_arrays = _read(path, optimizer_datasets)
     for variable, array in zip(variables, arrays):
         variable.assign(array)
-    for variable, array in zip(optimizer_variables or [], optimizer_arrays):
-        variable.assign(array)
+    _assign_optimizer(optimizer, optimizer_arrays)
     return state
 
 
@@ -319,14 +310,7 @@ def _load_layered(path: Path, model, optimizer) -> dict | None:
     with _open(path) as f:
         _check_all_links(path, f)
         found = _layout(f)
-        optimizer_datasets = []
-        if optimizer is not None:
-            if not isinstance(f.get(OPTIMIZER, getlink=True), h5py.HardLink):
-                raise CheckpointError(f"{path} holds no optimizer state: it cannot resume "
-                                      "training (it is a weights-only checkpoint)")
-            optimizer_datasets = _datasets(path, f[OPTIMIZER], VARS)
-            _check_fit(path, optimizer_datasets, list(optimizer.variables),
-                       f"the {optimizer.name} optimizer", what="optimizer variable")
+        optimizer_datasets = _optimizer_datasets(path, f, optimizer)
         state = _read_state(path, f)
         optimizer_arrays = _read(path, optimizer_datasets)
     expected = _expected_layout(model)
@@ -346,9 +330,26 @@ def _load_layered(path: Path, model, optimizer) -> dict | None:
         for variable, value in zip(variables, saved):
             variable.assign(value)
         raise CheckpointError(f"{path} could not be loaded: {error}") from None
-    for variable, array in zip(optimizer.variables if optimizer else [], optimizer_arrays):
-        variable.assign(array)
+    _assign_optimizer(optimizer, optimizer_arrays)
     return state
+
+
+def _optimizer_datasets(path: Path, f: h5py.File, optimizer) -> list[h5py.Dataset]:
+    """The checked datasets of the optimizer's state, when an optimizer is to be loaded."""
+    if optimizer is None:
+        return []
+    if not isinstance(f.get(OPTIMIZER, getlink=True), h5py.HardLink):
+        raise CheckpointError(f"{path} holds no optimizer state: it cannot resume training "
+                              "(it is a weights-only checkpoint)")
+    datasets = _datasets(path, f[OPTIMIZER], VARS)
+    _check_fit(path, datasets, list(optimizer.variables), f"the {optimizer.name} optimizer",
+               what="optimizer variable")
+    return datasets
+
+
+def _assign_optimizer(optimizer, arrays: list[np.ndarray]) -> None:
+    for variable, array in zip(optimizer.variables if optimizer else [], arrays):
+        variable.assign(array)
 
 
 def _check_all_links(path: Path, f: h5py.File) -> None:

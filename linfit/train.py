@@ -265,7 +265,7 @@ def write_failed_run(out_dir: Path, data: Data, completed: list[RunResult], stat
         run.trainer.save_checkpoint(out_dir / run.checkpoint_name, run.history)
     runs = [run_metrics(run) for run in completed]
     history_runs = list(completed)
-    if error is not None and getattr(error, "history", None) is not None:
+    if getattr(error, "history", None) is not None and getattr(error, "label", None):
         kind, loop = error.label.split("-")
         partial = RunResult(kind, loop, None, error.history, 0.0)
         runs.append({**run_metrics(partial), "checkpoint": None, "status": status,

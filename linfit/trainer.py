@@ -242,6 +242,7 @@ class Trainer:
         self._build(x)
         run = {"batch_size": batch_size, "shuffle_seed": shuffle_seed, "num_examples": len(y)}
         prior = None
+        self._last_run = run
         if resume_from is not None:
             prior, initial_epoch = self._resume(resume_from, run)
         if initial_epoch >= epochs:
@@ -303,9 +304,7 @@ class Trainer:
                 raise
             done = int(self.optimizer.iterations.numpy()) - start_iteration
             raise _divergence(initial_epoch + done // steps, done % steps, so_far()) from None
-        result = so_far()
-        self._last_run = run
-        return result
+        return so_far()
 
     def save_checkpoint(self, path: str | os.PathLike, history: History | None = None,
                         epoch: int | None = None, run: dict | None = None):

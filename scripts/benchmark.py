@@ -138,7 +138,6 @@ def large_n(results: dict, rows_list, repeats: int) -> None:
             short = median_time(lambda: trainer.fit(x, y, epochs=2), max(1, repeats // 3))
             long = median_time(lambda: trainer.fit(x, y, epochs=12), max(1, repeats // 3))
             results[f"linfit_step_{key}"] = (long - short) / 10
-            del x, y
 
 
 def minibatches(results: dict, rows: int, repeats: int) -> None:

@@ -133,6 +133,10 @@ def test_cli_resume_extends_a_run_bitwise(tmp_path, capsys):
     metrics = [json.loads((tmp_path / name / "metrics.json").read_text())
                for name in ("straight", "resumed")]
     assert metrics[0]["runs"] == metrics[1]["runs"]
+    # A finished run resumes to itself (its final checkpoints say where it stood).
+    assert main(["--resume", tmp_path / "resumed", "--set", "train.epochs=6"]) == 0
+    again = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
+    assert again["runs"] == metrics[0]["runs"]
     capsys.readouterr()
     assert main(["--resume", tmp_path / "resumed", "--set", "train.lr=1"]) == 2
     assert "--resume continues a run as it was configured" in capsys.readouterr().err
