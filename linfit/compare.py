@@ -285,7 +285,7 @@ def run_comparison(x, y, *, models: Sequence[str] = ("module", "keras"),
                    shuffle_seed: int | None = None, validation_data: tuple | None = None,
                    standardize: bool = False, feature_names: tuple[str, ...] = (),
                    seed: int = 0, rtol: float = DEFAULT_RTOL, verbose: int = 0,
-                   compile: str = "auto", steps_per_call: int = 0,
+                   compile: str = "auto", steps_per_call: int = 0, strategy=None,
                    checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
                    keep_checkpoints: int = 0,
                    resume_from: dict[str, Path] | None = None,
@@ -301,6 +301,7 @@ def run_comparison(x, y, *, models: Sequence[str] = ("module", "keras"),
         histories, the trained models (and so their checkpoints) are in
         the original units all the same.
       seed: passed to `keras.utils.set_random_seed` before each run.
+      strategy: a tf.distribute strategy; the models are created in its scope.
       checkpoint_dir: with `checkpoint_every` > 0, each run saves training
         checkpoints in `checkpoint_dir/<model>-<loop>/`.
       resume_from: per run label ("module-manual", ...), a training
@@ -319,6 +320,7 @@ def run_comparison(x, y, *, models: Sequence[str] = ("module", "keras"),
         holds the runs that finished before it.
     """
     import keras
+    import tensorflow as tf
 
     from linfit import models as models_lib
     from linfit.trainer import Trainer
@@ -350,10 +352,11 @@ def run_comparison(x, y, *, models: Sequence[str] = ("module", "keras"),
     for kind in models:
         for loop in loops:
             keras.utils.set_random_seed(seed)
-            model = getattr(models_lib, MODEL_CLASSES[kind])(
-                features=features, init_w=start_w, init_b=start_b)
+            with (strategy or tf.distribute.get_strategy()).scope():
+                model = getattr(models_lib, MODEL_CLASSES[kind])(
+                    features=features, init_w=start_w, init_b=start_b)
             trainer = Trainer(model, loss=loss, optimizer=optimizer, learning_rate=learning_rate,
-                              compile=compile, steps_per_call=steps_per_call)
+                              compile=compile, steps_per_call=steps_per_call, strategy=strategy)
             label = f"{kind}-{loop}"
             progress = None
             if on_epoch_end is not None:

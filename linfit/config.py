@@ -28,6 +28,7 @@ LOOPS = ("manual", "keras", "both")
 # listed here so a typo is caught before TensorFlow is imported.
 MONITORS = ("", "loss", "full_loss", "val_loss")
 COMPILE_MODES = ("auto", "eager", "function", "xla")
+STRATEGIES = ("default", "mirrored")
 OPTIMIZERS = (
     "sgd", "adam", "adamw", "adagrad", "adadelta", "adamax",
     "adafactor", "ftrl", "lion", "nadam", "rmsprop",
@@ -79,6 +80,7 @@ class TrainConfig:
     keep_checkpoints: int = 0  # keep the newest N periodic checkpoints; 0: all
     compile: str = "auto"  # both loops: "auto", "eager", "function" or "xla"
     steps_per_call: int = 0  # batches per compiled call; 0: automatic (see README)
+    strategy: str = "default"  # "default" (one device) or "mirrored" (all local devices)
     tensorboard: bool = False  # write TensorBoard event files to RUN/tb/<run>/
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
 
@@ -182,6 +184,11 @@ def validate(config: Config) -> None:
              _one_of(COMPILE_MODES))
     _require(train.steps_per_call >= 0, "train.steps_per_call", train.steps_per_call,
              "0 (automatic) or a number of batches")
+    _require(train.strategy in STRATEGIES, "train.strategy", train.strategy,
+             _one_of(STRATEGIES) + " (multiworker is not implemented yet)")
+    _require(train.strategy == "default" or train.loop == "manual", "train.strategy",
+             train.strategy, '"default" unless train.loop = "manual" (linfit does not run '
+             'the Keras loop under a tf.distribute strategy yet): add --loop manual')
     stopping = train.early_stopping
     _require(stopping.monitor in MONITORS, "train.early_stopping.monitor", stopping.monitor,
              _one_of(MONITORS) + ' ("" leaves early stopping off)')

@@ -60,6 +60,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=0,
                         help="Keras progress output in both loops: 0 none (default), "
                         "1 progress bar, 2 one line per epoch")
+    parser.add_argument("--devices", type=int, metavar="N",
+                        help="split the CPU into N logical devices (to try "
+                        "train.strategy = \"mirrored\" on one machine)")
     parser.add_argument("--tf-logs", action="store_true",
                         help="show TensorFlow's own log lines (hidden by default)")
     return parser.parse_args(None if argv is None else [str(arg) for arg in argv])
@@ -138,10 +141,20 @@ def train_runs(config: Config, data: Data, verbose: int = 0, run_dir: Path | Non
         validation_data=data.validation, standardize=config.data.standardize,
         feature_names=data.feature_names, seed=config.train.seed, verbose=verbose,
         compile=config.train.compile, steps_per_call=config.train.steps_per_call,
+        strategy=make_strategy(config.train.strategy),
         checkpoint_dir=checkpoint_dir, checkpoint_every=config.train.checkpoint_every,
         keep_checkpoints=config.train.keep_checkpoints, resume_from=resume_from,
         callbacks=lambda label: run_callbacks(config, run_dir, label),
         on_epoch_end=history_csv.write if history_csv else None)
+
+
+def make_strategy(name: str):
+    """The tf.distribute strategy `train.strategy` names (None: one device)."""
+    if name == "default":
+        return None
+    import tensorflow as tf
+
+    return tf.distribute.MirroredStrategy()
 
 
 def run_callbacks(config: Config, run_dir: Path | None, label: str) -> list:
@@ -386,13 +399,17 @@ def stderr_silenced(enabled: bool = True):
         os.close(saved)
 
 
-def import_tensorflow(show_logs: bool = False) -> None:
-    """Import TensorFlow and Keras and start TensorFlow's devices, quietly;
-    turn on TensorFlow's op determinism."""
+def import_tensorflow(show_logs: bool = False, devices: int | None = None) -> None:
+    """Import TensorFlow and Keras and start TensorFlow's devices, quietly
+    (`devices`: as that many logical CPUs); turn on TensorFlow's op determinism."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if show_logs else "2")
     with stderr_silenced(not show_logs):
         import tensorflow as tf
 
+        if devices:  # before anything starts the devices
+            cpu = tf.config.list_physical_devices("CPU")[0]
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
         import linfit.trainer  # noqa: F401  (imports Keras)
         tf.constant(0.0)  # device start-up logs its own lines
     # Same config, same bits: ops with a nondeterministic kernel raise instead.
@@ -407,6 +424,8 @@ def main(argv=None) -> int:
             config = resume_config(out_dir, args)
         else:
             config = config_from_args(args)
+        if args.devices is not None and args.devices < 1:
+            raise ConfigError(f"--devices {args.devices}: give a number of devices >= 1")
         data = load_data(config.data)
         initial_w(config, data.features)  # fails now, not after TensorFlow's import
         if config.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
@@ -416,7 +435,7 @@ def main(argv=None) -> int:
             out_dir = prepare_run_dir(args.out, overwrite=args.overwrite)
             # First, so that a run killed at any moment from here can be resumed.
             write_text(out_dir / "config.toml", to_toml(config))
-        import_tensorflow(show_logs=args.tf_logs)
+        import_tensorflow(show_logs=args.tf_logs, devices=args.devices)
     except LinfitError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -25,7 +25,7 @@ from linfit.compare import weight_names
 from linfit.config import LOOPS
 from linfit.errors import CheckpointError, ConfigError, DivergenceError
 from linfit.loops import keras_fit, manual
-from linfit.models import as_keras_model, check_trainable, trainable_variables
+from linfit.models import as_keras_model, check_trainable, model_variables, trainable_variables
 
 TRAINING_LOOPS = tuple(loop for loop in LOOPS if loop != "both")
 CHECKPOINT_FORMAT = 1
@@ -34,7 +34,7 @@ FUSED_STEPS = 1024
 # With compile = "auto", runs of at most this many steps run eagerly: tracing costs more.
 EAGER_STEPS = 32
 # The message of the check that stops training on a non-finite loss.
-NON_FINITE_LOSS = "linfit: non-finite loss"
+NON_FINITE_LOSS = manual.NON_FINITE_LOSS
 
 
 @dataclass
@@ -153,7 +153,7 @@ class Trainer:
     """
 
     def __init__(self, model, *, loss="mse", optimizer="sgd", learning_rate: float = 0.1,
-                 compile: str = "auto", steps_per_call: int = 0):
+                 compile: str = "auto", steps_per_call: int = 0, strategy=None):
         if compile not in manual.COMPILE_MODES:
             raise ConfigError(f"compile={compile!r}: use one of {manual.COMPILE_MODES}")
         if isinstance(steps_per_call, bool) or not isinstance(steps_per_call, int) or \
@@ -163,10 +163,15 @@ class Trainer:
         self.compile = compile
         self.steps_per_call = steps_per_call
         check_trainable(model)
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.distributed = strategy is not None and self.strategy.num_replicas_in_sync > 1
+        if self.distributed:
+            _check_created_in_scope(model, self.strategy)
         self.model = model
-        self.keras_model = as_keras_model(model)
         self.loss = FiniteLoss(_loss_object(loss))
-        self.optimizer = _optimizer_object(optimizer, learning_rate)
+        with self.strategy.scope():  # Keras ties a model's and an optimizer's strategy to it
+            self.keras_model = as_keras_model(model)
+            self.optimizer = _optimizer_object(optimizer, learning_rate)
         self._variables = None
         self._loss_tracker = keras.metrics.Mean(name="loss")
         self._train_functions = {}
@@ -190,11 +195,12 @@ class Trainer:
         self._variables = trainable_variables(self.model)
         # Built here, once, for these variables, so that both loops (and a
         # tf.Module behind the Keras adapter) update the same slots.
-        if not self.optimizer.built:
-            self.optimizer.build(self._variables)
-        # Compiled now, so Keras callbacks find `model.optimizer` in either loop
-        # (LearningRateScheduler, ReduceLROnPlateau, TensorBoard).
-        self.keras_model.compile(optimizer=self.optimizer, loss=self.loss)
+        with self.strategy.scope():
+            if not self.optimizer.built:
+                self.optimizer.build(self._variables)
+            # Compiled now, so Keras callbacks find `model.optimizer` in either loop
+            # (LearningRateScheduler, ReduceLROnPlateau, TensorBoard).
+            self.keras_model.compile(optimizer=self.optimizer, loss=self.loss)
 
     def fit(self, x, y, *, epochs: int, loop: str = "manual", batch_size: int | None = None,
             shuffle_seed: int | None = None, validation_data: tuple | None = None,
@@ -237,6 +243,11 @@ class Trainer:
             applied, so the model keeps its last finite weights.
         """
         _check_fit_arguments(epochs, loop, batch_size)
+        if loop == "keras" and self.distributed:
+            # Keras's fit failed here under MirroredStrategy on linfit's datasets, and
+            # plain fit fails on a full batch that does not split evenly.
+            raise ConfigError("the Keras loop does not run under a tf.distribute strategy in "
+                              "this version of linfit: use loop='manual'")
         features = getattr(self.model, "features", ...)
         x, y = data_lib.check_inputs(x, y, features)
         self._build(x)
@@ -293,6 +304,7 @@ class Trainer:
             else:
                 keras_fit.run_fit(self.keras_model, dataset(), initial_epoch, epochs, steps,
                                   callback_list, self.loss, self.optimizer, verbose,
+                                  strategy=self.strategy,
                                   # Whole epochs per execution, unless callbacks of
                                   # yours want to see every batch.
                                   steps_per_execution=self.steps_per_call or (
@@ -345,6 +357,8 @@ class Trainer:
     def _mode(self, total_steps: int) -> str:
         """The compile mode of a run of `total_steps` steps (counted from epoch 0,
         so a resumed run runs as the whole run would have)."""
+        if self.distributed:  # strategy.run wants a tf.function
+            return "function"
         if self.compile != "auto":
             return self.compile
         return "eager" if total_steps <= EAGER_STEPS else "function"
@@ -352,7 +366,7 @@ class Trainer:
     def _epochs_per_call(self, mode: str, steps: int, user_callbacks: bool,
                          checkpoint_every: int) -> int:
         """How many epochs the manual loop runs per call (0: step by step)."""
-        if mode == "eager":
+        if mode == "eager" or self.distributed:
             return 0
         if self.steps_per_call:
             return self.steps_per_call // steps if self.steps_per_call >= steps else 0
@@ -380,17 +394,35 @@ class Trainer:
                     values.update(w=tf.identity(self.model.w), b=tf.identity(self.model.b))
                 return values
 
-            step = manual.make_train_step(self.model, self._variables, self.loss, self.optimizer)
+            if self.distributed:
+                step = manual.make_distributed_step(self.model, self._variables, self.loss,
+                                                    self.optimizer, self.strategy)
+            else:
+                step = manual.make_train_step(self.model, self._variables, self.loss,
+                                              self.optimizer)
             self._train_functions[names, mode] = manual.TrainFunctions(
-                step, self._loss_tracker, record, list(names), mode)
+                step, self._loss_tracker, record, list(names), mode,
+                distributed=self.distributed)
         self.train_functions = self._train_functions[names, mode]
         callback_list = keras.callbacks.CallbackList(
             callbacks, add_history=False, add_progbar=verbose != 0, model=self.keras_model,
             verbose=verbose, epochs=epochs, steps=steps)
+        if self.distributed:
+            def dataset(make=dataset):
+                return self.strategy.experimental_distribute_dataset(make())
         manual.run_epochs(self.train_functions, self._loss_tracker, dataset,
                           range(initial_epoch, epochs), steps, callback_list, self.keras_model,
                           steps_per_call=self.steps_per_call or 1, fused_epochs=fused,
                           recorder=recorder, data=data, full_batch=full_batch)
+
+
+def _check_created_in_scope(model, strategy) -> None:
+    # A Keras variable keeps its tf.Variable (here a MirroredVariable) as `.value`.
+    variables = [v.value if isinstance(v, keras.Variable) else v for v in model_variables(model)]
+    if not all(strategy.extended.variable_created_in_scope(v) for v in variables):
+        raise ConfigError(f"{type(model).__name__} was not created in the strategy's scope: "
+                          "create it inside `with strategy.scope():` and pass the same "
+                          "strategy to the Trainer")
 
 
 def _joined(first: History | None, second: History) -> History:

@@ -19,6 +19,8 @@ import tensorflow as tf
 
 from linfit.config import COMPILE_MODES  # noqa: F401  (re-exported for the Trainer)
 
+NON_FINITE_LOSS = "linfit: non-finite loss"  # the message the Trainer recognises
+
 
 def make_train_step(model, variables, loss_fn, optimizer):
     """One update: the loss before it, its gradient, one optimizer step.
@@ -35,6 +37,40 @@ def make_train_step(model, variables, loss_fn, optimizer):
         return loss
 
     return train_step
+
+
+def make_distributed_step(model, variables, loss_fn, optimizer, strategy):
+    """`make_train_step` for a tf.distribute strategy: each replica takes the
+    gradient of its examples' loss summed and divided by the *global* batch
+    size (tf.nn.compute_average_loss), so the gradients the optimizer sums
+    across replicas are one device's gradient of the mean.
+
+    Returns:
+      step(x, y) on distributed values -> the global batch's mean loss.
+    """
+    per_example = loss_fn.wrapped  # the Keras loss; its reduction is replaced here
+
+    def replica_step(x, y, global_batch_size):
+        with tf.GradientTape() as tape:
+            prediction = model(x)
+            # A trailing axis, so a loss that averages over the last axis stays per example.
+            if len(y.shape) == 1:
+                y, prediction = y[:, None], tf.reshape(prediction, [-1, 1])
+            losses = per_example.call(y, prediction)
+            loss = tf.debugging.check_numerics(
+                tf.nn.compute_average_loss(losses, global_batch_size=global_batch_size),
+                NON_FINITE_LOSS)
+        gradients = tape.gradient(loss, variables)
+        optimizer.apply_gradients(zip(gradients, variables))
+        return loss
+
+    def step(x, y):
+        sizes = strategy.run(lambda y: tf.shape(y)[0], args=(y,))
+        global_batch_size = strategy.reduce("SUM", sizes, axis=None)
+        losses = strategy.run(replica_step, args=(x, y, global_batch_size))
+        return strategy.reduce("SUM", losses, axis=None)
+
+    return step
 
 
 class TrainFunctions:
@@ -54,7 +90,7 @@ class TrainFunctions:
     """
 
     def __init__(self, train_step, loss_tracker: keras.metrics.Mean, record,
-                 record_names: list[str], compile="function"):
+                 record_names: list[str], compile="function", distributed: bool = False):
         self.compile = compile
         step = tf.function(train_step, jit_compile=True) if compile == "xla" else train_step
 
@@ -70,10 +106,15 @@ class TrainFunctions:
         def stacked(losses, records):
             return losses.stack(), {name: array.stack() for name, array in records.items()}
 
+        def batch_size(y):
+            if distributed:  # per-replica shards: add them up
+                return sum(tf.shape(shard)[0] for shard in y.values)
+            return tf.shape(y)[0]
+
         def run_steps(iterator, steps):
             for _ in tf.range(steps):
                 x, y = next(iterator)
-                loss_tracker.update_state(step(x, y), sample_weight=tf.shape(y)[0])
+                loss_tracker.update_state(step(x, y), sample_weight=batch_size(y))
             return loss_tracker.result()
 
         def run_epochs(iterator, epochs, steps, data):

@@ -1,0 +1,58 @@
+"""tf.distribute: the manual loop under MirroredStrategy equals one device.
+
+Logical devices must be configured before TensorFlow starts, so these run in
+fresh processes. Run them alone with `pytest -m distributed`.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.distributed
+HERE = Path(__file__).resolve().parent
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True,
+                          timeout=300, cwd=cwd)
+
+
+def test_mirrored_over_two_cpus_equals_one_device():
+    result = run(HERE / "helpers" / "mirrored_check.py")
+    assert result.returncode == 0, result.stderr[-2000:]
+    results = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(results) == {"manual-full", "manual-64"}  # 64: a partial last batch of 9
+    for name, outcome in results.items():
+        assert outcome["replicas"] == 2 and outcome["epochs"] == 5, name
+        assert outcome["max_rel"] <= 1e-6, (name, outcome)
+
+
+def test_cli_devices_and_mirrored_print_the_default_numbers(tmp_path):
+    mirrored = run("-m", "linfit.train", "--devices", "2", "--set", 'train.strategy="mirrored"',
+                   "--loop", "manual", "--out", "m", cwd=tmp_path)
+    single = run("-m", "linfit.train", "--loop", "manual", "--out", "s", cwd=tmp_path)
+    assert mirrored.returncode == 0 and single.returncode == 0, mirrored.stderr
+    runs = [json.loads((tmp_path / name / "metrics.json").read_text())["runs"]
+            for name in ("m", "s")]
+    for a, b in zip(*runs):
+        for key in ("full_loss", "b"):
+            np.testing.assert_allclose([row[key] for row in a["trajectory"]],
+                                       [row[key] for row in b["trajectory"]], rtol=1e-6)
+        np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-6)
+    last = [line for line in mirrored.stdout.splitlines() if line.startswith("    W = ")][-1]
+    assert last in single.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", 'train.strategy="mirrored"'], "unless train.loop = \"manual\""),
+    (["--set", 'train.strategy="multiworker"', "--loop", "manual"], "not implemented yet"),
+    (["--devices", "0", "--loop", "manual"], "--devices 0"),
+])
+def test_strategy_errors(tmp_path, args, message):
+    result = run("-m", "linfit.train", *args, "--out", "o", cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "o").exists()
