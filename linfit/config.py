@@ -187,8 +187,9 @@ def validate(config: Config) -> None:
     _require(train.strategy in STRATEGIES, "train.strategy", train.strategy,
              _one_of(STRATEGIES) + " (multiworker is not implemented yet)")
     _require(train.strategy == "default" or train.loop == "manual", "train.strategy",
-             train.strategy, '"default" unless train.loop = "manual" (linfit does not run '
-             'the Keras loop under a tf.distribute strategy yet): add --loop manual')
+             train.strategy, '"default" unless train.loop = "manual" (from the command '
+             "line, a strategy runs the manual loop only: Keras's fit cannot start on a batch "
+             "that does not split evenly over the replicas): add --loop manual")
     stopping = train.early_stopping
     _require(stopping.monitor in MONITORS, "train.early_stopping.monitor", stopping.monitor,
              _one_of(MONITORS) + ' ("" leaves early stopping off)')

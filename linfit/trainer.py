@@ -243,13 +243,10 @@ class Trainer:
             applied, so the model keeps its last finite weights.
         """
         _check_fit_arguments(epochs, loop, batch_size)
-        if loop == "keras" and self.distributed:
-            # Keras's fit failed here under MirroredStrategy on linfit's datasets, and
-            # plain fit fails on a full batch that does not split evenly.
-            raise ConfigError("the Keras loop does not run under a tf.distribute strategy in "
-                              "this version of linfit: use loop='manual'")
         features = getattr(self.model, "features", ...)
         x, y = data_lib.check_inputs(x, y, features)
+        if loop == "keras" and self.distributed:
+            _check_keras_can_distribute(len(y), batch_size, self.strategy)
         self._build(x)
         run = {"batch_size": batch_size, "shuffle_seed": shuffle_seed, "num_examples": len(y)}
         prior = None
@@ -307,8 +304,10 @@ class Trainer:
                                   strategy=self.strategy,
                                   # Whole epochs per execution, unless callbacks of
                                   # yours want to see every batch.
-                                  steps_per_execution=self.steps_per_call or (
-                                      1 if callbacks else steps),
+                                  # (and one step under a strategy: Keras's multi-step
+                                  # loop fails on distributed batches).
+                                  steps_per_execution=1 if self.distributed else (
+                                      self.steps_per_call or (1 if callbacks else steps)),
                                   jit_compile=mode == "xla", run_eagerly=mode == "eager")
         except (tf.errors.InvalidArgumentError, NonFiniteRecord) as error:
             if isinstance(error, tf.errors.InvalidArgumentError) and \
@@ -416,6 +415,18 @@ class Trainer:
                           recorder=recorder, data=data, full_batch=full_batch)
 
 
+def _check_keras_can_distribute(num_examples: int, batch_size, strategy) -> None:
+    """Keras's fit builds a distributed model on the MEAN of the first batch's
+    shards, which fails when they differ in size (plain keras.Model.fit too)."""
+    first = min(batch_size or num_examples, num_examples)
+    replicas = strategy.num_replicas_in_sync
+    if first % replicas:
+        raise ConfigError(
+            f"Keras's fit cannot start under {replicas} replicas on a first batch of {first} "
+            f"examples, which does not split evenly (a limitation of Keras's fit): use a "
+            f"batch size divisible by {replicas}, or loop='manual'")
+
+
 def _check_created_in_scope(model, strategy) -> None:
     # A Keras variable keeps its tf.Variable (here a MirroredVariable) as `.value`.
     variables = [v.value if isinstance(v, keras.Variable) else v for v in model_variables(model)]
@@ -457,8 +468,23 @@ class FiniteLoss(keras.losses.Loss):
         self.wrapped = loss
 
     def __call__(self, y_true, y_pred, sample_weight=None):
-        return tf.debugging.check_numerics(self.wrapped(y_true, y_pred, sample_weight),
-                                           NON_FINITE_LOSS)
+        context = tf.distribute.get_replica_context()
+        if sample_weight is None and context is not None and context.num_replicas_in_sync > 1:
+            loss = self._global_mean_share(y_true, y_pred, context)
+        else:
+            loss = self.wrapped(y_true, y_pred, sample_weight)
+        return tf.debugging.check_numerics(loss, NON_FINITE_LOSS)
+
+    def _global_mean_share(self, y_true, y_pred, context):
+        """In a replica of Keras's fit: this replica's share of the global mean loss,
+        times the number of replicas, which Keras's fit then divides by. Keras's own
+        mean of per-replica means differs from one device's when shards differ in
+        size (the last, partial batch)."""
+        if len(y_true.shape) == 1:  # keep a loss that averages the last axis per example
+            y_true, y_pred = y_true[:, None], tf.reshape(y_pred, [-1, 1])
+        losses = self.wrapped.call(y_true, y_pred)
+        global_size = context.all_reduce("SUM", tf.cast(tf.shape(losses)[0], losses.dtype))
+        return tf.reduce_sum(losses) / global_size * context.num_replicas_in_sync
 
     def get_config(self):
         return {"loss": keras.losses.serialize(self.wrapped)}

@@ -25,10 +25,16 @@ def test_mirrored_over_two_cpus_equals_one_device():
     result = run(HERE / "helpers" / "mirrored_check.py")
     assert result.returncode == 0, result.stderr[-2000:]
     results = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(results) == {"manual-full", "manual-64"}  # 64: a partial last batch of 9
+    assert results.pop("keras-full-refused") is True  # 201 rows over 2 replicas
+    assert set(results) == {"manual-full", "manual-64", "keras-64"}  # 64: partial last 9
     for name, outcome in results.items():
         assert outcome["replicas"] == 2 and outcome["epochs"] == 5, name
-        assert outcome["max_rel"] <= 1e-6, (name, outcome)
+        differences = dict(outcome["by"])
+        if name.startswith("keras"):
+            # Keras's own `loss` log averages per-replica means: with a partial last
+            # batch split 5/4 it is not one device's mean. Everything else is.
+            assert differences.pop("loss") < 1.0
+        assert max(differences.values()) <= 1e-6, (name, outcome)
 
 
 def test_cli_devices_and_mirrored_print_the_default_numbers(tmp_path):
