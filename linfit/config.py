@@ -28,7 +28,7 @@ LOOPS = ("manual", "keras", "both")
 # listed here so a typo is caught before TensorFlow is imported.
 MONITORS = ("", "loss", "full_loss", "val_loss")
 COMPILE_MODES = ("auto", "eager", "function", "xla")
-STRATEGIES = ("default", "mirrored")
+STRATEGIES = ("default", "mirrored", "multiworker")
 OPTIMIZERS = (
     "sgd", "adam", "adamw", "adagrad", "adadelta", "adamax",
     "adafactor", "ftrl", "lion", "nadam", "rmsprop",
@@ -80,7 +80,7 @@ class TrainConfig:
     keep_checkpoints: int = 0  # keep the newest N periodic checkpoints; 0: all
     compile: str = "auto"  # both loops: "auto", "eager", "function" or "xla"
     steps_per_call: int = 0  # batches per compiled call; 0: automatic (see README)
-    strategy: str = "default"  # "default" (one device) or "mirrored" (all local devices)
+    strategy: str = "default"  # "default", "mirrored" (local devices), "multiworker" (TF_CONFIG)
     tensorboard: bool = False  # write TensorBoard event files to RUN/tb/<run>/
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
 
@@ -185,7 +185,7 @@ def validate(config: Config) -> None:
     _require(train.steps_per_call >= 0, "train.steps_per_call", train.steps_per_call,
              "0 (automatic) or a number of batches")
     _require(train.strategy in STRATEGIES, "train.strategy", train.strategy,
-             _one_of(STRATEGIES) + " (multiworker is not implemented yet)")
+             _one_of(STRATEGIES))
     _require(train.strategy == "default" or train.loop == "manual", "train.strategy",
              train.strategy, '"default" unless train.loop = "manual" (from the command '
              "line, a strategy runs the manual loop only: Keras's fit cannot start on a batch "

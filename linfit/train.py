@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -148,13 +149,40 @@ def train_runs(config: Config, data: Data, verbose: int = 0, run_dir: Path | Non
         on_epoch_end=history_csv.write if history_csv else None)
 
 
+_strategies: dict[str, object] = {}
+
+
 def make_strategy(name: str):
-    """The tf.distribute strategy `train.strategy` names (None: one device)."""
+    """The tf.distribute strategy `train.strategy` names (None: one device), made once.
+
+    "multiworker" reads the cluster from TF_CONFIG, as TensorFlow documents it;
+    it must be made before TensorFlow runs any op (see `import_tensorflow`).
+    """
     if name == "default":
         return None
-    import tensorflow as tf
+    if name not in _strategies:
+        import tensorflow as tf
 
-    return tf.distribute.MirroredStrategy()
+        _strategies[name] = (tf.distribute.MultiWorkerMirroredStrategy() if name == "multiworker"
+                             else tf.distribute.MirroredStrategy())
+    return _strategies[name]
+
+
+def is_chief() -> bool:
+    """Whether this process writes the run directory: the chief of a TF_CONFIG
+    cluster (or worker 0 when there is no chief), or any process without one."""
+    try:
+        config = json.loads(os.environ.get("TF_CONFIG", "") or "{}")
+        task = config.get("task", {})
+        kinds = config.get("cluster", {})
+    except (ValueError, AttributeError):
+        raise ConfigError("TF_CONFIG is not valid JSON: see TensorFlow's multi-worker "
+                          "guide for its format") from None
+    if not task:
+        return True
+    if "chief" in kinds:
+        return task.get("type") == "chief"
+    return task.get("type") == "worker" and task.get("index", 0) == 0
 
 
 def run_callbacks(config: Config, run_dir: Path | None, label: str) -> list:
@@ -399,9 +427,11 @@ def stderr_silenced(enabled: bool = True):
         os.close(saved)
 
 
-def import_tensorflow(show_logs: bool = False, devices: int | None = None) -> None:
+def import_tensorflow(show_logs: bool = False, devices: int | None = None,
+                      strategy: str = "default") -> None:
     """Import TensorFlow and Keras and start TensorFlow's devices, quietly
-    (`devices`: as that many logical CPUs); turn on TensorFlow's op determinism."""
+    (`devices`: as that many logical CPUs; `strategy`: made before any op runs,
+    as a multi-worker one must be); turn on TensorFlow's op determinism."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if show_logs else "2")
     with stderr_silenced(not show_logs):
         import tensorflow as tf
@@ -411,6 +441,7 @@ def import_tensorflow(show_logs: bool = False, devices: int | None = None) -> No
             tf.config.set_logical_device_configuration(
                 cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
         import linfit.trainer  # noqa: F401  (imports Keras)
+        make_strategy(strategy)
         tf.constant(0.0)  # device start-up logs its own lines
     # Same config, same bits: ops with a nondeterministic kernel raise instead.
     tf.config.experimental.enable_op_determinism()
@@ -431,11 +462,15 @@ def main(argv=None) -> int:
         if config.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
             raise ConfigError("train.tensorboard = true needs the tensorboard package: "
                               "pip install 'linfit[tensorboard]'")
-        if not args.resume:
+        chief = config.train.strategy != "multiworker" or is_chief()
+        if not chief:  # another worker: it trains, the chief writes the run directory
+            out_dir = Path(tempfile.mkdtemp(prefix="linfit-worker-"))
+        elif not args.resume:
             out_dir = prepare_run_dir(args.out, overwrite=args.overwrite)
             # First, so that a run killed at any moment from here can be resumed.
             write_text(out_dir / "config.toml", to_toml(config))
-        import_tensorflow(show_logs=args.tf_logs, devices=args.devices)
+        import_tensorflow(show_logs=args.tf_logs, devices=args.devices,
+                          strategy=config.train.strategy)
     except LinfitError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -466,6 +501,10 @@ def main(argv=None) -> int:
     if len(comparison.runs) > 1:
         print("\n".join(comparison.agreement.summary_lines()))
     write_run(out_dir, config, data, comparison)
+    if not chief:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        print("\nThis worker wrote nothing: the chief writes the run directory.")
+        return 0
     print(f"\nWrote {out_dir}/ (open report.md): " + ", ".join(sorted(
         path.name for path in out_dir.iterdir())))
     return 0

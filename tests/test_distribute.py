@@ -1,4 +1,4 @@
-"""tf.distribute: the manual loop under MirroredStrategy equals one device.
+"""tf.distribute: MirroredStrategy and MultiWorkerMirroredStrategy equal one device.
 
 Logical devices must be configured before TensorFlow starts, so these run in
 fresh processes. Run them alone with `pytest -m distributed`.
@@ -55,10 +55,46 @@ def test_cli_devices_and_mirrored_print_the_default_numbers(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--set", 'train.strategy="mirrored"'], "unless train.loop = \"manual\""),
-    (["--set", 'train.strategy="multiworker"', "--loop", "manual"], "not implemented yet"),
+    (["--set", 'train.strategy="everywhere"', "--loop", "manual"], "train.strategy"),
     (["--devices", "0", "--loop", "manual"], "--devices 0"),
 ])
 def test_strategy_errors(tmp_path, args, message):
     result = run("-m", "linfit.train", *args, "--out", "o", cwd=tmp_path)
     assert result.returncode == 2 and message in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "o").exists()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_multiworker_two_processes_equal_one_and_only_the_chief_writes(tmp_path):
+    import os
+
+    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
+    args = [sys.executable, "-m", "linfit.train", "--set", 'train.strategy="multiworker"',
+            "--loop", "manual", "--set", "data.batch_size=64", "--out", "run"]
+    workers = [subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "TF_CONFIG": json.dumps(
+                                    {"cluster": cluster,
+                                     "task": {"type": "worker", "index": index}})})
+               for index in (0, 1)]
+    outputs = [worker.communicate(timeout=240) for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], outputs
+    assert "the chief writes the run directory" in outputs[1][0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # one run directory
+    single = run("-m", "linfit.train", "--loop", "manual", "--set", "data.batch_size=64",
+                 "--out", str(tmp_path / "single"))
+    assert single.returncode == 0
+    runs = [json.loads((tmp_path / name / "metrics.json").read_text())["runs"]
+            for name in ("run", "single")]
+    for a, b in zip(*runs):
+        np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-6)
+        for key in ("full_loss", "b"):
+            np.testing.assert_allclose([row[key] for row in a["trajectory"]],
+                                       [row[key] for row in b["trajectory"]], rtol=1e-6)

@@ -46,7 +46,8 @@ def make_distributed_step(model, variables, loss_fn, optimizer, strategy):
     across replicas are one device's gradient of the mean.
 
     Returns:
-      step(x, y) on distributed values -> the global batch's mean loss.
+      step(x, y) on distributed values -> (the global batch's mean loss, the
+      global batch size, counted over every replica of every worker).
     """
     per_example = loss_fn.wrapped  # the Keras loss; its reduction is replaced here
 
@@ -68,7 +69,7 @@ def make_distributed_step(model, variables, loss_fn, optimizer, strategy):
         sizes = strategy.run(lambda y: tf.shape(y)[0], args=(y,))
         global_batch_size = strategy.reduce("SUM", sizes, axis=None)
         losses = strategy.run(replica_step, args=(x, y, global_batch_size))
-        return strategy.reduce("SUM", losses, axis=None)
+        return strategy.reduce("SUM", losses, axis=None), global_batch_size
 
     return step
 
@@ -106,15 +107,14 @@ class TrainFunctions:
         def stacked(losses, records):
             return losses.stack(), {name: array.stack() for name, array in records.items()}
 
-        def batch_size(y):
-            if distributed:  # per-replica shards: add them up
-                return sum(tf.shape(shard)[0] for shard in y.values)
-            return tf.shape(y)[0]
-
         def run_steps(iterator, steps):
             for _ in tf.range(steps):
                 x, y = next(iterator)
-                loss_tracker.update_state(step(x, y), sample_weight=batch_size(y))
+                if distributed:  # the step counts the global batch
+                    loss, size = step(x, y)
+                else:
+                    loss, size = step(x, y), tf.shape(y)[0]
+                loss_tracker.update_state(loss, sample_weight=size)
             return loss_tracker.result()
 
         def run_epochs(iterator, epochs, steps, data):
