@@ -41,6 +41,7 @@ _EXPORTS = {
     "CheckpointError": "linfit.errors",
     "RunDirError": "linfit.errors",
     "DivergenceError": "linfit.errors",
+    "WorkerLostError": "linfit.errors",
     "save_checkpoint": "linfit.checkpoint",
     "load_checkpoint": "linfit.checkpoint",
 }

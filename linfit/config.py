@@ -81,6 +81,7 @@ class TrainConfig:
     compile: str = "auto"  # both loops: "auto", "eager", "function" or "xla"
     steps_per_call: int = 0  # batches per compiled call; 0: automatic (see README)
     strategy: str = "default"  # "default", "mirrored" (local devices), "multiworker" (TF_CONFIG)
+    worker_timeout: int = 60  # multiworker: seconds before a silent worker fails the run
     tensorboard: bool = False  # write TensorBoard event files to RUN/tb/<run>/
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
 
@@ -186,6 +187,8 @@ def validate(config: Config) -> None:
              "0 (automatic) or a number of batches")
     _require(train.strategy in STRATEGIES, "train.strategy", train.strategy,
              _one_of(STRATEGIES))
+    _require(train.worker_timeout >= 1, "train.worker_timeout", train.worker_timeout,
+             "a number of seconds >= 1")
     _require(train.strategy == "default" or train.loop == "manual", "train.strategy",
              train.strategy, '"default" unless train.loop = "manual" (from the command '
              "line, a strategy runs the manual loop only: Keras's fit cannot start on a batch "

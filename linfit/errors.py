@@ -46,3 +46,7 @@ class DivergenceError(LinfitError, FloatingPointError):
         self.batch = batch
         self.history = history
         self.completed = []
+
+
+class WorkerLostError(LinfitError, RuntimeError):
+    """A worker of a multi-worker cluster stopped responding; the run stopped."""

@@ -30,7 +30,8 @@ from linfit.checkpoint import write_text
 from linfit.compare import MODEL_CLASSES, Comparison, RunResult
 from linfit.config import LOOPS, MODEL_KINDS, Config, load_config, to_toml
 from linfit.data import Data, load_data
-from linfit.errors import ConfigError, DivergenceError, LinfitError, RunDirError
+from linfit.errors import (ConfigError, DivergenceError, LinfitError, RunDirError,
+                           WorkerLostError)
 
 CHECKPOINTS = "checkpoints"
 # What linfit's atomic writes name their files until they are complete.
@@ -121,17 +122,18 @@ def initial_w(config: Config, features: int | None) -> float | tuple[float, ...]
 
 
 def train_runs(config: Config, data: Data, verbose: int = 0, run_dir: Path | None = None,
-               resume: bool = False) -> Comparison:
+               resume: Path | None = None) -> Comparison:
     """Train every model variant × loop the config asks for, from the same start.
 
     With `run_dir`, training checkpoints go to `run_dir/checkpoints/<run>/`
-    every `train.checkpoint_every` epochs; with `resume`, each run continues
+    every `train.checkpoint_every` epochs; with `resume` (a run directory: this one,
+    or the chief's for another worker), each run continues
     from its newest checkpoint there.
     """
     from linfit.compare import run_comparison
 
     checkpoint_dir = None if run_dir is None else run_dir / CHECKPOINTS
-    resume_from = find_resume_points(run_dir, config) if resume else None
+    resume_from = find_resume_points(resume, config, clean=resume == run_dir) if resume else None
     history_csv = None if run_dir is None else HistoryCSV(run_dir / "history.csv")
     return run_comparison(
         data.x, data.y, models=config.model_kinds, loops=config.loops,
@@ -152,7 +154,7 @@ def train_runs(config: Config, data: Data, verbose: int = 0, run_dir: Path | Non
 _strategies: dict[str, object] = {}
 
 
-def make_strategy(name: str):
+def make_strategy(name: str, worker_timeout: int = 60):
     """The tf.distribute strategy `train.strategy` names (None: one device), made once.
 
     "multiworker" reads the cluster from TF_CONFIG, as TensorFlow documents it;
@@ -163,8 +165,15 @@ def make_strategy(name: str):
     if name not in _strategies:
         import tensorflow as tf
 
-        _strategies[name] = (tf.distribute.MultiWorkerMirroredStrategy() if name == "multiworker"
-                             else tf.distribute.MirroredStrategy())
+        if name == "multiworker":
+            # Collectives give up on a silent peer after worker_timeout seconds, so a
+            # dead worker fails the run instead of hanging it.
+            options = tf.distribute.experimental.CommunicationOptions(
+                timeout_seconds=worker_timeout)
+            _strategies[name] = tf.distribute.MultiWorkerMirroredStrategy(
+                communication_options=options)
+        else:
+            _strategies[name] = tf.distribute.MirroredStrategy()
     return _strategies[name]
 
 
@@ -226,7 +235,7 @@ class HistoryCSV:
         self.rows_written[label] = rows
 
 
-def find_resume_points(run_dir: Path, config: Config) -> dict[str, Path]:
+def find_resume_points(run_dir: Path, config: Config, clean: bool = True) -> dict[str, Path]:
     """Per run, the checkpoint with the most epochs that loads, among its
     periodic checkpoints and (unless training is standardised, where it is in
     other units) its final one. Leftover temporary files are removed."""
@@ -238,8 +247,10 @@ def find_resume_points(run_dir: Path, config: Config) -> dict[str, Path]:
         for loop in config.loops:
             label = f"{kind}-{loop}"
             directory = run_dir / CHECKPOINTS / label
-            for leftover in [*directory.glob(TEMPORARY_FILES), *run_dir.glob(TEMPORARY_FILES)]:
-                leftover.unlink(missing_ok=True)  # a write that a kill interrupted
+            if clean:  # the writer of the directory; other workers only read it
+                for leftover in [*directory.glob(TEMPORARY_FILES),
+                                 *run_dir.glob(TEMPORARY_FILES)]:
+                    leftover.unlink(missing_ok=True)  # a write that a kill interrupted
             candidates = list_checkpoints(directory) if directory.is_dir() else []
             if not config.data.standardize:
                 candidates.append(run_dir / f"{label}.weights.h5")
@@ -428,7 +439,7 @@ def stderr_silenced(enabled: bool = True):
 
 
 def import_tensorflow(show_logs: bool = False, devices: int | None = None,
-                      strategy: str = "default") -> None:
+                      strategy: str = "default", worker_timeout: int = 60) -> None:
     """Import TensorFlow and Keras and start TensorFlow's devices, quietly
     (`devices`: as that many logical CPUs; `strategy`: made before any op runs,
     as a multi-worker one must be); turn on TensorFlow's op determinism."""
@@ -441,7 +452,7 @@ def import_tensorflow(show_logs: bool = False, devices: int | None = None,
             tf.config.set_logical_device_configuration(
                 cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
         import linfit.trainer  # noqa: F401  (imports Keras)
-        make_strategy(strategy)
+        make_strategy(strategy, worker_timeout)
         tf.constant(0.0)  # device start-up logs its own lines
     # Same config, same bits: ops with a nondeterministic kernel raise instead.
     tf.config.experimental.enable_op_determinism()
@@ -470,7 +481,8 @@ def main(argv=None) -> int:
             # First, so that a run killed at any moment from here can be resumed.
             write_text(out_dir / "config.toml", to_toml(config))
         import_tensorflow(show_logs=args.tf_logs, devices=args.devices,
-                          strategy=config.train.strategy)
+                          strategy=config.train.strategy,
+                          worker_timeout=config.train.worker_timeout)
     except LinfitError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -481,12 +493,16 @@ def main(argv=None) -> int:
             # A warning (such as an unstable learning rate) is one line, shown
             # before training starts.
             warnings.showwarning = _print_warning
-            comparison = train_runs(config, data, verbose=args.verbose,
-                                    run_dir=out_dir, resume=bool(args.resume))
+            comparison = train_runs(config, data, verbose=args.verbose, run_dir=out_dir,
+                                    resume=Path(args.resume) if args.resume else None)
     except DivergenceError as error:
         write_failed_run(out_dir, data, error.completed, "diverged", str(error), error)
         print(f"error: {error}", file=sys.stderr)
         return 3
+    except WorkerLostError as error:
+        write_failed_run(out_dir, data, [], "failed", str(error))
+        print(f"error: {error}", file=sys.stderr)
+        return 4
     except LinfitError as error:
         write_failed_run(out_dir, data, [], "failed", str(error))
         print(f"error: {error}", file=sys.stderr)

@@ -23,7 +23,7 @@ from linfit import data as data_lib
 from linfit.callbacks import NonFiniteRecord, PeriodicCheckpoint, TrajectoryRecorder
 from linfit.compare import weight_names
 from linfit.config import LOOPS
-from linfit.errors import CheckpointError, ConfigError, DivergenceError
+from linfit.errors import CheckpointError, ConfigError, DivergenceError, WorkerLostError
 from linfit.loops import keras_fit, manual
 from linfit.models import as_keras_model, check_trainable, model_variables, trainable_variables
 
@@ -309,6 +309,14 @@ class Trainer:
                                   steps_per_execution=1 if self.distributed else (
                                       self.steps_per_call or (1 if callbacks else steps)),
                                   jit_compile=mode == "xla", run_eagerly=mode == "eager")
+        except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:
+            if not self.distributed:
+                raise
+            raise WorkerLostError(
+                "a worker of the cluster stopped responding "
+                f"({type(error).__name__}), so training stopped: start every worker again "
+                "with --resume RUN_DIR (or resume_from=) to continue from the last "
+                "checkpoint") from None
         except (tf.errors.InvalidArgumentError, NonFiniteRecord) as error:
             if isinstance(error, tf.errors.InvalidArgumentError) and \
                     NON_FINITE_LOSS not in str(error):

@@ -98,3 +98,54 @@ def test_multiworker_two_processes_equal_one_and_only_the_chief_writes(tmp_path)
         for key in ("full_loss", "b"):
             np.testing.assert_allclose([row[key] for row in a["trajectory"]],
                                        [row[key] for row in b["trajectory"]], rtol=1e-6)
+
+
+def start_workers(cluster, args, cwd, indexes=(0, 1)):
+    import os
+
+    return {index: subprocess.Popen(
+        [sys.executable, "-m", "linfit.train", *args], cwd=cwd, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "TF_CONFIG": json.dumps(
+            {"cluster": cluster, "task": {"type": "worker", "index": index}})})
+        for index in indexes}
+
+
+def test_a_dead_worker_fails_the_run_in_bounded_time_and_resume_completes(tmp_path):
+    import signal
+    import time
+
+    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
+    settings = ["--set", 'train.strategy="multiworker"', "--loop", "manual", "--model", "module",
+                "--set", "data.batch_size=16", "--set", "train.epochs=120",
+                "--set", "train.checkpoint_every=5", "--set", "train.worker_timeout=5"]
+    workers = start_workers(cluster, [*settings, "--out", "run"], tmp_path)
+    checkpoints = tmp_path / "run" / "checkpoints" / "module-manual"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not list(checkpoints.glob("epoch-*.weights.h5")):
+            time.sleep(0.1)
+        assert list(checkpoints.glob("epoch-*.weights.h5")), "no checkpoint was written"
+        workers[1].send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        _, stderr = workers[0].communicate(timeout=60)
+        waited = time.monotonic() - killed
+    finally:
+        for worker in workers.values():
+            worker.kill()
+    assert workers[0].returncode == 4, stderr[-2000:]
+    assert waited < 5 + 30  # the timeout, plus the collective that notices it
+    assert "a worker of the cluster stopped responding" in stderr
+    assert "Traceback" not in stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "failed"
+
+    workers = start_workers(cluster, ["--resume", "run"], tmp_path)
+    try:
+        outputs = {index: worker.communicate(timeout=180) for index, worker in workers.items()}
+    finally:
+        for worker in workers.values():
+            worker.kill()
+    assert [worker.returncode for worker in workers.values()] == [0, 0], outputs
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "complete" and len(metrics["runs"][0]["loss"]) == 120
