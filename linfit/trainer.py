@@ -266,12 +266,12 @@ class Trainer:
             data = (x, y, x_val, y_val)
             losses["val_loss"] = lambda: self._loss_function(x_val, y_val)
         in_graph = self._record_losses(len(data) > 2)
-        losses_in_graph = {name: (lambda f=f: f(data)) for name, f in in_graph.items()}
+        losses_now = {name: (lambda f=f: f(data)) for name, f in in_graph.items()}
         def dataset():
             return data_lib.make_dataset(x, y, batch_size, epochs, shuffle_seed, initial_epoch)
 
         steps = data_lib.steps_per_epoch(run["num_examples"], batch_size)
-        recorder = TrajectoryRecorder(losses_in_graph if mode == "eager" else losses, self.model,
+        recorder = TrajectoryRecorder(losses_now if mode == "eager" else losses, self.model,
                                       record_start=prior is None)
         history = keras.callbacks.History()
 
@@ -296,7 +296,7 @@ class Trainer:
                 fused = self._epochs_per_call(mode, steps, bool(callbacks), checkpoint_every
                                               if checkpoint_dir is not None else 0)
                 self._fit_manual(dataset, initial_epoch, epochs, steps, callback_list, verbose,
-                                 fused, recorder, data, mode,
+                                 fused, recorder, data, in_graph, mode,
                                  full_batch=steps == 1 and shuffle_seed is None)
             else:
                 keras_fit.run_fit(self.keras_model, dataset(), initial_epoch, epochs, steps,
@@ -390,9 +390,8 @@ class Trainer:
         return losses
 
     def _fit_manual(self, dataset, initial_epoch, epochs, steps, callbacks, verbose, fused,
-                    recorder, data, mode, full_batch):
+                    recorder, data, losses, mode, full_batch):
         has_line = "w" in recorder.trajectory
-        losses = self._record_losses(len(data) > 2)
         names = (*losses, *(("w", "b") if has_line else ()))
         if (names, mode) not in self._train_functions:
             def record(data):

@@ -135,7 +135,6 @@ class TrainFunctions:
                 losses, records = write_epoch(epoch, losses, records, step(x, y), data)
             return stacked(losses, records)
 
-        self.record = record
         if compile == "eager":
             self.run_steps, self.run_epochs, self.run_full_batch_epochs = run_steps, None, None
         else:
