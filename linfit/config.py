@@ -189,10 +189,6 @@ def validate(config: Config) -> None:
              _one_of(STRATEGIES))
     _require(train.worker_timeout >= 1, "train.worker_timeout", train.worker_timeout,
              "a number of seconds >= 1")
-    _require(train.strategy == "default" or train.loop == "manual", "train.strategy",
-             train.strategy, '"default" unless train.loop = "manual" (from the command '
-             "line, a strategy runs the manual loop only: Keras's fit cannot start on a batch "
-             "that does not split evenly over the replicas): add --loop manual")
     stopping = train.early_stopping
     _require(stopping.monitor in MONITORS, "train.early_stopping.monitor", stopping.monitor,
              _one_of(MONITORS) + ' ("" leaves early stopping off)')

@@ -129,10 +129,15 @@ class KerasModuleAdapter(keras.Model):
             y_pred = self(x, training=True)
             loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
                                      training=True)
-        # What Keras's train_step does with its (private) loss tracker.
-        for metric in self.metrics:
-            if metric.name == "loss":
-                metric.update_state(loss, sample_weight=tf.shape(x)[0])
+            # Under tf.distribute, Keras's loss is each replica's value over the
+            # number of replicas (the optimizer sums their gradients); its tracker
+            # takes it back times that number, as here.
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            # What Keras's train_step does with its (private) loss tracker.
+            for metric in self.metrics:
+                if metric.name == "loss":
+                    metric.update_state(loss * replicas, sample_weight=tf.shape(x)[0])
+            loss = self.optimizer.scale_loss(loss)  # for a LossScaleOptimizer, as Keras
         gradients = tape.gradient(loss, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)

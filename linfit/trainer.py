@@ -245,8 +245,6 @@ class Trainer:
         _check_fit_arguments(epochs, loop, batch_size)
         features = getattr(self.model, "features", ...)
         x, y = data_lib.check_inputs(x, y, features)
-        if loop == "keras" and self.distributed:
-            _check_keras_can_distribute(len(y), batch_size, self.strategy)
         self._build(x)
         run = {"batch_size": batch_size, "shuffle_seed": shuffle_seed, "num_examples": len(y)}
         prior = None
@@ -422,18 +420,6 @@ class Trainer:
                           recorder=recorder, data=data, full_batch=full_batch)
 
 
-def _check_keras_can_distribute(num_examples: int, batch_size, strategy) -> None:
-    """Keras's fit builds a distributed model on the MEAN of the first batch's
-    shards, which fails when they differ in size (plain keras.Model.fit too)."""
-    first = min(batch_size or num_examples, num_examples)
-    replicas = strategy.num_replicas_in_sync
-    if first % replicas:
-        raise ConfigError(
-            f"Keras's fit cannot start under {replicas} replicas on a first batch of {first} "
-            f"examples, which does not split evenly (a limitation of Keras's fit): use a "
-            f"batch size divisible by {replicas}, or loop='manual'")
-
-
 def _check_created_in_scope(model, strategy) -> None:
     # A Keras variable keeps its tf.Variable (here a MirroredVariable) as `.value`.
     variables = [v.value if isinstance(v, keras.Variable) else v for v in model_variables(model)]
@@ -483,15 +469,27 @@ class FiniteLoss(keras.losses.Loss):
         return tf.debugging.check_numerics(loss, NON_FINITE_LOSS)
 
     def _global_mean_share(self, y_true, y_pred, context):
-        """In a replica of Keras's fit: this replica's share of the global mean loss,
-        times the number of replicas, which Keras's fit then divides by. Keras's own
-        mean of per-replica means differs from one device's when shards differ in
-        size (the last, partial batch)."""
+        """In a replica of Keras's fit: a loss whose gradient is this replica's share
+        of the global mean's gradient, and whose value is this replica's own mean
+        divided by the number of replicas.
+
+        Keras's fit sums the replicas' gradients, and keeps its `loss` log as
+        each replica's value times the number of replicas, averaged weighted
+        by the replica's batch size. With these two, both are one device's,
+        even when shards differ in size (a batch that does not split evenly);
+        Keras's own reduction, each replica's mean over the number of
+        replicas, is not.
+        """
         if len(y_true.shape) == 1:  # keep a loss that averages the last axis per example
             y_true, y_pred = y_true[:, None], tf.reshape(y_pred, [-1, 1])
         losses = self.wrapped.call(y_true, y_pred)
-        global_size = context.all_reduce("SUM", tf.cast(tf.shape(losses)[0], losses.dtype))
-        return tf.reduce_sum(losses) / global_size * context.num_replicas_in_sync
+        local_size = tf.cast(tf.shape(losses)[0], losses.dtype)
+        global_size = context.all_reduce("SUM", local_size)
+        share = tf.reduce_sum(losses) / global_size
+        value = tf.math.divide_no_nan(tf.reduce_sum(losses), local_size) / \
+            context.num_replicas_in_sync
+        # The value of `value`, the gradient of `share`.
+        return share + tf.stop_gradient(value - share)
 
     def get_config(self):
         return {"loss": keras.losses.serialize(self.wrapped)}

@@ -19,6 +19,32 @@ def run_fit(keras_model: keras.Model, dataset, initial_epoch: int, epochs: int,
         keras_model.compile(optimizer=optimizer, loss=loss, jit_compile=jit_compile,
                             run_eagerly=run_eagerly,
                             steps_per_execution=min(steps_per_execution, steps_per_epoch))
-    keras_model.fit(dataset, epochs=epochs, initial_epoch=initial_epoch,
-                    steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose,
-                    shuffle=False)
+    with _without_symbolic_build(keras_model, strategy):
+        keras_model.fit(dataset, epochs=epochs, initial_epoch=initial_epoch,
+                        steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose,
+                        shuffle=False)
+
+
+@contextlib.contextmanager
+def _without_symbolic_build(keras_model: keras.Model, strategy):
+    """Fit inside the strategy's scope with the model's own strategy unset.
+
+    A model created in a strategy's scope remembers it, and then Keras's fit
+    first builds it symbolically on the MEAN over replicas of the first
+    batch's shards, which fails when they differ in size (201 rows over 2
+    replicas: "Inputs to operation AddN ... must have the same size").
+    Everything that build would build is built already (the Trainer builds
+    the model and the optimizer), so it is skipped by taking the strategy
+    from the scope instead, as Keras does for a model created outside one.
+    """
+    if strategy is None:
+        yield
+        return
+    remembered = keras_model._distribute_strategy
+    keras_model._distribute_strategy = None
+    try:
+        with strategy.scope():
+            yield
+    finally:
+        keras_model._distribute_strategy = remembered
+
