@@ -3,6 +3,7 @@
 import contextlib
 
 import keras
+import tensorflow as tf
 
 
 def run_fit(keras_model: keras.Model, dataset, initial_epoch: int, epochs: int,
@@ -19,6 +20,8 @@ def run_fit(keras_model: keras.Model, dataset, initial_epoch: int, epochs: int,
         keras_model.compile(optimizer=optimizer, loss=loss, jit_compile=jit_compile,
                             run_eagerly=run_eagerly,
                             steps_per_execution=min(steps_per_execution, steps_per_epoch))
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        keras_model.train_function = _multi_worker_train_function(keras_model, strategy)
     with _without_symbolic_build(keras_model, strategy):
         keras_model.fit(dataset, epochs=epochs, initial_epoch=initial_epoch,
                         steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose,
@@ -48,3 +51,21 @@ def _without_symbolic_build(keras_model: keras.Model, strategy):
     finally:
         keras_model._distribute_strategy = remembered
 
+
+def _multi_worker_train_function(keras_model: keras.Model, strategy):
+    """Keras's one-step train function, with logs that can be reduced across workers.
+
+    Keras 3's own reduces each log with `strategy.reduce("MEAN", log, axis=0)`
+    under MultiWorkerMirroredStrategy, which fails on its scalar logs ("Invalid
+    reduction dimension 0 for input with 0 dimensions",
+    tensorflow/tensorflow#72388). `fit` uses a `train_function` already set.
+    Only the logs of each batch come from here: at the end of an epoch Keras
+    reads its metrics, aggregated over all workers.
+    """
+
+    @tf.function
+    def train_function(iterator):
+        logs = strategy.run(keras_model.train_step, args=(next(iterator),))
+        return tf.nest.map_structure(lambda log: strategy.reduce("MEAN", log, axis=None), logs)
+
+    return train_function
