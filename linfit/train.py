@@ -460,6 +460,7 @@ def import_tensorflow(show_logs: bool = False, devices: int | None = None,
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    chief = True
     try:
         if args.resume:
             out_dir = Path(args.resume)
@@ -485,7 +486,22 @@ def main(argv=None) -> int:
                           worker_timeout=config.train.worker_timeout)
     except LinfitError as error:
         print(f"error: {error}", file=sys.stderr)
+        if not chief:
+            shutil.rmtree(out_dir, ignore_errors=True)
         return 2
+    if chief:
+        return train_into(out_dir, config, data, args)
+    try:  # whatever becomes of the run, this worker's directory goes with it
+        return train_into(out_dir, config, data, args, chief=False)
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def train_into(out_dir: Path, config: Config, data: Data, args, chief: bool = True) -> int:
+    """Train the runs of `config`, record them in `out_dir` and print them.
+
+    Returns the exit status: 0, or 2, 3, 4 for a failed run (recorded as such).
+    """
     # From here on the run directory exists: whatever happens is recorded in it.
     write_text(out_dir / "config.toml", to_toml(config))
     try:
@@ -518,7 +534,6 @@ def main(argv=None) -> int:
         print("\n".join(comparison.agreement.summary_lines()))
     write_run(out_dir, config, data, comparison)
     if not chief:
-        shutil.rmtree(out_dir, ignore_errors=True)
         print("\nThis worker wrote nothing: the chief writes the run directory.")
         return 0
     print(f"\nWrote {out_dir}/ (open report.md): " + ", ".join(sorted(

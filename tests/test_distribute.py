@@ -121,21 +121,29 @@ def test_the_readmes_two_worker_commands_equal_one_process_and_only_the_chief_wr
 
 
 def start_workers(cluster, args, cwd, indexes=(0, 1)):
+    """Worker processes of `cluster`, each with its own TF_CONFIG and its own
+    TMPDIR (cwd/tmp-INDEX), so what a worker leaves there can be checked."""
     import os
 
-    return {index: subprocess.Popen(
-        [sys.executable, "-m", "linfit.train", *args], cwd=cwd, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "TF_CONFIG": json.dumps(
-            {"cluster": cluster, "task": {"type": "worker", "index": index}})})
-        for index in indexes}
+    workers = {}
+    for index in indexes:
+        (cwd / f"tmp-{index}").mkdir(exist_ok=True)
+        workers[index] = subprocess.Popen(
+            [sys.executable, "-m", "linfit.train", *args], cwd=cwd, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "TMPDIR": str(cwd / f"tmp-{index}"), "TF_CONFIG": json.dumps(
+                {"cluster": cluster, "task": {"type": "worker", "index": index}})})
+    return workers
 
 
-@pytest.mark.parametrize("loop", ["manual", "keras"])
-def test_a_dead_worker_fails_the_run_in_bounded_time_and_resume_completes(tmp_path, loop):
+# Worker 0 is the chief: when it survives it records the failure; when it
+# dies, the other worker fails alone and removes its temporary run directory.
+@pytest.mark.parametrize("loop, dies", [("manual", 1), ("keras", 0)])
+def test_a_dead_worker_fails_the_run_in_bounded_time_and_resume_completes(tmp_path, loop, dies):
     import signal
     import time
 
+    survivor = 1 - dies
     cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
     settings = ["--set", 'train.strategy="multiworker"', "--loop", loop, "--model", "module",
                 "--set", "data.batch_size=16", "--set", "train.epochs=30",
@@ -147,20 +155,24 @@ def test_a_dead_worker_fails_the_run_in_bounded_time_and_resume_completes(tmp_pa
         while time.monotonic() < deadline and not list(checkpoints.glob("epoch-*.weights.h5")):
             time.sleep(0.1)
         assert list(checkpoints.glob("epoch-*.weights.h5")), "no checkpoint was written"
-        workers[1].send_signal(signal.SIGKILL)
+        workers[dies].send_signal(signal.SIGKILL)
         killed = time.monotonic()
-        _, stderr = workers[0].communicate(timeout=60)
+        _, stderr = workers[survivor].communicate(timeout=60)
         waited = time.monotonic() - killed
     finally:
         for worker in workers.values():
             worker.kill()
-    assert workers[0].returncode == 4, stderr[-2000:]
+    assert workers[survivor].returncode == 4, stderr[-2000:]
     assert waited < 5 + 30  # the timeout, plus the collective that notices it
     assert "a worker of the cluster stopped responding" in stderr
     assert "Traceback" not in stderr
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["status"] == "failed"
+    if survivor == 0:
+        metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+        assert metrics["status"] == "failed"
+    else:
+        assert not list((tmp_path / "tmp-1").glob("linfit-worker-*"))
 
+    left = set((tmp_path / "tmp-1").glob("linfit-worker-*"))  # by a SIGKILLed worker 1
     workers = start_workers(cluster, ["--resume", "run"], tmp_path)
     try:
         outputs = {index: worker.communicate(timeout=180) for index, worker in workers.items()}
@@ -170,3 +182,4 @@ def test_a_dead_worker_fails_the_run_in_bounded_time_and_resume_completes(tmp_pa
     assert [worker.returncode for worker in workers.values()] == [0, 0], outputs
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["status"] == "complete" and len(metrics["runs"][0]["loss"]) == 30
+    assert set((tmp_path / "tmp-1").glob("linfit-worker-*")) == left
