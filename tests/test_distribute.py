@@ -117,7 +117,22 @@ def test_the_readmes_two_worker_commands_equal_one_process_and_only_the_chief_wr
     assert "the chief writes the run directory" in outputs[1][0]
     assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")
             if p.is_dir() and p.name != "tb"] == ["runs", "runs/two-workers"]
-    assert_same_runs(tmp_path / "runs" / "two-workers", default_run[0])
+    run_dir = tmp_path / "runs" / "two-workers"
+    assert_same_runs(run_dir, default_run[0])
+    assert_checkpoints_load_on_one_device(run_dir)
+
+
+def assert_checkpoints_load_on_one_device(run_dir):
+    """Every run's checkpoint loads into a new model, here on one device, with the
+    run's final weights (and into the other variant: the files are interchangeable)."""
+    import linfit
+
+    for entry in json.loads((run_dir / "metrics.json").read_text())["runs"]:
+        final = entry["trajectory"][-1]
+        for model in (linfit.LinearModule(), linfit.LinearModel()):
+            linfit.load_weights(model, run_dir / entry["checkpoint"])
+            np.testing.assert_array_equal(np.atleast_1d(model.w.numpy()), final["w"])
+            assert float(model.b.numpy()) == final["b"]
 
 
 def start_workers(cluster, args, cwd, indexes=(0, 1)):
