@@ -31,8 +31,9 @@ def test_mirrored_over_two_cpus_equals_one_device():
                                                      ("64", "adam"))}
     for name, outcome in results.items():
         assert outcome["replicas"] == 2 and outcome["epochs"] == 5, name
-        # loss, full_loss, each w and b, every epoch
-        assert set(outcome["by"]) == {"loss", "full_loss", "w_0", "w_1", "w_2", "b"}, name
+        # loss, full_loss, val_loss, each w and b, every epoch
+        assert set(outcome["by"]) == {"loss", "full_loss", "val_loss", "w_0", "w_1", "w_2",
+                                      "b"}, name
         assert max(outcome["by"].values()) <= 1e-6, (name, outcome)
 
 

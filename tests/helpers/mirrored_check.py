@@ -24,6 +24,7 @@ from linfit.data import synthetic_line  # noqa: E402
 def main() -> int:
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     data = synthetic_line(DataConfig(true_w=(0.5, -1.2, 2.0), num_examples=201, seed=3))
+    validation = synthetic_line(DataConfig(true_w=(0.5, -1.2, 2.0), num_examples=37, seed=4))
     results = {}
     # Full batch: 201 rows, split 101/100. Batches of 64: 64, 64, 64 and a
     # partial 9, split 5/4. SGD's step is proportional to the gradient, so a
@@ -37,7 +38,8 @@ def main() -> int:
                 trainer = linfit.Trainer(model, optimizer=optimizer, learning_rate=0.05,
                                          strategy=scope)
                 runs[name] = trainer.fit(data.x, data.y, epochs=5, loop=loop,
-                                         batch_size=batch_size)
+                                         batch_size=batch_size,
+                                         validation_data=(validation.x, validation.y))
             agreement = compare_histories([runs["single"], runs["mirrored"]])
             results[f"{loop}-{batch_size or 'full'}-{optimizer}"] = {
                 "by": agreement.max_rel,
