@@ -145,6 +145,10 @@ class Trainer:
         no callback of yours needs to act during training, and the Keras
         loop one epoch per execution. A multiple of the batches per epoch
         fuses that many epochs per call, recording every epoch in the graph.
+      strategy: a tf.distribute strategy to train under, for both loops, with
+        one device's results (the model must be created in its scope); None
+        for the default, one device. Under a strategy the manual loop runs
+        step by step and the Keras loop one step per execution.
 
     Raises:
       ModelError: for a model that would train nothing (see
