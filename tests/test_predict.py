@@ -69,7 +69,8 @@ def test_a_bare_checkpoint_uses_column_count(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("a,b,c,d\n1,2,3,4\n", "has 4 feature column(s) (a, b, c, d) but the checkpoint's model takes 1"),
+    ("a,b,c,d\n1,2,3,4\n",
+     "has 4 feature column(s) (a, b, c, d) but the checkpoint's model takes 1"),
     ("a,b\n1,2\n", "has 2 feature column(s) (a, b) but the checkpoint's model takes 1"),
     ("a,y\n1,zz\n", "line 2, column 'y': 'zz' is not a number"),
 ])

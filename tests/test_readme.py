@@ -15,7 +15,8 @@ def test_python_examples_run_in_order(tmp_path, monkeypatch):
     namespace = {}
     exec(compile(example, "README.md", "exec"), namespace)
     assert (tmp_path / "line.weights.h5").exists()
-    assert np.isclose(float(namespace["keras_model"].w.numpy()), float(namespace["model"].w.numpy()))
+    assert np.isclose(float(namespace["keras_model"].w.numpy()),
+                      float(namespace["model"].w.numpy()))
     assert namespace["history"].full_loss[-1] < namespace["history"].full_loss[0] / 5
     assert namespace["comparison"].agreement.agree
 

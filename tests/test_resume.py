@@ -42,8 +42,8 @@ def datasets(path):
 
 
 @pytest.mark.parametrize("loop, optimizer, batching", SETTINGS,
-                         ids=[f"{l}-{o}-{'full' if b[0] is None else 'shuffled16'}"
-                              for l, o, b in SETTINGS])
+                         ids=[f"{lp}-{o}-{'full' if b[0] is None else 'shuffled16'}"
+                              for lp, o, b in SETTINGS])
 def test_stop_and_resume_is_bitwise_identical(tmp_path, loop, optimizer, batching):
     straight, expected = train(loop, optimizer, batching)
     train(loop, optimizer, batching, epochs=2, checkpoint_dir=tmp_path, checkpoint_every=1)

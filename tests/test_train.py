@@ -17,7 +17,7 @@ from linfit.train import main
 RUNS = [("module", "manual"), ("module", "keras"), ("keras", "manual"), ("keras", "keras")]
 OUTPUTS = {"config.toml", "history.csv", "metrics.json", "timing.json", "report.md", "data.png",
            "weights.png", "loss.png", "gap.png", "differences.png",
-           *(f"{m}-{l}.weights.h5" for m, l in RUNS)}
+           *(f"{model}-{loop}.weights.h5" for model, loop in RUNS)}
 
 
 def run_cli(*args, cwd=None):
