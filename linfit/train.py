@@ -489,15 +489,14 @@ def main(argv=None) -> int:
         if not chief:
             shutil.rmtree(out_dir, ignore_errors=True)
         return 2
-    if chief:
-        return train_into(out_dir, config, data, args)
-    try:  # whatever becomes of the run, this worker's directory goes with it
-        return train_into(out_dir, config, data, args, chief=False)
+    try:
+        return train_into(out_dir, config, data, args, chief)
     finally:
-        shutil.rmtree(out_dir, ignore_errors=True)
+        if not chief:  # whatever becomes of the run, this worker's directory goes with it
+            shutil.rmtree(out_dir, ignore_errors=True)
 
 
-def train_into(out_dir: Path, config: Config, data: Data, args, chief: bool = True) -> int:
+def train_into(out_dir: Path, config: Config, data: Data, args, chief: bool) -> int:
     """Train the runs of `config`, record them in `out_dir` and print them.
 
     Returns the exit status: 0, or 2, 3, 4 for a failed run (recorded as such).
