@@ -1,88 +1,96 @@
-"""What both loops record: Keras callbacks, so `fit` and the manual loop share them."""
+"""What both loops record, as Keras callbacks, so `fit` and the manual loop share them.
 
-import re
+- `EpochRecorder` (first in the list): the History's rows, on the whole
+  training set before training and after each epoch, put in the epoch's
+  logs too, so the callbacks after it (CSVLogger, EarlyStopping, ...) see them.
+- `HistoryLogger` (after the user's callbacks, like Keras's History): the
+  epoch's logs, as the callbacks left them.
+- `PeriodicCheckpoint`: a training checkpoint every N epochs.
+"""
+
 from collections.abc import Callable
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from linfit.compare import weight_names
+from linfit.checkpoint import checkpoint_name, list_checkpoints
+from linfit.history import History, weight_names
+from linfit.losses import NonFiniteRecord
 
 
-class NonFiniteRecord(FloatingPointError):
-    """A recorded loss is not finite (raised where no check inside the graph ran,
-    e.g. under XLA, which drops tf.debugging.check_numerics)."""
-
-
-class TrajectoryRecorder(keras.callbacks.Callback):
+class EpochRecorder(keras.callbacks.Callback):
     """Records whole-dataset losses (and `w`, `b` where the model has them) per epoch.
 
     The first row is the state before training, then one row after each
-    epoch: E epochs give E + 1 rows, the numbers the guide prints. Each
-    epoch's losses are also put in the epoch logs, so callbacks after this
-    one (History, CSVLogger, EarlyStopping, ...) see them.
+    epoch: E epochs give E + 1 rows, the numbers the guide prints.
 
     Args:
-      losses: name -> a function computing that loss now, e.g. `full_loss`
-        on the whole training set and `val_loss` on the validation set.
-      model: the model being trained (a tf.Module or a keras.Model).
+      history: where the rows go (a resumed run's holds its earlier rows).
+      record: record() -> the values now: `full_loss` (`val_loss`), `w`, `b`.
+        A loop that computed them in its graph passes them in the epoch's
+        logs instead, under the same names.
+      names: the names `record` returns.
+      to_data_units: (w, b) -> (w, b) in the data's units, for a model
+        trained on standardised features; None when they are the same.
+      record_start: False when resuming: the history has that row.
     """
 
-    def __init__(self, losses: dict[str, Callable[[], float]], model, record_start: bool = True):
+    def __init__(self, history: History, record: Callable[[], dict], names: list[str],
+                 to_data_units=None, record_start: bool = True):
         super().__init__()
-        self._losses = losses
-        self._trained = model
+        self.history = history
+        self._record = record
+        self._names = list(names)
+        self._to_data_units = to_data_units
         self._record_start = record_start
-        self._pending = None
-        self.trajectory: dict[str, list] = {name: [] for name in losses}
-        self._has_line = hasattr(model, "w") and hasattr(model, "b")
-        if self._has_line:
-            self.trajectory.update(w=[], b=[])
 
     def on_train_begin(self, logs=None):
-        if self._record_start:  # not when resuming: the checkpoint has that row
-            self._record()
+        if self._record_start:
+            self._append(self._record())
 
     def on_epoch_end(self, epoch, logs=None):
-        values = self._record()
-        if logs is not None:
-            logs.update(values)
-            if self._has_line:  # as scalars, for CSVLogger and TensorBoard
-                w = np.atleast_1d(self.trajectory["w"][-1])
-                logs.update(zip(weight_names(len(w)), map(float, w)))
-                logs["b"] = self.trajectory["b"][-1]
+        logs = {} if logs is None else logs
+        given = all(name in logs for name in self._names)
+        row = self._append({name: logs.pop(name) for name in self._names} if given
+                           else self._record())
+        losses = {name: value for name, value in row.items() if name not in ("w", "b")}
+        logs.update(losses)
+        if "w" in row:  # as scalars, for CSVLogger and TensorBoard
+            logs.update(zip(weight_names(np.size(row["w"])), map(float, np.ravel(row["w"]))))
+            logs["b"] = row["b"]
 
-    def set_pending(self, values: dict) -> None:
-        """Values recorded inside a fused training call, for the next epoch end."""
-        self._pending = values
+    def _append(self, values: dict) -> dict:
+        row = {name: float(values[name]) for name in self._names if name not in ("w", "b")}
+        if not all(np.isfinite(value) for value in row.values()):
+            raise NonFiniteRecord(f"a recorded loss is not finite: {row}")
+        if "w" in self._names:
+            w, b = np.asarray(values["w"]), np.asarray(values["b"])
+            if self._to_data_units is not None:
+                w, b = self._to_data_units(w, b)
+            row.update(w=np.array(w, dtype=np.float32), b=float(np.float32(b)))
+        self.history.append_row(row)
+        return row
 
-    def _record(self) -> dict[str, float]:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            values = {name: float(pending[name]) for name in self._losses}
-            w, b = pending.get("w"), pending.get("b")
-        else:
-            values = {name: float(loss()) for name, loss in self._losses.items()}
-            w = self._trained.w.numpy() if self._has_line else None
-            b = self._trained.b.numpy() if self._has_line else None
-        if not all(np.isfinite(value) for value in values.values()):
-            raise NonFiniteRecord(f"a recorded loss is not finite: {values}")
-        for name, value in values.items():
-            self.trajectory[name].append(value)
-        if self._has_line:
-            self.trajectory["w"].append(np.array(w))
-            self.trajectory["b"].append(float(b))
-        return values
+
+class HistoryLogger(keras.callbacks.Callback):
+    """Appends each epoch's logs to `history.logs`, as keras.callbacks.History does."""
+
+    def __init__(self, history: History):
+        super().__init__()
+        self.history = history
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.history.append_logs(logs or {})
 
 
 class PeriodicCheckpoint(keras.callbacks.Callback):
     """Saves a training checkpoint every `every` epochs, keeping the newest `keep`.
 
     Files are `directory/epoch-NNNN.weights.h5` (epochs completed), each
-    written atomically by `save(path)` (e.g. `Trainer.save_checkpoint`).
-    A failed or diverged epoch never reaches `on_epoch_end`, so the newest
-    checkpoint always holds finite weights.
+    written atomically by `save(path, epochs_completed)` (e.g. through
+    `Trainer.save_checkpoint`). A failed or diverged epoch never reaches
+    `on_epoch_end`, so the newest checkpoint always holds finite weights.
     """
 
     def __init__(self, save: Callable[[Path, int], None], directory: Path, every: int,
@@ -106,13 +114,13 @@ class PeriodicCheckpoint(keras.callbacks.Callback):
                 old.unlink(missing_ok=True)
 
 
-def checkpoint_name(epochs_completed: int) -> str:
-    return f"epoch-{epochs_completed:04d}.weights.h5"
+def overridden_hooks(callbacks) -> frozenset[str]:
+    """The hooks (`on_epoch_end`, ...) that any of `callbacks` overrides.
 
-
-def list_checkpoints(directory: Path) -> list[Path]:
-    """The periodic checkpoints in `directory`, oldest first (temporary files excluded)."""
-    pattern = re.compile(r"epoch-(\d+)\.weights\.h5")
-    found = [(int(m.group(1)), path) for path in Path(directory).glob("epoch-*.weights.h5")
-             if (m := pattern.fullmatch(path.name))]
-    return [path for _, path in sorted(found)]
+    What a callback overrides is what it may do during training: the loops
+    choose their fast paths by it, as Keras chooses asynchronous dispatch.
+    """
+    base = keras.callbacks.Callback
+    hooks = [name for name in dir(base) if name.startswith("on_")]
+    return frozenset(name for callback in callbacks for name in hooks
+                     if getattr(type(callback), name) is not getattr(base, name))

@@ -23,6 +23,8 @@ Weights = float | tuple[float, ...]
 Names = tuple[str, ...]
 
 MODEL_KINDS = ("module", "keras", "both")
+# The class each model kind names (linfit.models.MODELS holds the classes).
+MODEL_CLASS_NAMES = {"module": "LinearModule", "keras": "LinearModel"}
 LOOPS = ("manual", "keras", "both")
 # Names `keras.optimizers.get` resolves (tests/test_config.py checks each),
 # listed here so a typo is caught before TensorFlow is imported.
@@ -156,49 +158,77 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return section, name, value
 
 
+def _one_of(choices: tuple[str, ...]) -> str:
+    return "one of " + ", ".join(repr(c) for c in choices)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# What each checked key must be: (test, the requirement in words). The Trainer
+# checks its own arguments with the same rules (`check_value(key, label=...)`).
+RULES = {
+    "data.num_examples": (lambda v: _integer(v) and v >= 2, "at least 2"),
+    "data.noise_stddev": (lambda v: _number(v) and v >= 0 and math.isfinite(v),
+                          "a finite number >= 0"),
+    "data.seed": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
+    "data.batch_size": (lambda v: _integer(v) and v >= 0,
+                        "0 (one full batch) or a positive batch size"),
+    "data.validation_split": (lambda v: _number(v) and 0 <= v < 1, "a fraction in [0, 1)"),
+    "model.kind": (lambda v: v in MODEL_KINDS, _one_of(MODEL_KINDS)),
+    "train.loop": (lambda v: v in LOOPS, _one_of(LOOPS)),
+    "train.epochs": (lambda v: _integer(v) and v >= 1, "at least 1"),
+    "train.learning_rate": (lambda v: _number(v) and v > 0 and math.isfinite(v),
+                            "a finite number > 0"),
+    "train.optimizer": (lambda v: v in OPTIMIZERS, _one_of(OPTIMIZERS)),
+    "train.seed": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
+    "train.checkpoint_every": (lambda v: _integer(v) and v >= 0,
+                               "0 (at the end only) or a number of epochs"),
+    "train.keep_checkpoints": (lambda v: _integer(v) and v >= 0,
+                               "0 (keep all) or how many to keep"),
+    "train.compile": (lambda v: v in COMPILE_MODES, _one_of(COMPILE_MODES)),
+    "train.steps_per_call": (lambda v: _integer(v) and v >= 0,
+                             "0 (automatic) or a number of batches"),
+    "train.strategy": (lambda v: v in STRATEGIES, _one_of(STRATEGIES)),
+    "train.worker_timeout": (lambda v: _integer(v) and v >= 1, "a number of seconds >= 1"),
+    "train.early_stopping.monitor": (lambda v: v in MONITORS,
+                                     _one_of(MONITORS) + ' ("" leaves early stopping off)'),
+    "train.early_stopping.patience": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
+    "train.early_stopping.min_delta": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+}
+
+
+def check_value(key: str, value: Any, label: str | None = None) -> None:
+    """Raise ConfigError unless `value` is possible for config key `key`.
+
+    Args:
+      label: the name the value was given under, for a function argument
+        (`learning_rate=-1: it must be ...`); None for a config key.
+    """
+    test, expected = RULES[key]
+    if test(value):
+        return
+    if label is not None:
+        raise ConfigError(f"{label}={value!r}: it must be {expected}")
+    raise ConfigError(f"{key} = {value!r} is impossible: it must be {expected}")
+
+
 def validate(config: Config) -> None:
     """Reject values that have the right type but cannot work."""
-    data, model, train = config.data, config.model, config.train
-    _require(data.num_examples >= 2, "data.num_examples", data.num_examples, "at least 2")
-    _require(data.noise_stddev >= 0 and math.isfinite(data.noise_stddev),
-             "data.noise_stddev", data.noise_stddev, "a finite number >= 0")
-    _require(data.seed >= 0, "data.seed", data.seed, "an integer >= 0")
-    _require(data.batch_size >= 0, "data.batch_size", data.batch_size,
-             "0 (one full batch) or a positive batch size")
-    _require(0 <= data.validation_split < 1, "data.validation_split", data.validation_split,
-             "a fraction in [0, 1)")
+    for key in RULES:
+        check_value(key, _lookup(config, key))
+    data, model = config.data, config.model
     _require(not (data.validation_split and data.validation_path), "data.validation_split",
              data.validation_split, "0 when data.validation_path is set (use one or the other)")
-    _require(model.kind in MODEL_KINDS, "model.kind", model.kind, _one_of(MODEL_KINDS))
-    _require(train.loop in LOOPS, "train.loop", train.loop, _one_of(LOOPS))
-    _require(train.epochs >= 1, "train.epochs", train.epochs, "at least 1")
-    _require(train.learning_rate > 0 and math.isfinite(train.learning_rate),
-             "train.learning_rate", train.learning_rate, "a finite number > 0")
-    _require(train.optimizer in OPTIMIZERS, "train.optimizer", train.optimizer,
-             _one_of(OPTIMIZERS))
-    _require(train.seed >= 0, "train.seed", train.seed, "an integer >= 0")
-    _require(train.checkpoint_every >= 0, "train.checkpoint_every", train.checkpoint_every,
-             "0 (at the end only) or a number of epochs")
-    _require(train.keep_checkpoints >= 0, "train.keep_checkpoints", train.keep_checkpoints,
-             "0 (keep all) or how many to keep")
-    _require(train.compile in COMPILE_MODES, "train.compile", train.compile,
-             _one_of(COMPILE_MODES))
-    _require(train.steps_per_call >= 0, "train.steps_per_call", train.steps_per_call,
-             "0 (automatic) or a number of batches")
-    _require(train.strategy in STRATEGIES, "train.strategy", train.strategy,
-             _one_of(STRATEGIES))
-    _require(train.worker_timeout >= 1, "train.worker_timeout", train.worker_timeout,
-             "a number of seconds >= 1")
-    stopping = train.early_stopping
-    _require(stopping.monitor in MONITORS, "train.early_stopping.monitor", stopping.monitor,
-             _one_of(MONITORS) + ' ("" leaves early stopping off)')
-    _require(stopping.monitor != "val_loss" or data.validation_split or data.validation_path,
-             "train.early_stopping.monitor", stopping.monitor,
+    _require(config.train.early_stopping.monitor != "val_loss" or data.validation_split
+             or data.validation_path, "train.early_stopping.monitor",
+             config.train.early_stopping.monitor,
              "loss or full_loss without validation data (set data.validation_split)")
-    _require(stopping.patience >= 0, "train.early_stopping.patience", stopping.patience,
-             "an integer >= 0")
-    _require(stopping.min_delta >= 0, "train.early_stopping.min_delta", stopping.min_delta,
-             "a number >= 0")
     for key, weights in (("data.true_w", data.true_w), ("model.init_w", model.init_w)):
         if isinstance(weights, tuple):
             _require(len(weights) > 0, key, list(weights), "a number or a non-empty list")
@@ -206,6 +236,13 @@ def validate(config: Config) -> None:
                         ("model.init_w", model.init_w), ("model.init_b", model.init_b)):
         numbers = number if isinstance(number, tuple) else (number,)
         _require(all(math.isfinite(n) for n in numbers), key, number, "finite")
+
+
+def _lookup(config: Config, key: str) -> Any:
+    value = config
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
 
 
 def to_toml(config: Config) -> str:
@@ -272,10 +309,6 @@ def _check_type(key: str, value: Any, kind: Any, source: str) -> Any:
 def _require(ok: bool, key: str, value: Any, expected: str) -> None:
     if not ok:
         raise ConfigError(f"{key} = {value!r} is impossible: it must be {expected}")
-
-
-def _one_of(choices: tuple[str, ...]) -> str:
-    return "one of " + ", ".join(repr(c) for c in choices)
 
 
 def _hint(name: str, known: Iterable[str], section: str | None = None) -> str:

@@ -17,7 +17,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from linfit import checkpoint, compat
 from linfit.errors import ModelError
+from linfit.variables import module_variables, trainable_variables
 
 
 def initial_values(features: int | None, init_w: float | Sequence[float],
@@ -129,14 +131,10 @@ class KerasModuleAdapter(keras.Model):
             y_pred = self(x, training=True)
             loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
                                      training=True)
-            # Under tf.distribute, Keras's loss is each replica's value over the
-            # number of replicas (the optimizer sums their gradients); its tracker
-            # takes it back times that number, as here.
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
             # What Keras's train_step does with its (private) loss tracker.
             for metric in self.metrics:
                 if metric.name == "loss":
-                    metric.update_state(loss * replicas, sample_weight=tf.shape(x)[0])
+                    metric.update_state(compat.tracked_loss(loss), sample_weight=tf.shape(x)[0])
             loss = self.optimizer.scale_loss(loss)  # for a LossScaleOptimizer, as Keras
         gradients = tape.gradient(loss, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
@@ -150,12 +148,10 @@ class KerasModuleAdapter(keras.Model):
             variable.assign(value)
 
     def save_weights(self, filepath, overwrite=True, **kwargs):
-        from linfit.checkpoint import save_weights
-        save_weights(self.module, filepath, overwrite=overwrite)
+        checkpoint.save_weights(self.module, filepath, overwrite=overwrite)
 
     def load_weights(self, filepath, **kwargs):
-        from linfit.checkpoint import load_weights
-        load_weights(self.module, filepath)
+        checkpoint.load_weights(self.module, filepath)
 
 
 def as_keras_model(model) -> keras.Model:
@@ -163,73 +159,5 @@ def as_keras_model(model) -> keras.Model:
     return model if isinstance(model, keras.Model) else KerasModuleAdapter(model)
 
 
-def module_variables(module: tf.Module) -> list[tf.Variable]:
-    """A tf.Module's variables in the order its code created them.
-
-    `tf.Module.variables` sorts by attribute name (b before w); creation
-    order matches Keras's `add_weight` order, and so Keras's checkpoint layout.
-    """
-    found: dict[int, tf.Variable] = {}
-
-    def visit(value):
-        if isinstance(value, tf.Variable):
-            found.setdefault(id(value), value)
-        elif isinstance(value, tf.Module):
-            for attribute in vars(value).values():
-                visit(attribute)
-        elif isinstance(value, dict):
-            for item in value.values():
-                visit(item)
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                visit(item)
-
-    visit(module)
-    return list(found.values())
-
-
-def model_variables(model) -> list:
-    """All variables of either kind of model, in checkpoint order."""
-    return list(model.weights) if isinstance(model, keras.Model) else module_variables(model)
-
-
-def trainable_variables(model) -> list:
-    """The variables training updates, in checkpoint order."""
-    if isinstance(model, keras.Model):
-        return list(model.trainable_weights)
-    return [v for v in module_variables(model) if v.trainable]
-
-
-def check_trainable(model, built: bool = False) -> None:
-    """Refuse a model that would silently train nothing.
-
-    A keras.Model that is not built yet has no weights to check: only its
-    untracked tf.Variables are, unless `built` says it has been built.
-
-    Raises:
-      ModelError: for a keras.Model holding plain tf.Variables that Keras
-        does not track (the guide's `MyModelKeras` under Keras 3), for a
-        model with no trainable variables, and for anything that is neither
-        a tf.Module nor a keras.Model.
-    """
-    name = type(model).__name__
-    if isinstance(model, keras.Model):
-        untracked = [attr for attr, value in vars(model).items()
-                     if isinstance(value, tf.Variable)]
-        if untracked:
-            raise ModelError(
-                f"{name} keeps {', '.join(untracked)} as plain tf.Variable attributes, which "
-                "Keras 3 does not track: fit() would train nothing and save_weights() would "
-                "write no variables. Create them with self.add_weight(...) in __init__, "
-                "as linfit.LinearModel does.")
-        if (built or model.built) and not model.trainable_weights:
-            raise ModelError(
-                f"{name} has no trainable weights, so training would change nothing: create "
-                "its variables with self.add_weight(...) (or build its layers) before training.")
-    elif isinstance(model, tf.Module):
-        if not trainable_variables(model):
-            raise ModelError(f"{name} has no trainable tf.Variable, so training would change "
-                             "nothing: give it variables, e.g. self.w = tf.Variable(5.0).")
-    else:
-        raise ModelError(f"cannot train a {name}: expected a tf.Module (such as "
-                         "linfit.LinearModule) or a keras.Model (such as linfit.LinearModel)")
+# The model variants, by the name configs and run labels use.
+MODELS = {"module": LinearModule, "keras": LinearModel}

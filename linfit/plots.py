@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from linfit.compare import weight_names
+from linfit.history import weight_names
 
 # Runs are drawn over each other; distinct styles keep coinciding lines visible.
 LINESTYLES = ("-", "--", ":", "-.")
@@ -23,6 +23,38 @@ def _style(i: int) -> dict:
 
 # More points than this make a scatter plot a blot, and slow to draw.
 MAX_POINTS = 5000
+
+
+def write_figures(out_dir: Path, data, comparison) -> list[str]:
+    """The guide's three plots, plus the gap to the optimum and the runs' differences.
+
+    Args:
+      data: the run's `linfit.Data`; comparison: its `linfit.Comparison`.
+
+    Returns:
+      The names of the PNG files written.
+    """
+    runs, reference = comparison.runs, comparison.reference
+    columns = {run.label: run.history.columns() for run in runs}
+    shown = points_to_plot(data.num_examples)
+    x, y = data.x[shown], data.y[shown]
+    predictions = {run.label: np.asarray(run.model(x)) for run in runs}
+    true_line = (data.true_w, data.true_b) if data.features is None and data.true_w is not None \
+        else None
+    plot_data(out_dir / "data.png", x, y, predictions, true_line)
+    optimum = (reference.w, reference.b) if reference is not None else None
+    plot_weights(out_dir / "weights.png", columns, data.true_w, data.true_b, optimum)
+    plot_loss(out_dir / "loss.png", columns)
+    written = ["data.png", "weights.png", "loss.png"]
+    if reference is not None:
+        gaps = {label: reference.gaps(run_columns) for label, run_columns in columns.items()}
+        plot_gap(out_dir / "gap.png", gaps, comparison.contraction)
+        written.append("gap.png")
+    if len(runs) > 1:
+        plot_differences(out_dir / "differences.png", comparison.agreement.rel_diff,
+                         comparison.agreement.rtol)
+        written.append("differences.png")
+    return written
 
 
 def plot_data(path: Path, x: np.ndarray, y: np.ndarray, predictions: Mapping[str, np.ndarray],

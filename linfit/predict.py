@@ -12,16 +12,17 @@ are checked against each other before TensorFlow is imported.
 
 import argparse
 import csv
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from linfit.checkpoint import read_weights
-from linfit.data import read_features
+from linfit.checkpoint import load_weights, read_weights
+from linfit.data_files import read_features
 from linfit.errors import CheckpointError, LinfitError
+from linfit.rundir import RunDir
+from linfit.runtime import import_tensorflow
 
 
 @dataclass(frozen=True)
@@ -44,15 +45,14 @@ def read_inputs(checkpoint: str | Path, data: str | Path, target: str = "") -> P
     """
     checkpoint = Path(checkpoint)
     features = checkpoint_features(checkpoint)
-    names, run_target = training_columns(checkpoint)
+    names, run_target = RunDir(checkpoint.parent).training_columns()
     x, y, used = read_features(data, names, features, target or run_target)
     return PredictionInputs(checkpoint, features, x, y, used)
 
 
 def predict(inputs: PredictionInputs) -> np.ndarray:
     """The predictions of the checkpoint's model (a LinearModule) for inputs.x."""
-    from linfit.checkpoint import load_weights
-    from linfit.models import LinearModule
+    from linfit.models import LinearModule  # TensorFlow, once the inputs are known good
 
     model = LinearModule(features=inputs.features)
     load_weights(model, inputs.checkpoint)
@@ -67,26 +67,6 @@ def checkpoint_features(path: str | Path) -> int | None:
         raise CheckpointError(f"{path} is not a checkpoint of f(x) = x·W + b: expected "
                               f"variables w ([] or [d]) then b ([]), found shapes {shapes}")
     return None if arrays[0].ndim == 0 else arrays[0].shape[0]
-
-
-def training_columns(checkpoint: Path) -> tuple[tuple[str, ...] | None, str]:
-    """Feature names and target column of the run a checkpoint belongs to, where known."""
-    names, target = None, ""
-    metrics_path = checkpoint.parent / "metrics.json"
-    config_path = checkpoint.parent / "config.toml"
-    if metrics_path.is_file():
-        try:
-            names = tuple(json.loads(metrics_path.read_text())["data"]["features"])
-        except (ValueError, KeyError, TypeError):
-            names = None
-    if config_path.is_file():
-        from linfit.config import load_config
-
-        try:
-            target = load_config(config_path).data.target
-        except LinfitError:
-            target = ""
-    return names, target
 
 
 def write_predictions(out, inputs: PredictionInputs, predictions: np.ndarray) -> None:
@@ -121,8 +101,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        from linfit.train import import_tensorflow
-
         inputs = read_inputs(args.checkpoint, args.data, args.target)
         import_tensorflow()
         predictions = predict(inputs)

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import numpy as np
 
-from linfit.checkpoint import write_text
-from linfit.compare import Comparison
 from linfit.config import Config
 from linfit.data import Data
+from linfit.experiment import Comparison
+from linfit.fileio import write_text
 
 KERAS_OFFSET = (
     "`loss` is Keras's number: the mean over an epoch's batches of the loss computed "

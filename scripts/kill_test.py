@@ -8,8 +8,8 @@ reference) and once under fire: the run is started, SIGKILLed, resumed with
 `--resume`, killed again, ... `--kills` times. The kills take turns: at a
 random moment of start-up, at a random moment of training, and while a
 checkpoint write is in progress (a temporary file beside the checkpoints;
-LINFIT_CHECKPOINT_WRITE_DELAY holds each write open for 10 ms so that it
-can be caught). After every kill, every checkpoint
+the killed runs start through a wrapper that holds each checkpoint write
+open for 10 ms before its rename, so that it can be caught). After every kill, every checkpoint
 under its final name must load, with finite values. Finally the run is
 resumed to the end, and its weights and metrics.json must equal the
 reference's, bit for bit. Exits 0 when all of that holds.
@@ -35,7 +35,24 @@ SETTINGS = ["--model", "module", "--loop", "manual", "--set", "train.optimizer=a
             "--set", "train.keep_checkpoints=3"]
 
 
-def train_command(*args: str) -> list[str]:
+# `python -m linfit.train`, with each checkpoint's rename delayed by 10 ms:
+# the delay is this script's, injected into the process it kills.
+SLOW_WRITES = """
+import os, runpy, sys, time
+replace = os.replace
+def slow_replace(source, target, *args, **kwargs):
+    if str(source).endswith(".tmp.weights.h5"):
+        time.sleep(0.01)
+    return replace(source, target, *args, **kwargs)
+os.replace = slow_replace
+sys.argv[0] = "linfit.train"
+runpy.run_module("linfit.train", run_name="__main__", alter_sys=True)
+"""
+
+
+def train_command(*args: str, slow_writes: bool = False) -> list[str]:
+    if slow_writes:
+        return [sys.executable, "-c", SLOW_WRITES, *args]
     return [sys.executable, "-m", "linfit.train", *args]
 
 
@@ -86,8 +103,8 @@ def kill_once(run_dir: Path, env: dict, first: bool, mode: str, rng: random.Rand
     def write_in_progress() -> bool:  # a write this process started (not a leftover)
         return bool(temporary_files(run_dir) - leftovers)
 
-    process = subprocess.Popen(train_command(*args), env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(train_command(*args, slow_writes=True), env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def wait_until(condition, timeout=120.0):
         deadline = time.monotonic() + timeout
@@ -123,11 +140,10 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         reference, run_dir = Path(tmp) / "reference", Path(tmp) / "killed"
         run_to_end([*settings, "--out", str(reference)], env)
-        slow_writes = {**env, "LINFIT_CHECKPOINT_WRITE_DELAY": "0.01"}
         hits = []
         for kill in range(args.kills):
             mode = ("training", "mid-write", "start-up")[kill % 3]
-            hit = kill_once(run_dir, slow_writes, first=kill == 0, mode=mode, rng=rng)
+            hit = kill_once(run_dir, env, first=kill == 0, mode=mode, rng=rng)
             newest = check_checkpoints_load(run_dir)
             hits.append(hit)
             print(f"kill {kill + 1:2d}: hit {hit}; newest checkpoint: epoch {newest}")

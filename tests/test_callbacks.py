@@ -10,8 +10,9 @@ import tensorflow as tf
 
 from linfit import (DivergenceError, LinearModel, LinearModule, Trainer, load_weights,
                     save_weights)
-from linfit.callbacks import TrajectoryRecorder
-from linfit.compare import compare_histories
+from linfit.agreement import compare_histories
+from linfit.callbacks import EpochRecorder
+from linfit.history import History
 from linfit.train import main
 
 VARIANTS = list(itertools.product([LinearModule, LinearModel], ["manual", "keras"]))
@@ -278,7 +279,8 @@ def test_layered_checkpoint_that_does_not_fit_is_refused(noisy_sine, tmp_path):
 
 def test_recorder_logs_vector_weights_as_scalars(guide_data):
     model = LinearModel(features=2)
-    recorder = TrajectoryRecorder({"full_loss": lambda: 1.0}, model)
+    recorder = EpochRecorder(History(), lambda: {"full_loss": 1.0, "w": model.w.numpy(),
+                                                 "b": model.b.numpy()}, ["full_loss", "w", "b"])
     logs = {}
     recorder.on_train_begin()
     recorder.on_epoch_end(0, logs)

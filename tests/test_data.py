@@ -152,7 +152,7 @@ def test_standardizer_maps_weights_back_exactly():
 
 
 def test_shuffled_batches_are_reproducible_permutations():
-    from linfit.data import make_dataset
+    from linfit.pipeline import make_dataset
 
     x = np.arange(10, dtype=np.float32)
     batches = [b[0].numpy().tolist() for b in make_dataset(x, x, 4, epochs=3, shuffle_seed=1)]
@@ -168,9 +168,9 @@ def test_shuffled_batches_are_reproducible_permutations():
 
 
 def test_csv_is_read_in_chunks_without_losing_or_mixing_rows(tmp_path, monkeypatch):
-    import linfit.data
+    import linfit.data_files
 
-    monkeypatch.setattr(linfit.data, "CHUNK_ROWS", 3)
+    monkeypatch.setattr(linfit.data_files, "CHUNK_ROWS", 3)
     rows = [f"{i},{10 * i},{-i}" for i in range(10)]
     path = write(tmp_path, "a,b,y\n" + "\n".join(rows[:4]) + "\n\n\n\n" + "\n".join(rows[4:]))
     data = read_csv(path)

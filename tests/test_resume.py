@@ -13,8 +13,7 @@ import pytest
 
 from linfit import (CheckpointError, DivergenceError, LinearModel, LinearModule, Trainer,
                     load_weights)
-from linfit.callbacks import list_checkpoints
-from linfit.checkpoint import read_state
+from linfit.checkpoint import list_checkpoints, read_state
 from linfit.config import DataConfig
 from linfit.data import synthetic_line
 from linfit.train import main

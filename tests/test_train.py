@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import gradient_descent_reference, normal_equations
+from helpers.references import gradient_descent_reference, normal_equations
 from linfit import LinearModule, load_config, load_weights
 from linfit.config import Config
 from linfit.data import synthetic_line
@@ -122,7 +122,7 @@ def test_any_csv_matches_float64_gradient_descent(tmp_path, capsys, true_w):
 
 
 def test_default_report_reads_at_a_glance(default_run, guide_data):
-    from linfit.compare import least_squares_reference
+    from linfit.reference import least_squares_reference
 
     report = (default_run[1] / "report.md").read_text()
     reference = least_squares_reference(guide_data.x, guide_data.y)
@@ -224,7 +224,7 @@ def test_minibatches_match_float64_recurrence_batch_by_batch(three_feature_csv, 
 
 
 def test_shuffled_runs_agree_and_follow_their_epoch_orders(three_feature_csv, tmp_path):
-    from linfit.data import epoch_permutation
+    from linfit.pipeline import epoch_permutation
 
     assert main(["--data", three_feature_csv, "--out", tmp_path / "s", *MINIBATCH,
                  "--set", "data.shuffle=true", "--set", "data.seed=3"]) == 0

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import assert_matches_reference, gradient_descent_reference
+from helpers.references import assert_matches_reference, gradient_descent_reference
 from linfit import ConfigError, DataError, LinearModel, LinearModule, ModelError, Trainer
-from linfit.compare import compare_histories
+from linfit.agreement import compare_histories
 
 COMBINATIONS = list(itertools.product([LinearModule, LinearModel], ["manual", "keras"]))
 IDS = [f"{cls.__name__}-{loop}" for cls, loop in COMBINATIONS]
@@ -223,7 +223,7 @@ def test_no_retracing_after_the_first_call(guide_data):
     trainer.fit(guide_data.x, guide_data.y, epochs=40)  # fused: one call
     trainer.fit(guide_data.x, guide_data.y, epochs=2500)  # three calls of up to 1024 epochs
     trainer.fit(guide_data.x, guide_data.y, epochs=70)  # new data variables, same shapes
-    functions = trainer.train_functions
+    functions = trainer.manual_loop
     assert functions.run_full_batch_epochs.experimental_get_tracing_count() == 1
     assert functions.tracing_count() == 1
     trainer.fit(guide_data.x[::2], guide_data.y[::2], epochs=50)  # another shape: one trace
@@ -234,7 +234,7 @@ def test_no_retracing_after_the_first_call(guide_data):
         stepwise.fit(guide_data.x, guide_data.y, epochs=epochs, batch_size=50)
     # The last batch (201 = 4 x 50 + 1) has another shape, but a batch count is a tensor:
     # the step function was traced once.
-    assert stepwise.train_functions.run_steps.experimental_get_tracing_count() == 1
+    assert stepwise.manual_loop.run_steps.experimental_get_tracing_count() == 1
 
 
 @pytest.mark.parametrize("batch_size", [None, 16])

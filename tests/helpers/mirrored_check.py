@@ -16,7 +16,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import numpy as np  # noqa: E402
 
 import linfit  # noqa: E402
-from linfit.compare import compare_histories  # noqa: E402
+from linfit.agreement import compare_histories  # noqa: E402
 from linfit.config import DataConfig  # noqa: E402
 from linfit.data import synthetic_line  # noqa: E402
 

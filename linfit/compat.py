@@ -1,0 +1,64 @@
+"""Every place linfit relies on a private detail of Keras or TensorFlow.
+
+Nothing else in linfit imports `keras.src` or touches a Keras object's
+private attributes. Each function here says what it assumes, and
+tests/test_compat.py pins each assumption against the installed Keras, so an
+upgrade that breaks one fails there, by name, instead of somewhere in training.
+"""
+
+import contextlib
+
+import keras
+from keras.src.losses.loss import unscale_loss_for_distribution
+from keras.src.losses.losses import LossFunctionWrapper
+
+
+def loss_from_function(function, name: str) -> keras.losses.Loss:
+    """A loss function wrapped the way `compile(loss=function)` wraps it.
+
+    Assumes: Keras's compile wraps a plain function in `LossFunctionWrapper`
+    (mean over the batch, float32), so the manual loop reduces it as `fit` does.
+    """
+    return LossFunctionWrapper(function, name=name)
+
+
+def tracked_loss(loss):
+    """The value Keras's `train_step` gives its `loss` tracker for a replica's loss.
+
+    Assumes: under tf.distribute, Keras scales each replica's loss down by the
+    number of replicas and its tracker takes it back up with this function.
+    """
+    return unscale_loss_for_distribution(loss)
+
+
+@contextlib.contextmanager
+def strategy_from_scope(keras_model: keras.Model, strategy):
+    """Run `fit` in `strategy`'s scope with the model's remembered strategy unset.
+
+    A model created in a strategy's scope remembers it (`_distribute_strategy`),
+    and Keras's `fit` then first builds it symbolically on the MEAN over
+    replicas of the first batch's shards, which fails when they differ in
+    size (201 rows over 2 replicas: "Inputs to operation AddN ... must have
+    the same size"). linfit builds the model and optimizer itself, so that
+    build is skipped by taking the strategy from the scope instead, as Keras
+    does for a model created outside one.
+
+    Assumes: `keras.Model._distribute_strategy` holds the creation strategy
+    and `distribute_strategy` falls back to the current scope's when it is None.
+    """
+    remembered = keras_model._distribute_strategy
+    keras_model._distribute_strategy = None
+    try:
+        with strategy.scope():
+            yield
+    finally:
+        keras_model._distribute_strategy = remembered
+
+
+def use_train_function(keras_model: keras.Model, train_function) -> None:
+    """Make `fit` call `train_function(iterator)` for each execution.
+
+    Assumes: `fit` uses `model.train_function` when it is already set after
+    `compile` (Keras's `make_train_function` returns it unless forced).
+    """
+    keras_model.train_function = train_function

@@ -1,0 +1,40 @@
+"""What the command line prints: the guide's lines for each run, and how the runs agree."""
+
+import numpy as np
+
+from linfit.config import MODEL_CLASS_NAMES
+from linfit.experiment import Comparison
+from linfit.history import History
+
+
+def format_state(w, b: float, loss: float) -> str:
+    """As the guide prints it: `W = 4.47, b = 0.39, loss=6.29030`.
+
+    A vector w prints as `W = [0.52, -1.20, 1.98]`.
+    """
+    w = np.asarray(w)
+    w_text = f"{float(w):1.2f}" if w.ndim == 0 else "[" + ", ".join(f"{v:1.2f}" for v in w) + "]"
+    return f"W = {w_text}, b = {b:1.2f}, loss={loss:2.5f}"
+
+
+def guide_lines(history: History) -> list[str]:
+    """The guide's printout: "Starting:", then "Epoch  0:" ... with W, b and loss."""
+    lines = []
+    for row, full_loss in enumerate(history.full_loss):
+        lines.append("Starting:" if row == 0 else f"Epoch {row - 1:2d}:")
+        if history.has_line:
+            lines.append("    " + format_state(history.w[row], history.b[row], full_loss))
+        else:
+            lines.append(f"    loss={full_loss:2.5f}")
+    return lines
+
+
+def results_lines(comparison: Comparison) -> list[str]:
+    """Each run's guide lines, then the largest differences between the runs."""
+    lines = []
+    for run in comparison.runs:
+        lines += [f"{MODEL_CLASS_NAMES[run.model_kind]} trained by the "
+                  f"{run.loop} loop:", *guide_lines(run.history), ""]
+    if len(comparison.runs) > 1:
+        lines += comparison.agreement.summary_lines()
+    return lines

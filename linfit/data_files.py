@@ -1,0 +1,256 @@
+"""Reading data files: CSV (with a header row) and NPZ, and choosing their columns.
+
+NumPy only, so the CLI can reject a bad file before it pays for importing
+TensorFlow. Every problem is a `DataError` naming the file, and the line and
+column where there is one. CSV rows are parsed in chunks straight into
+float32 arrays aligned for TensorFlow, so reading needs little more memory
+than the data itself.
+"""
+
+import csv
+import itertools
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from linfit.errors import DataError
+
+# Rows parsed at a time.
+CHUNK_ROWS = 65536
+# TensorFlow's CPU kernels require buffers aligned to this many bytes (Eigen's
+# maximum alignment); an array so aligned can be shared with it, not copied.
+TF_ALIGNMENT = 64
+
+
+def read_table(path: str | Path, target: str = "", feature_names: tuple[str, ...] = ()
+               ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """A training file's features, target and feature names.
+
+    CSV: the column named `target`, else `y`, else the last one, is the
+    target; `feature_names` picks feature columns (default: all the others).
+    NPZ: arrays `x` ([N] or [N, d]) and `y` ([N]). One feature gives x of
+    shape [N].
+    """
+    path = checked_file(path)
+    if path.suffix == ".npz":
+        return _read_npz(path)
+    header = read_header(path)
+    target_column, feature_columns = select_columns(path, header, target, feature_names)
+    x, y = read_columns(path, header, feature_columns, target_column)
+    if x.shape[1] == 1:
+        x = x[:, 0]
+    return x, y, tuple(header[i] for i in feature_columns)
+
+
+def read_features(path: str | Path, feature_names: tuple[str, ...] | None,
+                  features: int | None, target: str = ""
+                  ) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """Read a CSV for prediction: features for a model, and the target if present.
+
+    The feature columns are `feature_names` (the training data's) when
+    known, else every column but the target (`target`, or `y` if present),
+    and there must be as many as the model takes.
+
+    Returns:
+      x ([N] when `features` is None, else [N, features]), y or None, and
+      the names of the feature columns used.
+    """
+    path = checked_file(path)
+    header = read_header(path, min_columns=1)
+    target_column, columns = select_columns(path, header, target, feature_names or (),
+                                            for_prediction=True)
+    expected = features or 1
+    if len(columns) != expected:
+        raise DataError(
+            f"{path} has {len(columns)} feature column(s) ({', '.join(header[i] for i in columns)})"
+            f" but the checkpoint's model takes {expected}: give the training data's feature "
+            "columns, and name a target column other than 'y' with --target")
+    x, y = read_columns(path, header, columns, target_column)
+    return (x if features is not None else x[:, 0]), y, [header[i] for i in columns]
+
+
+def select_columns(path: Path, header: list[str], target: str = "", feature_names=(),
+                   for_prediction: bool = False) -> tuple[int | None, list[int]]:
+    """The target column and the feature columns of a CSV header, by name.
+
+    The target is the column `target`, else `y`, else (for training) the last
+    column; for prediction a file may have no target. The features are the
+    columns `feature_names`, else every column but the target.
+
+    Returns:
+      (the target's index, or None; the features' indexes in the order named).
+    """
+    if target and target not in header:
+        what = "target column" if for_prediction else "data.target"
+        raise DataError(f"{path}: {what} {target!r} is not a column; the columns are "
+                        f"{', '.join(header)}")
+    target_name = target or ("y" if "y" in header else "" if for_prediction else header[-1])
+    unknown = [name for name in feature_names if name not in header]
+    if unknown and for_prediction:
+        raise DataError(f"{path} lacks the column(s) {', '.join(unknown)} the model was "
+                        f"trained on; its columns are {', '.join(header)}")
+    if unknown:
+        raise DataError(f"{path}: data.features names {', '.join(map(repr, unknown))}, which "
+                        f"is not a column; the columns are {', '.join(header)}")
+    if target_name in feature_names:
+        raise DataError(f"{path}: column {target_name!r} is the target, so it cannot also be "
+                        "in data.features")
+    names = list(feature_names) or [name for name in header if name != target_name]
+    target_column = header.index(target_name) if target_name in header else None
+    return target_column, [header.index(name) for name in names]
+
+
+def checked_file(path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"data file {path} does not exist: check --data / data.path")
+    if path.is_dir():
+        raise DataError(f"data file {path} is a directory: give the path of a CSV or NPZ file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path} is empty: expected a header row, then one row per example")
+    return path
+
+
+def read_header(path: Path, min_columns: int = 2) -> list[str]:
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            header = next(csv.reader(f), [])
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not a UTF-8 text CSV file") from None
+    header = [name.strip() for name in header]
+    if not any(header):
+        raise DataError(f"{path}: the first line is empty: expected a header row of "
+                        "column names")
+    if len(header) < min_columns:
+        raise DataError(f"{path} has a single column {header[0]!r}: expected at least one "
+                        "feature column and a target column")
+    if len(set(header)) != len(header):
+        duplicated = sorted({name for name in header if header.count(name) > 1})
+        raise DataError(f"{path}: duplicate column names {duplicated}: rename them")
+    return header
+
+
+def read_columns(path: Path, header: list[str], feature_columns: list[int],
+                 target_column: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The feature columns as float32 [N, d] and the target column as [N] (or None).
+
+    NumPy's fast parser reads chunks of rows; on a failure a second, careful
+    pass says which line and column is wrong.
+    """
+    capacity = _count_lines(path)  # an upper bound on the rows: blank lines are skipped
+    x = aligned_empty((capacity, len(feature_columns)))
+    y = None if target_column is None else aligned_empty((capacity,))
+    rows = 0
+    with path.open(newline="", encoding="utf-8") as f:
+        next(f)  # the header
+        while lines := list(itertools.islice(f, CHUNK_ROWS)):
+            chunk = _parse_chunk(path, header, lines)
+            if chunk.size == 0:  # blank lines only
+                continue
+            if chunk.shape[1] != len(header):
+                _raise_parse_error(path, header)  # names the first line that is too wide
+            bad = ~np.isfinite(chunk)
+            if bad.any():
+                row, column = np.argwhere(bad)[0]
+                raise DataError(f"{path}, line {_line_of_row(path, rows + row)}, column "
+                                f"{header[column]!r}: {chunk[row, column]} is not finite: "
+                                "remove or fix the row")
+            x[rows:rows + len(chunk)] = chunk[:, feature_columns]
+            if y is not None:
+                y[rows:rows + len(chunk)] = chunk[:, target_column]
+            rows += len(chunk)
+    if rows == 0:
+        raise DataError(f"{path} has a header but no data rows")
+    return x[:rows], (None if y is None else y[:rows])
+
+
+def aligned_empty(shape: tuple[int, ...]) -> np.ndarray:
+    """An uninitialised float32 array whose buffer TensorFlow can share."""
+    nbytes = int(np.prod(shape)) * 4
+    buffer = np.empty(nbytes + TF_ALIGNMENT, dtype=np.uint8)
+    offset = -buffer.ctypes.data % TF_ALIGNMENT
+    return buffer[offset:offset + nbytes].view(np.float32).reshape(shape)
+
+
+def _parse_chunk(path: Path, header: list[str], lines: list[str]) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
+            return np.loadtxt(lines, delimiter=",", dtype=np.float32, ndmin=2, comments=None,
+                              quotechar='"')
+    except ValueError as error:
+        _raise_parse_error(path, header)
+        raise DataError(f"{path} could not be read as numbers: {error}") from None
+
+
+def _count_lines(path: Path) -> int:
+    count = 0
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            count += block.count(b"\n")
+    return count + 1  # a last line without a newline
+
+
+def _raise_parse_error(path: Path, header: list[str]) -> None:
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        next(reader)
+        for row in reader:
+            if not row:
+                continue
+            line = reader.line_num
+            if len(row) != len(header):
+                raise DataError(f"{path}, line {line}: {len(row)} values, but the header has "
+                                f"{len(header)} columns")
+            for name, cell in zip(header, row):
+                try:
+                    float(cell)
+                except ValueError:
+                    raise DataError(f"{path}, line {line}, column {name!r}: {cell!r} is not "
+                                    "a number") from None
+
+
+def _line_of_row(path: Path, row: int) -> int:
+    """The file line of data row `row` (0-based), counting blank lines."""
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        next(reader)
+        seen = -1
+        for values in reader:
+            seen += bool(values)
+            if seen == row:
+                return reader.line_num
+    return row + 2
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, tuple]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [name for name in ("x", "y") if name not in archive.files]
+            if missing:
+                raise DataError(f"{path} has no array {' or '.join(map(repr, missing))}: an "
+                                f"NPZ needs x [N, d] (or [N]) and y [N]; it has "
+                                f"{', '.join(archive.files) or 'nothing'}")
+            x, y = archive["x"], archive["y"]
+    except (OSError, ValueError) as error:
+        raise DataError(f"{path} is not a readable NPZ file ({error})") from None
+    if x.ndim not in (1, 2) or y.ndim != 1:
+        raise DataError(f"{path}: x must be [N] or [N, d] and y [N], got x "
+                        f"{list(x.shape)} and y {list(y.shape)}")
+    if len(x) != len(y):
+        raise DataError(f"{path}: x has {len(x)} rows but y has {len(y)}: they must match")
+    if len(y) == 0:
+        raise DataError(f"{path} holds no examples")
+    if not (np.issubdtype(x.dtype, np.number) and np.issubdtype(y.dtype, np.number)):
+        raise DataError(f"{path}: x and y must be numeric, got {x.dtype} and {y.dtype}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    y = np.ascontiguousarray(y, dtype=np.float32)
+    if x.ndim == 2 and x.shape[1] == 1:
+        x = x[:, 0]
+    for name, array in (("x", x), ("y", y)):
+        if not np.isfinite(array).all():
+            row = int(np.argwhere(~np.isfinite(array))[0][0])
+            raise DataError(f"{path}: {name} is not finite in row {row}: remove or fix it")
+    names = ("x",) if x.ndim == 1 else tuple(f"x{i}" for i in range(x.shape[1]))
+    return x, y, names

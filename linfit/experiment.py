@@ -1,0 +1,353 @@
+"""An experiment: every model variant × loop trained from the same start on the
+same data, compared with each other and with the exact answer.
+
+    experiment = Experiment.from_config(config, data.features)
+    comparison = run_experiment(experiment, data.x, data.y)
+
+Standardisation is one visible stage (`training_inputs`): the runs train on
+scaled features, and each Trainer is given the scaling, so its History and
+every checkpoint it writes are in the data's units.
+"""
+
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from linfit.agreement import DEFAULT_RTOL, Agreement, compare_histories
+from linfit.config import Config, TrainConfig
+from linfit.data import Standardizer
+from linfit.errors import ConfigError, DivergenceError
+from linfit.history import History
+from linfit.reference import Reference, least_squares_reference
+
+
+class RunLabel(str):
+    """A run's label, "<model>-<loop>" (e.g. "module-manual"), that knows its parts."""
+
+    model: str
+    loop: str
+
+    def __new__(cls, model: str, loop: str) -> "RunLabel":
+        label = super().__new__(cls, f"{model}-{loop}")
+        label.model, label.loop = model, loop
+        return label
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """Everything that decides the numbers of an experiment's runs.
+
+    Field meanings as for `run_comparison`; `Experiment.from_config` builds
+    one from a config.
+    """
+
+    models: tuple[str, ...] = ("module", "keras")
+    loops: tuple[str, ...] = ("manual", "keras")
+    epochs: int = 10
+    init_w: float | tuple[float, ...] = 5.0
+    init_b: float = 0.0
+    learning_rate: float = 0.1
+    optimizer: str = "sgd"
+    loss: str = "mse"
+    batch_size: int | None = None
+    shuffle_seed: int | None = None
+    standardize: bool = False
+    seed: int = 0
+    compile: str = "auto"
+    steps_per_call: int = 0
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 0
+
+    @classmethod
+    def from_config(cls, config: Config, features: int | None) -> "Experiment":
+        """The experiment a config describes, for data with `features` features.
+
+        Raises:
+          ConfigError: when a list of initial weights does not fit the data.
+        """
+        data, train = config.data, config.train
+        return cls(models=config.model_kinds, loops=config.loops, epochs=train.epochs,
+                   init_w=initial_w(config.model.init_w, features),
+                   init_b=config.model.init_b, learning_rate=train.learning_rate,
+                   optimizer=train.optimizer, batch_size=data.batch_size or None,
+                   shuffle_seed=data.seed if data.shuffle else None,
+                   standardize=data.standardize, seed=train.seed, compile=train.compile,
+                   steps_per_call=train.steps_per_call,
+                   checkpoint_every=train.checkpoint_every,
+                   keep_checkpoints=train.keep_checkpoints)
+
+    @property
+    def labels(self) -> list[RunLabel]:
+        """The runs, in the order they train."""
+        return [RunLabel(kind, loop) for kind in self.models for loop in self.loops]
+
+    def full_batch_sgd(self, num_examples: int) -> bool:
+        return self.optimizer == "sgd" and (self.batch_size is None
+                                            or self.batch_size >= num_examples)
+
+
+@dataclass(frozen=True)
+class RunHooks:
+    """What a caller attaches to each run, by its label ("module-manual", ...).
+
+    Attributes:
+      checkpoint_dir: with `checkpoint_every`, each run's training
+        checkpoints go to `checkpoint_dir/<label>/`.
+      resume_from: a training checkpoint to continue each run from.
+      callbacks: label -> the Keras callbacks of that run.
+      on_epoch_end: called with the label and the History so far (in the
+        data's units), before training and after each epoch.
+      verbose: Keras's progress output, in both loops.
+    """
+
+    checkpoint_dir: Path | None = None
+    resume_from: Mapping[str, Path] = field(default_factory=dict)
+    callbacks: Callable[[str], list] | None = None
+    on_epoch_end: Callable[[str, History], None] | None = None
+    verbose: int = 0
+
+
+@dataclass
+class RunResult:
+    """One model variant trained by one loop.
+
+    `model` is the trained model in the data's units (for a standardised run,
+    a copy of the trained one with its weights converted).
+    """
+
+    model_kind: str
+    loop: str
+    trainer: object  # linfit.Trainer
+    history: History
+    seconds: float
+    model: object
+
+    @property
+    def label(self) -> RunLabel:
+        return RunLabel(self.model_kind, self.loop)
+
+    @property
+    def checkpoint_name(self) -> str:
+        return f"{self.label}.weights.h5"
+
+
+@dataclass
+class Comparison:
+    """Runs of several model × loop combinations, how they agree, and the exact answer.
+
+    `reference` is None when the loss is not MSE.
+    """
+
+    runs: list[RunResult]
+    agreement: Agreement
+    reference: Reference | None
+    learning_rate: float
+    full_batch_sgd: bool
+
+    @property
+    def contraction(self) -> float | None:
+        """The predicted |θ − θ*| contraction per epoch, for full-batch plain SGD on MSE."""
+        if self.reference is None or not self.full_batch_sgd:
+            return None
+        return self.reference.contraction(self.learning_rate)
+
+
+@dataclass(frozen=True)
+class TrainingInputs:
+    """The data as the runs train on it, and the start, in training units."""
+
+    x: np.ndarray
+    validation: tuple | None
+    init_w: float | np.ndarray | tuple
+    init_b: float
+    standardizer: Standardizer | None
+
+
+def training_inputs(experiment: Experiment, x: np.ndarray, validation: tuple | None,
+                    feature_names: Sequence[str] = ()) -> TrainingInputs:
+    """The standardisation stage: with `experiment.standardize`, features scaled to
+    zero mean and unit variance, and the starting weights mapped to match."""
+    if not experiment.standardize:
+        return TrainingInputs(x, validation, experiment.init_w, experiment.init_b, None)
+    standardizer = Standardizer.fit(x, tuple(feature_names))
+    start_w, start_b = standardizer.from_original(
+        np.broadcast_to(np.asarray(experiment.init_w, dtype=np.float64), np.shape(x[0])),
+        experiment.init_b)
+    if validation is not None:
+        validation = (standardizer.transform(validation[0]), validation[1])
+    return TrainingInputs(standardizer.transform(x), validation, start_w, start_b, standardizer)
+
+
+def run_experiment(experiment: Experiment, x, y, *, validation: tuple | None = None,
+                   feature_names: Sequence[str] = (), strategy=None,
+                   hooks: RunHooks = RunHooks(), rtol: float = DEFAULT_RTOL) -> Comparison:
+    """Train every run of `experiment` on (x, y), from the same start, and compare.
+
+    Returns:
+      A Comparison. With MSE and full-batch SGD at a learning rate at or
+      above the stability limit, a `UserWarning` is issued before training.
+
+    Raises:
+      DivergenceError: when a run's loss is not finite; its `completed`
+        holds the runs that finished before it.
+    """
+    x, y = np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.float32)
+    inputs = training_inputs(experiment, x, validation, feature_names)
+    reference = _reference(experiment, x, y, inputs)
+    full_batch_sgd = experiment.full_batch_sgd(len(y))
+    if reference is not None and full_batch_sgd:
+        message = reference.stability_warning(experiment.learning_rate)
+        if message:
+            warnings.warn(message, stacklevel=2)
+    runs = []
+    for label in experiment.labels:
+        try:
+            runs.append(_train_one(experiment, inputs, y, label, strategy, hooks))
+        except DivergenceError as error:
+            raise _with_context(error, label, runs, reference if full_batch_sgd else None,
+                                experiment.learning_rate) from None
+    agreement = compare_histories([run.history for run in runs], [run.label for run in runs],
+                                  rtol=rtol)
+    return Comparison(runs, agreement, reference, experiment.learning_rate, full_batch_sgd)
+
+
+def run_comparison(x, y, *, models: Sequence[str] = ("module", "keras"),
+                   loops: Sequence[str] = ("manual", "keras"), epochs: int = 10,
+                   init_w=5.0, init_b: float = 0.0, learning_rate: float = 0.1,
+                   optimizer: str = "sgd", loss: str = "mse", batch_size: int | None = None,
+                   shuffle_seed: int | None = None, validation_data: tuple | None = None,
+                   standardize: bool = False, feature_names: tuple[str, ...] = (),
+                   seed: int = 0, rtol: float = DEFAULT_RTOL, verbose: int = 0,
+                   compile: str = "auto", steps_per_call: int = 0, strategy=None,
+                   checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
+                   keep_checkpoints: int = 0,
+                   resume_from: dict[str, Path] | None = None,
+                   callbacks: Callable[[str], list] | None = None,
+                   on_epoch_end: Callable[[str, object], None] | None = None) -> Comparison:
+    """Train every model × loop combination from the same start, and compare.
+
+    Args:
+      x, y: the training data; x is [N] (scalar model) or [N, d].
+      models: "module" (LinearModule) and/or "keras" (LinearModel).
+      loops: "manual" and/or "keras".
+      standardize: train on features scaled to zero mean and unit variance;
+        histories, the trained models and their checkpoints are in the
+        original units all the same.
+      seed: passed to `keras.utils.set_random_seed` before each run.
+      strategy: a tf.distribute strategy; the models are created in its scope.
+      checkpoint_dir: with `checkpoint_every` > 0, each run saves training
+        checkpoints in `checkpoint_dir/<model>-<loop>/`.
+      resume_from: per run label ("module-manual", ...), a training
+        checkpoint to continue that run from.
+      callbacks: per run label, the Keras callbacks for that run.
+      on_epoch_end: called with the run label and its History so far (in
+        the original units), before training and after each epoch.
+      Other arguments as for `Trainer` and `Trainer.fit`.
+
+    Returns and raises as `run_experiment`.
+    """
+    experiment = Experiment(
+        models=tuple(models), loops=tuple(loops), epochs=epochs, init_w=init_w, init_b=init_b,
+        learning_rate=learning_rate, optimizer=optimizer, loss=loss, batch_size=batch_size,
+        shuffle_seed=shuffle_seed, standardize=standardize, seed=seed, compile=compile,
+        steps_per_call=steps_per_call, checkpoint_every=checkpoint_every,
+        keep_checkpoints=keep_checkpoints)
+    hooks = RunHooks(checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir),
+                     resume_from=resume_from or {}, callbacks=callbacks,
+                     on_epoch_end=on_epoch_end, verbose=verbose)
+    return run_experiment(experiment, x, y, validation=validation_data,
+                          feature_names=feature_names, strategy=strategy, hooks=hooks, rtol=rtol)
+
+
+def _reference(experiment: Experiment, x, y, inputs: TrainingInputs) -> Reference | None:
+    """The optimum in the data's units; the curvature of the data as trained on."""
+    if experiment.loss not in ("mse", "mean_squared_error"):
+        return None
+    reference = least_squares_reference(x, y)
+    if inputs.standardizer is not None:
+        reference = replace(reference,
+                            eigenvalues=least_squares_reference(inputs.x, y).eigenvalues)
+    return reference
+
+
+def _train_one(experiment: Experiment, inputs: TrainingInputs, y, label: RunLabel,
+               strategy, hooks: RunHooks) -> RunResult:
+    import keras
+    import tensorflow as tf
+
+    from linfit.models import MODELS
+    from linfit.trainer import Trainer
+
+    kind, loop = label.model, label.loop
+    features = None if inputs.x.ndim == 1 else inputs.x.shape[1]
+    keras.utils.set_random_seed(experiment.seed)
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model = MODELS[kind](features=features, init_w=inputs.init_w, init_b=inputs.init_b)
+    trainer = Trainer(model, loss=experiment.loss, optimizer=experiment.optimizer,
+                      learning_rate=experiment.learning_rate, compile=experiment.compile,
+                      steps_per_call=experiment.steps_per_call, strategy=strategy,
+                      standardizer=inputs.standardizer)
+    start = time.perf_counter()
+    history = trainer.fit(
+        inputs.x, y, epochs=experiment.epochs, loop=loop, batch_size=experiment.batch_size,
+        shuffle_seed=experiment.shuffle_seed, validation_data=inputs.validation,
+        verbose=hooks.verbose, resume_from=hooks.resume_from.get(label),
+        checkpoint_dir=(hooks.checkpoint_dir / label
+                        if hooks.checkpoint_dir is not None and experiment.checkpoint_every
+                        else None),
+        checkpoint_every=experiment.checkpoint_every,
+        keep_checkpoints=experiment.keep_checkpoints,
+        callbacks=hooks.callbacks(label) if hooks.callbacks else None,
+        on_epoch_end=(None if hooks.on_epoch_end is None
+                      else lambda history: hooks.on_epoch_end(label, history)))
+    seconds = time.perf_counter() - start
+    in_data_units = model if inputs.standardizer is None else MODELS[kind](
+        features=features, init_w=history.w[-1], init_b=history.b[-1])
+    return RunResult(kind, loop, trainer, history, seconds, in_data_units)
+
+
+def _with_context(error: DivergenceError, label: RunLabel, completed: list, reference,
+                  learning_rate: float) -> DivergenceError:
+    """The error of run `label`, naming it and the stability limit, with the finished runs."""
+    message = f"{label}: {error}"
+    if reference is not None:
+        message += (f"; the stability limit of the learning rate for this data is "
+                    f"{reference.lr_limit:.3g} (this run used {learning_rate:g})")
+    result = DivergenceError(message, error.epoch, error.batch, error.history)
+    result.completed = list(completed)
+    result.label = label
+    return result
+
+
+def initial_w(init_w: float | tuple[float, ...], features: int | None):
+    """`model.init_w` for data with `features` features (None: the scalar model).
+
+    Raises:
+      ConfigError: when a list of initial weights does not fit the data.
+    """
+    if not isinstance(init_w, tuple):
+        return init_w
+    if len(init_w) != (features or 1):
+        raise ConfigError(f"model.init_w has {len(init_w)} values but the data has "
+                          f"{features or 1} feature(s): give one value per feature, or one number")
+    return init_w[0] if features is None else init_w
+
+
+def config_callbacks(train: TrainConfig, tensorboard_dir: Path | None) -> list:
+    """The Keras callbacks a config asks for, for one run."""
+    import keras
+
+    callbacks = []
+    stopping = train.early_stopping
+    if stopping.monitor:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=stopping.monitor, mode="min", patience=stopping.patience,
+            min_delta=stopping.min_delta, restore_best_weights=stopping.restore_best_weights))
+    if train.tensorboard and tensorboard_dir is not None:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir),
+                                                     write_graph=False))
+    return callbacks

@@ -1,0 +1,81 @@
+"""How a fit runs: the compile mode, and how much work each compiled call does.
+
+A pure function of the fit's shape and the callbacks' needs, so every
+decision is in one place and tested as a table (tests/test_plan.py).
+"""
+
+from dataclasses import dataclass
+
+# With compile = "auto", runs of at most this many steps run eagerly: tracing costs more.
+EAGER_STEPS = 32
+# With steps_per_call = 0, the manual loop fuses epochs up to about this many steps a call.
+FUSED_STEPS = 1024
+
+
+@dataclass(frozen=True)
+class ExecutionPlan:
+    """What one fit does per compiled call.
+
+    Attributes:
+      mode: "eager", "function" (tf.function) or "xla" (also XLA-compiled).
+      epochs_per_call: the manual loop runs this many whole epochs per call,
+        recording each one in the graph; 0 runs it batch by batch.
+      steps_per_call: batches per call when the manual loop runs batch by batch.
+      steps_per_execution: Keras's `steps_per_execution` for the Keras loop.
+      full_batch: one batch per epoch, in the data's order: the fused
+        manual loop reads the data directly, with no tf.data in between.
+    """
+
+    mode: str
+    epochs_per_call: int
+    steps_per_call: int
+    steps_per_execution: int
+    full_batch: bool
+
+
+def plan_execution(*, compile: str, steps_per_call: int, steps_per_epoch: int, epochs: int,
+                   shuffled: bool, distributed: bool, user_hooks: frozenset[str] = frozenset(),
+                   checkpoint_every: int = 0) -> ExecutionPlan:
+    """The plan of a fit.
+
+    Args:
+      compile: "auto", "eager", "function" or "xla". "auto" is eager for runs
+        of at most EAGER_STEPS steps (counted from epoch 0, so a resumed run
+        runs as the whole run would have), where tracing costs more.
+      steps_per_call: the user's batches per call; 0 is automatic.
+      steps_per_epoch, epochs: the shape of the run (epochs from 0).
+      shuffled: whether batches are reshuffled each epoch.
+      distributed: under a tf.distribute strategy with several replicas
+        (compiled, batch by batch: `strategy.run` wants a tf.function, and
+        Keras's multi-step loop fails on distributed batches).
+      user_hooks: the callback hooks the user's callbacks override. Any
+        hook may act during training (stop it, read the model), so the
+        loops then go batch by batch, as `fit` does.
+      checkpoint_every: periodic checkpoints are written between calls, at
+        their epochs (0: none).
+    """
+    if distributed:
+        mode = "function"
+    elif compile != "auto":
+        mode = compile
+    else:
+        mode = "eager" if epochs * steps_per_epoch <= EAGER_STEPS else "function"
+    return ExecutionPlan(
+        mode=mode,
+        epochs_per_call=_epochs_per_call(mode, steps_per_call, steps_per_epoch, distributed,
+                                         bool(user_hooks), checkpoint_every),
+        steps_per_call=steps_per_call or 1,
+        steps_per_execution=1 if distributed else min(
+            steps_per_call or (1 if user_hooks else steps_per_epoch), steps_per_epoch),
+        full_batch=steps_per_epoch == 1 and not shuffled)
+
+
+def _epochs_per_call(mode: str, steps_per_call: int, steps_per_epoch: int, distributed: bool,
+                     user_hooks: bool, checkpoint_every: int) -> int:
+    if mode == "eager" or distributed:
+        return 0
+    if steps_per_call:
+        return steps_per_call // steps_per_epoch if steps_per_call >= steps_per_epoch else 0
+    if user_hooks:
+        return 0
+    return checkpoint_every or max(1, FUSED_STEPS // steps_per_epoch)

@@ -1,0 +1,64 @@
+"""The data side's TensorFlow: data held in variables, and the tf.data pipeline
+both loops read.
+
+Training reads batches from non-trainable tf.Variables: a tf.data pipeline
+captures a variable by reference, where it would copy a tensor into its
+graph, and compiled functions take the variables as inputs, so one trace
+serves every fit on data of the same shape.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from linfit.data_files import TF_ALIGNMENT
+
+
+def to_variable(array: np.ndarray) -> tf.Variable:
+    """A non-trainable tf.Variable holding `array`, sharing its memory where it can.
+
+    A C-contiguous float32 array aligned for TensorFlow is handed over through
+    DLPack without a copy; any other array is copied once.
+    """
+    array = np.asarray(array, dtype=np.float32)
+    if array.flags.c_contiguous and array.ctypes.data % TF_ALIGNMENT == 0 and array.size:
+        tensor = tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+    else:
+        tensor = tf.convert_to_tensor(array)
+    return tf.Variable(tensor, trainable=False)
+
+
+def make_dataset(x, y, batch_size: int | None = None, epochs: int = 1,
+                 shuffle_seed: int | None = None, initial_epoch: int = 0) -> tf.data.Dataset:
+    """The batches of every epoch, in order, as one tf.data.Dataset.
+
+    Both loops read it through one iterator, `steps_per_epoch` batches per
+    epoch, so they see the same batches in the same order. `batch_size=None`
+    (or >= N) is the guide's single full batch. With `shuffle_seed`, epoch e
+    uses the permutation seeded by (shuffle_seed, e): reproducible, the same
+    in both loops, and independent of where training (re)started.
+
+    Args:
+      x, y: the data as tf.Variables (see `to_variable`), or arrays.
+    """
+    if not isinstance(x, tf.Variable):
+        x, y = to_variable(x), to_variable(y)
+    n = int(y.shape[0])
+    size = min(batch_size or n, n)
+    epochs_left = tf.data.Dataset.range(initial_epoch, epochs)
+    if shuffle_seed is None:
+        starts = epochs_left.flat_map(lambda _: tf.data.Dataset.range(0, n, size))
+        return starts.map(lambda start: (x[start:start + size], y[start:start + size]))
+
+    def epoch_batches(epoch):
+        return tf.data.Dataset.from_tensor_slices(epoch_permutation(n, shuffle_seed, epoch)).batch(
+            size)
+
+    return epochs_left.flat_map(epoch_batches).map(
+        lambda indices: (tf.gather(x, indices), tf.gather(y, indices)))
+
+
+def epoch_permutation(n: int, seed: int, epoch):
+    """The order of the examples in epoch `epoch` of a shuffled run: a function
+    of (seed, epoch) only, so a resumed run sees the same orders."""
+    seed_pair = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
+    return tf.argsort(tf.random.stateless_uniform([n], seed=seed_pair))

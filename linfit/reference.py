@@ -1,0 +1,84 @@
+"""The exact answer for MSE: the float64 least-squares optimum, the learning-rate
+stability limit of full-batch gradient descent and its predicted contraction.
+NumPy only, no training.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The exact answer for MSE on (x, y), in float64.
+
+    Attributes:
+      w, b: the least-squares optimum (`numpy.linalg.lstsq` on A = [X 1]).
+      loss: the mean squared error at the optimum.
+      eigenvalues: of the Hessian H = (2/N)·AᵀA of the MSE, ascending.
+    """
+
+    w: np.ndarray
+    b: float
+    loss: float
+    eigenvalues: np.ndarray
+
+    @property
+    def lr_limit(self) -> float:
+        """Full-batch gradient descent diverges at learning rates >= 2 / λmax(H)."""
+        return float(2.0 / self.eigenvalues[-1])
+
+    def contraction(self, learning_rate: float) -> float:
+        """Predicted factor by which |θ - θ*| shrinks per full-batch GD epoch.
+
+        The error evolves as e ← (I - lr·H) e, so its slowest mode shrinks
+        by max |1 - lr·λ|; the loss gap shrinks by the square of that.
+        """
+        return float(np.max(np.abs(1.0 - learning_rate * self.eigenvalues)))
+
+    def gaps(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Per epoch of a run: `loss_gap` (full_loss − optimum) and `distance` |θ − θ*|."""
+        w = np.column_stack([columns[name] for name in columns if name.startswith("w")])
+        theta = np.column_stack([w, columns["b"]])
+        optimum = np.append(np.atleast_1d(self.w), self.b)
+        return {"loss_gap": np.asarray(columns["full_loss"]) - self.loss,
+                "distance": np.linalg.norm(theta - optimum, axis=1)}
+
+    def stability_warning(self, learning_rate: float) -> str | None:
+        """A warning when full-batch GD at this rate will diverge, else None."""
+        if learning_rate < self.lr_limit:
+            return None
+        relation = "at" if learning_rate == self.lr_limit else "above"
+        return (f"learning rate {learning_rate:g} is {relation} the stability limit "
+                f"{self.lr_limit:.3g} for this data: training will diverge")
+
+    def to_json(self) -> dict:
+        return {"w": np.atleast_1d(self.w).tolist(), "b": self.b, "loss": self.loss,
+                "lr_limit": self.lr_limit}
+
+
+def least_squares_reference(x, y, chunk_rows: int = 65536) -> Reference:
+    """The float64 least-squares optimum of f(x) = x·W + b on (x, y).
+
+    The design matrix [X 1 y] is reduced to its 12×12 (for 10 features) R
+    factor chunk by chunk (a tall-skinny QR), so memory stays small for
+    millions of rows; `numpy.linalg.lstsq` then solves R θ = Qᵀy, which has
+    the same (minimum-norm) solution as lstsq on [X 1] itself.
+    """
+    n = len(y)
+    scalar_model = np.ndim(x) == 1
+    x = np.asarray(x).reshape(n, -1)
+    columns = x.shape[1] + 2  # the features, the bias, y
+    r = np.zeros((0, columns))
+    for start in range(0, n, chunk_rows):
+        stop = min(start + chunk_rows, n)
+        block = np.column_stack([x[start:stop].astype(np.float64), np.ones(stop - start),
+                                 np.asarray(y[start:stop], dtype=np.float64)])
+        r = np.linalg.qr(np.vstack([r, block]), mode="r")
+    r = np.vstack([r, np.zeros((max(columns - len(r), 0), columns))])
+    r_a, q_t_y, residual = r[:-1, :-1], r[:-1, -1], r[-1, -1]
+    theta, *_ = np.linalg.lstsq(r_a, q_t_y, rcond=None)
+    loss = float((np.sum((r_a @ theta - q_t_y) ** 2) + residual ** 2) / n)
+    eigenvalues = np.linalg.eigvalsh((2.0 / n) * r_a.T @ r_a)
+    w = theta[0] if scalar_model else theta[:-1]
+    return Reference(w=np.asarray(w), b=float(theta[-1]), loss=loss, eigenvalues=eigenvalues)
