@@ -1,0 +1,73 @@
+"""History: every form it takes (columns, JSON, metrics rows, CSV rows) says the same."""
+
+import csv
+import io
+
+import numpy as np
+
+from linfit.history import History, weight_names
+
+
+def line_history(features=None, validation=False, epochs=3):
+    history = History(settings={"batch_size": None})
+    rng = np.random.default_rng(features or 1)
+    for epoch in range(epochs + 1):
+        row = {"full_loss": float(np.float32(rng.uniform(1, 9)))}
+        if validation:
+            row["val_loss"] = float(np.float32(rng.uniform(1, 9)))
+        shape = () if features is None else (features,)
+        row.update(w=rng.normal(size=shape).astype(np.float32),
+                   b=float(np.float32(rng.normal())))
+        history.append_row(row)
+        if epoch:
+            history.append_logs({"loss": float(np.float32(rng.uniform(1, 9))),
+                                 "full_loss": row["full_loss"]})
+    return history
+
+
+def test_weight_names():
+    assert weight_names(1) == ["w"] and weight_names(3) == ["w_0", "w_1", "w_2"]
+
+
+def test_json_round_trip_is_exact():
+    for history in (line_history(), line_history(3, validation=True)):
+        again = History.from_json(history.to_json(), history.settings)
+        assert again.to_json() == history.to_json() and again.settings == history.settings
+        for a, b in zip(again.w, history.w):
+            assert a.dtype == np.float32 and np.array_equal(a, b)
+
+
+def test_metrics_rows_round_trip_to_the_same_columns():
+    for history in (line_history(), line_history(3, validation=True)):
+        run = {"loss": history.loss, "trajectory": history.metrics_rows()}
+        again = History.from_metrics(run).columns()
+        columns = history.columns()
+        assert list(again) == list(columns)
+        for name in columns:
+            np.testing.assert_array_equal(again[name], columns[name])
+
+
+def test_csv_rows_are_the_columns_exactly():
+    history = line_history(3, validation=True)
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(history.csv_header())
+    for epoch in range(history.epochs + 1):
+        writer.writerow(history.csv_row(epoch))
+    rows = list(csv.DictReader(io.StringIO(text.getvalue())))
+    columns = history.columns()
+    assert list(rows[0]) == list(columns) == ["loss", "full_loss", "val_loss", "w_0", "w_1",
+                                               "w_2", "b"]
+    assert rows[0]["loss"] == ""  # nothing was trained before epoch 0
+    for name, values in columns.items():
+        read = [float(row[name]) if row[name] else np.nan for row in rows]
+        np.testing.assert_array_equal(read, values)
+
+
+def test_a_model_without_w_and_b_records_losses_only():
+    history = History()
+    for loss in (4.0, 2.0):
+        history.append_row({"full_loss": loss})
+    history.append_logs({"loss": 3.0})
+    assert not history.has_line and history.csv_header() == ["loss", "full_loss"]
+    assert list(history.columns()) == ["loss", "full_loss"] and history.epochs == 1

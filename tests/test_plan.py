@@ -1,0 +1,54 @@
+"""plan_execution: every decision about how a fit runs, as a table."""
+
+import pytest
+
+from linfit.loops.plan import EAGER_STEPS, FUSED_STEPS, ExecutionPlan, plan_execution
+
+BASE = dict(compile="auto", steps_per_call=0, steps_per_epoch=1, epochs=10, shuffled=False,
+            distributed=False, user_hooks=frozenset(), checkpoint_every=0)
+
+
+@pytest.mark.parametrize("changes, expected", [
+    # The guide: 10 full-batch epochs are 10 steps, cheaper eager than traced.
+    ({}, ("eager", 0, 1, 1, True)),
+    ({"epochs": EAGER_STEPS}, ("eager", 0, 1, 1, True)),
+    ({"epochs": EAGER_STEPS + 1}, ("function", FUSED_STEPS, 1, 1, True)),
+    # Batches: 4 a epoch; 7 epochs are 28 steps (eager), 100 are 400 (fused, 256 a call).
+    ({"steps_per_epoch": 4, "epochs": 7}, ("eager", 0, 1, 4, False)),
+    ({"steps_per_epoch": 4, "epochs": 100}, ("function", FUSED_STEPS // 4, 1, 4, False)),
+    # More batches a epoch than FUSED_STEPS: still one epoch a call.
+    ({"steps_per_epoch": 5000, "epochs": 3}, ("function", 1, 1, 5000, False)),
+    # Forced modes.
+    ({"compile": "eager", "epochs": 1000}, ("eager", 0, 1, 1, True)),
+    ({"compile": "function"}, ("function", FUSED_STEPS, 1, 1, True)),
+    ({"compile": "xla"}, ("xla", FUSED_STEPS, 1, 1, True)),
+    # Callbacks that override a hook may act during training: batch by batch,
+    # and the Keras loop one step per execution.
+    ({"compile": "function", "steps_per_epoch": 4, "user_hooks": frozenset({"on_epoch_end"})},
+     ("function", 0, 1, 1, False)),
+    # steps_per_call: fewer than an epoch's batches, whole epochs, several epochs.
+    ({"compile": "function", "steps_per_epoch": 4, "steps_per_call": 3},
+     ("function", 0, 3, 3, False)),
+    ({"compile": "function", "steps_per_epoch": 4, "steps_per_call": 4},
+     ("function", 1, 4, 4, False)),
+    ({"compile": "function", "steps_per_epoch": 4, "steps_per_call": 12},
+     ("function", 3, 12, 4, False)),
+    # Periodic checkpoints are written between calls, at their epochs.
+    ({"compile": "function", "checkpoint_every": 5}, ("function", 5, 1, 1, True)),
+    # Shuffled single batches still go through tf.data (the order changes).
+    ({"compile": "function", "shuffled": True}, ("function", FUSED_STEPS, 1, 1, False)),
+    # Under a strategy: compiled, batch by batch, whatever was asked.
+    ({"compile": "eager", "distributed": True, "steps_per_epoch": 4, "steps_per_call": 8},
+     ("function", 0, 8, 1, False)),
+])
+def test_plan(changes, expected):
+    plan = plan_execution(**{**BASE, **changes})
+    assert plan == ExecutionPlan(*expected)
+
+
+def test_a_resumed_run_is_planned_as_the_whole_run():
+    # The plan takes the epoch to train up to, not the epochs left: a run of 40
+    # epochs resumed at 30 is compiled as the straight run was, so the two give
+    # the same bits.
+    whole = plan_execution(**{**BASE, "epochs": 40})
+    assert whole.mode == "function"
