@@ -2,10 +2,13 @@
 the first epoch and quantity where they part. NumPy only, no training.
 """
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from linfit.errors import ConfigError
 
 DEFAULT_RTOL = 1e-5
 # Differences this small count as agreement even next to a zero value:
@@ -107,7 +110,14 @@ def compare_columns(runs: Sequence[dict[str, np.ndarray]], labels: Sequence[str]
 
     Runs are compared over the epochs they all have. A NaN in every run (row
     0 of `loss`) matches; a NaN in some runs only is an infinite difference.
+
+    Raises:
+      ConfigError: for a tolerance that is not a finite number >= 0.
     """
+    for name, tolerance in (("rtol", rtol), ("atol", atol)):
+        if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance)
+                and tolerance >= 0):
+            raise ConfigError(f"{name}={tolerance!r}: a tolerance must be a finite number >= 0")
     labels = tuple(labels or (f"run {i}" for i in range(len(runs))))
     epochs = tuple(len(run["full_loss"]) - 1 for run in runs)
     length = min(epochs) + 1

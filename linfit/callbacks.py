@@ -5,6 +5,9 @@
   logs too, so the callbacks after it (CSVLogger, EarlyStopping, ...) see them.
 - `HistoryLogger` (after the user's callbacks, like Keras's History): the
   epoch's logs, as the callbacks left them.
+- `CallbackProgress` (after them too): the progress of stateful Keras
+  callbacks (EarlyStopping's patience, ...), kept for checkpoints and put
+  back when a run resumes.
 - `PeriodicCheckpoint`: a training checkpoint every N epochs.
 """
 
@@ -47,23 +50,28 @@ class EpochRecorder(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if self._record_start:
-            self._append(self._record())
+            self._append(self._record(), epochs_completed=0)
+
+    def on_train_end(self, logs=None):
+        # First of all callbacks: the weights training reached, before any
+        # other callback (EarlyStopping) gives the model others.
+        self.history.end_weights = self.model.get_weights()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = {} if logs is None else logs
         given = all(name in logs for name in self._names)
         row = self._append({name: logs.pop(name) for name in self._names} if given
-                           else self._record())
+                           else self._record(), epochs_completed=epoch + 1)
         losses = {name: value for name, value in row.items() if name not in ("w", "b")}
         logs.update(losses)
         if "w" in row:  # as scalars, for CSVLogger and TensorBoard
             logs.update(zip(weight_names(np.size(row["w"])), map(float, np.ravel(row["w"]))))
             logs["b"] = row["b"]
 
-    def _append(self, values: dict) -> dict:
+    def _append(self, values: dict, epochs_completed: int) -> dict:
         row = {name: float(values[name]) for name in self._names if name not in ("w", "b")}
         if not all(np.isfinite(value) for value in row.values()):
-            raise NonFiniteRecord(f"a recorded loss is not finite: {row}")
+            raise NonFiniteRecord(epochs_completed, row)
         if "w" in self._names:
             w, b = np.asarray(values["w"]), np.asarray(values["b"])
             if self._to_data_units is not None:
@@ -71,6 +79,19 @@ class EpochRecorder(keras.callbacks.Callback):
             row.update(w=np.array(w, dtype=np.float32), b=float(np.float32(b)))
         self.history.append_row(row)
         return row
+
+
+class BatchPosition(keras.callbacks.Callback):
+    """Where training is: the epoch and the first batch of the current call."""
+
+    epoch: int = 0
+    batch: int = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch, self.batch = epoch, 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.batch = batch
 
 
 class HistoryLogger(keras.callbacks.Callback):
@@ -82,6 +103,74 @@ class HistoryLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.history.append_logs(logs or {})
+
+
+# The state of Keras callbacks that carry progress from epoch to epoch, and
+# which their on_train_begin resets.
+STATEFUL = {"EarlyStopping": ("wait", "best", "best_epoch", "stopped_epoch", "best_weights"),
+            "ReduceLROnPlateau": ("wait", "cooldown_counter", "best")}
+
+
+def stateful(callbacks) -> list:
+    """The callbacks among `callbacks` whose progress `CallbackProgress` keeps."""
+    return [callback for callback in callbacks if _kind(callback) is not None]
+
+
+def _kind(callback) -> str | None:
+    return next((name for name in STATEFUL
+                 if isinstance(callback, getattr(keras.callbacks, name))), None)
+
+
+class CallbackProgress(keras.callbacks.Callback):
+    """Keeps the progress of the stateful callbacks in `history.callback_progress`
+    after each epoch (JSON-ready), and, given a checkpoint's, puts it back when
+    training starts (after their own on_train_begin has reset it).
+
+    Args:
+      history: where the progress is kept.
+      callbacks: the stateful callbacks (see `stateful`), in order.
+      restore: the progress to put back, or None.
+    """
+
+    def __init__(self, history: History, callbacks: list, restore: list | None = None):
+        super().__init__()
+        self.history = history
+        self._callbacks = callbacks
+        self._restore = restore
+
+    def on_train_begin(self, logs=None):
+        for callback, progress in zip(self._callbacks, self._restore or []):
+            if progress.get("class") == _kind(callback):
+                for name in STATEFUL[progress["class"]]:
+                    setattr(callback, name, _from_json(progress[name]))
+        self.on_epoch_end(None)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.history.callback_progress = [
+            {"class": _kind(callback), **{name: _to_json(getattr(callback, name))
+                                          for name in STATEFUL[_kind(callback)]}}
+            for callback in self._callbacks]
+
+
+def _to_json(value):
+    """A callback's state as JSON: arrays as lists, non-finite floats as strings."""
+    if isinstance(value, (list, tuple)):
+        return [_to_json(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return {"array": value.tolist(), "dtype": str(value.dtype)}
+    if isinstance(value, (float, np.floating)) and not np.isfinite(value):
+        return {"float": str(float(value))}
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _from_json(value):
+    if isinstance(value, list):
+        return [_from_json(item) for item in value]
+    if isinstance(value, dict) and "array" in value:
+        return np.asarray(value["array"], dtype=value["dtype"])
+    if isinstance(value, dict) and "float" in value:
+        return float(value["float"])
+    return value
 
 
 class PeriodicCheckpoint(keras.callbacks.Callback):
@@ -124,3 +213,21 @@ def overridden_hooks(callbacks) -> frozenset[str]:
     hooks = [name for name in dir(base) if name.startswith("on_")]
     return frozenset(name for callback in callbacks for name in hooks
                      if getattr(type(callback), name) is not getattr(base, name))
+
+
+def progress_callbacks(history: History, callbacks: list, progress: list) -> list:
+    """Keeping (and, resuming, putting back) the stateful callbacks' progress."""
+    kept = stateful(callbacks)
+    return [CallbackProgress(history, kept, progress)] if kept else []
+
+
+def note_stopping(history: History, callbacks: list, epochs: int) -> None:
+    """Record whether a callback stopped training, and what EarlyStopping decided."""
+    history.stopped = history.stopped or history.epochs < epochs
+    for callback in callbacks:
+        if isinstance(callback, keras.callbacks.EarlyStopping):
+            history.early_stopping = {
+                "monitor": callback.monitor,
+                "best_after": None if callback.best is None else callback.best_epoch + 1,
+                "restored": bool(callback.restore_best_weights
+                                 and callback.best_weights is not None)}

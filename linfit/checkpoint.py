@@ -137,6 +137,33 @@ def read_weights(path: str | os.PathLike) -> list[np.ndarray]:
         return wf.read(path, found)
 
 
+def verify(path: str | os.PathLike) -> dict | None:
+    """Read a linear model's checkpoint whole, without a model: every array of the
+    model and the optimizer, and the training state, all checked.
+
+    Returns:
+      The training state, or None.
+
+    Raises:
+      CheckpointError: for anything unreadable, damaged, or not finite.
+    """
+    path = wf.checked_path(path)
+    with wf.open_file(path) as f:
+        wf.check_members(path, f)
+        wf.check_all_links(path, f)
+        found = wf.datasets(path, f, wf.VARS)
+        wf.check_weights(path, found)
+        if wf.OPTIMIZER in f:
+            optimizer = wf.datasets(path, f[wf.OPTIMIZER], wf.VARS)
+            wf.check_weights(path, optimizer, integers=True)
+            found += optimizer
+        arrays = wf.read(path, found)
+        state = _checked_state(path, f)
+    if not all(np.isfinite(array).all() for array in arrays):
+        raise CheckpointError(f"{path} holds values that are not finite: the file is damaged")
+    return state
+
+
 def read_state(path: str | os.PathLike) -> dict | None:
     """The training state stored in a checkpoint, or None for a weights-only file."""
     path = wf.checked_path(path)
@@ -158,7 +185,8 @@ def list_checkpoints(directory: Path) -> list[Path]:
 
 
 def _state_text(state: dict) -> str:
-    return json.dumps({"format": STATE_FORMAT, **state}, allow_nan=False)
+    # Sorted keys: the same state is the same bytes, whatever built it.
+    return json.dumps({"format": STATE_FORMAT, **state}, allow_nan=False, sort_keys=True)
 
 
 def _checked_state(path: Path, f: h5py.File) -> dict | None:

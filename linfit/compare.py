@@ -52,7 +52,8 @@ def main(argv=None) -> int:
     parser.add_argument("run_a", metavar="RUN_A")
     parser.add_argument("run_b", metavar="RUN_B")
     parser.add_argument("--rtol", type=float, default=DEFAULT_RTOL,
-                        help=f"relative tolerance (default {DEFAULT_RTOL:g})")
+                        help=f"relative tolerance, a finite number >= 0 (default "
+                        f"{DEFAULT_RTOL:g})")
     args = parser.parse_args(None if argv is None else [str(arg) for arg in argv])
     try:
         agreements = compare_run_dirs(args.run_a, args.run_b, rtol=args.rtol)

@@ -245,6 +245,26 @@ def _lookup(config: Config, key: str) -> Any:
     return value
 
 
+# Keys that change no number of a run: a resumed run may change them.
+NEUTRAL_KEYS = ("train.epochs", "train.compile", "train.steps_per_call", "train.checkpoint_every",
+                "train.keep_checkpoints", "train.tensorboard", "train.worker_timeout")
+
+
+def flat_settings(config: Config) -> dict[str, Any]:
+    """Every key that changes a run's numbers, "section.key" -> a JSON value."""
+    flat = {}
+
+    def visit(prefix: str, value) -> None:
+        if dataclasses.is_dataclass(value):
+            for f in dataclasses.fields(value):
+                visit(f"{prefix}.{f.name}".lstrip("."), getattr(value, f.name))
+        elif prefix not in NEUTRAL_KEYS:
+            flat[prefix] = list(value) if isinstance(value, tuple) else value
+
+    visit("", config)
+    return flat
+
+
 def to_toml(config: Config) -> str:
     """The config as TOML text that `load_config` reads back to an equal Config."""
     lines = []

@@ -29,12 +29,35 @@ def guide_lines(history: History) -> list[str]:
     return lines
 
 
-def results_lines(comparison: Comparison) -> list[str]:
-    """Each run's guide lines, then the largest differences between the runs."""
+def stop_line(history: History, epochs: int) -> str | None:
+    """How a run that did not train all `epochs` ended, and which weights it kept;
+    None for a run that trained them all and kept the last."""
+    if not history.stopped and history.final_row == len(history.full_loss) - 1:
+        return None
+    stopping = history.early_stopping
+    text = (f"stopped early after {history.epochs} of {epochs} epochs" if history.stopped
+            else f"trained {history.epochs} epochs")
+    if stopping is not None:
+        text += f" (EarlyStopping on {stopping['monitor']}"
+        if stopping["best_after"] is not None:
+            text += f", best after {stopping['best_after']} epochs"
+        text += ")"
+    final = history.final()
+    if final["epoch"] != len(history.full_loss) - 1:
+        text += f"; kept its best weights, from after {final['epoch']} epochs"
+    if history.has_line:
+        text += ": " + format_state(final["w"], final["b"], final["full_loss"])
+    return text[0].upper() + text[1:]
+
+
+def results_lines(comparison: Comparison, epochs: int) -> list[str]:
+    """Each run's guide lines (and how it stopped), then the largest differences
+    between the runs."""
     lines = []
     for run in comparison.runs:
+        stop = stop_line(run.history, epochs)
         lines += [f"{MODEL_CLASS_NAMES[run.model_kind]} trained by the "
-                  f"{run.loop} loop:", *guide_lines(run.history), ""]
+                  f"{run.loop} loop:", *guide_lines(run.history), *([stop] if stop else []), ""]
     if len(comparison.runs) > 1:
         lines += comparison.agreement.summary_lines()
     return lines

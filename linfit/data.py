@@ -4,15 +4,40 @@ standardisation, and the checks every input passes. NumPy only.
 Data is read once into float32 arrays; no epoch copies it again.
 """
 
+import hashlib
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from linfit.config import DataConfig
-from linfit.data_files import read_table
+from linfit.data_files import TF_ALIGNMENT, aligned_empty, float64_chunks, read_table
 from linfit.errors import DataError
+
+
+@dataclass(frozen=True)
+class ExactValues:
+    """The training rows' values as read from their file, in float64, chunk by chunk.
+
+    Training uses float32 copies; sums that must be exact (the least-squares
+    reference) read these instead, without a float64 copy of the data in memory.
+    """
+
+    read: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]
+    rows: np.ndarray | None = None  # which rows of the file are training rows
+
+    def chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(x [rows, d], y [rows]) chunks of the training rows, in float64."""
+        start = 0
+        for x, y in self.read():
+            if self.rows is None:
+                yield x, y
+            else:
+                keep = self.rows[start:start + len(y)]
+                yield x[keep], y[keep]
+            start += len(y)
 
 
 @dataclass(frozen=True)
@@ -22,7 +47,8 @@ class Data:
     `x` is [N] for one feature (the guide's scalar model) and [N, d] for d
     features; `features` is None or d accordingly. `true_w`/`true_b` are the
     line the data was drawn from, when it is synthetic. `x_val`/`y_val` are
-    held-out data for `val_loss`, or None.
+    held-out data for `val_loss`, or None. `exact` gives the values as read
+    from a file, in float64 (None: x and y are the data exactly).
     """
 
     x: np.ndarray
@@ -33,6 +59,7 @@ class Data:
     true_b: float | None = None
     x_val: np.ndarray | None = field(default=None, repr=False)
     y_val: np.ndarray | None = field(default=None, repr=False)
+    exact: ExactValues | None = field(default=None, repr=False, compare=False)
 
     @property
     def features(self) -> int | None:
@@ -78,7 +105,8 @@ def read_data_file(path: str | Path, target: str = "", features: tuple[str, ...]
     (default: all the others). One feature gives x of shape [N].
     """
     x, y, names = read_table(path, target, features)
-    return Data(x=x, y=y, source=str(path), feature_names=names)
+    return Data(x=x, y=y, source=str(path), feature_names=names,
+                exact=ExactValues(lambda: float64_chunks(path, target, features)))
 
 
 # The name this function had first; it reads NPZ files too.
@@ -120,7 +148,13 @@ def split_validation(data: Data, fraction: float, seed: int | None) -> Data:
                         f"{held_out}: it must leave at least one example on each side")
     order = np.arange(n) if seed is None else np.random.default_rng(seed).permutation(n)
     train, val = order[:n - held_out], order[n - held_out:]
-    return replace(data, x=data.x[train], y=data.y[train], x_val=data.x[val], y_val=data.y[val])
+    exact = data.exact
+    if exact is not None:
+        rows = np.zeros(n, dtype=bool)
+        rows[train] = True
+        exact = ExactValues(exact.read, rows)
+    return replace(data, x=data.x[train], y=data.y[train], x_val=data.x[val], y_val=data.y[val],
+                   exact=exact)
 
 
 def _count(x: np.ndarray) -> int:
@@ -168,14 +202,53 @@ class Standardizer:
         return {"mean": np.atleast_1d(self.mean).tolist(), "std": np.atleast_1d(self.std).tolist()}
 
 
+def float32_array(values, name: str = "x") -> np.ndarray:
+    """`values` (an array, a tf.Tensor, a list) as a float32 array TensorFlow can share.
+
+    The array itself when it already is one (float32, C-contiguous, aligned
+    for TensorFlow, writeable: DLPack exports no read-only buffer); otherwise
+    one aligned copy. A read-only, non-contiguous or float64 array is thus
+    copied exactly once, never twice.
+
+    Raises:
+      DataError: for values that are not real numbers.
+    """
+    array = np.asarray(values)  # a view where NumPy can make one (tensors, arrays)
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_) or \
+            np.issubdtype(array.dtype, np.complexfloating):
+        raise DataError(f"{name} must be real numbers, got an array of {array.dtype}")
+    if array.dtype == np.float32 and array.flags.c_contiguous and array.flags.writeable \
+            and array.ctypes.data % TF_ALIGNMENT == 0:
+        return array
+    copy = aligned_empty(array.shape)
+    np.copyto(copy, array, casting="unsafe")
+    return copy
+
+
+def fingerprint(*arrays: np.ndarray, samples: int = 4096) -> str:
+    """A short digest of arrays: their shapes and an even sample of their values.
+
+    Cheap for any size (it reads at most `samples` rows of each), so a
+    checkpoint can say which data it was trained on; a change that keeps
+    the shape and misses every sampled row goes unnoticed.
+    """
+    digest = hashlib.blake2b(digest_size=12)
+    for array in arrays:
+        array = np.asarray(array)
+        rows = np.unique(np.linspace(0, len(array) - 1, min(samples, len(array))).astype(int))
+        digest.update(repr((array.shape, str(array.dtype))).encode())
+        digest.update(np.ascontiguousarray(array[rows]).tobytes())
+    return digest.hexdigest()
+
+
 def check_inputs(x, y) -> tuple[np.ndarray, np.ndarray]:
     """x ([N] or [N, d]) and y ([N]) as float32 arrays, checked for shape and finiteness.
 
     Raises:
       DataError: what is wrong with the inputs.
     """
-    x = np.asarray(x, dtype=np.float32)
-    y = np.asarray(y, dtype=np.float32)
+    x = float32_array(x, "x")
+    y = float32_array(y, "y")
     if y.ndim != 1:
         raise DataError(f"y must be a vector of N targets, got shape {list(y.shape)}")
     if x.ndim not in (1, 2) or len(x) != len(y):

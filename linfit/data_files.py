@@ -114,7 +114,8 @@ def checked_file(path) -> Path:
 
 def read_header(path: Path, min_columns: int = 2) -> list[str]:
     try:
-        with path.open(newline="", encoding="utf-8") as f:
+        # utf-8-sig: Excel starts its UTF-8 CSV files with a byte-order mark.
+        with path.open(newline="", encoding="utf-8-sig") as f:
             header = next(csv.reader(f), [])
     except UnicodeDecodeError:
         raise DataError(f"{path} is not a UTF-8 text CSV file") from None
@@ -133,14 +134,38 @@ def read_header(path: Path, min_columns: int = 2) -> list[str]:
 
 def read_columns(path: Path, header: list[str], feature_columns: list[int],
                  target_column: int | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """The feature columns as float32 [N, d] and the target column as [N] (or None).
-
-    NumPy's fast parser reads chunks of rows; on a failure a second, careful
-    pass says which line and column is wrong.
-    """
+    """The feature columns as float32 [N, d] and the target column as [N] (or None),
+    read straight into arrays TensorFlow can share."""
     capacity = _count_lines(path)  # an upper bound on the rows: blank lines are skipped
     x = aligned_empty((capacity, len(feature_columns)))
     y = None if target_column is None else aligned_empty((capacity,))
+    rows = 0
+    for chunk in csv_chunks(path, header):
+        end = rows + len(chunk)
+        with np.errstate(over="ignore"):  # checked just below, with the line
+            x[rows:end] = chunk[:, feature_columns]
+            if y is not None:
+                y[rows:end] = chunk[:, target_column]
+        for array, columns in ((x[rows:end], feature_columns),
+                               (None if y is None else y[rows:end, None], [target_column])):
+            if array is not None and not np.isfinite(array).all():
+                row, index = np.argwhere(~np.isfinite(array))[0]
+                raise DataError(f"{path}, line {_line_of_row(path, rows + row)}, column "
+                                f"{header[columns[index]]!r}: {chunk[row, columns[index]]:g} "
+                                "overflows float32 (largest 3.4e+38): rescale the column")
+        rows = end
+    if rows == 0:
+        raise DataError(f"{path} has a header but no data rows")
+    return x[:rows], (None if y is None else y[:rows])
+
+
+def csv_chunks(path: Path, header: list[str]):
+    """The data rows of a CSV, as float64 arrays [rows, columns] of up to CHUNK_ROWS rows.
+
+    Every row has the header's width and every value is a finite number.
+    NumPy's fast parser reads each chunk; on a failure a second, careful pass
+    says which line and column is wrong.
+    """
     rows = 0
     with path.open(newline="", encoding="utf-8") as f:
         next(f)  # the header
@@ -156,13 +181,28 @@ def read_columns(path: Path, header: list[str], feature_columns: list[int],
                 raise DataError(f"{path}, line {_line_of_row(path, rows + row)}, column "
                                 f"{header[column]!r}: {chunk[row, column]} is not finite: "
                                 "remove or fix the row")
-            x[rows:rows + len(chunk)] = chunk[:, feature_columns]
-            if y is not None:
-                y[rows:rows + len(chunk)] = chunk[:, target_column]
+            yield chunk
             rows += len(chunk)
-    if rows == 0:
-        raise DataError(f"{path} has a header but no data rows")
-    return x[:rows], (None if y is None else y[:rows])
+
+
+def float64_chunks(path: str | Path, target: str = "", feature_names: tuple[str, ...] = (),
+                   chunk_rows: int = CHUNK_ROWS):
+    """A training file's (x, y) as read, in float64, chunk by chunk (x is [rows, d]).
+
+    For exact sums over the data (the least-squares reference) without
+    keeping a float64 copy of it in memory.
+    """
+    path = Path(path)
+    if path.suffix == ".npz":
+        x, y, _ = _read_npz(path, dtype=np.float64)
+        x = x.reshape(len(y), -1)
+        for start in range(0, len(y), chunk_rows):
+            yield x[start:start + chunk_rows], y[start:start + chunk_rows]
+        return
+    header = read_header(path)
+    target_column, feature_columns = select_columns(path, header, target, feature_names)
+    for chunk in csv_chunks(path, header):
+        yield chunk[:, feature_columns], chunk[:, target_column]
 
 
 def aligned_empty(shape: tuple[int, ...]) -> np.ndarray:
@@ -177,7 +217,7 @@ def _parse_chunk(path: Path, header: list[str], lines: list[str]) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
-            return np.loadtxt(lines, delimiter=",", dtype=np.float32, ndmin=2, comments=None,
+            return np.loadtxt(lines, delimiter=",", dtype=np.float64, ndmin=2, comments=None,
                               quotechar='"')
     except ValueError as error:
         _raise_parse_error(path, header)
@@ -224,7 +264,7 @@ def _line_of_row(path: Path, row: int) -> int:
     return row + 2
 
 
-def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, tuple]:
+def _read_npz(path: Path, dtype=np.float32) -> tuple[np.ndarray, np.ndarray, tuple]:
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = [name for name in ("x", "y") if name not in archive.files]
@@ -244,8 +284,9 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, tuple]:
         raise DataError(f"{path} holds no examples")
     if not (np.issubdtype(x.dtype, np.number) and np.issubdtype(y.dtype, np.number)):
         raise DataError(f"{path}: x and y must be numeric, got {x.dtype} and {y.dtype}")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    y = np.ascontiguousarray(y, dtype=np.float32)
+    with np.errstate(over="ignore"):  # an overflow is not finite, refused below
+        x = np.ascontiguousarray(x, dtype=dtype)
+        y = np.ascontiguousarray(y, dtype=dtype)
     if x.ndim == 2 and x.shape[1] == 1:
         x = x[:, 0]
     for name, array in (("x", x), ("y", y)):

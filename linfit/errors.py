@@ -32,11 +32,18 @@ class RunDirError(LinfitError, ValueError):
 
 
 class DivergenceError(LinfitError, FloatingPointError):
-    """Training produced a non-finite loss and was stopped before applying it.
+    """Training produced a non-finite loss and stopped.
+
+    Either a batch's loss was not finite (that update was not applied), or
+    the loss on the whole training set was not finite after an epoch (or
+    before training).
 
     Attributes:
-      epoch, batch: where the non-finite loss appeared (0-based).
-      history: the `linfit.History` recorded until then, or None.
+      epoch: the epoch (0-based) in which it diverged; None when the loss was
+        not finite before training.
+      batch: the batch (0-based) whose loss was not finite; None when it was
+        the loss on the whole training set.
+      history: the `linfit.History` recorded until then (every finite row), or None.
       completed: runs that finished before this one (set by `run_comparison`).
     """
 

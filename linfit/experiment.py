@@ -2,7 +2,7 @@
 same data, compared with each other and with the exact answer.
 
     experiment = Experiment.from_config(config, data.features)
-    comparison = run_experiment(experiment, data.x, data.y)
+    comparison = run_experiment(experiment, data)
 
 Standardisation is one visible stage (`training_inputs`): the runs train on
 scaled features, and each Trainer is given the scaling, so its History and
@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from linfit.agreement import DEFAULT_RTOL, Agreement, compare_histories
-from linfit.config import Config, TrainConfig
-from linfit.data import Standardizer
+from linfit.config import Config, TrainConfig, flat_settings
+from linfit.data import Data, Standardizer, float32_array, fingerprint
 from linfit.errors import ConfigError, DivergenceError
 from linfit.history import History
-from linfit.reference import Reference, least_squares_reference
+from linfit.reference import Reference, least_squares_reference, reference_from_chunks
 
 
 class RunLabel(str):
@@ -102,6 +102,8 @@ class RunHooks:
       on_epoch_end: called with the label and the History so far (in the
         data's units), before training and after each epoch.
       verbose: Keras's progress output, in both loops.
+      settings: more settings that decide the runs' numbers (a config's, see
+        `run_settings`), saved in their checkpoints and compared on resuming.
     """
 
     checkpoint_dir: Path | None = None
@@ -109,6 +111,7 @@ class RunHooks:
     callbacks: Callable[[str], list] | None = None
     on_epoch_end: Callable[[str, History], None] | None = None
     verbose: int = 0
+    settings: Mapping = field(default_factory=dict)
 
 
 @dataclass
@@ -182,10 +185,9 @@ def training_inputs(experiment: Experiment, x: np.ndarray, validation: tuple | N
     return TrainingInputs(standardizer.transform(x), validation, start_w, start_b, standardizer)
 
 
-def run_experiment(experiment: Experiment, x, y, *, validation: tuple | None = None,
-                   feature_names: Sequence[str] = (), strategy=None,
+def run_experiment(experiment: Experiment, data: Data, *, strategy=None,
                    hooks: RunHooks = RunHooks(), rtol: float = DEFAULT_RTOL) -> Comparison:
-    """Train every run of `experiment` on (x, y), from the same start, and compare.
+    """Train every run of `experiment` on `data`, from the same start, and compare.
 
     Returns:
       A Comparison. With MSE and full-batch SGD at a learning rate at or
@@ -195,10 +197,9 @@ def run_experiment(experiment: Experiment, x, y, *, validation: tuple | None = N
       DivergenceError: when a run's loss is not finite; its `completed`
         holds the runs that finished before it.
     """
-    x, y = np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.float32)
-    inputs = training_inputs(experiment, x, validation, feature_names)
-    reference = _reference(experiment, x, y, inputs)
-    full_batch_sgd = experiment.full_batch_sgd(len(y))
+    inputs = training_inputs(experiment, data.x, data.validation, data.feature_names)
+    reference = _reference(experiment, data, inputs)
+    full_batch_sgd = experiment.full_batch_sgd(data.num_examples)
     if reference is not None and full_batch_sgd:
         message = reference.stability_warning(experiment.learning_rate)
         if message:
@@ -206,7 +207,7 @@ def run_experiment(experiment: Experiment, x, y, *, validation: tuple | None = N
     runs = []
     for label in experiment.labels:
         try:
-            runs.append(_train_one(experiment, inputs, y, label, strategy, hooks))
+            runs.append(_train_one(experiment, inputs, data.y, label, strategy, hooks))
         except DivergenceError as error:
             raise _with_context(error, label, runs, reference if full_batch_sgd else None,
                                 experiment.learning_rate) from None
@@ -259,18 +260,33 @@ def run_comparison(x, y, *, models: Sequence[str] = ("module", "keras"),
     hooks = RunHooks(checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir),
                      resume_from=resume_from or {}, callbacks=callbacks,
                      on_epoch_end=on_epoch_end, verbose=verbose)
-    return run_experiment(experiment, x, y, validation=validation_data,
-                          feature_names=feature_names, strategy=strategy, hooks=hooks, rtol=rtol)
+    x = float32_array(x, "x")
+    if validation_data is not None:
+        validation_data = (float32_array(validation_data[0], "x_val"),
+                           float32_array(validation_data[1], "y_val"))
+    data = Data(x=x, y=float32_array(y, "y"), source="arrays",
+                feature_names=tuple(feature_names) or _default_names(x),
+                x_val=None if validation_data is None else validation_data[0],
+                y_val=None if validation_data is None else validation_data[1])
+    return run_experiment(experiment, data, strategy=strategy, hooks=hooks, rtol=rtol)
 
 
-def _reference(experiment: Experiment, x, y, inputs: TrainingInputs) -> Reference | None:
-    """The optimum in the data's units; the curvature of the data as trained on."""
+def _default_names(x: np.ndarray) -> tuple[str, ...]:
+    return ("x",) if x.ndim == 1 else tuple(f"x{i}" for i in range(x.shape[1]))
+
+
+def _reference(experiment: Experiment, data: Data, inputs: TrainingInputs) -> Reference | None:
+    """The optimum of the data as read (float64, as statsmodels and scikit-learn
+    compute it), in its units; the curvature of the data as trained on."""
     if experiment.loss not in ("mse", "mean_squared_error"):
         return None
-    reference = least_squares_reference(x, y)
+    if data.exact is not None:
+        reference = reference_from_chunks(data.exact.chunks(), scalar_model=data.x.ndim == 1)
+    else:
+        reference = least_squares_reference(data.x, data.y)
     if inputs.standardizer is not None:
         reference = replace(reference,
-                            eigenvalues=least_squares_reference(inputs.x, y).eigenvalues)
+                            eigenvalues=least_squares_reference(inputs.x, data.y).eigenvalues)
     return reference
 
 
@@ -291,6 +307,7 @@ def _train_one(experiment: Experiment, inputs: TrainingInputs, y, label: RunLabe
                       learning_rate=experiment.learning_rate, compile=experiment.compile,
                       steps_per_call=experiment.steps_per_call, strategy=strategy,
                       standardizer=inputs.standardizer)
+    trainer.run_settings = dict(hooks.settings)
     start = time.perf_counter()
     history = trainer.fit(
         inputs.x, y, epochs=experiment.epochs, loop=loop, batch_size=experiment.batch_size,
@@ -305,8 +322,9 @@ def _train_one(experiment: Experiment, inputs: TrainingInputs, y, label: RunLabe
         on_epoch_end=(None if hooks.on_epoch_end is None
                       else lambda history: hooks.on_epoch_end(label, history)))
     seconds = time.perf_counter() - start
+    final = history.final()
     in_data_units = model if inputs.standardizer is None else MODELS[kind](
-        features=features, init_w=history.w[-1], init_b=history.b[-1])
+        features=features, init_w=final["w"], init_b=final["b"])
     return RunResult(kind, loop, trainer, history, seconds, in_data_units)
 
 
@@ -314,7 +332,7 @@ def _with_context(error: DivergenceError, label: RunLabel, completed: list, refe
                   learning_rate: float) -> DivergenceError:
     """The error of run `label`, naming it and the stability limit, with the finished runs."""
     message = f"{label}: {error}"
-    if reference is not None:
+    if reference is not None and error.epoch is not None:
         message += (f"; the stability limit of the learning rate for this data is "
                     f"{reference.lr_limit:.3g} (this run used {learning_rate:g})")
     result = DivergenceError(message, error.epoch, error.batch, error.history)
@@ -335,6 +353,13 @@ def initial_w(init_w: float | tuple[float, ...], features: int | None):
         raise ConfigError(f"model.init_w has {len(init_w)} values but the data has "
                           f"{features or 1} feature(s): give one value per feature, or one number")
     return init_w[0] if features is None else init_w
+
+
+def run_settings(config: Config, data: Data) -> dict:
+    """What decides the numbers of a config's runs besides the model: every config
+    key that changes them, and the data (a fingerprint of its values)."""
+    return {**flat_settings(config),
+            "data.fingerprint": fingerprint(data.x, data.y, *(data.validation or ()))}
 
 
 def config_callbacks(train: TrainConfig, tensorboard_dir: Path | None) -> list:

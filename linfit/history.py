@@ -28,13 +28,24 @@ class History:
       trajectory: on the whole training set, before training and after each
         epoch (E + 1 rows): `full_loss` (`val_loss` with validation data),
         and `w`, `b` where the model has them.
-      settings: the data order it was trained with (batch size, shuffle
-        seed, number of examples), which a resumed run must share.
+      settings: what decides its numbers besides the model (the data and
+        its order, the optimizer, ...), which a resumed run must share.
+      stopped: a callback stopped training before the last epoch asked for.
+      early_stopping: what Keras's EarlyStopping decided, when one was used:
+        `monitor`, `best_after` (epochs completed at its best) and `restored`
+        (whether the model was given back the best epoch's weights).
+      callback_progress, end_weights: where training stood, for a checkpoint
+        to resume from exactly: the stateful callbacks' progress, and the
+        weights before a callback restored others at the end of training.
     """
 
     logs: dict[str, list[float]] = field(default_factory=dict)
     trajectory: dict[str, list] = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
+    stopped: bool = False
+    early_stopping: dict | None = None
+    callback_progress: list = field(default_factory=list, repr=False, compare=False)
+    end_weights: list | None = field(default=None, repr=False, compare=False)
 
     @property
     def epochs(self) -> int:
@@ -46,15 +57,36 @@ class History:
 
     @property
     def full_loss(self) -> list[float]:
-        return self.trajectory["full_loss"]
+        return self.trajectory.get("full_loss", [])
 
     @property
     def w(self) -> list[np.ndarray]:
-        return self.trajectory["w"]
+        return self._line("w")
 
     @property
     def b(self) -> list[float]:
-        return self.trajectory["b"]
+        return self._line("b")
+
+    def _line(self, name: str) -> list:
+        if name in self.trajectory or not self.full_loss:
+            return self.trajectory.get(name, [])
+        raise AttributeError(f"this History has no '{name}': only a model with variables w and "
+                             "b (such as LinearModule) records them; it recorded "
+                             f"{', '.join(self.trajectory)} (see History.columns())")
+
+    @property
+    def final_row(self) -> int:
+        """The row of the trajectory that the model ended with: the last one, or
+        the best epoch's when EarlyStopping restored its weights."""
+        if self.early_stopping and self.early_stopping["restored"]:
+            return self.early_stopping["best_after"]
+        return len(self.full_loss) - 1
+
+    def final(self) -> dict:
+        """The final row (see `final_row`): `epoch` (epochs completed), full_loss,
+        val_loss, and w, b where recorded."""
+        row = self.final_row
+        return {"epoch": row, **{name: values[row] for name, values in self.trajectory.items()}}
 
     @property
     def has_line(self) -> bool:
@@ -108,8 +140,13 @@ class History:
         """Plain lists and floats, exact: `History.from_json` gives it back bit for bit."""
         trajectory = {name: [np.asarray(v).tolist() for v in values]
                       for name, values in self.trajectory.items()}
-        return {"logs": {name: [float(v) for v in values] for name, values in self.logs.items()},
-                "trajectory": trajectory}
+        result = {"logs": {name: [float(v) for v in values] for name, values in self.logs.items()},
+                  "trajectory": trajectory}
+        if self.stopped:
+            result["stopped"] = True
+        if self.early_stopping is not None:
+            result["early_stopping"] = dict(self.early_stopping)
+        return result
 
     @classmethod
     def from_json(cls, data: dict, settings: dict | None = None) -> "History":
@@ -117,7 +154,9 @@ class History:
         if "w" in trajectory:
             trajectory["w"] = [np.asarray(w, dtype=np.float32) for w in trajectory["w"]]
         return cls(logs={name: list(values) for name, values in data["logs"].items()},
-                   trajectory=trajectory, settings=dict(settings or {}))
+                   trajectory=trajectory, settings=dict(settings or {}),
+                   stopped=bool(data.get("stopped", False)),
+                   early_stopping=data.get("early_stopping"))
 
     def metrics_rows(self) -> list[dict]:
         """The trajectory as metrics.json's rows: {epoch, full_loss[, val_loss][, w, b]}."""

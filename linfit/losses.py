@@ -13,15 +13,40 @@ import tensorflow as tf
 
 from linfit import compat
 from linfit.config import check_value
-from linfit.errors import ConfigError
+from linfit.errors import ConfigError, DivergenceError
+from linfit.history import History
 
 # The message of the check that stops training on a non-finite loss.
 NON_FINITE_LOSS = "linfit: non-finite loss"
 
 
 class NonFiniteRecord(FloatingPointError):
-    """A recorded loss is not finite (found after an update, where no check inside
-    the graph ran: under XLA, which drops tf.debugging.check_numerics)."""
+    """A loss recorded on a whole data set is not finite.
+
+    Attributes:
+      epochs_completed: when it was recorded (0: before training).
+      values: the values recorded then.
+    """
+
+    def __init__(self, epochs_completed: int, values: dict):
+        super().__init__(f"a recorded loss is not finite after {epochs_completed} epochs: "
+                         f"{values}")
+        self.epochs_completed = epochs_completed
+        self.values = values
+
+
+class NonFiniteBatch(FloatingPointError):
+    """A batch's loss is not finite: the guard stopped before its update.
+
+    Attributes:
+      epoch, batch: where (0-based); batch is None when the batch is not known
+        (a call of several batches, compiled, where TensorFlow does not say).
+    """
+
+    def __init__(self, epoch: int, batch: int | None):
+        super().__init__(f"the loss of batch {batch} of epoch {epoch} is not finite")
+        self.epoch = epoch
+        self.batch = batch
 
 
 def is_non_finite_loss(error: BaseException) -> bool:
@@ -106,3 +131,39 @@ def optimizer_object(identifier, learning_rate) -> keras.optimizers.Optimizer:
         raise ConfigError(f"unknown optimizer {identifier!r}: use a Keras optimizer name such "
                           "as 'sgd' or 'adam', or a keras.optimizers.Optimizer") from None
 
+
+def optimizer_settings(optimizer: keras.optimizers.Optimizer) -> dict:
+    """The optimizer's class and plain settings (learning rate, momentum, ...), as JSON."""
+    return {"class": type(optimizer).__name__, **{
+        key: value for key, value in optimizer.get_config().items()
+        if key != "name" and isinstance(value, (bool, int, float, str, type(None)))}}
+
+
+def divergence_error(epoch: int, batch: int | None, history: History,
+                     recorded: dict | None = None, batch_known: bool = True) -> DivergenceError:
+    """The error for a non-finite loss: of batch `batch` of epoch `epoch` (that
+    update was not applied; `batch` None and not `batch_known`: a batch of that
+    epoch), or with `batch` None, of the whole training set after epoch `epoch`
+    (-1: before training), whose values were `recorded`."""
+    losses = ", ".join(f"{v:.4g}" for v in history.trajectory.get("full_loss", []))
+    advice = "Lower the learning rate (or standardise the data)"
+    if batch is not None:
+        where = (f"training diverged at epoch {epoch}, batch {batch}: that batch's loss is not "
+                 "finite, so its update was not applied")
+    elif not batch_known:
+        where = (f"training diverged at epoch {epoch}: the loss of one of its batches is not "
+                 "finite, so that update was not applied")
+    elif epoch < 0:
+        return DivergenceError(
+            f"training cannot start: before any update the loss on the training data is not "
+            f"finite ({_values(recorded)}). Check the data and the starting weights "
+            "(model.init_w, model.init_b), or standardise the data", None, None, history)
+    else:
+        where = (f"training diverged at epoch {epoch}: after it the loss on the whole training "
+                 f"set is not finite ({_values(recorded)}), so training stopped there")
+    return DivergenceError(f"{where}. full_loss per epoch so far: [{losses}]. {advice}",
+                           epoch, batch, history)
+
+
+def _values(recorded: dict | None) -> str:
+    return ", ".join(f"{name} = {value:g}" for name, value in (recorded or {}).items())

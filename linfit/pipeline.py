@@ -16,11 +16,13 @@ from linfit.data_files import TF_ALIGNMENT
 def to_variable(array: np.ndarray) -> tf.Variable:
     """A non-trainable tf.Variable holding `array`, sharing its memory where it can.
 
-    A C-contiguous float32 array aligned for TensorFlow is handed over through
-    DLPack without a copy; any other array is copied once.
+    A writeable C-contiguous float32 array aligned for TensorFlow (see
+    `linfit.data.float32_array`) is handed over through DLPack without a
+    copy; any other array is copied once.
     """
     array = np.asarray(array, dtype=np.float32)
-    if array.flags.c_contiguous and array.ctypes.data % TF_ALIGNMENT == 0 and array.size:
+    if array.flags.c_contiguous and array.flags.writeable and array.size and \
+            array.ctypes.data % TF_ALIGNMENT == 0:
         tensor = tf.experimental.dlpack.from_dlpack(array.__dlpack__())
     else:
         tensor = tf.convert_to_tensor(array)

@@ -23,6 +23,8 @@ def _style(i: int) -> dict:
 
 # More points than this make a scatter plot a blot, and slow to draw.
 MAX_POINTS = 5000
+# Every figure `write_figures` may write.
+FIGURES = ("data.png", "weights.png", "loss.png", "gap.png", "differences.png")
 
 
 def write_figures(out_dir: Path, data, comparison) -> list[str]:

@@ -60,21 +60,31 @@ class Reference:
 def least_squares_reference(x, y, chunk_rows: int = 65536) -> Reference:
     """The float64 least-squares optimum of f(x) = x·W + b on (x, y).
 
-    The design matrix [X 1 y] is reduced to its 12×12 (for 10 features) R
-    factor chunk by chunk (a tall-skinny QR), so memory stays small for
-    millions of rows; `numpy.linalg.lstsq` then solves R θ = Qᵀy, which has
-    the same (minimum-norm) solution as lstsq on [X 1] itself.
+    x is [N] (the scalar model: `w` is then a number) or [N, d].
     """
     n = len(y)
-    scalar_model = np.ndim(x) == 1
-    x = np.asarray(x).reshape(n, -1)
-    columns = x.shape[1] + 2  # the features, the bias, y
-    r = np.zeros((0, columns))
-    for start in range(0, n, chunk_rows):
-        stop = min(start + chunk_rows, n)
-        block = np.column_stack([x[start:stop].astype(np.float64), np.ones(stop - start),
-                                 np.asarray(y[start:stop], dtype=np.float64)])
-        r = np.linalg.qr(np.vstack([r, block]), mode="r")
+    x2 = np.asarray(x).reshape(n, -1)
+    chunks = ((x2[start:start + chunk_rows], y[start:start + chunk_rows])
+              for start in range(0, n, chunk_rows))
+    return reference_from_chunks(chunks, scalar_model=np.ndim(x) == 1)
+
+
+def reference_from_chunks(chunks, scalar_model: bool = False) -> Reference:
+    """`least_squares_reference` of data given as (x [rows, d], y [rows]) chunks.
+
+    The design matrix [X 1 y] is reduced to its 12×12 (for 10 features) R
+    factor chunk by chunk (a tall-skinny QR), so memory stays small for
+    millions of rows and the data can be read as it is used; `numpy.linalg.lstsq`
+    then solves R θ = Qᵀy, which has the same (minimum-norm) solution as lstsq
+    on [X 1] itself.
+    """
+    r, n = None, 0
+    for x, y in chunks:
+        block = np.column_stack([np.asarray(x, dtype=np.float64), np.ones(len(y)),
+                                 np.asarray(y, dtype=np.float64)])
+        r = np.linalg.qr(block if r is None else np.vstack([r, block]), mode="r")
+        n += len(y)
+    columns = r.shape[1]
     r = np.vstack([r, np.zeros((max(columns - len(r), 0), columns))])
     r_a, q_t_y, residual = r[:-1, :-1], r[:-1, -1], r[-1, -1]
     theta, *_ = np.linalg.lstsq(r_a, q_t_y, rcond=None)

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 
 from linfit.config import Config
+from linfit.console import stop_line
 from linfit.data import Data
 from linfit.experiment import Comparison
 from linfit.fileio import write_text
@@ -24,6 +25,7 @@ def write_report(path: Path, config: Config, data: Data, comparison: Comparison,
     sections = [
         ["# linfit run report", "", *_setup_lines(config, data)],
         _final_state_section(data, comparison),
+        *_stopping_section(config, comparison),
         _agreement_section(comparison),
         _stability_section(config, comparison),
         _time_section(comparison),
@@ -59,31 +61,41 @@ def _final_state_section(data: Data, comparison: Comparison) -> list[str]:
     reference = comparison.reference
     validation = data.y_val is not None
     lines = ["## Final state", "",
-             "| run | W | b | full_loss | full_loss − optimum | ‖θ − θ*‖ |"
+             "The weights each run saved (its checkpoint), after the epochs shown.", "",
+             "| run | epochs | W | b | full_loss | full_loss − optimum | ‖θ − θ*‖ |"
              + (" val_loss |" if validation else ""),
-             "|---|---|---|---|---|---|" + ("---|" if validation else "")]
+             "|---|---|---|---|---|---|---|" + ("---|" if validation else "")]
     for run in comparison.runs:
         history = run.history
+        final = history.final()
         w, b, gap, distance = "", "", "", ""
-        if "w" in history.trajectory:
-            w, b = _number(history.w[-1], ".4f"), f"{history.b[-1]:.4f}"
+        if history.has_line:
+            w, b = _number(final["w"], ".4f"), f"{final['b']:.4f}"
             if reference is not None:
                 gaps = reference.gaps(history.columns())
-                gap, distance = f"{gaps['loss_gap'][-1]:.3g}", f"{gaps['distance'][-1]:.3g}"
-        val = f" {history.trajectory['val_loss'][-1]:.6g} |" if validation else ""
-        lines.append(f"| {run.label} | {w} | {b} | {history.full_loss[-1]:.6g} | {gap} | "
-                     f"{distance} |{val}")
+                gap = f"{gaps['loss_gap'][final['epoch']]:.3g}"
+                distance = f"{gaps['distance'][final['epoch']]:.3g}"
+        val = f" {final['val_loss']:.6g} |" if validation else ""
+        lines.append(f"| {run.label} | {final['epoch']} | {w} | {b} | {final['full_loss']:.6g} | "
+                     f"{gap} | {distance} |{val}")
     blank = " |" if validation else ""
     if reference is not None:
-        lines.append(f"| **optimum** (float64 least squares) | {_number(reference.w, '.4f')} | "
-                     f"{reference.b:.4f} | {reference.loss:.6g} | 0 | 0 |{blank}")
+        lines.append(f"| **optimum** (float64 least squares) | | {_number(reference.w, '.4f')} "
+                     f"| {reference.b:.4f} | {reference.loss:.6g} | 0 | 0 |{blank}")
     if data.true_w is not None:
-        lines.append(f"| true line | {_number(data.true_w, '.4f')} | {data.true_b:.4f} | | | |"
+        lines.append(f"| true line | | {_number(data.true_w, '.4f')} | {data.true_b:.4f} | | | |"
                      f"{blank}")
     if validation:
         lines += ["", f"`val_loss` is the loss on {len(data.y_val)} held-out examples, "
                       "after each epoch."]
     return [*lines, ""]
+
+
+def _stopping_section(config: Config, comparison: Comparison) -> list[list[str]]:
+    """How runs that stopped early (or kept an earlier epoch's weights) ended."""
+    lines = [f"- **{run.label}**: {line}" for run in comparison.runs
+             if (line := stop_line(run.history, config.train.epochs))]
+    return [["## Early stopping", "", *lines, ""]] if lines else []
 
 
 def _agreement_section(comparison: Comparison) -> list[str]:

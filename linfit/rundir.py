@@ -5,29 +5,43 @@
     ...                                       # history.csv grows as training goes
     run_dir.write_results(config, data, comparison)   # metrics.json last
 
-A directory with `metrics.json` is finished; its `status` says how.
+A directory with `metrics.json` is finished; its `status` says how. Every
+run directory holds a marker, `.linfit-run`, that only linfit writes: nothing
+else is ever resumed into or overwritten, and `--overwrite` removes only the
+files linfit wrote there.
 """
 
 import csv
 import io
 import json
-import shutil
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from linfit.checkpoint import list_checkpoints, read_state
-from linfit.config import Config, load_config, to_toml
+from linfit.checkpoint import list_checkpoints, verify
+from linfit.config import LOOPS, MODEL_CLASS_NAMES, Config, load_config, to_toml
 from linfit.data import Data
-from linfit.errors import LinfitError, RunDirError
+from linfit.errors import ConfigError, LinfitError, RunDirError
 from linfit.experiment import Comparison, RunHooks, RunLabel, RunResult, config_callbacks
 from linfit.fileio import TEMPORARY_FILES, write_text
 from linfit.history import History
 from linfit.report import write_report
+from linfit.training_state import changed_setting
+
+
+@dataclass(frozen=True)
+class ResumePlan:
+    """Where each run of a resumed run directory continues from (no entry: from the
+    start), and whether every run has finished already."""
+
+    points: dict[str, Path]
+    complete: bool
 
 
 class RunDir:
     """A run directory at `path`, and the names of everything in it."""
 
+    MARKER = ".linfit-run"
     CONFIG = "config.toml"
     METRICS = "metrics.json"
     HISTORY = "history.csv"
@@ -67,13 +81,45 @@ class RunDir:
                     raise RunDirError(f"run directory {path} exists and is not empty: choose "
                                       "another --out, --resume it, or pass --overwrite to "
                                       "replace it")
-                if not (path / cls.CONFIG).is_file():
-                    raise RunDirError(f"--overwrite replaces linfit run directories only, and "
-                                      f"{path} has no config.toml: remove it yourself if you "
-                                      "mean it")
-                shutil.rmtree(path)
-        path.mkdir(parents=True, exist_ok=True)
+                cls(path)._remove_own_files()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            write_text(path / cls.MARKER, json.dumps({"linfit_run": 1}) + "\n")
+        except OSError as error:
+            raise RunDirError(f"cannot write the run directory {path}: "
+                              f"{error.strerror or error}: choose another --out") from None
         return cls(path)
+
+    def _remove_own_files(self) -> None:
+        """--overwrite: remove what linfit wrote here, after making sure that it is a run
+        directory that may go (never the current directory, one that holds it, the
+        home directory or a file system's root, nor one reached through a link)."""
+        path = self.path
+        if path.is_symlink():
+            raise RunDirError(f"--overwrite {path}: it is a symbolic link; give the run "
+                              "directory it points to, if that is what you mean")
+        resolved, here = path.resolve(), Path.cwd().resolve()
+        if resolved == here or resolved in here.parents:
+            raise RunDirError(f"--overwrite {path}: it is the current directory or holds it, "
+                              "which linfit never removes: choose a run directory below it")
+        if resolved in (Path.home().resolve(), Path(resolved.anchor)):
+            raise RunDirError(f"--overwrite {path}: linfit never removes the home directory "
+                              "or a root directory")
+        self.check_is_run(what="--overwrite replaces")
+        from linfit.plots import FIGURES
+
+        labels = [f"{kind}-{loop}" for kind in MODEL_CLASS_NAMES for loop in LOOPS]
+        names = [self.CONFIG, self.METRICS, self.HISTORY, self.TIMING, self.REPORT, *FIGURES,
+                 *(f"{label}.weights.h5" for label in labels)]
+        for file in [*(path / name for name in names), *path.glob(TEMPORARY_FILES)]:
+            file.unlink(missing_ok=True)
+        for label in labels:
+            _remove_tree(self.checkpoint_dir(label), ["epoch-*.weights.h5", TEMPORARY_FILES])
+            _remove_tree(self.tensorboard_dir(label), ["events.out.tfevents.*"])
+        for directory in (self.checkpoint_dir(), self.path / self.TENSORBOARD):
+            if directory.is_dir() and not any(directory.iterdir()):
+                directory.rmdir()
+        (path / self.MARKER).unlink()
 
     def final_checkpoint(self, label: RunLabel) -> Path:
         return self.path / f"{label}.weights.h5"
@@ -89,29 +135,29 @@ class RunDir:
     def write_config(self, config: Config) -> None:
         write_text(self.path / self.CONFIG, to_toml(config))
 
-    def check_is_run(self) -> None:
-        """Raise RunDirError unless this is a linfit run directory."""
-        if not (self.path / self.CONFIG).is_file():
-            raise RunDirError(f"--resume {self.path}: no config.toml there; give the directory "
-                              "of a linfit run")
+    def check_is_run(self, what: str = "--resume continues") -> None:
+        """Raise RunDirError unless this is a linfit run directory (it has the marker)."""
+        if not (self.path / self.MARKER).is_file() or not (self.path / self.CONFIG).is_file():
+            raise RunDirError(f"{what} linfit run directories only, and {self.path} is not "
+                              f"one (it has no {self.MARKER} marker and config.toml, which "
+                              "linfit writes in each): give the directory of a linfit run")
 
     def read_config(self, overrides=()) -> Config:
         """The run's config, with `--set` overrides applied."""
         self.check_is_run()
         return load_config(self.path / self.CONFIG, overrides)
 
-    def hooks(self, config: Config, labels: list[RunLabel], resume: "RunDir | None" = None,
+    def hooks(self, config: Config, settings: dict, resume_from: dict | None = None,
               verbose: int = 0) -> RunHooks:
         """What each run of `config` writes here as it trains: periodic
         checkpoints, history.csv, TensorBoard's files (with the config's
-        callbacks); with `resume`, where each run continues from."""
-        resume_from = {} if resume is None else resume.resume_points(labels,
-                                                                     clean=resume == self)
+        callbacks), the `settings` its checkpoints hold; `resume_from`: where
+        each run continues from (see `resume_plan`)."""
         history = HistoryCSV(self.path / self.HISTORY)
-        return RunHooks(checkpoint_dir=self.checkpoint_dir(), resume_from=resume_from,
+        return RunHooks(checkpoint_dir=self.checkpoint_dir(), resume_from=resume_from or {},
                         callbacks=lambda label: config_callbacks(config.train,
                                                                  self.tensorboard_dir(label)),
-                        on_epoch_end=history.write, verbose=verbose)
+                        on_epoch_end=history.write, verbose=verbose, settings=settings)
 
     def write_results(self, config: Config, data: Data, comparison: Comparison) -> dict:
         """Write config, checkpoints, history, figures, report, timing and, last,
@@ -159,32 +205,57 @@ class RunDir:
         self._write_json(self.METRICS, metrics)
         return metrics
 
-    def resume_points(self, labels: list[RunLabel], clean: bool = True) -> dict[str, Path]:
-        """Per run, the checkpoint with the most epochs that loads, among its
-        periodic checkpoints and its final one.
+    def resume_plan(self, config: Config, labels: list[RunLabel], settings: dict,
+                    clean: bool = True) -> ResumePlan:
+        """Where each run of `config` continues from: its newest checkpoint that is
+        whole (read and checked in full), among its periodic ones and its final one.
+        Nothing here changes but, with `clean`, what a killed write left behind.
 
-        Args:
-          clean: remove what a killed write left behind (only the process
-            that writes the directory; other workers only read it).
+        Raises:
+          ConfigError: a checkpoint was written with other settings or data (named),
+            or the config asks for fewer epochs than a run has trained.
         """
-        points = {}
+        points, complete = {}, True
         for label in labels:
-            directory = self.checkpoint_dir(label)
-            if clean:
-                for leftover in [*directory.glob(TEMPORARY_FILES),
+            if clean:  # the writer of the directory; other workers only read it
+                for leftover in [*self.checkpoint_dir(label).glob(TEMPORARY_FILES),
                                  *self.path.glob(TEMPORARY_FILES)]:
                     leftover.unlink(missing_ok=True)
-            candidates = list_checkpoints(directory) if directory.is_dir() else []
-            candidates.append(self.final_checkpoint(label))
-            best = -1
-            for path in candidates:
-                try:
-                    epoch = (read_state(path) or {}).get("epoch", -1) if path.exists() else -1
-                except LinfitError:
-                    continue  # unreadable: an older one will do
-                if isinstance(epoch, int) and epoch > best:
-                    points[label], best = path, epoch
-        return points
+            newest = self._newest_whole_checkpoint(label)
+            if newest is None:
+                complete = False
+                continue
+            path, state = newest
+            changed = changed_setting(state, settings)
+            if changed:
+                raise ConfigError(_changed_message(path, *changed))
+            if state["epoch"] > config.train.epochs:
+                raise ConfigError(
+                    f"train.epochs = {config.train.epochs}, but {label} in {self.path} has "
+                    f"trained {state['epoch']} epochs: --resume only goes on (set at least "
+                    f"{state['epoch']}, or start a new run to train fewer)")
+            complete &= state["epoch"] == config.train.epochs or bool(
+                state["history"].get("stopped"))
+            points[label] = path
+        return ResumePlan(points, complete)
+
+    def _newest_whole_checkpoint(self, label: RunLabel) -> tuple[Path, dict] | None:
+        """(path, training state) of the run's checkpoint with the most epochs that
+        reads whole, or None; damaged ones are passed over."""
+        directory = self.checkpoint_dir(label)
+        candidates = [*(list_checkpoints(directory) if directory.is_dir() else []),
+                      self.final_checkpoint(label)]
+        best = None
+        for path in candidates:
+            try:
+                state = verify(path) if path.exists() else None
+            except LinfitError:
+                continue  # damaged or half-written: an older one will do
+            if isinstance(state, dict) and isinstance(state.get("epoch"), int) and \
+                    isinstance(state.get("history"), dict) and \
+                    (best is None or state["epoch"] >= best[1]["epoch"]):
+                best = (path, state)
+        return best
 
     def read_runs(self) -> dict[str, History]:
         """The runs of a finished run directory, by label ("module-manual", ...)."""
@@ -233,6 +304,28 @@ class RunDir:
         write_text(self.path / name, json.dumps(value, indent=2) + "\n")
 
 
+def _changed_message(path: Path, key: str, then, now) -> str:
+    what = ("the data is not what the run was trained on (data.path, or the file it names, "
+            "changed)" if key == "data.fingerprint" else f"{key} was {then!r}, now {now!r}")
+    return (f"--resume: {path} was written with other settings: {what}. Resume with the "
+            "settings the run was started with, or start a new run")
+
+
+def _remove_tree(directory: Path, patterns: list[str]) -> None:
+    """Remove the files matching `patterns` below `directory`, then the directories
+    left empty; anything else stays."""
+    if not directory.is_dir():
+        return
+    for pattern in patterns:
+        for file in directory.rglob(pattern):
+            file.unlink(missing_ok=True)
+    for sub in sorted((d for d in directory.rglob("*") if d.is_dir()), reverse=True):
+        if not any(sub.iterdir()):
+            sub.rmdir()
+    if not any(directory.iterdir()):
+        directory.rmdir()
+
+
 class HistoryCSV:
     """history.csv, appended to as training goes (only the new rows: each epoch
     costs the same however long the run), so a crashed run keeps its history.
@@ -258,9 +351,16 @@ class HistoryCSV:
 
 
 def _run_metrics(label: RunLabel, history: History) -> dict:
-    """One run's entry in metrics.json."""
-    return {"model": label.model, "loop": label.loop, "checkpoint": f"{label}.weights.h5",
-            "loss": list(history.loss), "trajectory": history.metrics_rows()}
+    """One run's entry in metrics.json: its history, how it ended, and its final
+    (saved) state."""
+    rows = history.metrics_rows()
+    entry = {"model": label.model, "loop": label.loop, "checkpoint": f"{label}.weights.h5",
+             "epochs_run": history.epochs, "stopped_early": history.stopped}
+    if history.early_stopping is not None:
+        entry["early_stopping"] = dict(history.early_stopping)
+    if rows:
+        entry["final"] = rows[history.final_row]
+    return {**entry, "loss": list(history.loss), "trajectory": rows}
 
 
 def _data_metrics(data: Data) -> dict:

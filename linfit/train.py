@@ -22,7 +22,7 @@ from linfit.config import LOOPS, MODEL_KINDS, Config, load_config
 from linfit.console import results_lines
 from linfit.data import Data, load_data
 from linfit.errors import ConfigError, DivergenceError, LinfitError, WorkerLostError
-from linfit.experiment import Experiment, run_experiment
+from linfit.experiment import Experiment, RunHooks, run_experiment, run_settings
 from linfit.rundir import RunDir
 from linfit.runtime import import_tensorflow, is_chief
 
@@ -96,6 +96,15 @@ def main(argv=None) -> int:
             raise ConfigError("train.tensorboard = true needs the tensorboard package: "
                               "pip install 'linfit[tensorboard]'")
         chief = config.train.strategy != "multiworker" or is_chief()
+        settings, resume_from = run_settings(config, data), {}
+        if args.resume:  # everything checked before anything is touched
+            plan = RunDir(args.resume).resume_plan(config, experiment.labels, settings,
+                                                   clean=chief)
+            if plan.complete:
+                print(f"{args.resume} is complete: nothing to do (each run has trained its "
+                      f"{config.train.epochs} epochs, or was stopped early)")
+                return 0
+            resume_from = plan.points
         if not chief:  # another worker: it trains, the chief writes the run directory
             out = RunDir(tempfile.mkdtemp(prefix="linfit-worker-"))
         elif args.resume:
@@ -113,15 +122,15 @@ def main(argv=None) -> int:
             shutil.rmtree(out.path, ignore_errors=True)
         return 2
     try:
-        resume = RunDir(args.resume) if args.resume else None
-        return train_into(out, config, data, experiment, strategy, resume, args.verbose, chief)
+        hooks = out.hooks(config, settings, resume_from, args.verbose)
+        return train_into(out, config, data, experiment, strategy, hooks, chief)
     finally:
         if not chief:  # whatever becomes of the run, this worker's directory goes with it
             shutil.rmtree(out.path, ignore_errors=True)
 
 
 def train_into(out: RunDir, config: Config, data: Data, experiment: Experiment, strategy,
-               resume: RunDir | None, verbose: int, chief: bool = True) -> int:
+               hooks: RunHooks, chief: bool = True) -> int:
     """Train the runs of `experiment`, record them in `out` and print them.
 
     Returns the exit status: 0, or 2, 3, 4 for a failed run (recorded as such).
@@ -133,10 +142,7 @@ def train_into(out: RunDir, config: Config, data: Data, experiment: Experiment, 
             # A warning (such as an unstable learning rate) is one line, shown
             # before training starts.
             warnings.showwarning = _print_warning
-            comparison = run_experiment(
-                experiment, data.x, data.y, validation=data.validation,
-                feature_names=data.feature_names, strategy=strategy,
-                hooks=out.hooks(config, experiment.labels, resume, verbose))
+            comparison = run_experiment(experiment, data, strategy=strategy, hooks=hooks)
     except (DivergenceError, WorkerLostError, LinfitError) as error:
         status = "diverged" if isinstance(error, DivergenceError) else "failed"
         out.write_failure(data, getattr(error, "completed", []), status, str(error), error)
@@ -146,7 +152,7 @@ def train_into(out: RunDir, config: Config, data: Data, experiment: Experiment, 
     except BaseException as error:  # a bug or an interrupt: record it, then let it show
         out.write_failure(data, [], "failed", f"{type(error).__name__}: {error}")
         raise
-    print("\n".join(results_lines(comparison)))
+    print("\n".join(results_lines(comparison, config.train.epochs)))
     out.write_results(config, data, comparison)
     if not chief:
         print("\nThis worker wrote nothing: the chief writes the run directory.")

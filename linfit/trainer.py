@@ -19,18 +19,23 @@ import numpy as np
 import tensorflow as tf
 
 from linfit import checkpoint
-from linfit.callbacks import EpochRecorder, HistoryLogger, PeriodicCheckpoint, overridden_hooks
+from linfit.callbacks import (BatchPosition, EpochRecorder, HistoryLogger, PeriodicCheckpoint,
+                              note_stopping, overridden_hooks, progress_callbacks)
 from linfit.config import check_value
-from linfit.data import check_features, check_inputs, steps_per_epoch
-from linfit.errors import CheckpointError, ConfigError, DivergenceError, WorkerLostError
+from linfit.data import check_features, check_inputs, fingerprint, steps_per_epoch
+from linfit.errors import ConfigError, WorkerLostError
 from linfit.history import History
 from linfit.loops import keras_fit
 from linfit.loops.manual import ManualLoop, distribute, make_train_step
 from linfit.loops.plan import ExecutionPlan, plan_execution
-from linfit.losses import FiniteLoss, is_non_finite_loss, loss_object, optimizer_object
+from linfit.losses import (FiniteLoss, NonFiniteBatch, NonFiniteRecord, divergence_error,
+                           is_non_finite_loss, loss_object, optimizer_object,
+                           optimizer_settings)
 from linfit.models import as_keras_model
 from linfit.pipeline import make_dataset, to_variable
-from linfit.variables import check_trainable, model_variables, trainable_variables
+from linfit.training_state import ResumePoint, resume_point, training_state
+from linfit.variables import (check_created_in_scope, check_trainable, model_variables,
+                              trainable_variables)
 
 TRAINING_LOOPS = ("manual", "keras")
 
@@ -41,6 +46,7 @@ class FitData:
 
     arrays: tuple
     num_examples: int
+    fingerprint: str
 
     @property
     def validation(self) -> bool:
@@ -56,11 +62,9 @@ class Trainer:
       loss: a Keras loss name or object (default "mse").
       optimizer: a Keras optimizer name (made with `learning_rate`) or object.
       learning_rate: used when `optimizer` is a name.
-      compile: "function" (tf.function), "xla" (also compiled by XLA;
-        Keras's jit_compile), "eager" (Keras's run_eagerly), or "auto" (the
-        default): eager for a short run, where tracing would cost more than
-        it saves, else "function" (see `linfit.loops.plan`). The modes give
-        bitwise the same results here (tests/test_trainer.py checks it).
+      compile: "function" (tf.function), "xla" (Keras's jit_compile), "eager"
+        (Keras's run_eagerly), or "auto" (the default; see `linfit.loops.plan`).
+        Eager and compiled runs give bitwise the same results.
       steps_per_call: batches per compiled call (Keras's steps_per_execution).
         0, the default, lets the manual loop run whole epochs per call when
         no callback of yours needs to act during training, and the Keras
@@ -72,8 +76,11 @@ class Trainer:
         step by step and the Keras loop one step per execution.
       standardizer: for a model with `w` and `b` trained on standardised
         features, the `linfit.data.Standardizer` that scaled them: the
-        History and every checkpoint are then in the data's units (a
-        checkpoint also keeps the trained values, to resume exactly).
+        History and every checkpoint are then in the data's units.
+
+    Attributes:
+      run_settings: more settings that decide this run's numbers (e.g. a
+        config's), saved in its checkpoints and compared when resuming.
 
     Raises:
       ModelError: for a model that would train nothing (see
@@ -92,13 +99,16 @@ class Trainer:
         self.strategy = strategy
         self.distributed = strategy is not None and strategy.num_replicas_in_sync > 1
         if self.distributed:
-            _check_created_in_scope(model, strategy)
+            check_created_in_scope(model, strategy)
         self.model = model
         self.standardizer = standardizer
         self.loss = FiniteLoss(loss_object(loss))
         with self._scope():  # Keras ties a model's and an optimizer's strategy to it
             self.keras_model = as_keras_model(model)
             self.optimizer = optimizer_object(optimizer, learning_rate)
+        self.run_settings: dict = {}
+        # As made: callbacks may change the learning rate as training goes.
+        self._optimizer_settings = optimizer_settings(self.optimizer)
         self._variables = None
         self._loss_tracker = keras.metrics.Mean(name="loss")
         self._manual_loops: dict[tuple, ManualLoop] = {}
@@ -146,24 +156,21 @@ class Trainer:
           shuffle_seed: None keeps the data's order; a seed reshuffles the
             batches each epoch, reproducibly and identically in both loops.
           validation_data: (x_val, y_val) for `val_loss`, or None.
-          callbacks, verbose, initial_epoch: as in Keras's `fit`, in either loop.
+          callbacks, verbose, initial_epoch: as in Keras's `fit`.
           resume_from: a checkpoint of `save_checkpoint`'s, to continue bitwise from.
           checkpoint_dir: where to save a training checkpoint every
             `checkpoint_every` epochs, keeping the newest `keep_checkpoints` (0: all).
           on_epoch_end: called with the History so far, at the start and after each epoch.
 
-        Returns:
-          History: `loss` per epoch, and `full_loss` (`val_loss`), `w`, `b`
-          before training and after each epoch.
-
-        Raises:
-          DivergenceError: a loss was not finite; that update was not applied.
+        Returns a History: `loss` per epoch, and `full_loss` (`val_loss`), `w`, `b`
+        before training and after each epoch. Raises DivergenceError when a loss
+        is not finite (an update with a non-finite loss is never applied).
         """
         _check_fit_arguments(epochs, loop, batch_size)
         data = self._prepare(x, y, validation_data)
-        settings = {"batch_size": batch_size, "shuffle_seed": shuffle_seed,
-                    "num_examples": data.num_examples, **self._unit_settings()}
-        history, initial_epoch = self._start(settings, resume_from, initial_epoch)
+        start = self._start(self._settings(data, batch_size, shuffle_seed), resume_from,
+                            initial_epoch, epochs)
+        history, initial_epoch = start.history, start.epoch
         if initial_epoch >= epochs:
             return history
         steps = steps_per_epoch(data.num_examples, batch_size)
@@ -174,20 +181,23 @@ class Trainer:
             checkpoint_every=checkpoint_every if checkpoint_dir is not None else 0)
         callback_list = [self._recorder(history, data, plan, record_start=resume_from is None),
                          *(callbacks or []), HistoryLogger(history),
+                         *progress_callbacks(history, callbacks or [], start.callback_progress),
                          *self._output_callbacks(history, checkpoint_dir, checkpoint_every,
                                                  keep_checkpoints, on_epoch_end)]
 
-        def dataset():
-            return make_dataset(*data.arrays[:2], batch_size, epochs, shuffle_seed,
-                                initial_epoch)
+        def dataset(start=initial_epoch):
+            return make_dataset(*data.arrays[:2], batch_size, epochs, shuffle_seed, start)
 
-        with self._training_errors(history, initial_epoch, steps):
+        position = BatchPosition()
+        with self._training_errors(history, position, plan, (initial_epoch, steps)):
             if loop == "manual":
                 self._run_manual(plan, data, dataset, range(initial_epoch, epochs), steps,
                                  callback_list, verbose)
             else:
                 keras_fit.run_fit(self.keras_model, dataset(), range(initial_epoch, epochs),
-                                  steps, callback_list, plan, verbose, self.strategy)
+                                  steps, [position, *callback_list], plan, verbose,
+                                  self.strategy)
+        note_stopping(history, callbacks or [], epochs)
         return history
 
     def _prepare(self, x, y, validation_data) -> FitData:
@@ -196,7 +206,8 @@ class Trainer:
         x, y = self._checked(x, y)
         self._build(x)
         arrays = (x, y) if validation_data is None else (x, y, *self._checked(*validation_data))
-        return FitData(tuple(to_variable(array) for array in arrays), len(y))
+        return FitData(tuple(to_variable(array) for array in arrays), len(y),
+                       fingerprint(*arrays))
 
     def _checked(self, x, y) -> tuple[np.ndarray, np.ndarray]:
         x, y = check_inputs(x, y)
@@ -204,38 +215,48 @@ class Trainer:
             check_features(x, self.model.features)
         return x, y
 
+    def _settings(self, data: FitData, batch_size, shuffle_seed) -> dict:
+        """What decides the fit's numbers besides the model: a resumed fit must share it."""
+        return {**self.run_settings, "batch_size": batch_size, "shuffle_seed": shuffle_seed,
+                "num_examples": data.num_examples, "data": data.fingerprint,
+                "loss": self.loss.wrapped.name, "optimizer": self._optimizer_settings,
+                **self._unit_settings()}
+
     def _unit_settings(self) -> dict:
         return {} if self.standardizer is None else {"standardizer": self.standardizer.to_json()}
 
-    def _start(self, settings: dict, resume_from, initial_epoch: int) -> tuple[History, int]:
+    def _start(self, settings: dict, resume_from, initial_epoch: int,
+               epochs: int) -> ResumePoint:
         if resume_from is None:
-            return History(settings=settings), initial_epoch
-        return self._resume(resume_from, settings)
+            return ResumePoint(History(settings=settings), initial_epoch)
+        return self._resume(resume_from, settings, epochs)
 
-    def _resume(self, path, settings: dict) -> tuple[History, int]:
-        state = checkpoint.load_checkpoint(path, self.model, self.optimizer)
-        if not state or "epoch" not in state or "history" not in state:
-            raise CheckpointError(f"{path} is a weights-only checkpoint: it has no training "
-                                  "position to resume from")
-        for key, value in settings.items():
-            if state.get(key) != value:
-                raise ConfigError(
-                    f"{path} was written by a run with {key}={state.get(key)!r}, not "
-                    f"{value!r}: resume with the same data and settings, or start afresh")
-        if "trained_weights" in state:
-            for variable, value in zip(model_variables(self.model), state["trained_weights"]):
-                variable.assign(np.asarray(value, dtype=np.float32))
-        return History.from_json(state["history"], settings), int(state["epoch"])
+    def _resume(self, path, settings: dict, epochs: int) -> ResumePoint:
+        """Load a checkpoint to continue from, all or nothing: everything in it is
+        checked before the model or the optimizer changes."""
+        variables = model_variables(self.model)
+        point = resume_point(path, checkpoint.read_state(path), settings,
+                             [tuple(v.shape) for v in variables])
+        checkpoint.load_checkpoint(path, self.model, self.optimizer)
+        # The model as the run left it, in training units: where training goes
+        # on from, or, with nothing left to train, its final weights.
+        weights = point.resume_weights if point.epoch < epochs else point.final_weights
+        for variable, value in zip(variables, weights or []):
+            variable.assign(value)
+        point.history.end_weights = point.resume_weights
+        return point
 
     def _record_function(self, validation: bool) -> Callable:
         """record(data) -> what the History records now (see `EpochRecorder`),
         compiled unless the plan is eager; one per kind of data."""
         has_line = _has_line(self.model)
 
+        loss = self.loss.wrapped  # unchecked: the recorder reports a non-finite value
+
         def record(data):
-            values = {"full_loss": self.loss(data[1], self.model(data[0]))}
+            values = {"full_loss": loss(data[1], self.model(data[0]))}
             if validation:
-                values["val_loss"] = self.loss(data[3], self.model(data[2]))
+                values["val_loss"] = loss(data[3], self.model(data[2]))
             if has_line:
                 values.update(w=tf.identity(self.model.w), b=tf.identity(self.model.b))
             return values
@@ -279,11 +300,12 @@ class Trainer:
             step = make_train_step(self.model, self._variables, self.loss, self.optimizer)
             self._manual_loops[key] = ManualLoop(
                 distribute(step, self.strategy) if self.distributed else step,
-                self._record_function(data.validation), names, self._loss_tracker, plan.mode)
+                self._record_function(data.validation), names, self._loss_tracker, plan.mode,
+                state=[*model_variables(self.model), *self.optimizer.variables])
         self.manual_loop = self._manual_loops[key]
         if self.distributed:
-            def dataset(make=dataset):
-                return self.strategy.experimental_distribute_dataset(make())
+            def dataset(start, make=dataset):
+                return self.strategy.experimental_distribute_dataset(make(start))
         self.manual_loop.run(plan, data.arrays, dataset, epochs, steps,
                              keras.callbacks.CallbackList(
                                  callbacks, add_history=False, add_progbar=verbose != 0,
@@ -291,8 +313,12 @@ class Trainer:
                                  steps=steps))
 
     @contextlib.contextmanager
-    def _training_errors(self, history: History, initial_epoch: int, steps: int):
-        """TensorFlow's errors during training, as linfit's."""
+    def _training_errors(self, history: History, position: BatchPosition, plan: ExecutionPlan,
+                         shape: tuple[int, int]):
+        """TensorFlow's errors during training, as linfit's. `position` follows the
+        Keras loop (the manual loop says where it stopped itself); `shape` is the
+        fit's (initial epoch, batches per epoch)."""
+        initial_epoch, steps = shape
         start = int(self.optimizer.iterations.numpy())
         try:
             yield
@@ -304,12 +330,26 @@ class Trainer:
                 f"({type(error).__name__}), so training stopped: start every worker again "
                 "with --resume RUN_DIR (or resume_from=) to continue from the last "
                 "checkpoint") from None
+        except NonFiniteRecord as error:
+            raise divergence_error(error.epochs_completed - 1, None, history,
+                                   error.values) from None
+        except NonFiniteBatch as error:
+            epoch, batch = error.epoch, error.batch
         except Exception as error:
             if not is_non_finite_loss(error):
                 raise
-            done = int(self.optimizer.iterations.numpy()) - start
-            raise divergence_error(initial_epoch + done // steps, done % steps,
-                                   history) from None
+            # Keras's fit. Compiled, an update's iteration count can be applied
+            # without the update itself: count on it only eagerly.
+            epoch = position.epoch
+            batch = position.batch if plan.steps_per_execution == 1 else None
+            if plan.mode == "eager":
+                batch = int(self.optimizer.iterations.numpy()) - start - \
+                    (epoch - initial_epoch) * steps
+        else:
+            return
+        if batch is not None:  # the optimizer counts the updates applied, no more
+            self.optimizer.iterations.assign(start + (epoch - initial_epoch) * steps + batch)
+        raise divergence_error(epoch, batch, history, batch_known=False)
 
     def save_checkpoint(self, path: str | os.PathLike, history: History | None = None,
                         epoch: int | None = None):
@@ -318,16 +358,18 @@ class Trainer:
         `fit(..., resume_from=path)` continues from it. The file is Keras's
         `.weights.h5` layout, so it also loads with `load_weights`.
         """
-        state = dict(history.settings) if history is not None else self._unit_settings()
-        if history is not None:
-            state["epoch"] = history.epochs if epoch is None else epoch
-            state["history"] = history.to_json()
-        values = None
-        if self.standardizer is not None:
-            trained = [v.numpy() for v in model_variables(self.model)]
-            state["trained_weights"] = [value.tolist() for value in trained]
-            w, b = self.standardizer.to_original(*trained)
-            values = [np.asarray(w, dtype=np.float32), np.asarray(b, dtype=np.float32)]
+        current = [v.numpy() for v in model_variables(self.model)]
+        values = final = None
+        if self.standardizer is not None:  # the file in the data's units
+            w, b = self.standardizer.to_original(*current)
+            values, final = [np.float32(w), np.float32(b)], current
+        if history is None:
+            return checkpoint.save_checkpoint(path, self.model, self.optimizer,
+                                              self._unit_settings(), values=values)
+        resume = history.end_weights if history.end_weights is not None else current
+        if final is None and all(np.array_equal(a, b) for a, b in zip(resume, current)):
+            resume = None  # the file's own weights are where training goes on from
+        state = training_state(history, epoch, resume, final)
         return checkpoint.save_checkpoint(path, self.model, self.optimizer, state, values=values)
 
     def evaluate(self, x, y) -> float:
@@ -345,23 +387,6 @@ class Trainer:
 
 def _has_line(model) -> bool:
     return hasattr(model, "w") and hasattr(model, "b")
-
-
-def _check_created_in_scope(model, strategy) -> None:
-    # A Keras variable keeps its tf.Variable (here a MirroredVariable) as `.value`.
-    variables = [v.value if isinstance(v, keras.Variable) else v for v in model_variables(model)]
-    if not all(strategy.extended.variable_created_in_scope(v) for v in variables):
-        raise ConfigError(f"{type(model).__name__} was not created in the strategy's scope: "
-                          "create it inside `with strategy.scope():` and pass the same "
-                          "strategy to the Trainer")
-
-
-def divergence_error(epoch: int, batch: int, history: History) -> DivergenceError:
-    losses = ", ".join(f"{v:.4g}" for v in history.trajectory.get("full_loss", []))
-    return DivergenceError(
-        f"training diverged at epoch {epoch}, batch {batch}: the loss is not finite, so that "
-        f"update was not applied. full_loss per epoch so far: [{losses}]. Lower the learning "
-        "rate (or standardise the data)", epoch, batch, history)
 
 
 def _check_fit_arguments(epochs, loop, batch_size) -> None:

@@ -8,7 +8,7 @@ functions give both in checkpoint order (creation order, which is Keras's
 import keras
 import tensorflow as tf
 
-from linfit.errors import ModelError
+from linfit.errors import ConfigError, ModelError
 
 
 def module_variables(module: tf.Module) -> list[tf.Variable]:
@@ -81,3 +81,13 @@ def check_trainable(model, built: bool = False) -> None:
     else:
         raise ModelError(f"cannot train a {name}: expected a tf.Module (such as "
                          "linfit.LinearModule) or a keras.Model (such as linfit.LinearModel)")
+
+
+def check_created_in_scope(model, strategy) -> None:
+    """Raise ConfigError unless every variable of `model` belongs to `strategy`."""
+    # A Keras variable keeps its tf.Variable (here a MirroredVariable) as `.value`.
+    variables = [v.value if isinstance(v, keras.Variable) else v for v in model_variables(model)]
+    if not all(strategy.extended.variable_created_in_scope(v) for v in variables):
+        raise ConfigError(f"{type(model).__name__} was not created in the strategy's scope: "
+                          "create it inside `with strategy.scope():` and pass the same "
+                          "strategy to the Trainer")

@@ -112,12 +112,15 @@ def check_fit(path, found: list[h5py.Dataset], variables, owner: str,
                                   f"{dataset.dtype} in the file but {dtype} in {owner}")
 
 
-def check_weights(path: Path, found: list[h5py.Dataset]) -> None:
-    """For a file whose model is not known yet: float datasets of bounded size."""
-    for index, dataset in enumerate(found):
-        if dataset.size > MAX_ELEMENTS or not np.issubdtype(dataset.dtype, np.floating):
-            raise CheckpointError(f"{path}: '{VARS}/{index}' is {dataset.dtype} of shape "
-                                  f"{list(dataset.shape)}: not a weight linfit can load")
+def check_weights(path: Path, found: list[h5py.Dataset], integers: bool = False) -> None:
+    """For a file whose model is not known yet: float datasets (or integer ones, such
+    as an optimizer's iteration count) of bounded size."""
+    for dataset in found:
+        numeric = np.issubdtype(dataset.dtype, np.floating) or (
+            integers and np.issubdtype(dataset.dtype, np.integer))
+        if dataset.size > MAX_ELEMENTS or not numeric:
+            raise CheckpointError(f"{path}: '{dataset.name.strip('/')}' is {dataset.dtype} of "
+                                  f"shape {list(dataset.shape)}: not a weight linfit can load")
 
 
 def read(path: Path, found: list[h5py.Dataset]) -> list[np.ndarray]:

@@ -20,10 +20,12 @@ computes them after the epoch, as it does for the Keras loop.
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from linfit import compat
 from linfit.callbacks import overridden_hooks
+from linfit.losses import NonFiniteBatch, is_non_finite_loss
 
 
 def make_train_step(model, variables, loss_fn, optimizer):
@@ -77,13 +79,17 @@ class ManualLoop:
       record_names: the keys `record` returns.
       mode: "eager" (no tf.function: for debugging), "function", or "xla"
         (the step compiled with XLA).
+      state: every variable a step changes (the model's and the optimizer's):
+        a fused call is all or nothing, so a call that meets a non-finite
+        loss is undone and its epochs run again one by one, recording each.
     """
 
     def __init__(self, step, record, record_names: list[str], loss_tracker: keras.metrics.Mean,
-                 mode: str = "function"):
+                 mode: str = "function", state: list | None = None):
         self.mode = mode
         self.record = record
         self._record_names = list(record_names)
+        self._state = list(state or [])
         self._tracker = loss_tracker
         self._step = tf.function(step, jit_compile=True) if mode == "xla" else step
         compiled = (lambda f: f) if mode == "eager" else tf.function
@@ -106,30 +112,31 @@ class ManualLoop:
         Args:
           plan: the fit's `ExecutionPlan`.
           data: the data variables (x, y[, x_val, y_val]).
-          dataset: dataset() makes every epoch's batches in order, read
-            through one iterator as `fit` reads it (built only if needed).
+          dataset: dataset(start) makes the batches of every epoch from
+            `start` on, in order, read through one iterator as `fit` reads it
+            (built only if needed).
         """
         callbacks.model.stop_training = False
         callbacks.on_train_begin()
         if plan.epochs_per_call:
             logs = self._fused(plan, data, dataset, epochs, steps_per_epoch, callbacks)
         else:
-            logs = self._batch_by_batch(plan, iter(dataset()), epochs, steps_per_epoch,
-                                        callbacks)
+            logs = self._batch_by_batch(plan, dataset, epochs, steps_per_epoch, callbacks)
         callbacks.on_train_end(logs)
 
     def _fused(self, plan, data, dataset, epochs, steps_per_epoch, callbacks) -> dict:
-        batches = None if plan.full_batch else iter(dataset())
+        batches = None if plan.full_batch else iter(dataset(epochs.start))
         epoch_begin = "on_epoch_begin" in overridden_hooks(callbacks.callbacks)
         logs = {}
         for start in range(epochs.start, epochs.stop, plan.epochs_per_call):
             block = range(start, min(start + plan.epochs_per_call, epochs.stop))
-            if plan.full_batch:
-                losses, records = self.run_full_batch_epochs(tf.constant(len(block)), data)
-            else:
-                losses, records = self.run_epochs(batches, tf.constant(len(block)),
-                                                  tf.constant(steps_per_epoch), data)
-            losses, records = losses.numpy(), {k: v.numpy() for k, v in records.items()}
+            before = self._snapshot()
+            results = self._fused_call(plan, data, batches, len(block), steps_per_epoch)
+            if results is None:  # a loss was not finite: redo these epochs one by one
+                self._restore(before)
+                return self._batch_by_batch(plan, dataset, range(start, epochs.stop),
+                                            steps_per_epoch, callbacks)
+            losses, records = results
             for index, epoch in enumerate(block):
                 if epoch_begin:
                     callbacks.on_epoch_begin(epoch)
@@ -138,7 +145,27 @@ class ManualLoop:
                 callbacks.on_epoch_end(epoch, logs)
         return logs
 
-    def _batch_by_batch(self, plan, batches, epochs, steps_per_epoch, callbacks) -> dict:
+    def _fused_call(self, plan, data, batches, epochs: int, steps_per_epoch: int):
+        """(losses, records) of `epochs` fused epochs as NumPy, or None when a loss in
+        them was not finite (the guard stopped the call, or, under XLA, which drops
+        the guard, a recorded loss is not finite)."""
+        try:
+            if plan.full_batch:
+                losses, records = self.run_full_batch_epochs(tf.constant(epochs), data)
+            else:
+                losses, records = self.run_epochs(batches, tf.constant(epochs),
+                                                  tf.constant(steps_per_epoch), data)
+        except tf.errors.InvalidArgumentError as error:
+            if not is_non_finite_loss(error):
+                raise
+            return None
+        losses, records = losses.numpy(), {k: v.numpy() for k, v in records.items()}
+        losses_recorded = [records[name] for name in ("full_loss", "val_loss") if name in records]
+        finite = all(np.isfinite(values).all() for values in [losses, *losses_recorded])
+        return (losses, records) if finite else None
+
+    def _batch_by_batch(self, plan, dataset, epochs, steps_per_epoch, callbacks) -> dict:
+        batches = iter(dataset(epochs.start))
         logs = {}
         for epoch in epochs:
             self._tracker.reset_state()
@@ -146,7 +173,7 @@ class ManualLoop:
             for step in range(0, steps_per_epoch, plan.steps_per_call):
                 count = min(plan.steps_per_call, steps_per_epoch - step)
                 callbacks.on_train_batch_begin(step)
-                running_loss = self.run_steps(batches, tf.constant(count))
+                running_loss = self._steps(batches, count, dataset, (epoch, step))
                 callbacks.on_train_batch_end(step + count - 1, {"loss": running_loss})
                 if callbacks.model.stop_training:
                     break
@@ -155,6 +182,37 @@ class ManualLoop:
             if callbacks.model.stop_training:
                 break
         return logs
+
+    def _steps(self, batches, count: int, dataset, position: tuple[int, int]):
+        """`count` steps in one call. When a batch's loss is not finite, raise
+        NonFiniteBatch with its exact position: a call of several batches is
+        undone and its batches run again one at a time to find it."""
+        before = self._snapshot() if count > 1 else None
+        try:
+            return self.run_steps(batches, tf.constant(count))
+        except tf.errors.InvalidArgumentError as error:
+            if not is_non_finite_loss(error):
+                raise
+        epoch, step = position
+        if before is not None:
+            self._restore(before)
+            again = iter(dataset(epoch))
+            for _ in range(step):
+                next(again)
+            for offset in range(count):
+                try:
+                    self.run_steps(again, tf.constant(1))
+                except tf.errors.InvalidArgumentError:
+                    step += offset
+                    break
+        raise NonFiniteBatch(epoch, step)
+
+    def _snapshot(self) -> list:
+        return [variable.numpy() for variable in self._state]
+
+    def _restore(self, values: list) -> None:
+        for variable, value in zip(self._state, values):
+            variable.assign(value)
 
     def _run_steps(self, iterator, steps):
         for _ in tf.range(steps):
