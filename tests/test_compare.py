@@ -55,3 +55,11 @@ def test_metrics_carry_reference_and_agreement(two_runs, guide_data):
     assert metrics["reference"]["lr_limit"] == pytest.approx(reference.lr_limit, rel=1e-12)
     assert metrics["agreement"]["agree"] is True
     assert set(metrics["agreement"]["max_rel"]) == {"loss", "full_loss", "w", "b"}
+
+
+@pytest.mark.parametrize("rtol", ["nan", "-0.1", "inf"])
+def test_compare_cli_refuses_a_tolerance_that_is_not_one(two_runs, capsys, rtol):
+    """Issue 13.12: --rtol nan once said runs 17% apart agree."""
+    assert main([str(two_runs / "a"), str(two_runs / "c"), "--rtol", rtol]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: rtol=") and "finite number >= 0" in err

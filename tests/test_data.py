@@ -186,3 +186,35 @@ def test_consistently_wrong_width_is_not_reshaped(tmp_path):
     path = write(tmp_path, "a,y\n1,2,3\n4,5,6\n")
     with pytest.raises(DataError, match="line 2: 3 values, but the header has 2 columns"):
         read_csv(path)
+
+
+@pytest.mark.parametrize("header, target, feature", [("y,x", "y", "x"), ("x,y", "y", "x")])
+def test_a_byte_order_mark_is_not_part_of_a_column_name(tmp_path, header, target, feature):
+    """Issue 13.8: Excel writes UTF-8 CSV files with a byte-order mark."""
+    rows = "5,1\n8,2\n11,3\n" if header == "y,x" else "1,5\n2,8\n3,11\n"
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + f"{header}\n{rows}".encode())
+    data = read_csv(path)
+    assert data.feature_names == (feature,)
+    np.testing.assert_array_equal(data.x, [1, 2, 3])
+    np.testing.assert_array_equal(data.y, [5, 8, 11])
+    assert read_csv(path, target=target, features=(feature,)).feature_names == (feature,)
+
+
+def test_a_value_that_overflows_float32_is_named_so(tmp_path):
+    path = write(tmp_path, "x,y\n1,2\n1e39,4\n")
+    with pytest.raises(DataError, match=r"line 3, column 'x': 1e\+39 overflows float32"):
+        read_csv(path)
+
+
+def test_the_exact_values_are_those_of_the_file_and_follow_the_split(tmp_path):
+    """Issue 13.14: the float64 values as read, of the training rows only."""
+    # i / 10 is not a float32: training's copy rounds it, the exact values do not.
+    path = write(tmp_path, "x,y\n" + "".join(f"{i / 10!r},{i / 3!r}\n" for i in range(10)))
+    data = load_data(DataConfig(path=str(path), validation_split=0.3, shuffle=True, seed=2))
+    training_rows = sorted(round(float(x) * 10) for x in data.x)
+    assert len(training_rows) == 7
+    x, y = (np.concatenate(parts) for parts in zip(*data.exact.chunks()))
+    assert sorted(x.ravel().tolist()) == [i / 10 for i in training_rows]
+    assert sorted(y.tolist()) == [i / 3 for i in training_rows]
+    assert any(float(np.float32(v)) != v for v in x.ravel())

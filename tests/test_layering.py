@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "linfit"
 LAYERS = [
     ["errors"],
     ["config", "fileio", "history", "compat", "variables"],
-    ["weights_file", "data_files", "agreement", "reference"],
+    ["weights_file", "data_files", "agreement", "reference", "training_state"],
     ["checkpoint", "data", "losses"],
     ["models", "pipeline"],
     ["callbacks", "loops", "loops.plan", "loops.manual", "loops.keras_fit"],

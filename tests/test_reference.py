@@ -1,5 +1,8 @@
 """The exact answer: the float64 least-squares optimum and the stability limit."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -68,3 +71,22 @@ def test_just_below_the_limit_converges_and_just_above_diverges(guide_data, fact
     gaps = reference.gaps(history.columns())["distance"]
     assert (gaps[-1] < gaps[0] / 2) == converges
     assert (gaps[-1] > gaps[0] * 2) == (not converges)
+
+
+LONGLEY = Path(__file__).resolve().parent / "data" / "longley.csv"
+# NIST StRD, Longley: the certified least-squares coefficients (intercept first).
+LONGLEY_CERTIFIED = [-3482258.63459582, 15.0618722713733, -0.358191792925910e-01,
+                     -2.02022980381683, -1.03322686717359, -0.511041056535807e-01,
+                     1829.15146461355]
+
+
+def test_the_cli_reference_is_nists_certified_longley_fit(tmp_path):
+    """Issue 13.14: the reference is of the values as read (float64), as statsmodels
+    and scikit-learn compute it, not of training's float32 copy (1.3e-5 off)."""
+    from linfit.train import main
+
+    assert main(["--data", LONGLEY, "--model", "module", "--loop", "manual",
+                 "--set", "train.epochs=1", "--set", "data.standardize=true",
+                 "--out", tmp_path / "run"]) == 0
+    reference = json.loads((tmp_path / "run" / "metrics.json").read_text())["reference"]
+    np.testing.assert_allclose([reference["b"], *reference["w"]], LONGLEY_CERTIFIED, rtol=1e-9)

@@ -11,8 +11,8 @@ import h5py
 import numpy as np
 import pytest
 
-from linfit import (CheckpointError, DivergenceError, LinearModel, LinearModule, Trainer,
-                    load_weights)
+from linfit import (CheckpointError, ConfigError, DivergenceError, LinearModel, LinearModule,
+                    Trainer, load_weights)
 from linfit.checkpoint import list_checkpoints, read_state
 from linfit.config import DataConfig
 from linfit.data import synthetic_line
@@ -60,7 +60,7 @@ def test_resume_refuses_other_settings_and_weights_only_files(tmp_path):
     with pytest.raises(Exception, match="batch_size=16, not 8"):
         train("manual", "sgd", (8, 3), resume_from=tmp_path / "epoch-0002.weights.h5")
     LinearModel().save_weights(tmp_path / "plain.weights.h5")
-    with pytest.raises(CheckpointError, match="holds no optimizer state"):
+    with pytest.raises(CheckpointError, match="weights-only checkpoint"):
         train("manual", "sgd", (16, 3), resume_from=tmp_path / "plain.weights.h5")
 
 
@@ -83,20 +83,44 @@ def test_divergence_stops_before_the_bad_update(tmp_path):
     with pytest.raises(DivergenceError) as error:
         trainer.fit(DATA.x, DATA.y, epochs=100, checkpoint_dir=tmp_path, checkpoint_every=1)
     epoch = error.value.epoch
-    assert error.value.batch == 0 and 5 < epoch < 100
-    assert f"diverged at epoch {epoch}, batch 0" in str(error.value)
+    # Full batch: after epoch 16 the loss on the data overflows float32, so the
+    # next update is never tried; the message says so, not "epoch 17, batch 0".
+    assert error.value.batch is None and 5 < epoch < 100
+    assert f"diverged at epoch {epoch}: after it the loss on the whole training set" in \
+        str(error.value)
     # No update with a non-finite loss was applied: the weights are finite. The
     # history ends at the last epoch whose loss was finite, and so do the checkpoints.
     history = error.value.history
     assert np.isfinite(model.w.numpy()) and np.isfinite(history.full_loss).all()
-    last_good = len(history.full_loss) - 1
-    assert last_good in (epoch, epoch - 1)
+    assert len(history.full_loss) - 1 == epoch
     newest = list_checkpoints(tmp_path)[-1]
-    assert newest.name == f"epoch-{last_good:04d}.weights.h5"
+    assert newest.name == f"epoch-{epoch:04d}.weights.h5"
     restored = LinearModule()
     load_weights(restored, newest)
     assert float(restored.w.numpy()) == float(np.asarray(history.w[-1]))
     assert np.isfinite(restored.w.numpy())
+
+
+@pytest.mark.parametrize("compile", ["eager", "function"])
+def test_a_batch_whose_loss_is_not_finite_is_never_applied(compile):
+    # Mini-batches at a rate this high blow the weights up within an epoch: the
+    # guard meets a non-finite batch loss mid-epoch (eagerly, in epoch 6 at batch
+    # 3 of 4; compiled, where the fused call is undone and replayed epoch by epoch,
+    # a step later, as the graph rounds the last finite steps differently).
+    x = np.linspace(-2, 2, 64, dtype=np.float32)
+    trainer = Trainer(LinearModule(), learning_rate=2.0, compile=compile)
+    with pytest.raises(DivergenceError) as error:
+        trainer.fit(x, 3 * x, epochs=200, batch_size=16)
+    epoch, batch = error.value.epoch, error.value.batch
+    assert batch is not None and 5 <= epoch <= 7
+    assert f"at epoch {epoch}, batch {batch}: that batch's loss is not finite, so its update " \
+           "was not applied" in str(error.value)
+    # Every update before that batch was applied, and that one was not; the history
+    # holds the start and the 6 epochs completed, all finite.
+    assert int(trainer.optimizer.iterations.numpy()) == epoch * 4 + batch
+    assert len(error.value.history.full_loss) == epoch + 1
+    assert np.isfinite(error.value.history.full_loss).all()
+    assert np.isfinite(trainer.model.w.numpy()) and np.isfinite(trainer.model.b.numpy())
 
 
 def run_cli(*args, cwd):
@@ -168,7 +192,7 @@ def test_overwrite_replaces_only_a_run_directory(tmp_path, capsys):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("precious")
     assert main(["--out", tmp_path / "mine", "--overwrite"]) == 2
-    assert "has no config.toml" in capsys.readouterr().err
+    assert "has no .linfit-run marker" in capsys.readouterr().err
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
 
 
@@ -180,3 +204,149 @@ def test_kill_test_script_survives_kills():
     assert result.returncode == 0, result.stdout + result.stderr
     assert "weights identical, history identical" in result.stdout
     assert "during a checkpoint write" in result.stdout
+
+
+# Resuming from the command line: everything is checked before anything is
+# touched (issue 13, items 9 and 10).
+
+RESUMABLE = ["--model", "module", "--loop", "manual", "--set", "train.checkpoint_every=2"]
+
+
+def snapshot(folder):
+    return {path.relative_to(folder).as_posix(): path.read_bytes()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+@pytest.fixture
+def half_run(tmp_path):
+    """A run of 6 epochs stopped after 4: its final files removed, its periodic
+    checkpoints kept, as a kill leaves it."""
+    folder = tmp_path / "run"
+    assert main([*RESUMABLE, "--set", "train.epochs=6", "--out", folder]) == 0
+    for name in ("metrics.json", "module-manual.weights.h5"):
+        (folder / name).unlink()
+    (folder / "checkpoints" / "module-manual" / "epoch-0006.weights.h5").unlink()
+    return folder
+
+
+@pytest.mark.parametrize("edit, key", [
+    (("learning_rate = 0.1", "learning_rate = 0.2"), "train.learning_rate was 0.1, now 0.2"),
+    (("optimizer = \"sgd\"", "optimizer = \"adam\""), "train.optimizer was 'sgd', now 'adam'"),
+    (("noise_stddev = 1.0\\nseed = 0", "noise_stddev = 1.0\\nseed = 1"), "data.seed was 0, now 1"),
+    (("init_b = 0.0", "init_b = 1.0"), "model.init_b was 0.0, now 1.0"),
+])
+def test_resume_refuses_a_config_edited_since(half_run, capsys, edit, key):
+    config = half_run / "config.toml"
+    text = config.read_text()
+    old, new = (part.replace("\\n", "\n") for part in edit)
+    assert old in text
+    config.write_text(text.replace(old, new, 1))
+    before = snapshot(half_run)
+    assert main(["--resume", half_run]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --resume: ") and err.count("\n") == 1 and key in err
+    assert snapshot(half_run) == before  # nothing rewritten, nothing removed
+
+
+def test_resume_refuses_data_that_changed(tmp_path, capsys):
+    data = tmp_path / "d.csv"
+    data.write_text("x,y\n" + "".join(f"{i},{2 * i + 1}\n" for i in range(20)))
+    folder = tmp_path / "run"
+    assert main([*RESUMABLE, "--data", data, "--set", "train.epochs=4",
+                 "--set", "train.learning_rate=0.001", "--out", folder]) == 0
+    data.write_text("x,y\n" + "".join(f"{i},{2 * i + 2}\n" for i in range(20)))
+    assert main(["--resume", folder, "--set", "train.epochs=8"]) == 2
+    assert "the data is not what the run was trained on" in capsys.readouterr().err
+
+
+def test_resume_of_a_complete_run_does_nothing(tmp_path, capsys):
+    folder = tmp_path / "run"
+    assert main([*RESUMABLE, "--set", "train.epochs=4", "--out", folder]) == 0
+    before = snapshot(folder)
+    capsys.readouterr()
+    assert main(["--resume", folder]) == 0
+    assert "is complete: nothing to do" in capsys.readouterr().out
+    assert snapshot(folder) == before
+    assert main(["--resume", folder, "--set", "train.epochs=2"]) == 2  # fewer: refused
+    assert "has trained 4 epochs: --resume only goes on" in capsys.readouterr().err
+    assert snapshot(folder) == before
+
+
+def test_resume_of_an_early_stopped_run_keeps_its_decision(tmp_path, capsys):
+    folder = tmp_path / "run"
+    assert main([*RESUMABLE, "--set", "data.validation_split=0.2", "--set", "train.epochs=200",
+                 "--set", 'train.early_stopping={monitor="val_loss", patience=2}',
+                 "--out", folder]) == 0
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["runs"][0]["stopped_early"] and metrics["runs"][0]["epochs_run"] < 200
+    before = snapshot(folder)
+    assert main(["--resume", folder, "--set", "train.epochs=300"]) == 0
+    assert "is complete: nothing to do" in capsys.readouterr().out
+    assert snapshot(folder) == before
+
+
+def test_the_newest_damaged_checkpoint_is_passed_over(half_run):
+    newest = half_run / "checkpoints" / "module-manual" / "epoch-0004.weights.h5"
+    newest.write_bytes(newest.read_bytes()[:200])  # a torn write
+    assert main(["--resume", half_run]) == 0
+    metrics = json.loads((half_run / "metrics.json").read_text())
+    assert metrics["status"] == "complete" and metrics["runs"][0]["epochs_run"] == 6
+
+
+# Trainer.fit(resume_from=...): all or nothing (issue 13.11).
+
+def rewrite_state(path, change):
+    with h5py.File(path, "a") as f:
+        state = json.loads(f.attrs["linfit_state"])
+        change(state)
+        f.attrs["linfit_state"] = json.dumps(state)
+
+
+@pytest.mark.parametrize("change, error, message", [
+    (lambda s: s.update(batch_size=8), ConfigError, "batch_size=8, not 16"),
+    (lambda s: s.update(epoch="abc"), CheckpointError, "epoch='abc'"),
+    (lambda s: s.update(history={}), CheckpointError, "history does not hold"),
+    (lambda s: s.update(epoch=5), CheckpointError, "history does not hold 5 epochs"),
+    (lambda s: s.update(callbacks="x"), CheckpointError, "progress is damaged"),
+    (lambda s: s.update(resume_weights=[[1.0, 2.0], 3.0]), CheckpointError, "do not fit"),
+], ids=["settings", "epoch", "history", "epoch-count", "callbacks", "weights"])
+def test_a_bad_training_state_changes_nothing(tmp_path, change, error, message):
+    train("manual", "adam", (16, 3), epochs=2, checkpoint_dir=tmp_path, checkpoint_every=1)
+    path = tmp_path / "epoch-0002.weights.h5"
+    rewrite_state(path, change)
+    trainer = Trainer(LinearModel(init_w=1.5), optimizer="adam", learning_rate=0.05)
+    trainer.fit(DATA.x, DATA.y, epochs=1, batch_size=16, shuffle_seed=3)  # some state
+    before = [v.numpy().copy() for v in (*trainer.model.weights, *trainer.optimizer.variables)]
+    with pytest.raises(error, match=message):
+        trainer.fit(DATA.x, DATA.y, epochs=6, batch_size=16, shuffle_seed=3, resume_from=path)
+    after = [v.numpy() for v in (*trainer.model.weights, *trainer.optimizer.variables)]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def test_resume_from_python_refuses_other_data_or_optimizer(tmp_path):
+    train("manual", "sgd", (None, None), epochs=2, checkpoint_dir=tmp_path, checkpoint_every=1)
+    path = tmp_path / "epoch-0002.weights.h5"
+    with pytest.raises(ConfigError, match="data="):
+        Trainer(LinearModel(), learning_rate=0.05).fit(DATA.x, DATA.y + 1, epochs=4,
+                                                      resume_from=path)
+    with pytest.raises(ConfigError, match="optimizer="):
+        Trainer(LinearModel(), learning_rate=0.5).fit(DATA.x, DATA.y, epochs=4,
+                                                     resume_from=path)
+
+
+def test_checkpoints_are_the_same_bytes_whatever_the_hash_seed(tmp_path):
+    """Issue 13.13: no stored structure depends on PYTHONHASHSEED."""
+    import os
+
+    states = []
+    for seed in ("1", "2"):
+        out = tmp_path / seed
+        subprocess.run([sys.executable, "-m", "linfit.train", *RESUMABLE,
+                        "--set", "train.epochs=4", "--set", "data.validation_split=0.2",
+                        "--set", 'train.early_stopping={monitor="val_loss", patience=9}',
+                        "--out", str(out)], check=True, capture_output=True,
+                       env={**os.environ, "PYTHONHASHSEED": seed}, timeout=120)
+        with h5py.File(out / "checkpoints" / "module-manual" / "epoch-0002.weights.h5") as f:
+            states.append(f.attrs["linfit_state"])
+        states.append((out / "metrics.json").read_bytes() + (out / "history.csv").read_bytes())
+    assert states[0] == states[2] and states[1] == states[3]

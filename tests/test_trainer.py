@@ -253,3 +253,64 @@ def test_a_second_fit_on_other_data_records_that_data(batch_size):
         assert history.full_loss[-1] == pytest.approx(np.mean((w * x + b - y) ** 2), rel=1e-4)
         assert history.trajectory["val_loss"][-1] == pytest.approx(
             np.mean((w * x_val + b - y_val) ** 2), rel=1e-4)
+
+
+def guide_tensors():
+    """The guide's own inputs: tf.linspace and a tf noise tensor (seeded here)."""
+    x = tf.linspace(-2.0, 2.0, 201)
+    return x, x * 3.0 + 2.0 + tf.random.stateless_normal([201], seed=[1, 2])
+
+
+def read_only_memmap(tmp_path):
+    x, y = (np.asarray(t) for t in guide_tensors())
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    return (np.load(tmp_path / "x.npy", mmap_mode="r"), np.load(tmp_path / "y.npy", mmap_mode="r"))
+
+
+INPUTS = {
+    "tf-tensors": lambda tmp_path: guide_tensors(),
+    "read-only-memmap": read_only_memmap,
+    "broadcast-non-contiguous": lambda tmp_path: (
+        np.broadcast_to(np.linspace(-2, 2, 201, dtype=np.float32)[:, None], (201, 2))[:, 0],
+        np.asarray(guide_tensors()[1])),
+    "float64": lambda tmp_path: tuple(np.asarray(t, dtype=np.float64) for t in guide_tensors()),
+    "lists": lambda tmp_path: tuple(np.asarray(t).tolist() for t in guide_tensors()),
+}
+
+
+@pytest.mark.parametrize("loop", ["manual", "keras"])
+@pytest.mark.parametrize("kind", list(INPUTS))
+def test_the_inputs_people_pass(tmp_path, kind, loop):
+    """Issue 13.2: the guide's tensors, read-only and non-contiguous arrays, float64
+    and lists train (both loops), evaluate and predict, as their float32 values do."""
+    x, y = INPUTS[kind](tmp_path)
+    trainer = Trainer(LinearModule())
+    history = trainer.fit(x, y, epochs=10, loop=loop)
+    x32, y32 = np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.float32)
+    assert_matches_reference(history, gradient_descent_reference(x32, y32, 5.0, 0.0, 0.1, 10))
+    w, b = float(trainer.model.w.numpy()), float(trainer.model.b.numpy())
+    assert trainer.evaluate(x, y) == pytest.approx(np.mean((w * x32 + b - y32) ** 2), rel=1e-5)
+    np.testing.assert_allclose(trainer.predict(x), w * x32 + b, rtol=1e-6)
+
+
+def test_run_comparison_takes_the_guides_tensors():
+    import linfit
+
+    x, y = guide_tensors()
+    comparison = linfit.run_comparison(x, y, epochs=3, validation_data=(x[:20], y[:20]))
+    assert comparison.agreement.agree and len(comparison.runs) == 4
+
+
+def test_data_is_copied_at_most_once_and_shared_with_tensorflow():
+    from linfit.data import float32_array
+    from linfit.pipeline import to_variable
+
+    ready = float32_array(np.arange(100, dtype=np.float64))  # one aligned float32 copy
+    assert ready.dtype == np.float32 and float32_array(ready) is ready  # then no more
+    read_only = np.arange(100, dtype=np.float32)
+    read_only.flags.writeable = False
+    assert not np.shares_memory(float32_array(read_only), read_only)  # DLPack needs writeable
+    variable = to_variable(ready)  # shared, not copied: a write shows through
+    ready[7] = -1.0
+    assert float(variable[7].numpy()) == -1.0
