@@ -19,6 +19,7 @@ import numpy as np
 
 from linfit.checkpoint import checkpoint_name, list_checkpoints
 from linfit.history import History, weight_names
+from linfit.interrupts import StopRequest
 from linfit.losses import NonFiniteRecord
 
 
@@ -92,6 +93,21 @@ class BatchPosition(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         self.batch = batch
+
+
+class StopAtSafePoint(keras.callbacks.Callback):
+    """Ends training after the epoch under way when the process is asked to stop
+    (see `linfit.interrupts`): a whole epoch, so its checkpoint is whole too."""
+
+    def __init__(self, history: History, stop: StopRequest):
+        super().__init__()
+        self.history = history
+        self._stop = stop
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._stop.requested:
+            self.history.interrupted = True
+            self.model.stop_training = True
 
 
 class HistoryLogger(keras.callbacks.Callback):
@@ -222,8 +238,10 @@ def progress_callbacks(history: History, callbacks: list, progress: list) -> lis
 
 
 def note_stopping(history: History, callbacks: list, epochs: int) -> None:
-    """Record whether a callback stopped training, and what EarlyStopping decided."""
-    history.stopped = history.stopped or history.epochs < epochs
+    """Record whether a callback stopped training, and what EarlyStopping decided (a
+    run asked to stop after its last epoch was not interrupted)."""
+    history.interrupted = history.interrupted and history.epochs < epochs
+    history.stopped = history.stopped or (history.epochs < epochs and not history.interrupted)
     for callback in callbacks:
         if isinstance(callback, keras.callbacks.EarlyStopping):
             history.early_stopping = {

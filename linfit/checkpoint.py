@@ -61,24 +61,27 @@ def save_checkpoint(path: str | os.PathLike, model, optimizer=None, state: dict 
             wf.write_group(f.create_group(wf.OPTIMIZER).create_group(wf.VARS), optimizer.name,
                            optimizer_arrays)
         if state_text is not None:
-            f.attrs[wf.STATE_ATTRIBUTE] = state_text
+            f.create_dataset(wf.STATE, data=np.frombuffer(state_text.encode(), np.uint8))
 
     if _has_sublayers(model):
         def write(temporary: Path) -> None:
             import keras  # Keras's own layout for a model of layers
 
-            keras.Model.save_weights(model, temporary)
-            with h5py.File(temporary, "a") as f:
-                add_training_state(f)
+            with wf.writing():
+                keras.Model.save_weights(model, temporary)
+                with h5py.File(temporary, "a") as f:
+                    add_training_state(f)
+            wf.seal(temporary)
     else:
         arrays = values if values is not None else [
             np.asarray(v.numpy()) for v in _variables(model)]
         name = getattr(model, "name", None) or type(model).__name__
 
         def write(temporary: Path) -> None:
-            with h5py.File(temporary, "w") as f:
+            with wf.writing(), h5py.File(temporary, "w") as f:
                 wf.write_group(f.create_group(wf.VARS), name, arrays)
                 add_training_state(f)
+            wf.seal(temporary)
 
     return atomic_write(path, write, suffix=".tmp" + SUFFIX)
 
@@ -110,17 +113,41 @@ def load_checkpoint(path: str | os.PathLike, model, optimizer=None) -> dict | No
     if _has_sublayers(model):
         return _load_layered(path, model, optimizer)
     variables = _variables(model)
-    with wf.open_file(path) as f:
+    with wf.reading(path) as f:
         wf.check_members(path, f)
         found = wf.datasets(path, f, wf.VARS)
         wf.check_fit(path, found, variables, type(model).__name__)
         optimizer_found = wf.optimizer_datasets(path, f, optimizer)
-        state = _checked_state(path, f)
+        state = _checked_state(path, f) if optimizer is not None else None
         arrays = wf.read(path, found)
         optimizer_arrays = wf.read(path, optimizer_found)
     _assign(variables, arrays)
     _assign(optimizer.variables if optimizer else [], optimizer_arrays)
     return state
+
+
+def read_line(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """w ([] or [d]) and b ([]) of the linear model a `.weights.h5` file holds, for a
+    file whose model is not known yet. Counts, shapes and dtypes are checked
+    before anything is read (d is at most `weights_file.MAX_FEATURES`).
+
+    Raises:
+      CheckpointError: for a file that is not the checkpoint of f(x) = x·W + b.
+    """
+    path = wf.checked_path(path)
+    with wf.reading(path) as f:
+        wf.check_members(path, f)
+        found = wf.datasets(path, f, wf.VARS)
+        shapes = [dataset.shape for dataset in found]
+        if len(shapes) != 2 or len(shapes[0]) > 1 or shapes[1] != () or \
+                (shapes[0] and not 1 <= shapes[0][0] <= wf.MAX_FEATURES):
+            raise CheckpointError(
+                f"{path} is not a checkpoint of f(x) = x·W + b: expected variables w ([] "
+                f"or [d], d <= {wf.MAX_FEATURES}) then b ([]), found shapes "
+                f"{', '.join(str(list(shape)) for shape in shapes) or 'none'}")
+        wf.check_weights(path, found)
+        w, b = wf.read(path, found)
+    return w, b
 
 
 def read_weights(path: str | os.PathLike) -> list[np.ndarray]:
@@ -130,7 +157,7 @@ def read_weights(path: str | os.PathLike) -> list[np.ndarray]:
     `weights_file.MAX_ELEMENTS` elements.
     """
     path = wf.checked_path(path)
-    with wf.open_file(path) as f:
+    with wf.reading(path) as f:
         wf.check_members(path, f)
         found = wf.datasets(path, f, wf.VARS)
         wf.check_weights(path, found)
@@ -148,16 +175,14 @@ def verify(path: str | os.PathLike) -> dict | None:
       CheckpointError: for anything unreadable, damaged, or not finite.
     """
     path = wf.checked_path(path)
-    with wf.open_file(path) as f:
-        wf.check_members(path, f)
+    w, b = read_line(path)
+    with wf.reading(path) as f:
         wf.check_all_links(path, f)
-        found = wf.datasets(path, f, wf.VARS)
-        wf.check_weights(path, found)
-        if wf.OPTIMIZER in f:
-            optimizer = wf.datasets(path, f[wf.OPTIMIZER], wf.VARS)
-            wf.check_weights(path, optimizer, integers=True)
-            found += optimizer
-        arrays = wf.read(path, found)
+        optimizer = wf.datasets(path, f[wf.OPTIMIZER], wf.VARS) if wf.OPTIMIZER in f else []
+        wf.check_weights(path, optimizer, integers=True)
+        if any(dataset.size > max(w.size, 1) for dataset in optimizer):
+            raise CheckpointError(f"{path}: its optimizer state is larger than its model")
+        arrays = [w, b, *wf.read(path, optimizer)]
         state = _checked_state(path, f)
     if not all(np.isfinite(array).all() for array in arrays):
         raise CheckpointError(f"{path} holds values that are not finite: the file is damaged")
@@ -167,7 +192,7 @@ def verify(path: str | os.PathLike) -> dict | None:
 def read_state(path: str | os.PathLike) -> dict | None:
     """The training state stored in a checkpoint, or None for a weights-only file."""
     path = wf.checked_path(path)
-    with wf.open_file(path) as f:
+    with wf.reading(path) as f:
         return _checked_state(path, f)
 
 
@@ -202,7 +227,7 @@ def _checked_state(path: Path, f: h5py.File) -> dict | None:
 def _load_layered(path: Path, model, optimizer) -> dict | None:
     """Load a keras.Model made of layers: check the file against the layout Keras
     writes for this model, then let Keras load it (restoring everything if it fails)."""
-    with wf.open_file(path) as f:
+    with wf.reading(path) as f:
         wf.check_all_links(path, f)
         found = wf.layout(f)
         optimizer_found = wf.optimizer_datasets(path, f, optimizer)

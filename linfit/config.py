@@ -10,6 +10,7 @@ neither TensorFlow nor Keras, so the CLI can report a bad config at once.
 import dataclasses
 import difflib
 import math
+import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,7 +177,7 @@ RULES = {
     "data.num_examples": (lambda v: _integer(v) and v >= 2, "at least 2"),
     "data.noise_stddev": (lambda v: _number(v) and v >= 0 and math.isfinite(v),
                           "a finite number >= 0"),
-    "data.seed": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
+    "data.seed": (lambda v: _integer(v) and 0 <= v < 2**32, "an integer in [0, 2**32)"),
     "data.batch_size": (lambda v: _integer(v) and v >= 0,
                         "0 (one full batch) or a positive batch size"),
     "data.validation_split": (lambda v: _number(v) and 0 <= v < 1, "a fraction in [0, 1)"),
@@ -186,7 +187,7 @@ RULES = {
     "train.learning_rate": (lambda v: _number(v) and v > 0 and math.isfinite(v),
                             "a finite number > 0"),
     "train.optimizer": (lambda v: v in OPTIMIZERS, _one_of(OPTIMIZERS)),
-    "train.seed": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
+    "train.seed": (lambda v: _integer(v) and 0 <= v < 2**32, "an integer in [0, 2**32)"),
     "train.checkpoint_every": (lambda v: _integer(v) and v >= 0,
                                "0 (at the end only) or a number of epochs"),
     "train.keep_checkpoints": (lambda v: _integer(v) and v >= 0,
@@ -277,12 +278,22 @@ def to_toml(config: Config) -> str:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        what = "is a directory" if path.is_dir() else "does not exist"
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist: give the path of a .toml file"
+                          ) from None
+    except OSError as error:
+        raise ConfigError(f"config file {path} cannot be read: {error.strerror}") from None
+    if not stat.S_ISREG(mode):  # and never opened: a pipe would block
+        what = "is a directory" if stat.S_ISDIR(mode) else \
+            "is not a regular file (a device or a pipe)"
         raise ConfigError(f"config file {path} {what}: give the path of a .toml file")
     try:
         with path.open("rb") as f:
             return tomllib.load(f)
+    except OSError as error:
+        raise ConfigError(f"config file {path} cannot be read: {error.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path} is not valid TOML: {e}") from None
     except UnicodeDecodeError:

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from linfit.config import DataConfig
-from linfit.data_files import TF_ALIGNMENT, aligned_empty, float64_chunks, read_table
+from linfit.data_files import (TF_ALIGNMENT, aligned_empty, available_memory, float64_chunks,
+                               read_table)
 from linfit.errors import DataError
 
 
@@ -122,6 +123,11 @@ def synthetic_line(config: DataConfig | None = None) -> Data:
     config = config or DataConfig()
     rng = np.random.default_rng(config.seed)
     n = config.num_examples
+    features = len(config.true_w) if isinstance(config.true_w, tuple) else 1
+    needed, free = n * (features + 1) * 24, available_memory()  # float64 work, float32 kept
+    if free is not None and needed > free:
+        raise DataError(f"data.num_examples = {n} needs about {needed / 2**30:.1f} GB of memory "
+                        f"and {free / 2**30:.1f} GB is free: ask for fewer examples")
     if isinstance(config.true_w, tuple):
         true_w = np.asarray(config.true_w, dtype=np.float32)
         x = rng.uniform(-2.0, 2.0, size=(n, len(true_w))).astype(np.float32)
@@ -133,7 +139,11 @@ def synthetic_line(config: DataConfig | None = None) -> Data:
         names = ("x",)
         clean = x.astype(np.float64) * true_w + config.true_b
     noise = rng.standard_normal(n) * config.noise_stddev
-    y = (clean + noise).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        y = (clean + noise).astype(np.float32)
+    if not np.isfinite(y).all():
+        raise DataError("the synthetic line's y overflows float32 (largest 3.4e+38): make "
+                        "data.true_w, data.true_b or data.noise_stddev smaller")
     return Data(x=x, y=y, source="synthetic", feature_names=names,
                 true_w=true_w, true_b=config.true_b)
 

@@ -8,16 +8,22 @@ than the data itself.
 """
 
 import csv
-import itertools
+import re
+import stat
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from linfit.errors import DataError
+from linfit.npz_files import is_zip, read_npz
 
 # Rows parsed at a time.
 CHUNK_ROWS = 65536
+# A number as NumPy's fast parser reads it (Python's float() also takes "1_000"
+# and non-ASCII digits, which that parser refuses).
+NUMBER = re.compile(r"\s*[+-]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+                    r"|inf(?:inity)?|nan)\s*", re.IGNORECASE)
 # TensorFlow's CPU kernels require buffers aligned to this many bytes (Eigen's
 # maximum alignment); an array so aligned can be shared with it, not copied.
 TF_ALIGNMENT = 64
@@ -33,7 +39,7 @@ def read_table(path: str | Path, target: str = "", feature_names: tuple[str, ...
     shape [N].
     """
     path = checked_file(path)
-    if path.suffix == ".npz":
+    if is_npz(path):
         return _read_npz(path)
     header = read_header(path)
     target_column, feature_columns = select_columns(path, header, target, feature_names)
@@ -102,14 +108,36 @@ def select_columns(path: Path, header: list[str], target: str = "", feature_name
 
 
 def checked_file(path) -> Path:
+    """`path`, once it is known to be a non-empty regular file this process can read."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"data file {path} does not exist: check --data / data.path")
-    if path.is_dir():
+    try:
+        mode, size = path.stat().st_mode, path.stat().st_size
+        if stat.S_ISREG(mode) and size:
+            path.open("rb").close()
+    except FileNotFoundError:
+        raise DataError(f"data file {shown(path)} does not exist: check --data / data.path"
+                        ) from None
+    except OSError as error:
+        raise DataError(f"data file {shown(path)} cannot be read: {error.strerror}") from None
+    if stat.S_ISDIR(mode):
         raise DataError(f"data file {path} is a directory: give the path of a CSV or NPZ file")
-    if path.stat().st_size == 0:
+    if not stat.S_ISREG(mode):
+        raise DataError(f"data file {path} is not a regular file (a pipe or a device): linfit "
+                        "reads a file twice, to size it and to parse it; save it to a file first")
+    if size == 0:
         raise DataError(f"{path} is empty: expected a header row, then one row per example")
     return path
+
+
+def is_npz(path: Path) -> bool:
+    """An NPZ file by its name (any case) or its content (a zip archive)."""
+    return path.suffix.lower() == ".npz" or is_zip(path)
+
+
+def shown(path: Path) -> str:
+    """A path as a message shows it: whole, unless it is absurdly long."""
+    text = str(path)
+    return text if len(text) <= 200 else f"{text[:100]}...{text[-60:]} ({len(text)} characters)"
 
 
 def read_header(path: Path, min_columns: int = 2) -> list[str]:
@@ -118,7 +146,10 @@ def read_header(path: Path, min_columns: int = 2) -> list[str]:
         with path.open(newline="", encoding="utf-8-sig") as f:
             header = next(csv.reader(f), [])
     except UnicodeDecodeError:
-        raise DataError(f"{path} is not a UTF-8 text CSV file") from None
+        _raise_encoding_error(path)
+    except csv.Error as error:
+        raise DataError(f"{path}, line 1: {error}: is it a CSV file with a header row?"
+                        ) from None
     header = [name.strip() for name in header]
     if not any(header):
         raise DataError(f"{path}: the first line is empty: expected a header row of "
@@ -169,10 +200,8 @@ def csv_chunks(path: Path, header: list[str]):
     rows = 0
     with path.open(newline="", encoding="utf-8") as f:
         next(f)  # the header
-        while lines := list(itertools.islice(f, CHUNK_ROWS)):
+        while lines := _next_lines(path, f):
             chunk = _parse_chunk(path, header, lines)
-            if chunk.size == 0:  # blank lines only
-                continue
             if chunk.shape[1] != len(header):
                 _raise_parse_error(path, header)  # names the first line that is too wide
             bad = ~np.isfinite(chunk)
@@ -193,7 +222,7 @@ def float64_chunks(path: str | Path, target: str = "", feature_names: tuple[str,
     keeping a float64 copy of it in memory.
     """
     path = Path(path)
-    if path.suffix == ".npz":
+    if is_npz(path):
         x, y, _ = _read_npz(path, dtype=np.float64)
         x = x.reshape(len(y), -1)
         for start in range(0, len(y), chunk_rows):
@@ -213,6 +242,34 @@ def aligned_empty(shape: tuple[int, ...]) -> np.ndarray:
     return buffer[offset:offset + nbytes].view(np.float32).reshape(shape)
 
 
+def _next_lines(path: Path, f) -> list[str]:
+    """The next CHUNK_ROWS lines that are not blank (a line of spaces is blank too)."""
+    lines = []
+    try:
+        for line in f:
+            if line.strip():
+                lines.append(line)
+                if len(lines) == CHUNK_ROWS:
+                    break
+    except UnicodeDecodeError:
+        _raise_encoding_error(path)
+    return lines
+
+
+def _raise_encoding_error(path: Path) -> None:
+    """Name the first line that is not UTF-8 text."""
+    with path.open("rb") as f:
+        for number, line in enumerate(f, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                bad = line[error.start:error.end]
+                raise DataError(f"{path}, line {number}: not UTF-8 text (bytes {bad!r} at "
+                                f"character {error.start + 1}): save the file as UTF-8"
+                                ) from None
+    raise DataError(f"{path} is not UTF-8 text: save it as UTF-8")
+
+
 def _parse_chunk(path: Path, header: list[str], lines: list[str]) -> np.ndarray:
     try:
         with warnings.catch_warnings():
@@ -225,73 +282,62 @@ def _parse_chunk(path: Path, header: list[str], lines: list[str]) -> np.ndarray:
 
 
 def _count_lines(path: Path) -> int:
+    """An upper bound on the lines of a text file, whatever ends them (\\n, \\r\\n, \\r)."""
     count = 0
     with path.open("rb") as f:
         while block := f.read(1 << 20):
-            count += block.count(b"\n")
+            count += block.count(b"\n") + block.count(b"\r")
     return count + 1  # a last line without a newline
 
 
 def _raise_parse_error(path: Path, header: list[str]) -> None:
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        next(reader)
-        for row in reader:
-            if not row:
-                continue
-            line = reader.line_num
-            if len(row) != len(header):
-                raise DataError(f"{path}, line {line}: {len(row)} values, but the header has "
-                                f"{len(header)} columns")
-            for name, cell in zip(header, row):
-                try:
-                    float(cell)
-                except ValueError:
-                    raise DataError(f"{path}, line {line}, column {name!r}: {cell!r} is not "
-                                    "a number") from None
+    """Name the first line, and column, that is not a row of numbers."""
+    for line, row in _rows(path):
+        if len(row) != len(header):
+            raise DataError(f"{path}, line {line}: {len(row)} values, but the header has "
+                            f"{len(header)} columns")
+        for name, cell in zip(header, row):
+            if not NUMBER.fullmatch(cell):
+                raise DataError(f"{path}, line {line}, column {name!r}: {cell!r} is not a "
+                                "number") from None
 
 
 def _line_of_row(path: Path, row: int) -> int:
-    """The file line of data row `row` (0-based), counting blank lines."""
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        next(reader)
-        seen = -1
-        for values in reader:
-            seen += bool(values)
-            if seen == row:
-                return reader.line_num
+    """The file line of data row `row` (0-based; blank lines are no rows)."""
+    for seen, (line, _) in enumerate(_rows(path)):
+        if seen == row:
+            return line
     return row + 2
 
 
+def _rows(path: Path):
+    """(line number, cells) of each data row that is not blank."""
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        try:
+            next(reader)
+            for row in reader:
+                if any(cell.strip() for cell in row):
+                    yield reader.line_num, row
+        except csv.Error as error:
+            raise DataError(f"{path}, line {reader.line_num}: {error}") from None
+
+
 def _read_npz(path: Path, dtype=np.float32) -> tuple[np.ndarray, np.ndarray, tuple]:
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            missing = [name for name in ("x", "y") if name not in archive.files]
-            if missing:
-                raise DataError(f"{path} has no array {' or '.join(map(repr, missing))}: an "
-                                f"NPZ needs x [N, d] (or [N]) and y [N]; it has "
-                                f"{', '.join(archive.files) or 'nothing'}")
-            x, y = archive["x"], archive["y"]
-    except (OSError, ValueError) as error:
-        raise DataError(f"{path} is not a readable NPZ file ({error})") from None
-    if x.ndim not in (1, 2) or y.ndim != 1:
-        raise DataError(f"{path}: x must be [N] or [N, d] and y [N], got x "
-                        f"{list(x.shape)} and y {list(y.shape)}")
-    if len(x) != len(y):
-        raise DataError(f"{path}: x has {len(x)} rows but y has {len(y)}: they must match")
-    if len(y) == 0:
-        raise DataError(f"{path} holds no examples")
-    if not (np.issubdtype(x.dtype, np.number) and np.issubdtype(y.dtype, np.number)):
-        raise DataError(f"{path}: x and y must be numeric, got {x.dtype} and {y.dtype}")
-    with np.errstate(over="ignore"):  # an overflow is not finite, refused below
-        x = np.ascontiguousarray(x, dtype=dtype)
-        y = np.ascontiguousarray(y, dtype=dtype)
+    x, y = read_npz(path, dtype, memory_limit=available_memory())
     if x.ndim == 2 and x.shape[1] == 1:
         x = x[:, 0]
-    for name, array in (("x", x), ("y", y)):
-        if not np.isfinite(array).all():
-            row = int(np.argwhere(~np.isfinite(array))[0][0])
-            raise DataError(f"{path}: {name} is not finite in row {row}: remove or fix it")
     names = ("x",) if x.ndim == 1 else tuple(f"x{i}" for i in range(x.shape[1]))
     return x, y, names
+
+
+def available_memory() -> int | None:
+    """Bytes of memory free for new data (Linux's MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

@@ -55,5 +55,27 @@ class DivergenceError(LinfitError, FloatingPointError):
         self.completed = []
 
 
+class WriteError(LinfitError, OSError):
+    """A file could not be written: a full disk, a file-size limit, no permission.
+    What was complete stays complete, and no temporary file is left behind."""
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped at a safe point (the end of an epoch) because the process was
+    asked to stop (SIGINT, SIGTERM). Not a LinfitError: nothing was wrong.
+
+    Attributes:
+      signal: the signal's number.
+      completed: runs that finished before (set by `run_experiment`).
+      run: the run that was stopped, its history up to the last finished epoch.
+    """
+
+    def __init__(self, signal: int, completed: list, run):
+        super().__init__(f"interrupted by signal {signal}")
+        self.signal = signal
+        self.completed = completed
+        self.run = run
+
+
 class WorkerLostError(LinfitError, RuntimeError):
     """A worker of a multi-worker cluster stopped responding; the run stopped."""

@@ -20,8 +20,9 @@ import numpy as np
 from linfit.agreement import DEFAULT_RTOL, Agreement, compare_histories
 from linfit.config import Config, TrainConfig, flat_settings
 from linfit.data import Data, Standardizer, float32_array, fingerprint
-from linfit.errors import ConfigError, DivergenceError
+from linfit.errors import ConfigError, DivergenceError, TrainingInterrupted
 from linfit.history import History
+from linfit.interrupts import STOP
 from linfit.reference import Reference, least_squares_reference, reference_from_chunks
 
 
@@ -170,6 +171,16 @@ class TrainingInputs:
     standardizer: Standardizer | None
 
 
+def check_data(experiment: Experiment, data: Data) -> None:
+    """Refuse, before anything is trained, data the experiment cannot train on.
+
+    Raises:
+      DataError: for a constant feature when standardising.
+    """
+    if experiment.standardize:
+        Standardizer.fit(data.x, data.feature_names)
+
+
 def training_inputs(experiment: Experiment, x: np.ndarray, validation: tuple | None,
                     feature_names: Sequence[str] = ()) -> TrainingInputs:
     """The standardisation stage: with `experiment.standardize`, features scaled to
@@ -207,10 +218,13 @@ def run_experiment(experiment: Experiment, data: Data, *, strategy=None,
     runs = []
     for label in experiment.labels:
         try:
-            runs.append(_train_one(experiment, inputs, data.y, label, strategy, hooks))
+            run = _train_one(experiment, inputs, data.y, label, strategy, hooks)
         except DivergenceError as error:
             raise _with_context(error, label, runs, reference if full_batch_sgd else None,
                                 experiment.learning_rate) from None
+        if run.history.interrupted:
+            raise TrainingInterrupted(STOP.signal, runs, run)
+        runs.append(run)
     agreement = compare_histories([run.history for run in runs], [run.label for run in runs],
                                   rtol=rtol)
     return Comparison(runs, agreement, reference, experiment.learning_rate, full_batch_sgd)

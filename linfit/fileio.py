@@ -8,10 +8,13 @@ old file or the new one, never a mixture. Temporary names start with "."
 and contain ".tmp", so `TEMPORARY_FILES` finds what a kill left behind.
 """
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from linfit.errors import WriteError
 
 # A glob for the temporary files `atomic_write` makes.
 TEMPORARY_FILES = ".*.tmp*"
@@ -29,23 +32,66 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None],
 
     Returns:
       `path`. On any failure the temporary file is removed and `path` is untouched.
+
+    Raises:
+      WriteError: when the file system refuses (full, a size limit, permissions).
     """
     path = Path(path)
-    descriptor, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix,
-                                        dir=path.parent)
-    os.close(descriptor)
-    temporary = Path(name)
+    temporary = None
     try:
+        descriptor, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix,
+                                            dir=path.parent)
+        os.close(descriptor)
+        temporary = Path(name)
         os.chmod(temporary, 0o644)  # mkstemp makes it private; these files are not
         write(temporary)
         with temporary.open("rb+") as written:
             os.fsync(written.fileno())
         os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    fsync_directory(path.parent)
+        fsync_directory(path.parent)
+    except OSError as error:
+        raise write_error(path, error) from None
+    finally:
+        if temporary is not None and temporary.exists():
+            temporary.unlink()
     return path
+
+
+def append_text(path: str | os.PathLike, text: str) -> None:
+    """Append whole lines to a text file: on a failure the file is cut back to what
+    it was, so it never ends in half a line.
+
+    Raises:
+      WriteError: when the file system refuses.
+    """
+    path = Path(path)
+    data = text.encode("utf-8")
+    try:
+        with path.open("ab") as f:
+            size = f.tell()
+            try:
+                f.write(data)
+                f.flush()
+            except OSError:
+                f.truncate(size)
+                raise
+    except OSError as error:
+        raise write_error(path, error) from None
+
+
+# Why a write failed, in words a person can act on.
+REASONS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+           errno.EFBIG: "the file would pass the file-size limit (ulimit -f)",
+           errno.EACCES: "no permission", errno.EPERM: "no permission",
+           errno.EROFS: "the file system is read-only"}
+
+
+def write_error(path: Path, error: OSError) -> WriteError:
+    if error.errno is None:  # not the file system's refusal (an HDF5 error, say)
+        return WriteError(f"cannot write {path}: {error}")
+    reason = REASONS.get(error.errno, error.strerror or str(error))
+    return WriteError(f"cannot write {path}: {reason}: make room (or fix the permission) and "
+                      "try again; what was written completely is intact")
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

@@ -31,6 +31,7 @@ class History:
       settings: what decides its numbers besides the model (the data and
         its order, the optimizer, ...), which a resumed run must share.
       stopped: a callback stopped training before the last epoch asked for.
+      interrupted: a signal stopped it (after a whole epoch); it can go on.
       early_stopping: what Keras's EarlyStopping decided, when one was used:
         `monitor`, `best_after` (epochs completed at its best) and `restored`
         (whether the model was given back the best epoch's weights).
@@ -44,6 +45,7 @@ class History:
     settings: dict = field(default_factory=dict)
     stopped: bool = False
     early_stopping: dict | None = None
+    interrupted: bool = field(default=False, compare=False)
     callback_progress: list = field(default_factory=list, repr=False, compare=False)
     end_weights: list | None = field(default=None, repr=False, compare=False)
 

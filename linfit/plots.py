@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from linfit.fileio import atomic_write
 from linfit.history import weight_names
 
 # Runs are drawn over each other; distinct styles keep coinciding lines visible.
@@ -201,7 +202,7 @@ def _new_axes():
 def _finish_epoch_plot(fig: Figure, ax, path: Path, title: str, ylabel: str,
                        log: bool = False, legend_columns: int = 1) -> Path:
     """Labels shared by the per-epoch figures, then save."""
-    if log:
+    if log and _has_positive(ax):  # a log scale of nothing positive (an exact fit) is empty
         ax.set_yscale("log")
     ax.set_title(title)
     ax.set_xlabel("epoch (0 = before training)")
@@ -210,7 +211,10 @@ def _finish_epoch_plot(fig: Figure, ax, path: Path, title: str, ylabel: str,
     return _save(fig, path)
 
 
+def _has_positive(ax) -> bool:
+    return any(np.any(np.asarray(line.get_ydata(), dtype=float) > 0) for line in ax.get_lines())
+
+
 def _save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
+    return atomic_write(path, lambda temporary: fig.savefig(temporary, dpi=100, format="png"))

@@ -12,15 +12,18 @@ are checked against each other before TensorFlow is imported.
 
 import argparse
 import csv
+import io
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from linfit.checkpoint import load_weights, read_weights
+from linfit.checkpoint import load_weights, read_line
 from linfit.data_files import read_features
-from linfit.errors import CheckpointError, LinfitError
+from linfit.errors import LinfitError, RunDirError
+from linfit.fileio import write_text
 from linfit.rundir import RunDir
 from linfit.runtime import import_tensorflow
 
@@ -61,12 +64,8 @@ def predict(inputs: PredictionInputs) -> np.ndarray:
 
 def checkpoint_features(path: str | Path) -> int | None:
     """The number of features of the linear model in a checkpoint (None: scalar)."""
-    arrays = read_weights(path)
-    if len(arrays) != 2 or arrays[0].ndim > 1 or arrays[1].ndim != 0:
-        shapes = ", ".join(str(list(a.shape)) for a in arrays) or "none"
-        raise CheckpointError(f"{path} is not a checkpoint of f(x) = x·W + b: expected "
-                              f"variables w ([] or [d]) then b ([]), found shapes {shapes}")
-    return None if arrays[0].ndim == 0 else arrays[0].shape[0]
+    w, _ = read_line(path)
+    return None if w.ndim == 0 else w.shape[0]
 
 
 def write_predictions(out, inputs: PredictionInputs, predictions: np.ndarray) -> None:
@@ -76,7 +75,7 @@ def write_predictions(out, inputs: PredictionInputs, predictions: np.ndarray) ->
     if inputs.y is not None:
         columns.append(inputs.y)
         names.append("y")
-    writer = csv.writer(out)
+    writer = csv.writer(out, lineterminator="\n")
     writer.writerow([*names, "prediction"])
     for row in zip(*columns, predictions):
         # 9 significant digits: every float32 reads back exactly.
@@ -98,27 +97,48 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(None if argv is None else [str(arg) for arg in argv])
 
 
+def checked_out(out: str | None) -> Path | None:
+    """--out, once it is known to be a file that can be written (checked first)."""
+    if out is None:
+        return None
+    path = Path(out)
+    if path.is_dir():
+        raise RunDirError(f"--out {path} is a directory: give the name of a CSV file to write")
+    if path.exists() and not path.is_file():
+        raise RunDirError(f"--out {path} is not a regular file: give a CSV file to write")
+    if not path.parent.is_dir():
+        raise RunDirError(f"--out {path}: directory {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise RunDirError(f"--out {path}: no permission to write in {path.parent}")
+    return path
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
+        out = checked_out(args.out)
         inputs = read_inputs(args.checkpoint, args.data, args.target)
         import_tensorflow()
         predictions = predict(inputs)
+        summary = []
+        if inputs.y is not None:
+            loss = float(np.mean((predictions.astype(np.float64) - inputs.y) ** 2))
+            summary.append(f"loss={loss:2.5f} (mean squared error against the target)")
+        if out is not None:
+            text = io.StringIO()
+            write_predictions(text, inputs, predictions)
+            write_text(out, text.getvalue())
+            print("\n".join([f"Wrote {len(predictions)} predictions to {out}", *summary]))
+        else:
+            write_predictions(sys.stdout, inputs, predictions)
+            for line in summary:
+                print(line, file=sys.stderr)
     except LinfitError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    summary = []
-    if inputs.y is not None:
-        loss = float(np.mean((predictions.astype(np.float64) - inputs.y) ** 2))
-        summary.append(f"loss={loss:2.5f} (mean squared error against the target)")
-    if args.out:
-        with open(args.out, "w", newline="") as f:
-            write_predictions(f, inputs, predictions)
-        print("\n".join([f"Wrote {len(predictions)} predictions to {args.out}", *summary]))
-    else:
-        write_predictions(sys.stdout, inputs, predictions)
-        for line in summary:
-            print(line, file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted: no predictions written", file=sys.stderr)
+        return 130
     return 0
 
 

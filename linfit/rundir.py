@@ -1,9 +1,9 @@
 """The run directory: every file name in it, and the only code that writes or reads it.
 
-    run_dir = RunDir.create("runs/mine")      # or RunDir.create(None): runs/<UTC time>
-    run_dir.write_config(config)              # first: a run killed from here resumes
-    ...                                       # history.csv grows as training goes
-    run_dir.write_results(config, data, comparison)   # metrics.json last
+    with RunDir.created("runs/mine") as run_dir:   # None: runs/<UTC time>; held while open
+        run_dir.write_config(config)               # first: a run killed from here resumes
+        ...                                        # history.csv grows as training goes
+        run_dir.write_results(config, data, comparison)   # metrics.json last
 
 A directory with `metrics.json` is finished; its `status` says how. Every
 run directory holds a marker, `.linfit-run`, that only linfit writes: nothing
@@ -11,9 +11,12 @@ else is ever resumed into or overwritten, and `--overwrite` removes only the
 files linfit wrote there.
 """
 
+import contextlib
 import csv
+import fcntl
 import io
 import json
+import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,12 +24,21 @@ from pathlib import Path
 from linfit.checkpoint import list_checkpoints, verify
 from linfit.config import LOOPS, MODEL_CLASS_NAMES, Config, load_config, to_toml
 from linfit.data import Data
-from linfit.errors import ConfigError, LinfitError, RunDirError
+from linfit.data_files import shown
+from linfit.errors import ConfigError, LinfitError, RunDirError, WriteError
 from linfit.experiment import Comparison, RunHooks, RunLabel, RunResult, config_callbacks
-from linfit.fileio import TEMPORARY_FILES, write_text
+from linfit.fileio import TEMPORARY_FILES, append_text, write_text
 from linfit.history import History
 from linfit.report import write_report
 from linfit.training_state import changed_setting
+
+
+def _fresh_path() -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    path, suffix = Path("runs") / stamp, 1
+    while path.exists():
+        path, suffix = Path("runs") / f"{stamp}-{suffix}", suffix + 1
+    return path
 
 
 @dataclass(frozen=True)
@@ -42,6 +54,7 @@ class RunDir:
     """A run directory at `path`, and the names of everything in it."""
 
     MARKER = ".linfit-run"
+    LOCK = ".linfit-lock"
     CONFIG = "config.toml"
     METRICS = "metrics.json"
     HISTORY = "history.csv"
@@ -60,40 +73,76 @@ class RunDir:
         return hash(self.path.resolve())
 
     @classmethod
-    def create(cls, out: str | Path | None, overwrite: bool = False) -> "RunDir":
-        """A new (or emptied) run directory: `out`, or runs/<UTC time> when None.
+    @contextlib.contextmanager
+    def created(cls, out: str | Path | None, overwrite: bool = False):
+        """A new (or, with `overwrite`, cleared) run directory, held by this process
+        while the context lasts: `out`, or runs/<UTC time> when None.
 
         Raises:
           RunDirError: when `out` is a file, or a non-empty directory and not
-            `overwrite` of a linfit run directory.
+            `overwrite` of a linfit run directory, or cannot be written, or is
+            held by another process.
         """
-        if out is None:
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-            path, suffix = Path("runs") / stamp, 1
-            while path.exists():
-                path, suffix = Path("runs") / f"{stamp}-{suffix}", suffix + 1
-        else:
-            path = Path(out)
+        run_dir = cls(_fresh_path() if out is None else out)
+        clear = run_dir._check_out(overwrite)
+        run_dir._make()
+        with run_dir.locked():
+            if clear:
+                run_dir._remove_own_files()
+                run_dir._make()
+            yield run_dir
+
+    def _check_out(self, overwrite: bool) -> bool:
+        """Whether --out must be cleared first (it is a non-empty run directory)."""
+        path = self.path
+        try:
             if path.exists() and not path.is_dir():
                 raise RunDirError(f"--out {path} is a file: give a new or empty directory")
-            if path.is_dir() and any(path.iterdir()):
-                if not overwrite:
-                    raise RunDirError(f"run directory {path} exists and is not empty: choose "
-                                      "another --out, --resume it, or pass --overwrite to "
-                                      "replace it")
-                cls(path)._remove_own_files()
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            write_text(path / cls.MARKER, json.dumps({"linfit_run": 1}) + "\n")
+            if not (path.is_dir() and any(path.iterdir())):
+                return False
         except OSError as error:
-            raise RunDirError(f"cannot write the run directory {path}: "
-                              f"{error.strerror or error}: choose another --out") from None
-        return cls(path)
+            raise RunDirError(f"--out {shown(path)}: {error.strerror}") from None
+        if not overwrite:
+            raise RunDirError(f"run directory {path} exists and is not empty: choose another "
+                              "--out, --resume it, or pass --overwrite to replace it")
+        self._check_removable()
+        return True
 
-    def _remove_own_files(self) -> None:
-        """--overwrite: remove what linfit wrote here, after making sure that it is a run
-        directory that may go (never the current directory, one that holds it, the
-        home directory or a file system's root, nor one reached through a link)."""
+    def _make(self) -> None:
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            write_text(self.path / self.MARKER, json.dumps({"linfit_run": 1}) + "\n")
+        except OSError as error:
+            reason = error.strerror or str(error).partition(": ")[2] or str(error)
+            raise RunDirError(f"cannot write the run directory {shown(self.path)}: {reason}: "
+                              "choose another --out") from None
+
+    @contextlib.contextmanager
+    def locked(self):
+        """Hold the run directory for this process (an exclusive `flock` on its lock
+        file): another linfit process is refused, naming this one, until it ends."""
+        try:
+            descriptor = os.open(self.path / self.LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise RunDirError(f"cannot lock {self.path}: {error.strerror}") from None
+        try:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip()
+                raise RunDirError(f"{self.path} is in use by another linfit process (pid "
+                                  f"{holder or 'unknown'}): wait for it to end, or stop it"
+                                  ) from None
+            os.ftruncate(descriptor, 0)
+            os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+            yield self
+        finally:
+            os.close(descriptor)  # and with it the lock
+
+    def _check_removable(self) -> None:
+        """--overwrite may clear only a run directory that may go: never the current
+        directory, one that holds it, the home directory or a file system's root,
+        nor one reached through a link."""
         path = self.path
         if path.is_symlink():
             raise RunDirError(f"--overwrite {path}: it is a symbolic link; give the run "
@@ -106,7 +155,12 @@ class RunDir:
             raise RunDirError(f"--overwrite {path}: linfit never removes the home directory "
                               "or a root directory")
         self.check_is_run(what="--overwrite replaces")
+
+    def _remove_own_files(self) -> None:
+        """--overwrite: remove what linfit wrote here (the lock file stays: it is held)."""
         from linfit.plots import FIGURES
+
+        path = self.path
 
         labels = [f"{kind}-{loop}" for kind in MODEL_CLASS_NAMES for loop in LOOPS]
         names = [self.CONFIG, self.METRICS, self.HISTORY, self.TIMING, self.REPORT, *FIGURES,
@@ -187,22 +241,29 @@ class RunDir:
 
     def write_failure(self, data: Data, completed: list[RunResult], status: str,
                       message: str, error=None) -> dict:
-        """Record a run that stopped part-way: the runs that finished, their
-        checkpoints and history, and a metrics.json whose `status` says why.
-        Training checkpoints already written stay as they are."""
+        """Record a run that stopped part-way: the runs that finished (or were
+        interrupted after a whole epoch), their checkpoints and history, and a
+        metrics.json whose `status` says why. Training checkpoints already
+        written stay as they are. Best effort: on a full disk, what can be
+        written is, and the rest is left as it was (never half-written).
+        """
+        runs, histories = [], []
         for run in completed:
-            run.trainer.save_checkpoint(self.final_checkpoint(run.label), run.history)
-        runs = [_run_metrics(run.label, run.history) for run in completed]
-        histories = [(run.label, run.history) for run in completed]
+            _best_effort(run.trainer.save_checkpoint, self.final_checkpoint(run.label),
+                         run.history)
+            entry = _run_metrics(run.label, run.history)
+            runs.append({**entry, "status": "interrupted"} if run.history.interrupted
+                        else entry)
+            histories.append((run.label, run.history))
         if getattr(error, "history", None) is not None and getattr(error, "label", None):
             runs.append({**_run_metrics(error.label, error.history), "checkpoint": None,
                          "status": status,
                          "stopped_at": {"epoch": error.epoch, "batch": error.batch}})
             histories.append((error.label, error.history))
         if histories:
-            self._write_history_csv(histories)
+            _best_effort(self._write_history_csv, histories)
         metrics = {"status": status, "error": message, **_data_metrics(data), "runs": runs}
-        self._write_json(self.METRICS, metrics)
+        _best_effort(self._write_json, self.METRICS, metrics)
         return metrics
 
     def resume_plan(self, config: Config, labels: list[RunLabel], settings: dict,
@@ -289,7 +350,8 @@ class RunDir:
         return names, target
 
     def listing(self) -> list[str]:
-        return sorted(path.name for path in self.path.iterdir())
+        """What the directory shows a person (linfit's hidden marker and lock left out)."""
+        return sorted(path.name for path in self.path.iterdir() if not path.name.startswith("."))
 
     def _write_history_csv(self, histories: list[tuple[RunLabel, History]]) -> None:
         with io.StringIO(newline="") as f:
@@ -302,6 +364,14 @@ class RunDir:
 
     def _write_json(self, name: str, value: dict) -> None:
         write_text(self.path / name, json.dumps(value, indent=2) + "\n")
+
+
+def _best_effort(write, *args) -> None:
+    """Write what can be written: a failure being recorded may be a full disk."""
+    try:
+        write(*args)
+    except WriteError:
+        pass
 
 
 def _changed_message(path: Path, key: str, then, now) -> str:
@@ -341,12 +411,13 @@ class HistoryCSV:
     def write(self, label: RunLabel, history: History) -> None:
         rows = len(history.full_loss)
         done = self.rows_written.get(label, 0)
-        with self.path.open("a", newline="") as f:
-            writer = csv.writer(f, lineterminator="\n")
+        with io.StringIO() as text:
+            writer = csv.writer(text, lineterminator="\n")
             if not self.rows_written:
                 writer.writerow(["model", "loop", "epoch", *history.csv_header()])
             for epoch in range(done, rows):
                 writer.writerow([label.model, label.loop, epoch, *history.csv_row(epoch)])
+            append_text(self.path, text.getvalue())  # whole rows, or none
         self.rows_written[label] = rows
 
 

@@ -5,9 +5,13 @@ strategy, and which process of a cluster writes the run directory.
 import contextlib
 import json
 import os
+import signal
 import sys
+import threading
+from collections.abc import Callable
 
 from linfit.errors import ConfigError
+from linfit.interrupts import StopRequest
 
 
 @contextlib.contextmanager
@@ -32,6 +36,34 @@ def stderr_silenced(enabled: bool = True):
         sys.stderr.flush()
         os.dup2(saved, 2)
         os.close(saved)
+
+
+@contextlib.contextmanager
+def handle_signals(stop: StopRequest, where: Callable[[], str]):
+    """While the context lasts, SIGINT (Ctrl-C) and SIGTERM ask `stop` for a stop at
+    the next safe point, and a second one ends the process at once (`where()`
+    says what is left to resume); a file-size limit (SIGXFSZ) is a write error
+    instead of a silent kill. The handlers before, and `stop`, are restored after."""
+    def ask(signum, frame):
+        if stop.requested:
+            os.write(2, f"error: stopped at once by a second signal; {where()}\n".encode())
+            os._exit(128 + signum)
+        stop.request(signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # only the main thread may handle signals
+        return
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGXFSZ)
+    before = [signal.getsignal(signum) for signum in signals]
+    for signum, handler, previous in zip(signals, (ask, ask, signal.SIG_IGN), before):
+        if previous is not signal.SIG_IGN:  # nohup's (or a background job's) stays
+            signal.signal(signum, handler)
+    try:
+        yield stop
+    finally:
+        for signum, handler in zip(signals, before):
+            signal.signal(signum, handler)
+        stop.clear()
 
 
 def import_tensorflow(show_logs: bool = False, devices: int | None = None,
@@ -85,16 +117,44 @@ def make_strategy(name: str, worker_timeout: int = 60):
 
 def is_chief() -> bool:
     """Whether this process writes the run directory: the chief of a TF_CONFIG
-    cluster (or worker 0 when there is no chief), or any process without one."""
-    try:
-        config = json.loads(os.environ.get("TF_CONFIG", "") or "{}")
-        task = config.get("task", {})
-        kinds = config.get("cluster", {})
-    except (ValueError, AttributeError):
-        raise ConfigError("TF_CONFIG is not valid JSON: see TensorFlow's multi-worker "
-                          "guide for its format") from None
+    cluster (or worker 0 when there is no chief), or any process without one.
+
+    Raises:
+      ConfigError: for a TF_CONFIG TensorFlow would refuse, said before it loads.
+    """
+    cluster, task = tf_config()
     if not task:
         return True
-    if "chief" in kinds:
-        return task.get("type") == "chief"
-    return task.get("type") == "worker" and task.get("index", 0) == 0
+    if "chief" in cluster:
+        return task["type"] == "chief"
+    return task["type"] == "worker" and task["index"] == 0
+
+
+def tf_config() -> tuple[dict, dict]:
+    """TF_CONFIG's cluster ({task type: [host:port, ...]}) and task ({type, index}), checked."""
+    guide = "see TensorFlow's multi-worker guide for its format"
+    try:
+        config = json.loads(os.environ.get("TF_CONFIG", "") or "{}")
+    except ValueError:
+        raise ConfigError(f"TF_CONFIG is not valid JSON: {guide}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"TF_CONFIG must be a JSON object with cluster and task: {guide}")
+    cluster, task = config.get("cluster", {}), config.get("task", {})
+    if not isinstance(cluster, dict) or not all(
+            isinstance(hosts, list) and hosts and all(isinstance(h, str) for h in hosts)
+            for hosts in cluster.values()):
+        raise ConfigError('TF_CONFIG\'s cluster must map task types to lists of '
+                          f'"host:port" addresses, e.g. {{"worker": ["10.0.0.1:12345"]}}: {guide}')
+    if not isinstance(task, dict):
+        raise ConfigError(f"TF_CONFIG's task must be an object {{type, index}}: {guide}")
+    if task:
+        kind, index = task.get("type"), task.get("index", 0)
+        if kind not in cluster:
+            raise ConfigError(f"TF_CONFIG's task type {kind!r} is not in its cluster "
+                              f"({', '.join(cluster) or 'empty'})")
+        if isinstance(index, bool) or not isinstance(index, int) or \
+                not 0 <= index < len(cluster[kind]):
+            raise ConfigError(f"TF_CONFIG's task index {index!r} is not one of its "
+                              f"{len(cluster[kind])} {kind} address(es)")
+        task = {"type": kind, "index": index}
+    return cluster, task

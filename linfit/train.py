@@ -11,20 +11,25 @@ imported, so a user's mistake is reported at once, as one `error:` line.
 """
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import warnings
+from dataclasses import dataclass
 
 from linfit.config import LOOPS, MODEL_KINDS, Config, load_config
 from linfit.console import results_lines
 from linfit.data import Data, load_data
-from linfit.errors import ConfigError, DivergenceError, LinfitError, WorkerLostError
-from linfit.experiment import Experiment, RunHooks, run_experiment, run_settings
+from linfit.errors import (ConfigError, DivergenceError, LinfitError, TrainingInterrupted,
+                           WorkerLostError)
+from linfit.experiment import Experiment, RunHooks, check_data, run_experiment, run_settings
+from linfit.interrupts import STOP
 from linfit.rundir import RunDir
-from linfit.runtime import import_tensorflow, is_chief
+from linfit.runtime import handle_signals, import_tensorflow, is_chief
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -82,79 +87,115 @@ def resume_config(run_dir: RunDir, args: argparse.Namespace) -> Config:
     return run_dir.read_config(args.overrides)
 
 
+@dataclass
+class Job:
+    """A run checked and ready to train: everything known before TensorFlow loads."""
+
+    config: Config
+    data: Data
+    experiment: Experiment
+    out: RunDir
+    settings: dict
+    resume_from: dict
+    chief: bool = True
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    chief, out = True, None
+    job = None
     try:
-        config = resume_config(RunDir(args.resume), args) if args.resume \
-            else config_from_args(args)
-        if args.devices is not None and args.devices < 1:
-            raise ConfigError(f"--devices {args.devices}: give a number of devices >= 1")
-        data = load_data(config.data)
-        experiment = Experiment.from_config(config, data.features)  # fails now, not later
-        if config.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
-            raise ConfigError("train.tensorboard = true needs the tensorboard package: "
-                              "pip install 'linfit[tensorboard]'")
-        chief = config.train.strategy != "multiworker" or is_chief()
-        settings, resume_from = run_settings(config, data), {}
-        if args.resume:  # everything checked before anything is touched
-            plan = RunDir(args.resume).resume_plan(config, experiment.labels, settings,
-                                                   clean=chief)
-            if plan.complete:
-                print(f"{args.resume} is complete: nothing to do (each run has trained its "
-                      f"{config.train.epochs} epochs, or was stopped early)")
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(handle_signals(
+                STOP, lambda: "nothing to resume" if job is None or job.out is None else
+                f"resume with --resume {job.out.path}"))
+            job = prepare(args, stack)
+            if job is None:
                 return 0
-            resume_from = plan.points
-        if not chief:  # another worker: it trains, the chief writes the run directory
-            out = RunDir(tempfile.mkdtemp(prefix="linfit-worker-"))
-        elif args.resume:
-            out = RunDir(args.resume)
-        else:
-            out = RunDir.create(args.out, overwrite=args.overwrite)
-            # First, so that a run killed at any moment from here can be resumed.
-            out.write_config(config)
-        strategy = import_tensorflow(show_logs=args.tf_logs, devices=args.devices,
-                                     strategy=config.train.strategy,
-                                     worker_timeout=config.train.worker_timeout)
+            strategy = import_tensorflow(show_logs=args.tf_logs, devices=args.devices,
+                                         strategy=job.config.train.strategy,
+                                         worker_timeout=job.config.train.worker_timeout)
+            if STOP.requested:
+                print(f"interrupted before training: resume with --resume {job.out.path}",
+                      file=sys.stderr)
+                return STOP.exit_status
+            hooks = job.out.hooks(job.config, job.settings, job.resume_from, args.verbose)
+            return train_into(job, strategy, hooks)
     except LinfitError as error:
         print(f"error: {error}", file=sys.stderr)
-        if not chief and out is not None:
-            shutil.rmtree(out.path, ignore_errors=True)
         return 2
-    try:
-        hooks = out.hooks(config, settings, resume_from, args.verbose)
-        return train_into(out, config, data, experiment, strategy, hooks, chief)
     finally:
-        if not chief:  # whatever becomes of the run, this worker's directory goes with it
-            shutil.rmtree(out.path, ignore_errors=True)
+        if job is not None and not job.chief:  # this worker's directory goes with it
+            shutil.rmtree(job.out.path, ignore_errors=True)
 
 
-def train_into(out: RunDir, config: Config, data: Data, experiment: Experiment, strategy,
-               hooks: RunHooks, chief: bool = True) -> int:
-    """Train the runs of `experiment`, record them in `out` and print them.
+def prepare(args: argparse.Namespace, stack: contextlib.ExitStack) -> Job | None:
+    """Check the config, the data and the run directory, and make (or lock) it.
 
-    Returns the exit status: 0, or 2, 3, 4 for a failed run (recorded as such).
+    Returns:
+      The job, or None when --resume finds the run complete.
     """
-    # From here on the run directory exists: whatever happens is recorded in it.
-    out.write_config(config)
+    config = resume_config(RunDir(args.resume), args) if args.resume else config_from_args(args)
+    if args.devices is not None and args.devices < 1:
+        raise ConfigError(f"--devices {args.devices}: give a number of devices >= 1")
+    data = load_data(config.data)
+    experiment = Experiment.from_config(config, data.features)
+    check_data(experiment, data)
+    if config.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("train.tensorboard = true needs the tensorboard package: "
+                          "pip install 'linfit[tensorboard]'")
+    chief = config.train.strategy != "multiworker" or is_chief()
+    job = Job(config, data, experiment, None, run_settings(config, data), {}, chief)
+    if not chief:  # another worker: it trains, the chief writes the run directory
+        job.out = RunDir(tempfile.mkdtemp(prefix="linfit-worker-"))
+    elif args.resume:
+        job.out = RunDir(args.resume)
+        stack.enter_context(job.out.locked())
+    else:
+        job.out = stack.enter_context(RunDir.created(args.out, overwrite=args.overwrite))
+        job.out.write_config(config)  # first: a run killed from here on can be resumed
+    if args.resume:  # everything checked before anything is touched
+        plan = RunDir(args.resume).resume_plan(config, experiment.labels, job.settings,
+                                               clean=chief)
+        if plan.complete:
+            print(f"{args.resume} is complete: nothing to do (each run has trained its "
+                  f"{config.train.epochs} epochs, or was stopped early)")
+            return None
+        job.resume_from = plan.points
+    return job
+
+
+def train_into(job: Job, strategy, hooks: RunHooks) -> int:
+    """Train the runs of `job`, record them in its run directory and print them.
+
+    Returns the exit status: 0; 2, 3 or 4 for a failed run (recorded as such);
+    128 + the signal's number for an interrupted one (resumable).
+    """
+    out, data = job.out, job.data
+    out.write_config(job.config)  # what happens from here on is recorded here
     try:
         with warnings.catch_warnings():
             # A warning (such as an unstable learning rate) is one line, shown
             # before training starts.
             warnings.showwarning = _print_warning
-            comparison = run_experiment(experiment, data, strategy=strategy, hooks=hooks)
-    except (DivergenceError, WorkerLostError, LinfitError) as error:
+            comparison = run_experiment(job.experiment, data, strategy=strategy, hooks=hooks)
+        print("\n".join(results_lines(comparison, job.config.train.epochs)))
+        out.write_results(job.config, data, comparison)
+    except TrainingInterrupted as stop:
+        out.write_failure(data, [*stop.completed, stop.run], "interrupted",
+                          f"interrupted by {signal.Signals(stop.signal).name}")
+        print(f"interrupted at epoch {stop.run.history.epochs}: resume with --resume "
+              f"{out.path}", file=sys.stderr)
+        return 128 + stop.signal
+    except LinfitError as error:
         status = "diverged" if isinstance(error, DivergenceError) else "failed"
         out.write_failure(data, getattr(error, "completed", []), status, str(error), error)
         print(f"error: {error}", file=sys.stderr)
         return 3 if isinstance(error, DivergenceError) else \
             4 if isinstance(error, WorkerLostError) else 2
-    except BaseException as error:  # a bug or an interrupt: record it, then let it show
+    except BaseException as error:  # a bug: record it, then let it show
         out.write_failure(data, [], "failed", f"{type(error).__name__}: {error}")
         raise
-    print("\n".join(results_lines(comparison, config.train.epochs)))
-    out.write_results(config, data, comparison)
-    if not chief:
+    if not job.chief:
         print("\nThis worker wrote nothing: the chief writes the run directory.")
         return 0
     print(f"\nWrote {out.path}/ (open report.md): " + ", ".join(out.listing()))

@@ -20,11 +20,13 @@ import tensorflow as tf
 
 from linfit import checkpoint
 from linfit.callbacks import (BatchPosition, EpochRecorder, HistoryLogger, PeriodicCheckpoint,
-                              note_stopping, overridden_hooks, progress_callbacks)
+                              StopAtSafePoint, note_stopping, overridden_hooks,
+                              progress_callbacks)
 from linfit.config import check_value
 from linfit.data import check_features, check_inputs, fingerprint, steps_per_epoch
 from linfit.errors import ConfigError, WorkerLostError
 from linfit.history import History
+from linfit.interrupts import STOP
 from linfit.loops import keras_fit
 from linfit.loops.manual import ManualLoop, distribute, make_train_step
 from linfit.loops.plan import ExecutionPlan, plan_execution
@@ -181,6 +183,7 @@ class Trainer:
             checkpoint_every=checkpoint_every if checkpoint_dir is not None else 0)
         callback_list = [self._recorder(history, data, plan, record_start=resume_from is None),
                          *(callbacks or []), HistoryLogger(history),
+                         StopAtSafePoint(history, STOP),
                          *progress_callbacks(history, callbacks or [], start.callback_progress),
                          *self._output_callbacks(history, checkpoint_dir, checkpoint_every,
                                                  keep_checkpoints, on_epoch_end)]

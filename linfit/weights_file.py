@@ -6,9 +6,20 @@ anything is read, each member must be a plain dataset inside the file (no
 soft or external links, no external or virtual storage) with the shape and
 dtype expected, so a hostile file can neither reach outside itself nor make
 linfit allocate without bound. h5py and NumPy only.
+
+A file linfit writes ends in a seal, its SHA-256 (HDF5 ignores bytes past
+the end of its data, and so does Keras). A damaged file is refused on its
+seal before the HDF5 library parses it: a single flipped byte can otherwise
+make that library loop forever or crash the process. Whatever a file
+without a seal (plain Keras's) makes h5py raise is a `CheckpointError` too.
 """
 
+import contextlib
+import hashlib
 import json
+import os
+import re
+import stat
 from pathlib import Path
 
 import h5py
@@ -19,10 +30,17 @@ from linfit.errors import CheckpointError
 SUFFIX = ".weights.h5"
 VARS = "vars"
 OPTIMIZER = "optimizer"
-STATE_ATTRIBUTE = "linfit_state"
+# linfit's training state: UTF-8 JSON as a byte dataset at the root, which Keras
+# ignores (an attribute would be limited to 64 KiB, and one of variable length
+# does not say its size before it is read).
+STATE = "linfit_state"
 # Caps on what an untrusted file can make linfit read.
 MAX_STATE_BYTES = 16 * 2**20
 MAX_ELEMENTS = 2**28
+MAX_FEATURES = 2**20  # of a linear model read without knowing it (predict, resume)
+MAX_STATE_DEPTH = 64
+SEAL = b"\nlinfit-sha256:"
+SEAL_SIZE = len(SEAL) + 64 + 1
 
 
 def checked_path(path) -> Path:
@@ -33,20 +51,81 @@ def checked_path(path) -> Path:
     return path
 
 
-def open_file(path: Path) -> h5py.File:
-    if not path.is_file():
-        what = "is a directory" if path.is_dir() else "does not exist"
-        raise CheckpointError(f"checkpoint {path} {what}")
+@contextlib.contextmanager
+def reading(path: Path):
+    """Open a checkpoint to read (its seal checked first); every failure inside,
+    whatever h5py raises, becomes one CheckpointError naming the file."""
     try:
-        return h5py.File(path, "r")
-    except OSError:
-        raise CheckpointError(f"{path} is not a readable HDF5 file: is it a .weights.h5 "
-                              "checkpoint, and was it completely written?") from None
+        mode = path.stat().st_mode
+    except OSError as error:
+        what = "does not exist" if not path.exists() else f"cannot be read ({error.strerror})"
+        raise CheckpointError(f"checkpoint {path} {what}") from None
+    if not stat.S_ISREG(mode):
+        what = "is a directory" if stat.S_ISDIR(mode) else "is not a regular file (a pipe?)"
+        raise CheckpointError(f"checkpoint {path} {what}: give a .weights.h5 file")
+    check_seal(path)
+    try:
+        with h5py.File(path, "r") as f:
+            yield f
+    except CheckpointError:
+        raise
+    except OSError as error:
+        raise CheckpointError(f"{path} is not a readable HDF5 file ({error}): is it a "
+                              ".weights.h5 checkpoint, and was it completely written?") from None
+    except Exception as error:  # h5py's RuntimeError, KeyError, ... on a damaged file
+        raise CheckpointError(f"{path} is damaged ({type(error).__name__}: {error})") from None
+
+
+@contextlib.contextmanager
+def writing():
+    """HDF5's failures while writing (on close, h5py raises RuntimeError for a full
+    disk) as the OSError they are, with the errno HDF5 reports."""
+    try:
+        yield
+    except RuntimeError as error:
+        found = re.search(r"errno = (\d+)", str(error))
+        code = int(found.group(1)) if found else None
+        raise OSError(code, os.strerror(code) if code else str(error)) from None
+
+
+def seal(path: Path) -> None:
+    """Append the file's SHA-256, so a damaged copy is known before it is parsed."""
+    digest = _digest(path, path.stat().st_size)
+    with path.open("ab") as f:
+        f.write(SEAL + digest.encode() + b"\n")
+
+
+def check_seal(path: Path) -> bool:
+    """Whether the file ends in linfit's seal (then it matches, or this raises)."""
+    size = path.stat().st_size
+    if size < SEAL_SIZE:
+        return False
+    with path.open("rb") as f:
+        f.seek(size - SEAL_SIZE)
+        tail = f.read()
+    if not (tail.startswith(SEAL) and tail.endswith(b"\n")):
+        return False
+    if tail[len(SEAL):-1] != _digest(path, size - SEAL_SIZE).encode():
+        raise CheckpointError(f"{path} is damaged: its content does not match the checksum "
+                              "linfit wrote with it (a flipped bit, or a partial copy)")
+    return True
+
+
+def _digest(path: Path, size: int) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while size > 0:
+            block = f.read(min(size, 1 << 20))
+            if not block:
+                break
+            digest.update(block)
+            size -= len(block)
+    return digest.hexdigest()
 
 
 def check_members(path: Path, f: h5py.File) -> None:
     """Only `vars` (and `optimizer`) at the top: a model with variables of its own."""
-    unexpected = [key for key in f.keys() if key not in (VARS, OPTIMIZER)]
+    unexpected = [key for key in f.keys() if key not in (VARS, OPTIMIZER, STATE)]
     if unexpected:
         raise CheckpointError(
             f"{path} holds {', '.join(unexpected)} besides '{VARS}': it is the checkpoint of a "
@@ -133,17 +212,20 @@ def read(path: Path, found: list[h5py.Dataset]) -> list[np.ndarray]:
 
 def read_state(path: Path, f: h5py.File) -> dict | None:
     """linfit's JSON training state (a root attribute Keras ignores), or None."""
-    if STATE_ATTRIBUTE not in f.attrs:
+    dataset = _member(path, f, STATE, h5py.Dataset, STATE)
+    if dataset is None:
         return None
-    attribute = h5py.h5a.open(f.id, STATE_ATTRIBUTE.encode())
-    if attribute.get_storage_size() > MAX_STATE_BYTES:
-        raise CheckpointError(f"{path}: its training state is larger than "
-                              f"{MAX_STATE_BYTES // 2**20} MiB: refusing to read it")
+    _check_local(path, dataset, STATE)
+    if dataset.dtype != np.uint8 or dataset.ndim != 1 or dataset.size > MAX_STATE_BYTES:
+        raise CheckpointError(f"{path}: its training state is not the text linfit writes "
+                              f"(bytes, at most {MAX_STATE_BYTES // 2**20} MiB): refusing to "
+                              "read it")
     try:
-        text = f.attrs[STATE_ATTRIBUTE]
-        state = json.loads(text.decode() if isinstance(text, bytes) else str(text))
-    except (OSError, ValueError, UnicodeDecodeError):
+        state = json.loads(dataset[()].tobytes().decode())
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
         raise CheckpointError(f"{path}: its training state is not valid JSON") from None
+    if _depth(state) > MAX_STATE_DEPTH:
+        raise CheckpointError(f"{path}: its training state is nested too deeply")
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: its training state is not a JSON object")
     return state
@@ -151,7 +233,11 @@ def read_state(path: Path, f: h5py.File) -> dict | None:
 
 def check_all_links(path: Path, f: h5py.File) -> None:
     """Every link in the file is a hard link to a group or a local dataset of bounded size."""
-    def visit(name, link):
+    links = []
+    # Collected first and checked after: an exception raised inside h5py's
+    # visitor comes out as a SystemError.
+    f.visititems_links(lambda name, link: links.append((name, link)))
+    for name, link in links:
         if not isinstance(link, h5py.HardLink):
             raise CheckpointError(f"{path}: '{name}' is a {type(link).__name__}, which could "
                                   "point outside the file: refusing to follow it")
@@ -162,19 +248,29 @@ def check_all_links(path: Path, f: h5py.File) -> None:
                 raise CheckpointError(f"{path}: '{name}' declares {member.size} elements: "
                                       "refusing to read it")
 
-    f.visititems_links(visit)
-
 
 def layout(f: h5py.File) -> dict[str, tuple]:
     """Path -> (shape, dtype) of the model's datasets in a file (the optimizer's left out)."""
-    found = {}
+    members = []
+    f.visititems(lambda name, member: members.append((name, member)))
+    return {name: (member.shape, member.dtype.str) for name, member in members
+            if isinstance(member, h5py.Dataset) and not name.startswith(OPTIMIZER + "/")
+            and name != STATE}
 
-    def visit(name, member):
-        if isinstance(member, h5py.Dataset) and not name.startswith(OPTIMIZER + "/"):
-            found[name] = (member.shape, member.dtype.str)
 
-    f.visititems(visit)
-    return found
+def _depth(value, depth: int = 0) -> int:
+    """How deeply a JSON value nests (iteratively: a hostile one cannot overflow)."""
+    deepest, stack = depth, [(value, depth)]
+    while stack:
+        value, level = stack.pop()
+        deepest = max(deepest, level)
+        if deepest > MAX_STATE_DEPTH:
+            break
+        if isinstance(value, dict):
+            stack += [(item, level + 1) for item in value.values()]
+        elif isinstance(value, list):
+            stack += [(item, level + 1) for item in value]
+    return deepest
 
 
 def write_group(group: h5py.Group, name: str, arrays: list[np.ndarray]) -> None:

@@ -143,6 +143,8 @@ class ManualLoop:
                 logs = {"loss": float(losses[index]),
                         **{name: value[index] for name, value in records.items()}}
                 callbacks.on_epoch_end(epoch, logs)
+            if callbacks.model.stop_training:  # asked during the call: after its epochs
+                break
         return logs
 
     def _fused_call(self, plan, data, batches, epochs: int, steps_per_epoch: int):
