@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from linfit.fileio import TEMPORARY_FILES, atomic_write, write_text
+from linfit.errors import WriteError
+from linfit.fileio import TEMPORARY_FILES, append_text, atomic_write, write_text
 
 
 def test_write_text_replaces_and_leaves_nothing_behind(tmp_path):
@@ -24,7 +25,7 @@ def test_a_failed_write_keeps_the_old_file_and_removes_the_temporary(tmp_path):
         temporary.write_text("half")
         raise OSError(28, "No space left on device")
 
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(WriteError, match="report.md: the disk is full"):
         atomic_write(path, half_then_fail)
     assert path.read_text() == "complete\n"
     assert not list(tmp_path.glob(TEMPORARY_FILES))
@@ -41,3 +42,23 @@ def test_temporary_names_match_the_glob_that_finds_leftovers(tmp_path):
     atomic_write(tmp_path / "m.weights.h5", write, suffix=".tmp.weights.h5")
     assert seen[0].startswith(".m.weights.h5.") and seen[0].endswith(".tmp.weights.h5")
     assert [p.name for p in tmp_path.iterdir()] == ["m.weights.h5"]
+
+
+def test_append_text_keeps_whole_lines_when_a_write_fails(tmp_path, monkeypatch):
+    import io
+
+    path = tmp_path / "history.csv"
+    append_text(path, "a,b\n1,2\n")
+    real_open = type(path).open
+
+    class HalfWriter(io.FileIO):
+        def write(self, data):
+            super().write(data[: len(data) // 2])
+            raise OSError(27, "File too large")
+
+    monkeypatch.setattr(type(path), "open", lambda self, mode="r", *a, **k:
+                        HalfWriter(self, "a") if mode == "ab" else real_open(self, mode, *a, **k))
+    with pytest.raises(WriteError, match="file-size limit"):
+        append_text(path, "3,4\n5,6\n")
+    monkeypatch.undo()
+    assert path.read_text() == "a,b\n1,2\n"

@@ -17,9 +17,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "linfit"
 
 # Lowest first. Imports may point to the same layer or lower, never up.
 LAYERS = [
-    ["errors"],
+    ["errors", "interrupts"],
     ["config", "fileio", "history", "compat", "variables"],
-    ["weights_file", "data_files", "agreement", "reference", "training_state"],
+    ["weights_file", "npz_files", "data_files", "agreement", "reference", "training_state"],
     ["checkpoint", "data", "losses"],
     ["models", "pipeline"],
     ["callbacks", "loops", "loops.plan", "loops.manual", "loops.keras_fit"],

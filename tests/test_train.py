@@ -15,8 +15,9 @@ from linfit.data import synthetic_line
 from linfit.train import main
 
 RUNS = [("module", "manual"), ("module", "keras"), ("keras", "manual"), ("keras", "keras")]
-OUTPUTS = {".linfit-run", "config.toml", "history.csv", "metrics.json", "timing.json",
-           "report.md", "data.png", "weights.png", "loss.png", "gap.png", "differences.png",
+OUTPUTS = {".linfit-run", ".linfit-lock", "config.toml", "history.csv", "metrics.json",
+           "timing.json", "report.md", "data.png", "weights.png", "loss.png", "gap.png",
+           "differences.png",
            *(f"{model}-{loop}.weights.h5" for model, loop in RUNS)}
 
 
