@@ -18,40 +18,52 @@ import keras
 import numpy as np
 
 from linfit.checkpoint import checkpoint_name, list_checkpoints
-from linfit.history import History, weight_names
+from linfit.history import History, line_values
 from linfit.interrupts import StopRequest
 from linfit.losses import NonFiniteRecord
 
 
 class EpochRecorder(keras.callbacks.Callback):
-    """Records whole-dataset losses (and `w`, `b` where the model has them) per epoch.
+    """Records whole-dataset values (`full_loss`, and `w`, `b` where the model has
+    them) per epoch, with the epoch's validation results.
 
     The first row is the state before training, then one row after each
     epoch: E epochs give E + 1 rows, the numbers the guide prints.
 
     Args:
       history: where the rows go (a resumed run's holds its earlier rows).
-      record: record() -> the values now: `full_loss` (`val_loss`), `w`, `b`.
-        A loop that computed them in its graph passes them in the epoch's
-        logs instead, under the same names.
+      record: record() -> the values now, under `names`. A loop that computed
+        them in its graph passes them in the epoch's logs instead.
       names: the names `record` returns.
+      validation: the validation logs to keep per row (`val_loss`, `val_mae`,
+        ...), taken from the epoch's logs (None for an epoch not validated).
+      start_validation: () -> the validation loss before training, or None.
       to_data_units: (w, b) -> (w, b) in the data's units, for a model
         trained on standardised features; None when they are the same.
       record_start: False when resuming: the history has that row.
+      check_finite: raise NonFiniteRecord for a non-finite value (False:
+        record it, for a fit that ends as Keras's does, with TerminateOnNaN).
     """
 
     def __init__(self, history: History, record: Callable[[], dict], names: list[str],
-                 to_data_units=None, record_start: bool = True):
+                 validation: list[str] = (), start_validation: Callable[[], float] | None = None,
+                 to_data_units=None, record_start: bool = True, check_finite: bool = True):
         super().__init__()
         self.history = history
         self._record = record
         self._names = list(names)
+        self._validation = list(validation)
+        self._start_validation = start_validation
         self._to_data_units = to_data_units
         self._record_start = record_start
+        self._check_finite = check_finite
 
     def on_train_begin(self, logs=None):
         if self._record_start:
-            self._append(self._record(), epochs_completed=0)
+            before = {name: None for name in self._validation}
+            if self._start_validation is not None:
+                before["val_loss"] = self._start_validation()
+            self._append({**self._record(), **before}, epochs_completed=0)
 
     def on_train_end(self, logs=None):
         # First of all callbacks: the weights training reached, before any
@@ -61,23 +73,25 @@ class EpochRecorder(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = {} if logs is None else logs
         given = all(name in logs for name in self._names)
-        row = self._append({name: logs.pop(name) for name in self._names} if given
-                           else self._record(), epochs_completed=epoch + 1)
-        losses = {name: value for name, value in row.items() if name not in ("w", "b")}
-        logs.update(losses)
+        values = {name: logs.pop(name) for name in self._names} if given else self._record()
+        row = self._append({**values, **{name: logs.get(name) for name in self._validation}},
+                           epochs_completed=epoch + 1)
+        logs.update({name: row[name] for name in self._names if name not in ("w", "b")})
         if "w" in row:  # as scalars, for CSVLogger and TensorBoard
-            logs.update(zip(weight_names(np.size(row["w"])), map(float, np.ravel(row["w"]))))
-            logs["b"] = row["b"]
+            logs.update(line_values(row["w"], row["b"]))
 
     def _append(self, values: dict, epochs_completed: int) -> dict:
-        row = {name: float(values[name]) for name in self._names if name not in ("w", "b")}
-        if not all(np.isfinite(value) for value in row.values()):
+        row = {name: None if values[name] is None else float(values[name])
+               for name in [*self._names, *self._validation] if name not in ("w", "b")}
+        if self._check_finite and not all(np.isfinite(value) for value in row.values()
+                                          if value is not None):
             raise NonFiniteRecord(epochs_completed, row)
         if "w" in self._names:
             w, b = np.asarray(values["w"]), np.asarray(values["b"])
             if self._to_data_units is not None:
                 w, b = self._to_data_units(w, b)
-            row.update(w=np.array(w, dtype=np.float32), b=float(np.float32(b)))
+            b = np.asarray(b, dtype=np.float32)
+            row.update(w=np.array(w, dtype=np.float32), b=float(b) if b.ndim == 0 else b)
         self.history.append_row(row)
         return row
 
@@ -220,7 +234,8 @@ class PeriodicCheckpoint(keras.callbacks.Callback):
 
 
 def overridden_hooks(callbacks) -> frozenset[str]:
-    """The hooks (`on_epoch_end`, ...) that any of `callbacks` overrides.
+    """The hooks (`on_epoch_end`, ...) that any of `callbacks` overrides, in its
+    class or on the instance (as LambdaCallback sets them).
 
     What a callback overrides is what it may do during training: the loops
     choose their fast paths by it, as Keras chooses asynchronous dispatch.
@@ -228,7 +243,8 @@ def overridden_hooks(callbacks) -> frozenset[str]:
     base = keras.callbacks.Callback
     hooks = [name for name in dir(base) if name.startswith("on_")]
     return frozenset(name for callback in callbacks for name in hooks
-                     if getattr(type(callback), name) is not getattr(base, name))
+                     if getattr(type(callback), name) is not getattr(base, name)
+                     or name in vars(callback))
 
 
 def progress_callbacks(history: History, callbacks: list, progress: list) -> list:

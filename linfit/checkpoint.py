@@ -12,6 +12,7 @@ checkpoint under its final name.
 """
 
 import json
+import math
 import os
 import re
 import tempfile
@@ -127,9 +128,10 @@ def load_checkpoint(path: str | os.PathLike, model, optimizer=None) -> dict | No
 
 
 def read_line(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """w ([] or [d]) and b ([]) of the linear model a `.weights.h5` file holds, for a
-    file whose model is not known yet. Counts, shapes and dtypes are checked
-    before anything is read (d is at most `weights_file.MAX_FEATURES`).
+    """w ([], [d] or [d, k]) and b ([], or [k]) of the linear model a `.weights.h5`
+    file holds, for a file whose model is not known yet. Counts, shapes and
+    dtypes are checked before anything is read (w has at most
+    `weights_file.MAX_FEATURES` values).
 
     Raises:
       CheckpointError: for a file that is not the checkpoint of f(x) = x·W + b.
@@ -139,15 +141,23 @@ def read_line(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         wf.check_members(path, f)
         found = wf.datasets(path, f, wf.VARS)
         shapes = [dataset.shape for dataset in found]
-        if len(shapes) != 2 or len(shapes[0]) > 1 or shapes[1] != () or \
-                (shapes[0] and not 1 <= shapes[0][0] <= wf.MAX_FEATURES):
+        if not _line_shapes(shapes):
             raise CheckpointError(
-                f"{path} is not a checkpoint of f(x) = x·W + b: expected variables w ([] "
-                f"or [d], d <= {wf.MAX_FEATURES}) then b ([]), found shapes "
-                f"{', '.join(str(list(shape)) for shape in shapes) or 'none'}")
+                f"{path} is not a checkpoint of f(x) = x·W + b: expected variables w ([], "
+                f"[d] or [d, k], at most {wf.MAX_FEATURES} values) then b ([], or [k]), found "
+                f"shapes {', '.join(str(list(shape)) for shape in shapes) or 'none'}")
         wf.check_weights(path, found)
         w, b = wf.read(path, found)
     return w, b
+
+
+def _line_shapes(shapes: list[tuple]) -> bool:
+    """Whether (w, b) shapes are those of a linear model (see `read_line`)."""
+    if len(shapes) != 2 or not all(n >= 1 for n in shapes[0]) or \
+            math.prod(shapes[0]) > wf.MAX_FEATURES:
+        return False
+    w, b = shapes
+    return (len(w) <= 1 and b == ()) or (len(w) == 2 and b == w[1:])
 
 
 def read_weights(path: str | os.PathLike) -> list[np.ndarray]:

@@ -62,3 +62,30 @@ def use_train_function(keras_model: keras.Model, train_function) -> None:
     `compile` (Keras's `make_train_function` returns it unless forced).
     """
     keras_model.train_function = train_function
+
+
+def symbolic_build(keras_model: keras.Model, x, y) -> None:
+    """Build the model, its compiled metrics and loss as `fit` does: symbolically,
+    from the shapes of a batch, without calling the model on data.
+
+    Assumes: `Trainer._symbolic_build(data_batch=...)` takes arrays for their
+    shape and dtype only, and builds nothing already built.
+    """
+    keras_model._symbolic_build(data_batch=(x, y))
+
+
+@contextlib.contextmanager
+def compile_config_kept(keras_model: keras.Model):
+    """While the context lasts, the model reports the compile config it has now,
+    whatever it is compiled with: a `.keras` file saved during `fit` (by
+    ModelCheckpoint) names the user's loss, not linfit's training loss.
+
+    Assumes: Keras's saving reads `model.get_compile_config()` (an instance
+    attribute shadows the method).
+    """
+    config = keras_model.get_compile_config()
+    keras_model.get_compile_config = lambda: config
+    try:
+        yield
+    finally:
+        del keras_model.get_compile_config

@@ -22,6 +22,8 @@ from linfit.errors import ConfigError
 Weights = float | tuple[float, ...]
 # Column names (stored as a tuple).
 Names = tuple[str, ...]
+# The target: one column name, or several (one per output; stored as a tuple).
+Target = str | Names
 
 MODEL_KINDS = ("module", "keras", "both")
 # The class each model kind names (linfit.models.MODELS holds the classes).
@@ -41,7 +43,7 @@ OPTIMIZERS = (
 @dataclass(frozen=True)
 class DataConfig:
     path: str = ""  # "" is the guide's synthetic line; else a .csv or .npz file
-    target: str = ""  # the CSV's target column; "" is `y`, else the last column
+    target: Target = ""  # the CSV's target column ("" is `y`, else the last), or a list: outputs
     features: Names = ()  # the CSV's feature columns; () is all but the target
     num_examples: int = 201
     true_w: Weights = 3.0  # a list gives one synthetic feature per entry
@@ -59,7 +61,7 @@ class DataConfig:
 class ModelConfig:
     kind: str = "both"
     init_w: Weights = 5.0
-    init_b: float = 0.0
+    init_b: Weights = 0.0  # a list gives one per output
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,8 @@ class TrainConfig:
     strategy: str = "default"  # "default", "mirrored" (local devices), "multiworker" (TF_CONFIG)
     worker_timeout: int = 60  # multiworker: seconds before a silent worker fails the run
     tensorboard: bool = False  # write TensorBoard event files to RUN/tb/<run>/
+    metrics: Names = ()  # Keras metrics to log per epoch, e.g. ["mae", "mse"]
+    record_full_loss: bool = True  # the loss on the whole training set before and after each epoch
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
 
 
@@ -197,8 +201,6 @@ RULES = {
                              "0 (automatic) or a number of batches"),
     "train.strategy": (lambda v: v in STRATEGIES, _one_of(STRATEGIES)),
     "train.worker_timeout": (lambda v: _integer(v) and v >= 1, "a number of seconds >= 1"),
-    "train.early_stopping.monitor": (lambda v: v in MONITORS,
-                                     _one_of(MONITORS) + ' ("" leaves early stopping off)'),
     "train.early_stopping.patience": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
     "train.early_stopping.min_delta": (lambda v: _number(v) and v >= 0, "a number >= 0"),
 }
@@ -226,13 +228,24 @@ def validate(config: Config) -> None:
     data, model = config.data, config.model
     _require(not (data.validation_split and data.validation_path), "data.validation_split",
              data.validation_split, "0 when data.validation_path is set (use one or the other)")
-    _require(config.train.early_stopping.monitor != "val_loss" or data.validation_split
+    train = config.train
+    monitors = (*MONITORS, *train.metrics, *(f"val_{name}" for name in train.metrics))
+    _require(train.early_stopping.monitor in monitors, "train.early_stopping.monitor",
+             train.early_stopping.monitor, _one_of(monitors) + ' ("" leaves early stopping off)')
+    _require(not train.early_stopping.monitor.startswith("val_") or data.validation_split
              or data.validation_path, "train.early_stopping.monitor",
-             config.train.early_stopping.monitor,
+             train.early_stopping.monitor,
              "loss or full_loss without validation data (set data.validation_split)")
+    _require(train.early_stopping.monitor != "full_loss" or train.record_full_loss,
+             "train.early_stopping.monitor", train.early_stopping.monitor,
+             "recorded: set train.record_full_loss = true, or monitor loss")
+    _require(isinstance(data.target, str) or len(data.target) > 0, "data.target",
+             list(data.target), 'a column name, or a non-empty list of them ("" picks y)')
     for key, weights in (("data.true_w", data.true_w), ("model.init_w", model.init_w)):
         if isinstance(weights, tuple):
             _require(len(weights) > 0, key, list(weights), "a number or a non-empty list")
+    _require(not isinstance(model.init_b, tuple) or len(model.init_b) > 0, "model.init_b",
+             model.init_b, "a number or a non-empty list (one per output)")
     for key, number in (("data.true_w", data.true_w), ("data.true_b", data.true_b),
                         ("model.init_w", model.init_w), ("model.init_b", model.init_b)):
         numbers = number if isinstance(number, tuple) else (number,)
@@ -321,8 +334,11 @@ def _check_type(key: str, value: Any, kind: Any, source: str) -> Any:
         return value
     if kind is bool and isinstance(value, bool):
         return value
-    if kind == Names and isinstance(value, list) and all(isinstance(v, str) for v in value):
+    if kind in (Names, Target) and isinstance(value, list) and \
+            all(isinstance(v, str) for v in value):
         return tuple(value)
+    if kind == Target and isinstance(value, str):
+        return value
     if dataclasses.is_dataclass(kind) and isinstance(value, dict):
         return _build_section(key, kind, value, source)
     if kind == Weights:
@@ -332,7 +348,8 @@ def _check_type(key: str, value: Any, kind: Any, source: str) -> Any:
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
             return tuple(float(v) for v in value)
     expected = {float: "a number", int: "an integer", str: "a string", bool: "true or false",
-                Weights: "a number or a list of numbers", Names: "a list of column names"}.get(
+                Weights: "a number or a list of numbers", Names: "a list of column names",
+                Target: "a column name or a list of column names"}.get(
         kind, "a table, e.g. {monitor = \"val_loss\", patience = 5}")
     raise ConfigError(f"{source}: {key} must be {expected}, got {value!r}")
 

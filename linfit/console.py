@@ -7,14 +7,22 @@ from linfit.experiment import Comparison
 from linfit.history import History
 
 
-def format_state(w, b: float, loss: float) -> str:
+def format_state(w, b, loss: float) -> str:
     """As the guide prints it: `W = 4.47, b = 0.39, loss=6.29030`.
 
-    A vector w prints as `W = [0.52, -1.20, 1.98]`.
+    A vector w prints as `W = [0.52, -1.20, 1.98]`, a w of several outputs
+    as rows, `W = [[0.52, 1.00], [-1.20, 0.25]]`, and their b as a vector.
     """
-    w = np.asarray(w)
-    w_text = f"{float(w):1.2f}" if w.ndim == 0 else "[" + ", ".join(f"{v:1.2f}" for v in w) + "]"
-    return f"W = {w_text}, b = {b:1.2f}, loss={loss:2.5f}"
+    return f"W = {format_numbers(w)}, b = {format_numbers(b)}, loss={loss:2.5f}"
+
+
+def format_numbers(values) -> str:
+    """A number as `1.23`, an array as nested lists of such numbers."""
+    values = np.asarray(values, dtype=float)
+    if values.ndim == 0:
+        text = f"{float(values):1.2f}"
+        return "0.00" if text == "-0.00" else text  # a rounding error is not a sign
+    return "[" + ", ".join(format_numbers(value) for value in values) + "]"
 
 
 def guide_lines(history: History) -> list[str]:

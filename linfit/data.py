@@ -46,7 +46,8 @@ class Data:
     """Training inputs and targets, float32, ready for either model.
 
     `x` is [N] for one feature (the guide's scalar model) and [N, d] for d
-    features; `features` is None or d accordingly. `true_w`/`true_b` are the
+    features; `features` is None or d accordingly. `y` is [N], or [N, k] for
+    k outputs (named by `target_names`). `true_w`/`true_b` are the
     line the data was drawn from, when it is synthetic. `x_val`/`y_val` are
     held-out data for `val_loss`, or None. `exact` gives the values as read
     from a file, in float64 (None: x and y are the data exactly).
@@ -61,10 +62,16 @@ class Data:
     x_val: np.ndarray | None = field(default=None, repr=False)
     y_val: np.ndarray | None = field(default=None, repr=False)
     exact: ExactValues | None = field(default=None, repr=False, compare=False)
+    target_names: tuple[str, ...] = ()
 
     @property
     def features(self) -> int | None:
         return None if self.x.ndim == 1 else self.x.shape[1]
+
+    @property
+    def outputs(self) -> int | None:
+        """None for one target per example (y is [N]), else k (y is [N, k])."""
+        return None if self.y.ndim == 1 else self.y.shape[1]
 
     @property
     def num_examples(self) -> int:
@@ -91,6 +98,10 @@ def load_data(config: DataConfig) -> Data:
             raise DataError(f"validation file {config.validation_path} has "
                             f"{_count(x_val)} feature(s) but the training data has "
                             f"{_count(data.x)}: give it the same columns")
+        if y_val.shape[1:] != data.y.shape[1:]:
+            raise DataError(f"validation file {config.validation_path} has "
+                            f"{_count(y_val)} target(s) but the training data has "
+                            f"{_count(data.y)}: give it the same columns")
         return replace(data, x_val=x_val, y_val=y_val)
     if config.validation_split:
         return split_validation(data, config.validation_split,
@@ -98,15 +109,19 @@ def load_data(config: DataConfig) -> Data:
     return data
 
 
-def read_data_file(path: str | Path, target: str = "", features: tuple[str, ...] = ()) -> Data:
+def read_data_file(path: str | Path, target: str | tuple[str, ...] = "",
+                   features: tuple[str, ...] = ()) -> Data:
     """Read a CSV (header row) or NPZ (arrays `x` and `y`) training file.
 
     CSV: the column named `target`, else `y`, else the last one, is the
-    target; `features` names the feature columns, as `data.features` does
-    (default: all the others). One feature gives x of shape [N].
+    target; a tuple of several names gives y of shape [N, k]. `features`
+    names the feature columns, as `data.features` does (default: all the
+    others). One feature gives x of shape [N].
     """
     x, y, names = read_table(path, target, features)
-    return Data(x=x, y=y, source=str(path), feature_names=names,
+    targets = () if y.ndim == 1 else tuple(target) if not isinstance(target, str) and \
+        len(target) == y.shape[1] else tuple(f"y{j}" for j in range(y.shape[1]))
+    return Data(x=x, y=y, source=str(path), feature_names=names, target_names=targets,
                 exact=ExactValues(lambda: float64_chunks(path, target, features)))
 
 
@@ -197,16 +212,30 @@ class Standardizer:
     def transform(self, x: np.ndarray) -> np.ndarray:
         return ((np.asarray(x, dtype=np.float64) - self.mean) / self.std).astype(np.float32)
 
-    def to_original(self, w, b: float) -> tuple[np.ndarray, float]:
-        """(w_s, b_s) on standardised features -> (w, b) on the original ones."""
-        w = np.asarray(w, dtype=np.float64)
-        w_original = w / self.std
-        return w_original, float(b - np.sum(w_original * self.mean))
+    def to_original(self, w, b):
+        """(w_s, b_s) on standardised features -> (w, b) on the original ones.
 
-    def from_original(self, w, b: float) -> tuple[np.ndarray, float]:
+        w is [], [d] or, for k outputs, [d, k] (b then [k]).
+        """
+        w_original = np.asarray(w, dtype=np.float64) / self._per_feature(w)
+        return w_original, self._bias(b) - self._shift(w_original)
+
+    def from_original(self, w, b):
         """(w, b) on the original features -> (w_s, b_s) on standardised ones."""
         w = np.asarray(w, dtype=np.float64)
-        return w * self.std, float(b + np.sum(w * self.mean))
+        return w * self._per_feature(w), self._bias(b) + self._shift(w)
+
+    def _per_feature(self, w) -> np.ndarray:
+        """std, shaped to scale w's rows (its features) whatever its outputs."""
+        return np.reshape(self.std, (-1, 1)) if np.ndim(w) == 2 else self.std
+
+    def _shift(self, w: np.ndarray):
+        """Σ_features w·mean: a number, or one per output."""
+        return np.reshape(self.mean, -1) @ w if np.ndim(w) == 2 else float(np.sum(w * self.mean))
+
+    @staticmethod
+    def _bias(b):
+        return float(b) if np.ndim(b) == 0 else np.asarray(b, dtype=np.float64)
 
     def to_json(self) -> dict:
         return {"mean": np.atleast_1d(self.mean).tolist(), "std": np.atleast_1d(self.std).tolist()}
@@ -252,15 +281,17 @@ def fingerprint(*arrays: np.ndarray, samples: int = 4096) -> str:
 
 
 def check_inputs(x, y) -> tuple[np.ndarray, np.ndarray]:
-    """x ([N] or [N, d]) and y ([N]) as float32 arrays, checked for shape and finiteness.
+    """x ([N] or [N, d]) and y ([N], or [N, k] for k outputs) as float32 arrays,
+    checked for shape and finiteness.
 
     Raises:
       DataError: what is wrong with the inputs.
     """
     x = float32_array(x, "x")
     y = float32_array(y, "y")
-    if y.ndim != 1:
-        raise DataError(f"y must be a vector of N targets, got shape {list(y.shape)}")
+    if y.ndim not in (1, 2):
+        raise DataError(f"y must have shape [N] (one target per example) or [N, k] (k "
+                        f"outputs), got shape {list(y.shape)}")
     if x.ndim not in (1, 2) or len(x) != len(y):
         raise DataError(f"x must have shape [N] or [N, d] with N = len(y) = {len(y)}, "
                         f"got shape {list(x.shape)}")
@@ -282,6 +313,16 @@ def check_features(x: np.ndarray, features: int | None) -> None:
     if features is not None and (x.ndim != 2 or x.shape[1] != features):
         raise DataError(f"the model takes {features} features (x of shape [N, {features}]), "
                         f"got x of shape {list(x.shape)}")
+
+
+def check_outputs(y: np.ndarray, outputs: int | None) -> None:
+    """Raise DataError unless y has the shape a linear model with `outputs` gives."""
+    if outputs is None and y.ndim != 1:
+        raise DataError(f"the model has one output and takes y of shape [N], got "
+                        f"{list(y.shape)}: build it with outputs={y.shape[1]}")
+    if outputs is not None and (y.ndim != 2 or y.shape[1] != outputs):
+        raise DataError(f"the model has {outputs} outputs (y of shape [N, {outputs}]), "
+                        f"got y of shape {list(y.shape)}")
 
 
 def steps_per_epoch(num_examples: int, batch_size: int | None) -> int:

@@ -29,28 +29,30 @@ NUMBER = re.compile(r"\s*[+-]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-
 TF_ALIGNMENT = 64
 
 
-def read_table(path: str | Path, target: str = "", feature_names: tuple[str, ...] = ()
+def read_table(path: str | Path, target: str | tuple[str, ...] = "",
+               feature_names: tuple[str, ...] = ()
                ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """A training file's features, target and feature names.
 
     CSV: the column named `target`, else `y`, else the last one, is the
-    target; `feature_names` picks feature columns (default: all the others).
-    NPZ: arrays `x` ([N] or [N, d]) and `y` ([N]). One feature gives x of
-    shape [N].
+    target; several names (a tuple) give y of shape [N, k], one column per
+    output. `feature_names` picks feature columns (default: all the others).
+    NPZ: arrays `x` ([N] or [N, d]) and `y` ([N] or [N, k]). One feature
+    gives x of shape [N].
     """
     path = checked_file(path)
     if is_npz(path):
         return _read_npz(path)
     header = read_header(path)
-    target_column, feature_columns = select_columns(path, header, target, feature_names)
-    x, y = read_columns(path, header, feature_columns, target_column)
+    target_columns, feature_columns = select_columns(path, header, target, feature_names)
+    x, y = read_columns(path, header, feature_columns, target_columns)
     if x.shape[1] == 1:
         x = x[:, 0]
     return x, y, tuple(header[i] for i in feature_columns)
 
 
 def read_features(path: str | Path, feature_names: tuple[str, ...] | None,
-                  features: int | None, target: str = ""
+                  features: int | None, target: str | tuple[str, ...] = ""
                   ) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
     """Read a CSV for prediction: features for a model, and the target if present.
 
@@ -64,34 +66,40 @@ def read_features(path: str | Path, feature_names: tuple[str, ...] | None,
     """
     path = checked_file(path)
     header = read_header(path, min_columns=1)
-    target_column, columns = select_columns(path, header, target, feature_names or (),
-                                            for_prediction=True)
+    target_columns, columns = select_columns(path, header, target, feature_names or (),
+                                             for_prediction=True)
     expected = features or 1
     if len(columns) != expected:
         raise DataError(
             f"{path} has {len(columns)} feature column(s) ({', '.join(header[i] for i in columns)})"
             f" but the checkpoint's model takes {expected}: give the training data's feature "
             "columns, and name a target column other than 'y' with --target")
-    x, y = read_columns(path, header, columns, target_column)
+    x, y = read_columns(path, header, columns, target_columns)
     return (x if features is not None else x[:, 0]), y, [header[i] for i in columns]
 
 
-def select_columns(path: Path, header: list[str], target: str = "", feature_names=(),
-                   for_prediction: bool = False) -> tuple[int | None, list[int]]:
-    """The target column and the feature columns of a CSV header, by name.
+def select_columns(path: Path, header: list[str], target: str | tuple[str, ...] = "",
+                   feature_names=(), for_prediction: bool = False
+                   ) -> tuple[list[int], list[int]]:
+    """The target columns and the feature columns of a CSV header, by name.
 
-    The target is the column `target`, else `y`, else (for training) the last
-    column; for prediction a file may have no target. The features are the
-    columns `feature_names`, else every column but the target.
+    The target is the column `target` (or the columns, for a tuple of names),
+    else `y`, else (for training) the last column; for prediction a file may
+    have no target. The features are the columns `feature_names`, else every
+    column but the targets.
 
     Returns:
-      (the target's index, or None; the features' indexes in the order named).
+      (the targets' indexes, [] for none; the features' indexes in the order named).
     """
-    if target and target not in header:
+    targets = (target,) if isinstance(target, str) else tuple(target)
+    targets = tuple(name for name in targets if name)
+    missing = [name for name in targets if name not in header]
+    if missing:
         what = "target column" if for_prediction else "data.target"
-        raise DataError(f"{path}: {what} {target!r} is not a column; the columns are "
-                        f"{', '.join(header)}")
-    target_name = target or ("y" if "y" in header else "" if for_prediction else header[-1])
+        raise DataError(f"{path}: {what} {', '.join(map(repr, missing))} is not a column; "
+                        f"the columns are {', '.join(header)}")
+    if not targets:
+        targets = ("y",) if "y" in header else () if for_prediction else (header[-1],)
     unknown = [name for name in feature_names if name not in header]
     if unknown and for_prediction:
         raise DataError(f"{path} lacks the column(s) {', '.join(unknown)} the model was "
@@ -99,12 +107,14 @@ def select_columns(path: Path, header: list[str], target: str = "", feature_name
     if unknown:
         raise DataError(f"{path}: data.features names {', '.join(map(repr, unknown))}, which "
                         f"is not a column; the columns are {', '.join(header)}")
-    if target_name in feature_names:
-        raise DataError(f"{path}: column {target_name!r} is the target, so it cannot also be "
+    both = [name for name in targets if name in feature_names]
+    if both:
+        what = "the target" if len(targets) == 1 else "a target"
+        raise DataError(f"{path}: column {both[0]!r} is {what}, so it cannot also be "
                         "in data.features")
-    names = list(feature_names) or [name for name in header if name != target_name]
-    target_column = header.index(target_name) if target_name in header else None
-    return target_column, [header.index(name) for name in names]
+    names = list(feature_names) or [name for name in header if name not in targets]
+    return ([header.index(name) for name in targets if name in header],
+            [header.index(name) for name in names])
 
 
 def checked_file(path) -> Path:
@@ -164,21 +174,21 @@ def read_header(path: Path, min_columns: int = 2) -> list[str]:
 
 
 def read_columns(path: Path, header: list[str], feature_columns: list[int],
-                 target_column: int | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """The feature columns as float32 [N, d] and the target column as [N] (or None),
-    read straight into arrays TensorFlow can share."""
+                 target_columns: list[int]) -> tuple[np.ndarray, np.ndarray | None]:
+    """The feature columns as float32 [N, d] and the target columns as [N] (one),
+    [N, k] (several) or None (none), read straight into arrays TensorFlow can share."""
     capacity = _count_lines(path)  # an upper bound on the rows: blank lines are skipped
     x = aligned_empty((capacity, len(feature_columns)))
-    y = None if target_column is None else aligned_empty((capacity,))
+    y = None if not target_columns else aligned_empty((capacity, len(target_columns)))
     rows = 0
     for chunk in csv_chunks(path, header):
         end = rows + len(chunk)
         with np.errstate(over="ignore"):  # checked just below, with the line
             x[rows:end] = chunk[:, feature_columns]
             if y is not None:
-                y[rows:end] = chunk[:, target_column]
+                y[rows:end] = chunk[:, target_columns]
         for array, columns in ((x[rows:end], feature_columns),
-                               (None if y is None else y[rows:end, None], [target_column])):
+                               (None if y is None else y[rows:end], target_columns)):
             if array is not None and not np.isfinite(array).all():
                 row, index = np.argwhere(~np.isfinite(array))[0]
                 raise DataError(f"{path}, line {_line_of_row(path, rows + row)}, column "
@@ -187,7 +197,7 @@ def read_columns(path: Path, header: list[str], feature_columns: list[int],
         rows = end
     if rows == 0:
         raise DataError(f"{path} has a header but no data rows")
-    return x[:rows], (None if y is None else y[:rows])
+    return x[:rows], (None if y is None else y[:rows, 0] if y.shape[1] == 1 else y[:rows])
 
 
 def csv_chunks(path: Path, header: list[str]):
@@ -214,7 +224,8 @@ def csv_chunks(path: Path, header: list[str]):
             rows += len(chunk)
 
 
-def float64_chunks(path: str | Path, target: str = "", feature_names: tuple[str, ...] = (),
+def float64_chunks(path: str | Path, target: str | tuple[str, ...] = "",
+                   feature_names: tuple[str, ...] = (),
                    chunk_rows: int = CHUNK_ROWS):
     """A training file's (x, y) as read, in float64, chunk by chunk (x is [rows, d]).
 
@@ -229,9 +240,10 @@ def float64_chunks(path: str | Path, target: str = "", feature_names: tuple[str,
             yield x[start:start + chunk_rows], y[start:start + chunk_rows]
         return
     header = read_header(path)
-    target_column, feature_columns = select_columns(path, header, target, feature_names)
+    target_columns, feature_columns = select_columns(path, header, target, feature_names)
     for chunk in csv_chunks(path, header):
-        yield chunk[:, feature_columns], chunk[:, target_column]
+        y = chunk[:, target_columns]
+        yield chunk[:, feature_columns], (y[:, 0] if y.shape[1] == 1 else y)
 
 
 def aligned_empty(shape: tuple[int, ...]) -> np.ndarray:

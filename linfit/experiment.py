@@ -50,10 +50,12 @@ class Experiment:
     loops: tuple[str, ...] = ("manual", "keras")
     epochs: int = 10
     init_w: float | tuple[float, ...] = 5.0
-    init_b: float = 0.0
+    init_b: float | tuple[float, ...] = 0.0
     learning_rate: float = 0.1
     optimizer: str = "sgd"
     loss: str = "mse"
+    metrics: tuple[str, ...] = ()
+    record_full_loss: bool = True
     batch_size: int | None = None
     shuffle_seed: int | None = None
     standardize: bool = False
@@ -74,7 +76,8 @@ class Experiment:
         return cls(models=config.model_kinds, loops=config.loops, epochs=train.epochs,
                    init_w=initial_w(config.model.init_w, features),
                    init_b=config.model.init_b, learning_rate=train.learning_rate,
-                   optimizer=train.optimizer, batch_size=data.batch_size or None,
+                   optimizer=train.optimizer, metrics=train.metrics,
+                   record_full_loss=train.record_full_loss, batch_size=data.batch_size or None,
                    shuffle_seed=data.seed if data.shuffle else None,
                    standardize=data.standardize, seed=train.seed, compile=train.compile,
                    steps_per_call=train.steps_per_call,
@@ -167,8 +170,9 @@ class TrainingInputs:
     x: np.ndarray
     validation: tuple | None
     init_w: float | np.ndarray | tuple
-    init_b: float
+    init_b: float | np.ndarray | tuple
     standardizer: Standardizer | None
+    outputs: int | None = None
 
 
 def check_data(experiment: Experiment, data: Data) -> None:
@@ -182,18 +186,21 @@ def check_data(experiment: Experiment, data: Data) -> None:
 
 
 def training_inputs(experiment: Experiment, x: np.ndarray, validation: tuple | None,
-                    feature_names: Sequence[str] = ()) -> TrainingInputs:
+                    feature_names: Sequence[str] = (), outputs: int | None = None
+                    ) -> TrainingInputs:
     """The standardisation stage: with `experiment.standardize`, features scaled to
     zero mean and unit variance, and the starting weights mapped to match."""
     if not experiment.standardize:
-        return TrainingInputs(x, validation, experiment.init_w, experiment.init_b, None)
+        return TrainingInputs(x, validation, experiment.init_w, experiment.init_b, None, outputs)
+    from linfit.models import initial_values  # TensorFlow: only when training
+
     standardizer = Standardizer.fit(x, tuple(feature_names))
-    start_w, start_b = standardizer.from_original(
-        np.broadcast_to(np.asarray(experiment.init_w, dtype=np.float64), np.shape(x[0])),
-        experiment.init_b)
+    start_w, start_b = standardizer.from_original(*initial_values(
+        None if x.ndim == 1 else x.shape[1], experiment.init_w, experiment.init_b, outputs))
     if validation is not None:
         validation = (standardizer.transform(validation[0]), validation[1])
-    return TrainingInputs(standardizer.transform(x), validation, start_w, start_b, standardizer)
+    return TrainingInputs(standardizer.transform(x), validation, start_w, start_b, standardizer,
+                          outputs)
 
 
 def run_experiment(experiment: Experiment, data: Data, *, strategy=None,
@@ -208,7 +215,8 @@ def run_experiment(experiment: Experiment, data: Data, *, strategy=None,
       DivergenceError: when a run's loss is not finite; its `completed`
         holds the runs that finished before it.
     """
-    inputs = training_inputs(experiment, data.x, data.validation, data.feature_names)
+    inputs = training_inputs(experiment, data.x, data.validation, data.feature_names,
+                             data.outputs)
     reference = _reference(experiment, data, inputs)
     full_batch_sgd = experiment.full_batch_sgd(data.num_examples)
     if reference is not None and full_batch_sgd:
@@ -233,7 +241,8 @@ def run_experiment(experiment: Experiment, data: Data, *, strategy=None,
 def run_comparison(x, y, *, models: Sequence[str] = ("module", "keras"),
                    loops: Sequence[str] = ("manual", "keras"), epochs: int = 10,
                    init_w=5.0, init_b: float = 0.0, learning_rate: float = 0.1,
-                   optimizer: str = "sgd", loss: str = "mse", batch_size: int | None = None,
+                   optimizer: str = "sgd", loss: str = "mse", metrics: Sequence[str] = (),
+                   batch_size: int | None = None,
                    shuffle_seed: int | None = None, validation_data: tuple | None = None,
                    standardize: bool = False, feature_names: tuple[str, ...] = (),
                    seed: int = 0, rtol: float = DEFAULT_RTOL, verbose: int = 0,
@@ -246,7 +255,8 @@ def run_comparison(x, y, *, models: Sequence[str] = ("module", "keras"),
     """Train every model × loop combination from the same start, and compare.
 
     Args:
-      x, y: the training data; x is [N] (scalar model) or [N, d].
+      x, y: the training data; x is [N] (scalar model) or [N, d], y is [N]
+        or [N, k] (k outputs).
       models: "module" (LinearModule) and/or "keras" (LinearModel).
       loops: "manual" and/or "keras".
       standardize: train on features scaled to zero mean and unit variance;
@@ -267,7 +277,8 @@ def run_comparison(x, y, *, models: Sequence[str] = ("module", "keras"),
     """
     experiment = Experiment(
         models=tuple(models), loops=tuple(loops), epochs=epochs, init_w=init_w, init_b=init_b,
-        learning_rate=learning_rate, optimizer=optimizer, loss=loss, batch_size=batch_size,
+        learning_rate=learning_rate, optimizer=optimizer, loss=loss, metrics=tuple(metrics),
+        batch_size=batch_size,
         shuffle_seed=shuffle_seed, standardize=standardize, seed=seed, compile=compile,
         steps_per_call=steps_per_call, checkpoint_every=checkpoint_every,
         keep_checkpoints=keep_checkpoints)
@@ -313,14 +324,16 @@ def _train_one(experiment: Experiment, inputs: TrainingInputs, y, label: RunLabe
     from linfit.trainer import Trainer
 
     kind, loop = label.model, label.loop
-    features = None if inputs.x.ndim == 1 else inputs.x.shape[1]
+    shape = {"features": None if inputs.x.ndim == 1 else inputs.x.shape[1],
+             "outputs": inputs.outputs}
     keras.utils.set_random_seed(experiment.seed)
     with (strategy or tf.distribute.get_strategy()).scope():
-        model = MODELS[kind](features=features, init_w=inputs.init_w, init_b=inputs.init_b)
+        model = MODELS[kind](**shape, init_w=inputs.init_w, init_b=inputs.init_b)
     trainer = Trainer(model, loss=experiment.loss, optimizer=experiment.optimizer,
-                      learning_rate=experiment.learning_rate, compile=experiment.compile,
-                      steps_per_call=experiment.steps_per_call, strategy=strategy,
-                      standardizer=inputs.standardizer)
+                      learning_rate=experiment.learning_rate, metrics=list(experiment.metrics),
+                      compile=experiment.compile, steps_per_call=experiment.steps_per_call,
+                      strategy=strategy, standardizer=inputs.standardizer,
+                      record_full_loss=experiment.record_full_loss)
     trainer.run_settings = dict(hooks.settings)
     start = time.perf_counter()
     history = trainer.fit(
@@ -338,7 +351,7 @@ def _train_one(experiment: Experiment, inputs: TrainingInputs, y, label: RunLabe
     seconds = time.perf_counter() - start
     final = history.final()
     in_data_units = model if inputs.standardizer is None else MODELS[kind](
-        features=features, init_w=final["w"], init_b=final["b"])
+        **shape, init_w=final["w"], init_b=final["b"])
     return RunResult(kind, loop, trainer, history, seconds, in_data_units)
 
 

@@ -11,9 +11,24 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
-def weight_names(count: int) -> list[str]:
-    """Column names of w: `w` for one weight, else `w_0`, `w_1`, ..."""
+def weight_names(shape: tuple) -> list[str]:
+    """Column names of w's values, in order: `w` for one weight, `w_0`, `w_1`, ... for
+    one per feature, and `w_0_0`, `w_0_1`, ... (feature, output) for several outputs."""
+    if len(shape) == 2:
+        return [f"w_{i}_{j}" for i in range(shape[0]) for j in range(shape[1])]
+    count = int(np.prod(shape))
     return ["w"] if count == 1 else [f"w_{i}" for i in range(count)]
+
+
+def bias_names(shape: tuple) -> list[str]:
+    """Column names of b's values: `b`, or `b_0`, `b_1`, ... for several outputs."""
+    return ["b"] if len(shape) == 0 else [f"b_{j}" for j in range(shape[0])]
+
+
+def line_values(w, b) -> dict[str, float]:
+    """w and b by column name (see `weight_names`, `bias_names`)."""
+    return {**dict(zip(weight_names(np.shape(w)), map(float, np.ravel(w)))),
+            **dict(zip(bias_names(np.shape(b)), map(float, np.ravel(b))))}
 
 
 @dataclass
@@ -30,6 +45,8 @@ class History:
         and `w`, `b` where the model has them.
       settings: what decides its numbers besides the model (the data and
         its order, the optimizer, ...), which a resumed run must share.
+      metrics: the names of the compiled metrics (in `logs`, and with `val_`
+        in the trajectory when there was validation data).
       stopped: a callback stopped training before the last epoch asked for.
       interrupted: a signal stopped it (after a whole epoch); it can go on.
       early_stopping: what Keras's EarlyStopping decided, when one was used:
@@ -43,6 +60,7 @@ class History:
     logs: dict[str, list[float]] = field(default_factory=dict)
     trajectory: dict[str, list] = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
+    metrics: list[str] = field(default_factory=list)
     stopped: bool = False
     early_stopping: dict | None = None
     interrupted: bool = field(default=False, compare=False)
@@ -108,35 +126,50 @@ class History:
     def columns(self) -> dict[str, np.ndarray]:
         """Everything recorded, one row per epoch from 0 (before training) to E.
 
-        Keys: `loss` (NaN in row 0: nothing was trained yet), `full_loss`,
-        `val_loss` where there was validation data, then `w` (or `w_0`, `w_1`,
-        ... for several weights) and `b` where recorded.
+        Keys: `loss` and the compiled metrics (NaN in row 0: nothing was
+        trained yet), `full_loss`, `val_loss` and the validation metrics where
+        there was validation data (NaN where an epoch was not validated), then
+        `w` (or `w_0`, `w_1`, ... for several weights) and `b` where recorded.
         """
-        columns = {"loss": np.array([np.nan, *self.loss], dtype=np.float64),
-                   "full_loss": np.array(self.full_loss, dtype=np.float64)}
-        if "val_loss" in self.trajectory:
-            columns["val_loss"] = np.array(self.trajectory["val_loss"], dtype=np.float64)
+        rows = range(self.rows)
+        return {name: np.array([self._value(name, row) for row in rows], dtype=np.float64)
+                for name in self.column_names()}
+
+    @property
+    def rows(self) -> int:
+        """Rows recorded: the start, then one per epoch (none before any was recorded)."""
+        return max([len(values) for values in self.trajectory.values()] or
+                   [self.epochs + 1 if self.epochs else 0])
+
+    def column_names(self) -> list[str]:
+        """The columns of `columns()`, history.csv and metrics.json, in order."""
+        names = ["loss", *self.metrics]
+        names += [name for name in ("full_loss", "val_loss", *(f"val_{m}" for m in self.metrics))
+                  if name in self.trajectory]
         if self.has_line:
-            w = np.array(self.w, dtype=np.float64).reshape(len(self.w), -1)
-            columns.update(zip(weight_names(w.shape[1]), w.T))
-            columns["b"] = np.array(self.b, dtype=np.float64)
-        return columns
+            names += list(line_values(self.w[0], self.b[0]))
+        return names
+
+    def _value(self, name: str, row: int) -> float:
+        """The value of column `name` in row `row` (NaN where there is none)."""
+        if self.has_line and name in line_values(self.w[0], self.b[0]):
+            return line_values(self.w[row], self.b[row])[name]
+        if name in self.logs and name not in self.trajectory:
+            value = None if row == 0 else self.logs[name][row - 1]
+        elif name in self.trajectory:
+            value = self.trajectory[name][row]
+        else:
+            value = None
+        return np.nan if value is None else float(value)
 
     def csv_header(self) -> list[str]:
         """history.csv's columns after `model,loop,epoch`."""
-        names = ["loss", "full_loss", *(["val_loss"] if "val_loss" in self.trajectory else [])]
-        if self.has_line:
-            names += [*weight_names(np.size(self.w[0])), "b"]
-        return names
+        return self.column_names()
 
     def csv_row(self, epoch: int) -> list[str]:
         """Row `epoch` of history.csv (after `model,loop,epoch`), each value exact."""
-        values = [np.nan if epoch == 0 else self.loss[epoch - 1], self.full_loss[epoch]]
-        if "val_loss" in self.trajectory:
-            values.append(self.trajectory["val_loss"][epoch])
-        if self.has_line:
-            values += [*np.ravel(self.w[epoch]), self.b[epoch]]
-        return ["" if np.isnan(v) else repr(float(v)) for v in values]
+        values = (self._value(name, epoch) for name in self.column_names())
+        return ["" if np.isnan(v) else repr(v) for v in values]
 
     def to_json(self) -> dict:
         """Plain lists and floats, exact: `History.from_json` gives it back bit for bit."""
@@ -144,6 +177,8 @@ class History:
                       for name, values in self.trajectory.items()}
         result = {"logs": {name: [float(v) for v in values] for name, values in self.logs.items()},
                   "trajectory": trajectory}
+        if self.metrics:
+            result["metrics"] = list(self.metrics)
         if self.stopped:
             result["stopped"] = True
         if self.early_stopping is not None:
@@ -153,23 +188,25 @@ class History:
     @classmethod
     def from_json(cls, data: dict, settings: dict | None = None) -> "History":
         trajectory = {name: list(values) for name, values in data["trajectory"].items()}
-        if "w" in trajectory:
-            trajectory["w"] = [np.asarray(w, dtype=np.float32) for w in trajectory["w"]]
+        _as_arrays(trajectory, np.float32)
         return cls(logs={name: list(values) for name, values in data["logs"].items()},
                    trajectory=trajectory, settings=dict(settings or {}),
+                   metrics=list(data.get("metrics", [])),
                    stopped=bool(data.get("stopped", False)),
                    early_stopping=data.get("early_stopping"))
 
     def metrics_rows(self) -> list[dict]:
-        """The trajectory as metrics.json's rows: {epoch, full_loss[, val_loss][, w, b]}."""
+        """The trajectory as metrics.json's rows: {epoch, full_loss[, val_loss...][, w, b]}."""
         rows = []
-        for epoch, full_loss in enumerate(self.full_loss):
-            row = {"epoch": epoch, "full_loss": full_loss}
-            if "val_loss" in self.trajectory:
-                row["val_loss"] = self.trajectory["val_loss"][epoch]
-            if self.has_line:
-                row["w"] = np.atleast_1d(self.w[epoch]).astype(float).tolist()
-                row["b"] = self.b[epoch]
+        for epoch in range(self.rows):
+            row = {"epoch": epoch}
+            for name, values in self.trajectory.items():
+                value = values[epoch]
+                if name == "w":  # always a list, so a reader knows its form
+                    value = np.atleast_1d(value).astype(float).tolist()
+                elif np.ndim(value):
+                    value = np.asarray(value, dtype=float).tolist()
+                row[name] = value
             rows.append(row)
         return rows
 
@@ -177,9 +214,17 @@ class History:
     def from_metrics(cls, run: dict) -> "History":
         """A run of metrics.json (`loss` and `trajectory` rows) as a History."""
         rows = run["trajectory"]
-        trajectory = {name: [row[name] for row in rows] for name in ("full_loss", "val_loss")
-                      if rows and name in rows[0]}
-        if rows and "w" in rows[0]:
-            trajectory["w"] = [np.asarray(row["w"], dtype=np.float64) for row in rows]
-            trajectory["b"] = [row["b"] for row in rows]
-        return cls(logs={"loss": list(run["loss"])}, trajectory=trajectory)
+        trajectory = {name: [row[name] for row in rows] for name in (rows[0] if rows else ())
+                      if name != "epoch"}
+        _as_arrays(trajectory, np.float64)
+        metrics = run.get("metrics", {})
+        return cls(logs={"loss": list(run["loss"]), **metrics}, trajectory=trajectory,
+                   metrics=list(metrics))
+
+
+def _as_arrays(trajectory: dict, dtype) -> None:
+    """w (and a b of several outputs) read from JSON lists, as arrays."""
+    if "w" in trajectory:
+        trajectory["w"] = [np.asarray(w, dtype=dtype) for w in trajectory["w"]]
+    if trajectory.get("b") and isinstance(trajectory["b"][0], list):
+        trajectory["b"] = [np.asarray(b, dtype=dtype) for b in trajectory["b"]]

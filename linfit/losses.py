@@ -55,13 +55,9 @@ def is_non_finite_loss(error: BaseException) -> bool:
         isinstance(error, tf.errors.InvalidArgumentError) and NON_FINITE_LOSS in str(error))
 
 
-class FiniteLoss(keras.losses.Loss):
-    """A Keras loss that stops training when its value is not finite.
-
-    The check is part of the loss's value, so the gradient, and the update
-    that follows it, depend on it: a non-finite loss raises before the
-    update is applied, in either loop.
-    """
+class ReplicaLoss(keras.losses.Loss):
+    """A Keras loss whose value under tf.distribute is this replica's share of the
+    global mean (`replica_share`), as linfit's steps take it; else the loss itself."""
 
     def __init__(self, loss: keras.losses.Loss):
         super().__init__(name=loss.name, reduction=loss.reduction, dtype=loss.dtype)
@@ -72,13 +68,24 @@ class FiniteLoss(keras.losses.Loss):
         if sample_weight is None and context is not None and context.num_replicas_in_sync > 1:
             if len(y_true.shape) == 1:  # keep a loss that averages the last axis per example
                 y_true, y_pred = y_true[:, None], tf.reshape(y_pred, [-1, 1])
-            loss = replica_share(self.wrapped.call(y_true, y_pred), context)
-        else:
-            loss = self.wrapped(y_true, y_pred, sample_weight)
-        return tf.debugging.check_numerics(loss, NON_FINITE_LOSS)
+            return replica_share(self.wrapped.call(y_true, y_pred), context)
+        return self.wrapped(y_true, y_pred, sample_weight)
 
     def get_config(self):
         return {"loss": keras.losses.serialize(self.wrapped)}
+
+
+class FiniteLoss(ReplicaLoss):
+    """A Keras loss that stops training when its value is not finite.
+
+    The check is part of the loss's value, so the gradient, and the update
+    that follows it, depend on it: a non-finite loss raises before the
+    update is applied, in either loop.
+    """
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        return tf.debugging.check_numerics(super().__call__(y_true, y_pred, sample_weight),
+                                           NON_FINITE_LOSS)
 
 
 def replica_share(per_example_losses, context):
@@ -119,6 +126,24 @@ def loss_object(identifier) -> keras.losses.Loss:
     return compat.loss_from_function(loss, name=getattr(loss, "__name__", "loss"))
 
 
+def checked_metrics(metrics) -> list:
+    """The metrics as `compile` takes them, each known to Keras.
+
+    Raises:
+      ConfigError: for a name Keras does not know.
+    """
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics or [])
+    for metric in metrics:
+        try:
+            known = keras.metrics.get(metric) is not None
+        except (ValueError, TypeError):
+            known = False
+        if not known:
+            raise ConfigError(f"unknown metric {metric!r}: use a Keras metric name such as "
+                              "'mae' or 'mse', or a keras.metrics.Metric")
+    return metrics
+
+
 def optimizer_object(identifier, learning_rate) -> keras.optimizers.Optimizer:
     """A Keras optimizer: the object itself, or one made from a name and a learning rate."""
     if isinstance(identifier, keras.optimizers.Optimizer):
@@ -140,13 +165,21 @@ def optimizer_settings(optimizer: keras.optimizers.Optimizer) -> dict:
 
 
 def divergence_error(epoch: int, batch: int | None, history: History,
-                     recorded: dict | None = None, batch_known: bool = True) -> DivergenceError:
+                     recorded: dict | None = None, batch_known: bool = True,
+                     at_start: bool = False) -> DivergenceError:
     """The error for a non-finite loss: of batch `batch` of epoch `epoch` (that
     update was not applied; `batch` None and not `batch_known`: a batch of that
-    epoch), or with `batch` None, of the whole training set after epoch `epoch`
-    (-1: before training), whose values were `recorded`."""
+    epoch; `at_start`: the first batch, before any update), or with `batch`
+    None, of the whole training set after epoch `epoch` (-1: before
+    training), whose values were `recorded`."""
     losses = ", ".join(f"{v:.4g}" for v in history.trajectory.get("full_loss", []))
     advice = "Lower the learning rate (or standardise the data)"
+    if at_start:
+        return DivergenceError(
+            "training cannot start: the loss of the first batch is already not finite at the "
+            "starting weights, before any update (none was applied). Check the data and the "
+            "starting weights (model.init_w, model.init_b), or standardise the data",
+            epoch, batch, history)
     if batch is not None:
         where = (f"training diverged at epoch {epoch}, batch {batch}: that batch's loss is not "
                  "finite, so its update was not applied")

@@ -22,52 +22,79 @@ from linfit.errors import ModelError
 from linfit.variables import module_variables, trainable_variables
 
 
-def initial_values(features: int | None, init_w: float | Sequence[float],
-                   init_b: float) -> tuple[np.ndarray, np.ndarray]:
-    """Starting w and b as float32 arrays: w is [] when features is None, else [d].
+def initial_values(features: int | None, init_w, init_b,
+                   outputs: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Starting w and b as float32 arrays, of the shapes `weight_shapes` gives.
 
-    A list `init_w` with `features=None` sets `features = len(init_w)`.
+    `init_w` is a number (every weight starts there), or a list: of d numbers
+    (one per feature, the same for every output; for one output with
+    `features=None` it sets `features = len(init_w)`), or with outputs, d
+    lists of k numbers.
+    `init_b` is a number, or with outputs a list of k numbers.
     """
-    if features is not None and (isinstance(features, bool) or not isinstance(features, int)
-                                 or features < 1):
-        raise ModelError(f"features must be None (the scalar model) or a positive integer, "
-                         f"got {features!r}")
+    for name, value in (("features", features), ("outputs", outputs)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise ModelError(f"{name} must be None (the guide's scalar model) or a positive "
+                             f"integer, got {value!r}")
     w = np.asarray(init_w, dtype=np.float32)
-    if w.ndim > 1:
-        raise ModelError(f"init_w must be a number or a list of numbers, got shape {w.shape}")
-    if w.ndim == 1:
-        if features is None:
-            features = len(w)
-        if len(w) != features:
-            raise ModelError(f"init_w has {len(w)} values but the model has {features} "
-                             "features: give one value per feature, or a single number")
-    elif features is not None:
-        w = np.full([features], w, dtype=np.float32)
-    return w, np.asarray(init_b, dtype=np.float32)
+    if features is None and outputs is None and w.ndim >= 1:
+        features = len(w)
+    w_shape, b_shape = weight_shapes(features, outputs)
+    return _filled(w, w_shape, "init_w"), _filled(np.asarray(init_b, np.float32), b_shape,
+                                                    "init_b")
+
+
+def weight_shapes(features: int | None, outputs: int | None) -> tuple[tuple, tuple]:
+    """The shapes of w and b: w is [] for the guide's scalar model, [d] for d
+    features, and [d, k] (d = 1 for a scalar x) for k outputs; b is [] or [k]."""
+    if outputs is None:
+        return (() if features is None else (features,)), ()
+    return (features or 1, outputs), (outputs,)
+
+
+def _filled(value: np.ndarray, shape: tuple, name: str) -> np.ndarray:
+    if value.ndim == 0:
+        return np.full(shape, value, dtype=np.float32)
+    if len(shape) == 2 and value.shape == shape[:1]:  # one per feature, for every output
+        return np.repeat(value[:, None], shape[1], axis=1)
+    if value.shape != shape and value.ndim == len(shape) == 1 and name == "init_w":
+        raise ModelError(f"init_w has {len(value)} values but the model has {shape[0]} "
+                         "features: give one value per feature, or a single number")
+    if value.shape != shape:
+        raise ModelError(f"{name} has shape {list(value.shape)} but the model's is "
+                         f"{list(shape)}: give a single number, or one value per weight")
+    return value
 
 
 def affine(x, w, b):
-    """x·W + b: x is [N] (scalar w) or [N, d] (w of shape [d]); the result is [N]."""
+    """x·W + b: x is [N] (w scalar, or [1, k]) or [N, d] (w of shape [d] or [d, k]);
+    the result is [N], or [N, k] for a w of k outputs."""
     if len(w.shape) == 0:
         return x * w + b
-    return tf.linalg.matvec(x, w) + b
+    if len(w.shape) == 1:
+        return tf.linalg.matvec(x, w) + b
+    return tf.matmul(tf.reshape(x, [-1, w.shape[0]]), w) + b
 
 
 class LinearModule(tf.Module):
-    """f(x) = x·W + b as a tf.Module: the guide's `MyModel`, with features.
+    """f(x) = x·W + b as a tf.Module: the guide's `MyModel`, with features and outputs.
 
     Args:
       features: None for the guide's scalar model (x of shape [N]), or d for
         x of shape [N, d] and w of shape [d].
-      init_w: the starting w: a number, or a list of d numbers.
-      init_b: the starting b.
+      outputs: None for one output (y of shape [N]), or k for y of shape
+        [N, k], w of shape [d, k] (d = 1 for a scalar x) and b of shape [k].
+      init_w: the starting w: a number, or one value per weight.
+      init_b: the starting b: a number, or one value per output.
     """
 
     def __init__(self, features: int | None = None, init_w: float | Sequence[float] = 5.0,
-                 init_b: float = 0.0, **kwargs):
+                 init_b: float = 0.0, outputs: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        w, b = initial_values(features, init_w, init_b)
-        self.features = None if w.ndim == 0 else len(w)
+        w, b = initial_values(features, init_w, init_b, outputs)
+        self.features = None if w.ndim == 0 or (outputs and not features) else w.shape[0]
+        self.outputs = outputs
         self.w = tf.Variable(w, name="w")
         self.b = tf.Variable(b, name="b")
 
@@ -77,21 +104,26 @@ class LinearModule(tf.Module):
         return affine(tf.cast(x, self.w.dtype), self.w, self.b)
 
 
+@keras.saving.register_keras_serializable(package="linfit")
 class LinearModel(keras.Model):
     """f(x) = x·W + b as a keras.Model: the guide's `MyModelKeras`, working.
 
     The variables are made with `add_weight` (w, then b), so Keras tracks,
-    trains and saves them. Same arguments as `LinearModule`.
+    trains and saves them. Same arguments as `LinearModule`. Registered with
+    Keras: a model saved whole (`model.save("m.keras")`) loads with
+    `keras.saving.load_model` once linfit is imported.
     """
 
     def __init__(self, features: int | None = None, init_w: float | Sequence[float] = 5.0,
-                 init_b: float = 0.0, **kwargs):
+                 init_b: float = 0.0, outputs: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        w, b = initial_values(features, init_w, init_b)
-        self.features = None if w.ndim == 0 else len(w)
+        w, b = initial_values(features, init_w, init_b, outputs)
+        self.features = None if w.ndim == 0 or (outputs and not features) else w.shape[0]
+        self.outputs = outputs
         self.w = self.add_weight(shape=w.shape, initializer=keras.initializers.Constant(w),
                                  name="w")
-        self.b = self.add_weight(shape=(), initializer=keras.initializers.Constant(b), name="b")
+        self.b = self.add_weight(shape=b.shape, initializer=keras.initializers.Constant(b),
+                                 name="b")
         # Built now, so save_weights/load_weights work before the first call,
         # as they do on the guide's class.
         self.built = True
@@ -140,6 +172,12 @@ class KerasModuleAdapter(keras.Model):
         self.optimizer.apply_gradients(zip(gradients, variables))
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
+    def get_config(self):
+        # Keras asks for it to save the model whole (`.keras`); a tf.Module has no
+        # config, and Keras's own error ("non-serializable argument values")
+        # would not say what to do.
+        raise _not_saved_whole(self.module)
+
     def get_weights(self):
         return [v.numpy() for v in module_variables(self.module)]
 
@@ -152,6 +190,33 @@ class KerasModuleAdapter(keras.Model):
 
     def load_weights(self, filepath, **kwargs):
         checkpoint.load_weights(self.module, filepath)
+
+
+def check_saves_whole(model, callbacks: list) -> None:
+    """Refuse, before training, a ModelCheckpoint that would save a tf.Module whole
+    (Keras would fail at its first save, leaving a partial `.keras` file).
+
+    Raises:
+      ModelError: saying to save the weights instead.
+    """
+    if isinstance(model, keras.Model):
+        return
+    for callback in callbacks:
+        if isinstance(callback, keras.callbacks.ModelCheckpoint) and \
+                not callback.save_weights_only:
+            raise _not_saved_whole(model)
+
+
+def _not_saved_whole(module) -> ModelError:
+    return ModelError(
+        f"a tf.Module ({type(module).__name__}) cannot be saved whole as a .keras "
+        "file: save its weights instead (a .weights.h5 name, or ModelCheckpoint(..., "
+        "save_weights_only=True)), or train a keras.Model such as linfit.LinearModel")
+
+
+def is_linear(model) -> bool:
+    """Whether `model` is one of linfit's linear models (with `features`, `outputs`)."""
+    return isinstance(model, (LinearModule, LinearModel))
 
 
 def as_keras_model(model) -> keras.Model:

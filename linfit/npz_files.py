@@ -82,9 +82,9 @@ def _check_shapes(path: Path, headers: dict, dtype, memory_limit: int | None) ->
         if kind.hasobject or not np.issubdtype(kind, np.number) or \
                 np.issubdtype(kind, np.complexfloating):
             raise DataError(f"{path}: {name} must be real numbers, got {kind}")
-    if len(x_shape) not in (1, 2) or len(y_shape) != 1:
-        raise DataError(f"{path}: x must be [N] or [N, d] and y [N], got x {list(x_shape)} "
-                        f"and y {list(y_shape)}")
+    if len(x_shape) not in (1, 2) or len(y_shape) not in (1, 2):
+        raise DataError(f"{path}: x must be [N] or [N, d] and y [N] or [N, k], got x "
+                        f"{list(x_shape)} and y {list(y_shape)}")
     if x_shape[0] != y_shape[0]:
         raise DataError(f"{path}: x has {x_shape[0]} rows but y has {y_shape[0]}: they must "
                         "match")

@@ -7,10 +7,87 @@ graph, and compiled functions take the variables as inputs, so one trace
 serves every fit on data of the same shape.
 """
 
+import dataclasses
+import math
+from dataclasses import dataclass
+
 import numpy as np
 import tensorflow as tf
 
 from linfit.data_files import TF_ALIGNMENT
+
+
+@dataclass(frozen=True)
+class FitData:
+    """A fit's data as TensorFlow holds it, and the batches both loops read.
+
+    Attributes:
+      arrays: tf.Variables (x, y) and, with validation data, (x_val, y_val).
+      batch_size: None for one full batch.
+      shuffle_seed: None keeps the data's order.
+      epochs: the epoch training goes up to (the batches stop there).
+      validation_batch_size: None: as `batch_size` (as in Keras; None for it
+        is the whole validation set as one batch).
+      validation_freq: validate after every N-th epoch (as in Keras).
+      fingerprint: a digest of the values (`linfit.data.fingerprint`).
+      strategy: a tf.distribute strategy whose replicas the batches are
+        split over, or None.
+    """
+
+    arrays: tuple
+    batch_size: int | None
+    shuffle_seed: int | None
+    epochs: int
+    validation_batch_size: int | None = None
+    validation_freq: int = 1
+    fingerprint: str = ""
+    strategy: object = None
+
+    @property
+    def num_examples(self) -> int:
+        return int(self.arrays[1].shape[0])
+
+    @property
+    def validation(self) -> bool:
+        return len(self.arrays) > 2
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return _batches(self.num_examples, self.batch_size)
+
+    @property
+    def validation_steps(self) -> int:
+        return _batches(int(self.arrays[3].shape[0]), self.validation_size)
+
+    @property
+    def validation_size(self) -> int | None:
+        return self.validation_batch_size or self.batch_size
+
+    def validates_after(self, epoch: int) -> bool:
+        """Whether epoch `epoch` (0-based) ends with a validation, as in Keras."""
+        return self.validation and (epoch + 1) % self.validation_freq == 0
+
+    def batches(self, start: int) -> tf.data.Dataset:
+        """The training batches of every epoch from `start` on (see `make_dataset`)."""
+        return self._split(make_dataset(*self.arrays[:2], self.batch_size, self.epochs,
+                                        self.shuffle_seed, start))
+
+    def validation_batches(self) -> tf.data.Dataset:
+        """The validation data's batches, in order (one epoch of them)."""
+        return self._split(make_dataset(*self.arrays[2:], self.validation_size))
+
+    def distributed(self, strategy) -> "FitData":
+        """The same data, its batches split over `strategy`'s replicas."""
+        return dataclasses.replace(self, strategy=strategy)
+
+    def _split(self, dataset: tf.data.Dataset):
+        if self.strategy is None:
+            return dataset
+        return self.strategy.experimental_distribute_dataset(dataset)
+
+
+def _batches(rows: int, batch_size: int | None) -> int:
+    return math.ceil(rows / min(batch_size or rows, rows))
 
 
 def to_variable(array: np.ndarray) -> tf.Variable:

@@ -4,6 +4,7 @@ Figures are made with `matplotlib.figure.Figure` rather than pyplot, so no
 global backend or figure state is touched (the Agg canvas draws them).
 """
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from linfit.fileio import atomic_write
-from linfit.history import weight_names
+from linfit.history import line_values
 
 # Runs are drawn over each other; distinct styles keep coinciding lines visible.
 LINESTYLES = ("-", "--", ":", "-.")
@@ -22,6 +23,8 @@ def _style(i: int) -> dict:
             "markersize": 3}
 
 
+# The columns of w and b in `History.columns()`: w, w_0, w_0_1, b, b_1, ...
+LINE_COLUMN = re.compile(r"[wb](_[0-9]+)*")
 # More points than this make a scatter plot a blot, and slow to draw.
 MAX_POINTS = 5000
 # Every figure `write_figures` may write.
@@ -64,11 +67,11 @@ def plot_data(path: Path, x: np.ndarray, y: np.ndarray, predictions: Mapping[str
               true_line: tuple | None = None) -> Path:
     """The guide's data plot: data points, ground truth and each run's predictions.
 
-    With several features, predictions are plotted against the targets.
-    Pass at most a few thousand points (see `points_to_plot`).
+    With several features (or outputs), predictions are plotted against the
+    targets. Pass at most a few thousand points (see `points_to_plot`).
     """
     fig, ax = _new_axes()
-    if x.ndim == 1:
+    if x.ndim == 1 and y.ndim == 1:
         order = np.argsort(x)
         ax.plot(x, y, ".", color="tab:blue", alpha=0.6, label="Data")
         if true_line is not None:
@@ -82,8 +85,8 @@ def plot_data(path: Path, x: np.ndarray, y: np.ndarray, predictions: Mapping[str
         low, high = float(y.min()), float(y.max())
         ax.plot([low, high], [low, high], color="tab:green", label="Perfect prediction")
         for i, (label, prediction) in enumerate(predictions.items()):
-            ax.plot(y, prediction, MARKERS[i % 4], alpha=0.5, fillstyle="none",
-                    label=f"Predictions: {label}")
+            ax.plot(np.ravel(y), np.ravel(prediction), MARKERS[i % 4], alpha=0.5,
+                    fillstyle="none", label=f"Predictions: {label}")
         ax.set_xlabel("target y")
         ax.set_ylabel("predicted y")
     ax.set_title("Data, ground truth and the trained models' predictions")
@@ -108,8 +111,8 @@ def plot_weights(path: Path, trajectories: Mapping[str, Mapping[str, np.ndarray]
     fig, ax = _new_axes()
     colors = {}
     for i, (label, columns) in enumerate(trajectories.items()):
-        epochs = np.arange(len(columns["b"]))
-        for name in [n for n in columns if n.startswith("w")] + ["b"]:
+        epochs = np.arange(len(columns["b"] if "b" in columns else columns["b_0"]))
+        for name in [n for n in columns if LINE_COLUMN.fullmatch(n)]:
             line, = ax.plot(epochs, columns[name], color=colors.get(name),
                             label=f"{name}: {label}", **_style(i))
             colors.setdefault(name, line.get_color())
@@ -117,8 +120,8 @@ def plot_weights(path: Path, trajectories: Mapping[str, Mapping[str, np.ndarray]
                                                                       (None, None))):
         if w is None:
             continue
-        w = np.atleast_1d(np.asarray(w, dtype=float))
-        for name, value in zip([*weight_names(len(w)), "b"], [*w, b]):
+        for name, value in line_values(np.asarray(w, dtype=float),
+                                       np.asarray(b, dtype=float)).items():
             ax.axhline(value, linestyle=style, linewidth=1, color=colors.get(name, "gray"),
                        label=f"{kind} {name}")
     title = ("Weights and bias per epoch (dashed: true line, dotted: optimum)" if optimum

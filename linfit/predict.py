@@ -3,10 +3,10 @@
     python -m linfit.predict --checkpoint RUN/module-manual.weights.h5 \
         --data new.csv --out preds.csv
 
-The checkpoint fixes the model (scalar, or d features); the CSV's feature
-columns are those the run trained on (read from the run's metrics.json
-beside the checkpoint), else all its columns but the target. When the file
-has a target column, the loss is reported too. The checkpoint and the file
+The checkpoint fixes the model (scalar, or d features; one output or k);
+the CSV's feature columns are those the run trained on (read from the run's
+metrics.json beside the checkpoint), else all its columns but the target.
+When the file has the target column(s), the loss is reported too. The checkpoint and the file
 are checked against each other before TensorFlow is imported.
 """
 
@@ -22,7 +22,7 @@ import numpy as np
 
 from linfit.checkpoint import load_weights, read_line
 from linfit.data_files import read_features
-from linfit.errors import LinfitError, RunDirError
+from linfit.errors import DataError, LinfitError, RunDirError
 from linfit.fileio import write_text
 from linfit.rundir import RunDir
 from linfit.runtime import import_tensorflow
@@ -34,9 +34,11 @@ class PredictionInputs:
 
     checkpoint: Path
     features: int | None
+    outputs: int | None
     x: np.ndarray
     y: np.ndarray | None
     feature_names: list[str]
+    target_names: tuple[str, ...] = ("y",)
 
 
 def read_inputs(checkpoint: str | Path, data: str | Path, target: str = "") -> PredictionInputs:
@@ -47,37 +49,53 @@ def read_inputs(checkpoint: str | Path, data: str | Path, target: str = "") -> P
         whose features do not fit the checkpoint's model.
     """
     checkpoint = Path(checkpoint)
-    features = checkpoint_features(checkpoint)
+    features, outputs = checkpoint_shape(checkpoint)
     names, run_target = RunDir(checkpoint.parent).training_columns()
     x, y, used = read_features(data, names, features, target or run_target)
-    return PredictionInputs(checkpoint, features, x, y, used)
+    if y is not None and (y.ndim == 1) != (outputs is None):
+        raise DataError(f"{data}: the target has {1 if y.ndim == 1 else y.shape[1]} column(s) "
+                        f"but the checkpoint's model has {outputs or 1} output(s): name its "
+                        "target columns with --target")
+    targets = tuple(target or run_target) if not isinstance(target or run_target, str) \
+        and y is not None and y.ndim == 2 else ("y",)
+    return PredictionInputs(checkpoint, features, outputs, x, y, used, targets)
 
 
 def predict(inputs: PredictionInputs) -> np.ndarray:
     """The predictions of the checkpoint's model (a LinearModule) for inputs.x."""
     from linfit.models import LinearModule  # TensorFlow, once the inputs are known good
 
-    model = LinearModule(features=inputs.features)
+    model = LinearModule(features=inputs.features, outputs=inputs.outputs)
     load_weights(model, inputs.checkpoint)
     return np.asarray(model(inputs.x))
 
 
-def checkpoint_features(path: str | Path) -> int | None:
-    """The number of features of the linear model in a checkpoint (None: scalar)."""
+def checkpoint_shape(path: str | Path) -> tuple[int | None, int | None]:
+    """The features and outputs of the linear model in a checkpoint (None: the
+    scalar x; one output). A w of shape [1, k] takes a scalar x."""
     w, _ = read_line(path)
-    return None if w.ndim == 0 else w.shape[0]
+    if w.ndim < 2:
+        return (None if w.ndim == 0 else w.shape[0]), None
+    return (None if w.shape[0] == 1 else w.shape[0]), w.shape[1]
 
 
 def write_predictions(out, inputs: PredictionInputs, predictions: np.ndarray) -> None:
-    """CSV: the feature columns, the target (if any), then `prediction`."""
+    """CSV: the feature columns, the target(s) (if any), then `prediction` (or, for
+    several outputs, `prediction_<target>` for each, `prediction_0`, ... unnamed)."""
     columns = list(inputs.x.reshape(len(predictions), -1).T)
     names = list(inputs.feature_names)
     if inputs.y is not None:
-        columns.append(inputs.y)
-        names.append("y")
+        targets = inputs.y.reshape(len(predictions), -1).T
+        columns += list(targets)
+        names += list(inputs.target_names)
+    outputs = predictions.reshape(len(predictions), -1).T
+    suffixes = inputs.target_names if len(inputs.target_names) == len(outputs) else \
+        [str(j) for j in range(len(outputs))]
+    names += ["prediction"] if predictions.ndim == 1 else \
+        [f"prediction_{suffix}" for suffix in suffixes]
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*names, "prediction"])
-    for row in zip(*columns, predictions):
+    writer.writerow(names)
+    for row in zip(*columns, *outputs):
         # 9 significant digits: every float32 reads back exactly.
         writer.writerow([format(float(value), ".9g") for value in row])
 
@@ -91,7 +109,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data", required=True, metavar="CSV",
                         help="a CSV with a header row and the training data's feature columns")
     parser.add_argument("--target", default="", metavar="COLUMN",
-                        help="the target column, if not the run's (default 'y')")
+                        help="the target column, if not the run's (default 'y'); several, "
+                             "comma-separated, for a model of several outputs")
     parser.add_argument("--out", metavar="CSV",
                         help="write the predictions here (default: standard output)")
     return parser.parse_args(None if argv is None else [str(arg) for arg in argv])
@@ -117,7 +136,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         out = checked_out(args.out)
-        inputs = read_inputs(args.checkpoint, args.data, args.target)
+        target = tuple(args.target.split(",")) if "," in args.target else args.target
+        inputs = read_inputs(args.checkpoint, args.data, target)
         import_tensorflow()
         predictions = predict(inputs)
         summary = []
@@ -131,8 +151,14 @@ def main(argv=None) -> int:
             print("\n".join([f"Wrote {len(predictions)} predictions to {out}", *summary]))
         else:
             write_predictions(sys.stdout, inputs, predictions)
+            sys.stdout.flush()
             for line in summary:
                 print(line, file=sys.stderr)
+    except BrokenPipeError:
+        # The reader stopped reading (`| head`): as for any Unix filter, not an error.
+        # Python would report the pipe again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except LinfitError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -7,19 +7,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from linfit.history import line_values
+
 
 @dataclass(frozen=True)
 class Reference:
     """The exact answer for MSE on (x, y), in float64.
 
     Attributes:
-      w, b: the least-squares optimum (`numpy.linalg.lstsq` on A = [X 1]).
-      loss: the mean squared error at the optimum.
-      eigenvalues: of the Hessian H = (2/N)·AᵀA of the MSE, ascending.
+      w, b: the least-squares optimum (`numpy.linalg.lstsq` on A = [X 1]);
+        for k outputs, w is [d, k] and b is [k], each output's own optimum.
+      loss: the mean squared error at the optimum (over every output, as
+        Keras's "mse" averages them).
+      eigenvalues: of the Hessian H = (2/(N·k))·AᵀA of the MSE with respect
+        to one output's weights (each output's block is the same), ascending.
     """
 
     w: np.ndarray
-    b: float
+    b: float | np.ndarray
     loss: float
     eigenvalues: np.ndarray
 
@@ -38,9 +43,9 @@ class Reference:
 
     def gaps(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Per epoch of a run: `loss_gap` (full_loss − optimum) and `distance` |θ − θ*|."""
-        w = np.column_stack([columns[name] for name in columns if name.startswith("w")])
-        theta = np.column_stack([w, columns["b"]])
-        optimum = np.append(np.atleast_1d(self.w), self.b)
+        names = line_values(self.w, self.b)
+        theta = np.column_stack([columns[name] for name in names])
+        optimum = np.array(list(names.values()))
         return {"loss_gap": np.asarray(columns["full_loss"]) - self.loss,
                 "distance": np.linalg.norm(theta - optimum, axis=1)}
 
@@ -53,14 +58,16 @@ class Reference:
                 f"{self.lr_limit:.3g} for this data: training will diverge")
 
     def to_json(self) -> dict:
-        return {"w": np.atleast_1d(self.w).tolist(), "b": self.b, "loss": self.loss,
+        return {"w": np.atleast_1d(self.w).tolist(), "b": np.asarray(self.b).tolist(),
+                "loss": self.loss,
                 "lr_limit": self.lr_limit}
 
 
 def least_squares_reference(x, y, chunk_rows: int = 65536) -> Reference:
     """The float64 least-squares optimum of f(x) = x·W + b on (x, y).
 
-    x is [N] (the scalar model: `w` is then a number) or [N, d].
+    x is [N] (the scalar model: `w` is then a number) or [N, d]; y is [N],
+    or [N, k] for k outputs (w is then [d, k], d = 1 for a scalar x).
     """
     n = len(y)
     x2 = np.asarray(x).reshape(n, -1)
@@ -70,25 +77,32 @@ def least_squares_reference(x, y, chunk_rows: int = 65536) -> Reference:
 
 
 def reference_from_chunks(chunks, scalar_model: bool = False) -> Reference:
-    """`least_squares_reference` of data given as (x [rows, d], y [rows]) chunks.
+    """`least_squares_reference` of data given as (x [rows, d], y [rows] or
+    [rows, k]) chunks.
 
-    The design matrix [X 1 y] is reduced to its 12×12 (for 10 features) R
-    factor chunk by chunk (a tall-skinny QR), so memory stays small for
-    millions of rows and the data can be read as it is used; `numpy.linalg.lstsq`
-    then solves R θ = Qᵀy, which has the same (minimum-norm) solution as lstsq
-    on [X 1] itself.
+    The design matrix [X 1 Y] is reduced to its 12×12 (for 10 features, one
+    output) R factor chunk by chunk (a tall-skinny QR), so memory stays small
+    for millions of rows and the data can be read as it is used;
+    `numpy.linalg.lstsq` then solves R θ = QᵀY, which has the same
+    (minimum-norm) solution as lstsq on [X 1] itself, one column per output.
     """
-    r, n = None, 0
+    r, n, outputs = None, 0, None
     for x, y in chunks:
+        y = np.asarray(y, dtype=np.float64)
+        outputs = None if y.ndim == 1 else y.shape[1]
         block = np.column_stack([np.asarray(x, dtype=np.float64), np.ones(len(y)),
-                                 np.asarray(y, dtype=np.float64)])
+                                 y.reshape(len(y), -1)])
         r = np.linalg.qr(block if r is None else np.vstack([r, block]), mode="r")
         n += len(y)
+    k = outputs or 1
     columns = r.shape[1]
     r = np.vstack([r, np.zeros((max(columns - len(r), 0), columns))])
-    r_a, q_t_y, residual = r[:-1, :-1], r[:-1, -1], r[-1, -1]
+    p = columns - k  # parameters per output: d weights and b
+    r_a, q_t_y, residual = r[:p, :p], r[:p, p:], r[p:, p:]
     theta, *_ = np.linalg.lstsq(r_a, q_t_y, rcond=None)
-    loss = float((np.sum((r_a @ theta - q_t_y) ** 2) + residual ** 2) / n)
-    eigenvalues = np.linalg.eigvalsh((2.0 / n) * r_a.T @ r_a)
-    w = theta[0] if scalar_model else theta[:-1]
-    return Reference(w=np.asarray(w), b=float(theta[-1]), loss=loss, eigenvalues=eigenvalues)
+    loss = float((np.sum((r_a @ theta - q_t_y) ** 2) + np.sum(residual ** 2)) / (n * k))
+    eigenvalues = np.linalg.eigvalsh((2.0 / (n * k)) * r_a.T @ r_a)
+    if outputs is not None:
+        return Reference(w=theta[:-1], b=theta[-1], loss=loss, eigenvalues=eigenvalues)
+    w = theta[0, 0] if scalar_model else theta[:-1, 0]
+    return Reference(w=np.asarray(w), b=float(theta[-1, 0]), loss=loss, eigenvalues=eigenvalues)

@@ -51,7 +51,9 @@ def _setup_lines(config: Config, data: Data) -> list[str]:
     return [f"- **Data**: {source}; {data.num_examples} examples, "
             f"{len(data.feature_names)} feature(s) ({', '.join(data.feature_names)})",
             f"- **Model**: f(x) = x·W + b from W = {_number(config.model.init_w)}, "
-            f"b = {config.model.init_b:g}",
+            f"b = {_number(config.model.init_b)}"
+            + (f", {data.y.shape[1]} outputs ({', '.join(data.target_names)})"
+               if data.y.ndim == 2 else ""),
             f"- **Training**: {config.train.optimizer}, learning rate "
             f"{config.train.learning_rate:g}, {config.train.epochs} epochs, {batches}, "
             f"seed {config.train.seed}", ""]
@@ -70,7 +72,7 @@ def _final_state_section(data: Data, comparison: Comparison) -> list[str]:
         final = history.final()
         w, b, gap, distance = "", "", "", ""
         if history.has_line:
-            w, b = _number(final["w"], ".4f"), f"{final['b']:.4f}"
+            w, b = _number(final["w"], ".4f"), _number(final["b"], ".4f")
             if reference is not None:
                 gaps = reference.gaps(history.columns())
                 gap = f"{gaps['loss_gap'][final['epoch']]:.3g}"
@@ -81,7 +83,7 @@ def _final_state_section(data: Data, comparison: Comparison) -> list[str]:
     blank = " |" if validation else ""
     if reference is not None:
         lines.append(f"| **optimum** (float64 least squares) | | {_number(reference.w, '.4f')} "
-                     f"| {reference.b:.4f} | {reference.loss:.6g} | 0 | 0 |{blank}")
+                     f"| {_number(reference.b, '.4f')} | {reference.loss:.6g} | 0 | 0 |{blank}")
     if data.true_w is not None:
         lines.append(f"| true line | | {_number(data.true_w, '.4f')} | {data.true_b:.4f} | | | |"
                      f"{blank}")
@@ -128,7 +130,8 @@ def _stability_section(config: Config, comparison: Comparison) -> list[str]:
     rate = config.train.learning_rate
     lines = ["## Learning rate and convergence", "",
              f"For full-batch gradient descent on this data the learning rate must stay below "
-             f"2 / λmax(H) = **{reference.lr_limit:.4g}** (H = (2/N)·AᵀA, A = [X 1]); "
+             f"2 / λmax(H) = **{reference.lr_limit:.4g}** (H = (2/N)·AᵀA, A = [X 1]"
+             f"{'' if comparison.runs[0].history.w[0].ndim < 2 else ', divided by the outputs'}); "
              f"this run used {rate:g}."]
     warning = reference.stability_warning(rate)
     if warning:
@@ -167,4 +170,4 @@ def _number(value, spec: str = "g") -> str:
     array = np.asarray(value, dtype=float)
     if array.ndim == 0:
         return format(float(array), spec)
-    return "[" + ", ".join(format(v, spec) for v in array) + "]"
+    return "[" + ", ".join(_number(v, spec) for v in array) + "]"

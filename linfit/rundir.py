@@ -431,6 +431,8 @@ def _run_metrics(label: RunLabel, history: History) -> dict:
         entry["early_stopping"] = dict(history.early_stopping)
     if rows:
         entry["final"] = rows[history.final_row]
+    if history.metrics:
+        entry["metrics"] = {name: list(history.logs.get(name, [])) for name in history.metrics}
     return {**entry, "loss": list(history.loss), "trajectory": rows}
 
 

@@ -12,29 +12,28 @@ the starting point, plan the execution, assemble the callbacks, run a loop.
 import contextlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from linfit import checkpoint
-from linfit.callbacks import (BatchPosition, EpochRecorder, HistoryLogger, PeriodicCheckpoint,
-                              StopAtSafePoint, note_stopping, overridden_hooks,
-                              progress_callbacks)
+from linfit import checkpoint, compat
+from linfit.callbacks import (BatchPosition, HistoryLogger, PeriodicCheckpoint, StopAtSafePoint,
+                              note_stopping, overridden_hooks, progress_callbacks)
 from linfit.config import check_value
-from linfit.data import check_features, check_inputs, fingerprint, steps_per_epoch
-from linfit.errors import ConfigError, WorkerLostError
+from linfit.data import check_features, check_inputs, check_outputs, fingerprint
+from linfit.errors import ConfigError
 from linfit.history import History
 from linfit.interrupts import STOP
-from linfit.loops import keras_fit
-from linfit.loops.manual import ManualLoop, distribute, make_train_step
+from linfit.loops import failures, keras_fit
+from linfit.loops.manual import CompiledMetrics, ManualLoop, distribute, make_test_step, \
+    make_train_step
 from linfit.loops.plan import ExecutionPlan, plan_execution
-from linfit.losses import (FiniteLoss, NonFiniteBatch, NonFiniteRecord, divergence_error,
-                           is_non_finite_loss, loss_object, optimizer_object,
-                           optimizer_settings)
-from linfit.models import as_keras_model
-from linfit.pipeline import make_dataset, to_variable
+from linfit.losses import (FiniteLoss, ReplicaLoss, checked_metrics, loss_object,
+                           optimizer_object, optimizer_settings)
+from linfit.models import as_keras_model, check_saves_whole, is_linear
+from linfit.pipeline import FitData, to_variable
+from linfit.recording import Recording
 from linfit.training_state import ResumePoint, resume_point, training_state
 from linfit.variables import (check_created_in_scope, check_trainable, model_variables,
                               trainable_variables)
@@ -42,28 +41,18 @@ from linfit.variables import (check_created_in_scope, check_trainable, model_var
 TRAINING_LOOPS = ("manual", "keras")
 
 
-@dataclass(frozen=True)
-class FitData:
-    """A fit's data as TensorFlow variables: (x, y) and, with validation data, (x_val, y_val)."""
-
-    arrays: tuple
-    num_examples: int
-    fingerprint: str
-
-    @property
-    def validation(self) -> bool:
-        return len(self.arrays) > 2
-
-
 class Trainer:
     """Trains a tf.Module or a keras.Model with a GradientTape loop or with `fit`.
 
     Args:
       model: a tf.Module (e.g. `LinearModule`) or a keras.Model whose
-        variables Keras tracks (e.g. `LinearModel`).
+        variables Keras tracks (e.g. `LinearModel`, a `keras.Sequential`).
       loss: a Keras loss name or object (default "mse").
       optimizer: a Keras optimizer name (made with `learning_rate`) or object.
       learning_rate: used when `optimizer` is a name.
+      metrics: Keras metrics, as `compile` takes them (["mae",
+        keras.metrics.R2Score()]): logged per epoch by both loops under
+        `fit`'s names (`val_` prefixed on validation data).
       compile: "function" (tf.function), "xla" (Keras's jit_compile), "eager"
         (Keras's run_eagerly), or "auto" (the default; see `linfit.loops.plan`).
         Eager and compiled runs give bitwise the same results.
@@ -79,6 +68,14 @@ class Trainer:
       standardizer: for a model with `w` and `b` trained on standardised
         features, the `linfit.data.Standardizer` that scaled them: the
         History and every checkpoint are then in the data's units.
+      record_full_loss: record `full_loss` (the loss on the whole training
+        set before training and after each epoch) and the validation loss
+        before training. These are forward passes of the model outside the
+        training steps; False leaves them out.
+
+    The model is compiled with this loss, optimizer and metrics (as the user
+    would compile it), so after `fit` it saves whole (`model.save("m.keras")`)
+    and loads with plain Keras.
 
     Attributes:
       run_settings: more settings that decide this run's numbers (e.g. a
@@ -91,8 +88,8 @@ class Trainer:
     """
 
     def __init__(self, model, *, loss="mse", optimizer="sgd", learning_rate: float = 0.1,
-                 compile: str = "auto", steps_per_call: int = 0, strategy=None,
-                 standardizer=None):
+                 metrics: list | None = None, compile: str = "auto", steps_per_call: int = 0,
+                 strategy=None, standardizer=None, record_full_loss: bool = True):
         check_value("train.compile", compile, label="compile")
         check_value("train.steps_per_call", steps_per_call, label="steps_per_call")
         self.compile_mode = compile
@@ -104,10 +101,13 @@ class Trainer:
             check_created_in_scope(model, strategy)
         self.model = model
         self.standardizer = standardizer
+        self._user_loss = loss
         self.loss = FiniteLoss(loss_object(loss))
+        self.metrics = checked_metrics(metrics)
         with self._scope():  # Keras ties a model's and an optimizer's strategy to it
             self.keras_model = as_keras_model(model)
             self.optimizer = optimizer_object(optimizer, learning_rate)
+        self.recording = Recording(model, self.loss.wrapped, record_full_loss)
         self.run_settings: dict = {}
         # As made: callbacks may change the learning rate as training goes.
         self._optimizer_settings = optimizer_settings(self.optimizer)
@@ -115,34 +115,45 @@ class Trainer:
         self._loss_tracker = keras.metrics.Mean(name="loss")
         self._manual_loops: dict[tuple, ManualLoop] = {}
         self.manual_loop = None  # that of the last manual fit
-        self._records: dict[tuple, Callable] = {}
         self._predict_function = tf.function(lambda x: self.model(x), reduce_retracing=True)
+        # Compiled now, so Keras callbacks find `model.optimizer` in either loop
+        # (LearningRateScheduler, ReduceLROnPlateau, TensorBoard).
+        self._compile_as_user()
         if not isinstance(model, keras.Model) or model.built:
             self._build()
 
     def _scope(self):
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
 
-    def _build(self, x=None):
-        """Build the model (a Keras model not built yet: on one example of x) and
-        the optimizer, once."""
-        if self._variables is not None:
-            return
-        if not self.keras_model.built and x is not None:
-            self.model(x[:1])
-        check_trainable(self.model, built=True)
-        self._variables = trainable_variables(self.model)
-        # Built here, once, for these variables, so that both loops (and a
-        # tf.Module behind the Keras adapter) update the same slots.
+    def _compile_as_user(self) -> None:
+        """Compile the model with the user's loss, optimizer and metrics: as it is
+        left after a fit of the Keras loop (which trains it on linfit's guarded
+        loss), so it saves whole and loads with plain Keras."""
+        self._manual_loops.clear()  # their steps update the metrics of the last compile
         with self._scope():
-            if not self.optimizer.built:
-                self.optimizer.build(self._variables)
-            # Compiled now, so Keras callbacks find `model.optimizer` in either loop
-            # (LearningRateScheduler, ReduceLROnPlateau, TensorBoard).
-            self.keras_model.compile(optimizer=self.optimizer, loss=self.loss)
+            self.keras_model.compile(optimizer=self.optimizer, loss=self._user_loss,
+                                     metrics=self.metrics or None)
+
+    def _build(self, data: tuple | None = None) -> None:
+        """Build the optimizer for the model's variables, once, and (given a fit's
+        data) the model, the compiled loss and metrics as `fit` builds them:
+        symbolically, from the data's shapes, never calling the model on data."""
+        with self._scope():
+            if self._variables is None and (self.keras_model.built or data is not None):
+                if not self.keras_model.built:
+                    compat.symbolic_build(self.keras_model, *data)
+                check_trainable(self.model, built=True)
+                self._variables = trainable_variables(self.model)
+                # For these variables, so that both loops (and a tf.Module behind
+                # the Keras adapter, whose Keras variables are none) update the same slots.
+                if not self.optimizer.built:
+                    self.optimizer.build(self._variables)
+            if data is not None:
+                compat.symbolic_build(self.keras_model, *data)
 
     def fit(self, x, y, *, epochs: int, loop: str = "manual", batch_size: int | None = None,
             shuffle_seed: int | None = None, validation_data: tuple | None = None,
+            validation_batch_size: int | None = None, validation_freq: int = 1,
             callbacks: list | None = None, verbose: int = 0, initial_epoch: int = 0,
             resume_from: str | os.PathLike | None = None,
             checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 1,
@@ -151,79 +162,135 @@ class Trainer:
         """Train on (x, y) and return what was recorded.
 
         Args:
-          x, y: inputs ([N] for the scalar model, or [N, d]) and targets [N].
+          x, y: inputs ([N] for the scalar model, or [N, d]) and targets ([N],
+            or [N, k] for k outputs).
           epochs: the epoch to train up to (as in Keras), at least 1.
           loop: "manual" (GradientTape) or "keras" (compile + fit).
           batch_size: None for one full batch, as in the guide.
           shuffle_seed: None keeps the data's order; a seed reshuffles the
             batches each epoch, reproducibly and identically in both loops.
-          validation_data: (x_val, y_val) for `val_loss`, or None.
+          validation_data: (x_val, y_val), evaluated after each epoch as `fit`
+            evaluates it (its `on_test_*` hooks, `val_loss` and `val_` metrics),
+            in batches of `validation_batch_size` (default: `batch_size`),
+            after every `validation_freq`-th epoch.
           callbacks, verbose, initial_epoch: as in Keras's `fit`.
           resume_from: a checkpoint of `save_checkpoint`'s, to continue bitwise from.
           checkpoint_dir: where to save a training checkpoint every
             `checkpoint_every` epochs, keeping the newest `keep_checkpoints` (0: all).
           on_epoch_end: called with the History so far, at the start and after each epoch.
 
-        Returns a History: `loss` per epoch, and `full_loss` (`val_loss`), `w`, `b`
-        before training and after each epoch. Raises DivergenceError when a loss
-        is not finite (an update with a non-finite loss is never applied).
+        Returns a History: `loss` and the metrics per epoch, and `full_loss`,
+        `val_loss`, `w`, `b` before training and after each epoch. Raises
+        DivergenceError when a loss is not finite (an update with a
+        non-finite loss is never applied); with `keras.callbacks.TerminateOnNaN`
+        among the callbacks, training ends as Keras's `fit` ends it instead.
         """
-        _check_fit_arguments(epochs, loop, batch_size)
-        data = self._prepare(x, y, validation_data)
-        start = self._start(self._settings(data, batch_size, shuffle_seed), resume_from,
-                            initial_epoch, epochs)
+        _check_fit_arguments(epochs, loop, batch_size, validation_batch_size, validation_freq)
+        callbacks = list(callbacks or [])
+        check_saves_whole(self.model, callbacks)
+        data = self._prepare(x, y, validation_data, FitData(
+            (), batch_size, shuffle_seed, epochs, validation_batch_size, validation_freq))
+        start = self._start(self._settings(data), resume_from, initial_epoch, epochs)
         history, initial_epoch = start.history, start.epoch
+        history.metrics = list(self._metric_results())
         if initial_epoch >= epochs:
             return history
-        steps = steps_per_epoch(data.num_examples, batch_size)
         plan = plan_execution(
-            compile=self.compile_mode, steps_per_call=self.steps_per_call, steps_per_epoch=steps,
-            epochs=epochs, shuffled=shuffle_seed is not None, distributed=self.distributed,
-            user_hooks=overridden_hooks(callbacks or []),
+            compile=self.compile_mode, steps_per_call=self.steps_per_call,
+            steps_per_epoch=data.steps_per_epoch, epochs=epochs,
+            shuffled=shuffle_seed is not None, distributed=self.distributed,
+            user_hooks=overridden_hooks(callbacks),
             checkpoint_every=checkpoint_every if checkpoint_dir is not None else 0)
-        callback_list = [self._recorder(history, data, plan, record_start=resume_from is None),
-                         *(callbacks or []), HistoryLogger(history),
+        recorder = self.recording.recorder(
+            history, data, plan.mode == "eager", history.metrics,
+            to_data_units=None if self.standardizer is None else self.standardizer.to_original,
+            record_start=resume_from is None, check_finite=not failures.terminate_on_nan(callbacks))
+        callback_list = [recorder, *callbacks, HistoryLogger(history),
                          StopAtSafePoint(history, STOP),
-                         *progress_callbacks(history, callbacks or [], start.callback_progress),
+                         *progress_callbacks(history, callbacks, start.callback_progress),
                          *self._output_callbacks(history, checkpoint_dir, checkpoint_every,
                                                  keep_checkpoints, on_epoch_end)]
-
-        def dataset(start=initial_epoch):
-            return make_dataset(*data.arrays[:2], batch_size, epochs, shuffle_seed, start)
-
-        position = BatchPosition()
-        with self._training_errors(history, position, plan, (initial_epoch, steps)):
-            if loop == "manual":
-                self._run_manual(plan, data, dataset, range(initial_epoch, epochs), steps,
-                                 callback_list, verbose)
-            else:
-                keras_fit.run_fit(self.keras_model, dataset(), range(initial_epoch, epochs),
-                                  steps, [position, *callback_list], plan, verbose,
-                                  self.strategy)
-        note_stopping(history, callbacks or [], epochs)
+        self._run(loop, plan, data, range(initial_epoch, epochs), callback_list, verbose, history)
+        note_stopping(history, callbacks, epochs)
         return history
 
-    def _prepare(self, x, y, validation_data) -> FitData:
+    def _run(self, loop: str, plan: ExecutionPlan, data: FitData, epochs: range,
+             callback_list: list, verbose: int, history: History) -> None:
+        position = BatchPosition()
+        # One list for the whole fit, given to Keras's `fit` as it is, so a fit that
+        # ends early (see `_end_as_keras`) ends on the callbacks it began.
+        callbacks = keras.callbacks.CallbackList(
+            [position, *callback_list], add_history=True, add_progbar=verbose != 0,
+            model=self.keras_model, verbose=verbose, epochs=epochs.stop,
+            steps=data.steps_per_epoch)
+        end = None
+        if failures.terminate_on_nan(callback_list):
+            end = lambda step: self._end_as_keras(loop, data, callbacks, step)  # noqa: E731
+        trained = False
+        try:
+            with failures.training_errors(self, history, position, plan,
+                                          (epochs.start, data.steps_per_epoch), end):
+                if loop == "manual":
+                    self._run_manual(plan, data, epochs, callbacks)
+                else:
+                    keras_fit.run_fit(self.keras_model, data, epochs, callbacks, plan,
+                                      {"loss": self.loss, "metrics": self.metrics or None},
+                                      verbose, self.strategy)
+            trained = True
+        finally:
+            # Compiling makes variables, collectively under a multi-device strategy:
+            # not after a failure there, which may have been a worker's.
+            if loop == "keras" and (trained or not self.distributed):
+                self._compile_as_user()
+
+    def _end_as_keras(self, loop: str, data: FitData, callbacks, step) -> None:
+        """After a non-finite batch, with the user's TerminateOnNaN: Keras's ending."""
+        loss = failures.batch_loss(self.loss.wrapped, self.model, data.batches(step.epoch),
+                                   step.batch or 0)
+        metrics = {name: float(value) for name, value in self._metric_results().items()}
+        if loop == "keras":  # evaluated with the user's loss, which reports, not raises
+            self._compile_as_user()
+
+        def evaluate():
+            if not data.validates_after(step.epoch):
+                return {}
+            if loop == "manual":
+                logs = self.manual_loop.evaluate(self._for_replicas(data), callbacks)
+            else:
+                logs = self.keras_model.evaluate(data.validation_batches(), callbacks=callbacks,
+                                                 steps=data.validation_steps, return_dict=True,
+                                                 verbose=0)
+            return {f"val_{name}": value for name, value in logs.items()}
+
+        failures.end_as_keras(callbacks, step, loss, metrics, evaluate)
+
+    def _metric_results(self) -> dict:
+        results = self.keras_model.get_metrics_result() if self.metrics else {}
+        return {name: value for name, value in results.items() if name != "loss"}
+
+    def _prepare(self, x, y, validation_data, shape: FitData) -> FitData:
         """The inputs checked, the model built, the data in TensorFlow once (shared
         with NumPy where it can be), never per epoch."""
         x, y = self._checked(x, y)
-        self._build(x)
         arrays = (x, y) if validation_data is None else (x, y, *self._checked(*validation_data))
-        return FitData(tuple(to_variable(array) for array in arrays), len(y),
-                       fingerprint(*arrays))
+        self._build((x, y))
+        return FitData(tuple(to_variable(array) for array in arrays), shape.batch_size,
+                       shape.shuffle_seed, shape.epochs, shape.validation_batch_size,
+                       shape.validation_freq, fingerprint(*arrays))
 
     def _checked(self, x, y) -> tuple[np.ndarray, np.ndarray]:
         x, y = check_inputs(x, y)
-        if hasattr(self.model, "features"):
+        if is_linear(self.model):
             check_features(x, self.model.features)
+            check_outputs(y, self.model.outputs)
         return x, y
 
-    def _settings(self, data: FitData, batch_size, shuffle_seed) -> dict:
+    def _settings(self, data: FitData) -> dict:
         """What decides the fit's numbers besides the model: a resumed fit must share it."""
-        return {**self.run_settings, "batch_size": batch_size, "shuffle_seed": shuffle_seed,
-                "num_examples": data.num_examples, "data": data.fingerprint,
-                "loss": self.loss.wrapped.name, "optimizer": self._optimizer_settings,
-                **self._unit_settings()}
+        return {**self.run_settings, "batch_size": data.batch_size,
+                "shuffle_seed": data.shuffle_seed, "num_examples": data.num_examples,
+                "data": data.fingerprint, "loss": self.loss.wrapped.name,
+                "optimizer": self._optimizer_settings, **self._unit_settings()}
 
     def _unit_settings(self) -> dict:
         return {} if self.standardizer is None else {"standardizer": self.standardizer.to_json()}
@@ -249,38 +316,6 @@ class Trainer:
         point.history.end_weights = point.resume_weights
         return point
 
-    def _record_function(self, validation: bool) -> Callable:
-        """record(data) -> what the History records now (see `EpochRecorder`),
-        compiled unless the plan is eager; one per kind of data."""
-        has_line = _has_line(self.model)
-
-        loss = self.loss.wrapped  # unchecked: the recorder reports a non-finite value
-
-        def record(data):
-            values = {"full_loss": loss(data[1], self.model(data[0]))}
-            if validation:
-                values["val_loss"] = loss(data[3], self.model(data[2]))
-            if has_line:
-                values.update(w=tf.identity(self.model.w), b=tf.identity(self.model.b))
-            return values
-
-        return record
-
-    def _record_names(self, validation: bool) -> list[str]:
-        return ["full_loss", *(["val_loss"] if validation else []),
-                *(["w", "b"] if _has_line(self.model) else [])]
-
-    def _recorder(self, history: History, data: FitData, plan: ExecutionPlan,
-                  record_start: bool) -> EpochRecorder:
-        key = (data.validation, plan.mode == "eager")
-        if key not in self._records:
-            record = self._record_function(data.validation)
-            self._records[key] = record if plan.mode == "eager" else tf.function(record)
-        record = self._records[key]
-        to_data_units = None if self.standardizer is None else self.standardizer.to_original
-        return EpochRecorder(history, lambda: record(data.arrays),
-                             self._record_names(data.validation), to_data_units, record_start)
-
     def _output_callbacks(self, history: History, checkpoint_dir, checkpoint_every: int,
                           keep_checkpoints: int, on_epoch_end) -> list:
         # After the user's callbacks and History: they see each epoch as recorded.
@@ -295,64 +330,25 @@ class Trainer:
                 on_epoch_end=lambda epoch, logs: on_epoch_end(history)))
         return callbacks
 
-    def _run_manual(self, plan: ExecutionPlan, data: FitData, dataset, epochs: range,
-                    steps: int, callbacks: list, verbose: int) -> None:
-        names = self._record_names(data.validation)
-        key = (tuple(names), plan.mode)
+    def _run_manual(self, plan: ExecutionPlan, data: FitData, epochs: range,
+                    callbacks: keras.callbacks.CallbackList) -> None:
+        key = (tuple(self.recording.names), plan.mode)
         if key not in self._manual_loops:
-            step = make_train_step(self.model, self._variables, self.loss, self.optimizer)
+            metrics = CompiledMetrics(self.keras_model)
+            steps = (make_train_step(self.model, self._variables, self.loss, self.optimizer,
+                                     metrics),
+                     make_test_step(self.model, ReplicaLoss(self.loss.wrapped), metrics))
+            if self.distributed:
+                steps = tuple(distribute(step, self.strategy) for step in steps)
             self._manual_loops[key] = ManualLoop(
-                distribute(step, self.strategy) if self.distributed else step,
-                self._record_function(data.validation), names, self._loss_tracker, plan.mode,
-                state=[*model_variables(self.model), *self.optimizer.variables])
+                steps, self.recording.record, self.recording.names, self._loss_tracker, metrics,
+                plan.mode, state=[*model_variables(self.model), *self.optimizer.variables])
         self.manual_loop = self._manual_loops[key]
-        if self.distributed:
-            def dataset(start, make=dataset):
-                return self.strategy.experimental_distribute_dataset(make(start))
-        self.manual_loop.run(plan, data.arrays, dataset, epochs, steps,
-                             keras.callbacks.CallbackList(
-                                 callbacks, add_history=False, add_progbar=verbose != 0,
-                                 model=self.keras_model, verbose=verbose, epochs=epochs.stop,
-                                 steps=steps))
+        self.manual_loop.run(plan, self._for_replicas(data), epochs, callbacks)
 
-    @contextlib.contextmanager
-    def _training_errors(self, history: History, position: BatchPosition, plan: ExecutionPlan,
-                         shape: tuple[int, int]):
-        """TensorFlow's errors during training, as linfit's. `position` follows the
-        Keras loop (the manual loop says where it stopped itself); `shape` is the
-        fit's (initial epoch, batches per epoch)."""
-        initial_epoch, steps = shape
-        start = int(self.optimizer.iterations.numpy())
-        try:
-            yield
-        except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:
-            if not self.distributed:
-                raise
-            raise WorkerLostError(
-                "a worker of the cluster stopped responding "
-                f"({type(error).__name__}), so training stopped: start every worker again "
-                "with --resume RUN_DIR (or resume_from=) to continue from the last "
-                "checkpoint") from None
-        except NonFiniteRecord as error:
-            raise divergence_error(error.epochs_completed - 1, None, history,
-                                   error.values) from None
-        except NonFiniteBatch as error:
-            epoch, batch = error.epoch, error.batch
-        except Exception as error:
-            if not is_non_finite_loss(error):
-                raise
-            # Keras's fit. Compiled, an update's iteration count can be applied
-            # without the update itself: count on it only eagerly.
-            epoch = position.epoch
-            batch = position.batch if plan.steps_per_execution == 1 else None
-            if plan.mode == "eager":
-                batch = int(self.optimizer.iterations.numpy()) - start - \
-                    (epoch - initial_epoch) * steps
-        else:
-            return
-        if batch is not None:  # the optimizer counts the updates applied, no more
-            self.optimizer.iterations.assign(start + (epoch - initial_epoch) * steps + batch)
-        raise divergence_error(epoch, batch, history, batch_known=False)
+    def _for_replicas(self, data: FitData) -> FitData:
+        """The data as the manual loop's steps take it: split over the replicas."""
+        return data.distributed(self.strategy) if self.distributed else data
 
     def save_checkpoint(self, path: str | os.PathLike, history: History | None = None,
                         epoch: int | None = None):
@@ -383,20 +379,25 @@ class Trainer:
     def predict(self, x) -> np.ndarray:
         """The model's predictions for x, as a float32 array [N]."""
         x = np.asarray(x, dtype=np.float32)
-        if hasattr(self.model, "features"):
+        if is_linear(self.model):
             check_features(x, self.model.features)
         return np.asarray(self._predict_function(x))
 
 
-def _has_line(model) -> bool:
-    return hasattr(model, "w") and hasattr(model, "b")
-
-
-def _check_fit_arguments(epochs, loop, batch_size) -> None:
+def _check_fit_arguments(epochs, loop, batch_size, validation_batch_size,
+                         validation_freq) -> None:
     if loop not in TRAINING_LOOPS:
         raise ConfigError(f"loop={loop!r} is not a training loop: use one of {TRAINING_LOOPS}")
     check_value("train.epochs", epochs, label="epochs")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-                                   or batch_size < 1):
-        raise ConfigError(f"batch_size={batch_size!r}: use None for one full batch, "
-                          "or a positive integer")
+    for name, value in (("batch_size", batch_size),
+                        ("validation_batch_size", validation_batch_size)):
+        if value is not None and not _positive_int(value):
+            raise ConfigError(f"{name}={value!r}: use None for one full batch, "
+                              "or a positive integer")
+    if not _positive_int(validation_freq):
+        raise ConfigError(f"validation_freq={validation_freq!r}: use a positive integer "
+                          "(validate after every N-th epoch)")
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1

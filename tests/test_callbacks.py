@@ -75,13 +75,37 @@ class TestStockCallbacks:
         assert float(restored.w.numpy()) == float(trainer.model.w.numpy())
         assert checkpoint.best == history.full_loss[-1]
 
-    def test_terminate_on_nan_never_sees_nan_weights(self, guide_data, cls, loop):
-        # linfit stops before a non-finite loss is applied; TerminateOnNaN is not needed,
-        # and harmless: the run stops at the same epoch, with finite weights.
+    def test_terminate_on_nan_ends_as_keras_does_without_applying_the_update(
+            self, guide_data, cls, loop, tmp_path):
+        # At learning rate 5 the loss on the data overflows after 17 epochs, so the
+        # 18th epoch's (only) batch has an infinite loss. Plain Keras applies that
+        # update and stops after the epoch; linfit stops at the same point, with the
+        # same logs, but never applies it: the weights stay the last finite ones.
+        model = LinearModel()
+        model.compile(optimizer=keras.optimizers.SGD(5.0), loss="mse")
+        keras_history = model.fit(guide_data.x, guide_data.y, epochs=100,
+                                  batch_size=len(guide_data.x), shuffle=False, verbose=0,
+                                  callbacks=[keras.callbacks.TerminateOnNaN()])
+        log = tmp_path / "log.csv"
+        trainer, history = fit(guide_data, cls, loop, [keras.callbacks.TerminateOnNaN(),
+                                                       keras.callbacks.CSVLogger(log)],
+                               epochs=100, learning_rate=5.0)
+        assert history.epochs == len(keras_history.history["loss"]) == 18
+        assert not np.isfinite(history.loss[-1])
+        assert np.all(np.isfinite(history.loss[:-1]))
+        assert trainer.model.w.numpy() == history.w[-2] == history.w[-1]
+        assert np.isfinite(history.w[-1]) and np.isfinite(history.b[-1])
+        assert float(model.get_weights()[0]) != history.w[-1]  # Keras applied it
+        assert history.stopped
+        assert log.read_text().splitlines()[-1].split(",")[0] == "17"  # the stopped epoch's row
+        with pytest.raises(RuntimeError, match="NaN or Inf loss encountered at batch 0"):
+            fit(guide_data, cls, loop, [keras.callbacks.TerminateOnNaN(raise_error=True)],
+                epochs=100, learning_rate=5.0)
+
+    def test_without_terminate_on_nan_a_divergence_is_an_error(self, guide_data, cls, loop):
         with pytest.raises(DivergenceError) as error:
-            fit(guide_data, cls, loop, [keras.callbacks.TerminateOnNaN()], epochs=100,
-                learning_rate=5.0)
-        # After epoch 16 the loss on the data overflows: epoch 17 never runs.
+            fit(guide_data, cls, loop, [], epochs=100, learning_rate=5.0)
+        # After epoch 16 (0-based) the loss on the data overflows: epoch 17 never runs.
         assert error.value.epoch == 16 and error.value.batch is None
         assert np.isfinite(error.value.history.full_loss).all()
 

@@ -58,3 +58,35 @@ def test_fit_uses_a_train_function_set_after_compile():
     x = np.linspace(-1, 1, 8, dtype=np.float32)
     model.fit(x, 2 * x, epochs=2, batch_size=8, verbose=0)
     assert len(calls) == 2 and float(model.w.numpy()) != 5.0
+
+
+def test_symbolic_build_builds_without_calling_the_model():
+    class Counting(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(2)
+            self.calls = 0
+
+        def call(self, x):
+            self.calls += 1  # a Python count: traced calls count too
+            return self.dense(x)
+
+    model = Counting()
+    model.compile(optimizer="sgd", loss="mse", metrics=["mae"])
+    x, y = np.zeros((5, 3), np.float32), np.zeros((5, 2), np.float32)
+    compat.symbolic_build(model, x, y)
+    assert model.built and [v.shape for v in model.trainable_variables] == [(3, 2), (2,)]
+    assert "mae" in model.get_metrics_result()  # the compiled metrics are built too
+    traced = model.calls
+    compat.symbolic_build(model, x, y)  # nothing left to build: no more traces
+    assert model.calls == traced
+
+
+def test_a_kept_compile_config_is_what_a_saved_model_names(tmp_path):
+    model = LinearModel()
+    model.compile(optimizer="sgd", loss="mae")
+    with compat.compile_config_kept(model):
+        model.compile(optimizer="sgd", loss="mse")
+        model.save(tmp_path / "m.keras")
+    assert model.get_compile_config()["loss"] == "mse"  # the method is back
+    assert keras.saving.load_model(tmp_path / "m.keras").get_compile_config()["loss"] == "mae"

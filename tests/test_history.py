@@ -5,7 +5,7 @@ import io
 
 import numpy as np
 
-from linfit.history import History, weight_names
+from linfit.history import History, bias_names, weight_names
 
 
 def line_history(features=None, validation=False, epochs=3):
@@ -26,7 +26,11 @@ def line_history(features=None, validation=False, epochs=3):
 
 
 def test_weight_names():
-    assert weight_names(1) == ["w"] and weight_names(3) == ["w_0", "w_1", "w_2"]
+    assert weight_names(()) == weight_names((1,)) == ["w"]
+    assert weight_names((3,)) == ["w_0", "w_1", "w_2"]
+    # Several outputs: (feature, output), row by row, as np.ravel orders w's values.
+    assert weight_names((2, 2)) == ["w_0_0", "w_0_1", "w_1_0", "w_1_1"]
+    assert bias_names(()) == ["b"] and bias_names((2,)) == ["b_0", "b_1"]
 
 
 def test_json_round_trip_is_exact():

@@ -23,6 +23,7 @@ LAYERS = [
     ["checkpoint", "data", "losses"],
     ["models", "pipeline"],
     ["callbacks", "loops", "loops.plan", "loops.manual", "loops.keras_fit"],
+    ["recording", "loops.failures"],
     ["trainer"],
     ["experiment"],
     ["report", "plots", "console"],

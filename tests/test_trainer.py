@@ -224,7 +224,7 @@ def test_no_retracing_after_the_first_call(guide_data):
     trainer.fit(guide_data.x, guide_data.y, epochs=2500)  # three calls of up to 1024 epochs
     trainer.fit(guide_data.x, guide_data.y, epochs=70)  # new data variables, same shapes
     functions = trainer.manual_loop
-    assert functions.run_full_batch_epochs.experimental_get_tracing_count() == 1
+    assert functions.run_epochs.experimental_get_tracing_count() == 1
     assert functions.tracing_count() == 1
     trainer.fit(guide_data.x[::2], guide_data.y[::2], epochs=50)  # another shape: one trace
     trainer.fit(guide_data.x[::2], guide_data.y[::2], epochs=60)  # and no more

@@ -8,28 +8,36 @@ import tensorflow as tf
 from linfit import compat
 
 
-def run_fit(keras_model: keras.Model, dataset, epochs: range, steps_per_epoch: int,
-            callbacks: list, plan, verbose: int = 0, strategy=None) -> None:
-    """Compile with the model's loss and optimizer (the Trainer's shared objects)
-    as the plan says, then fit.
+def run_fit(keras_model: keras.Model, data, epochs: range, callbacks: list, plan,
+            compile_args: dict, verbose: int = 0, strategy=None) -> None:
+    """Compile as the plan says, with `compile_args` (the training loss and the
+    metrics), then fit on linfit's data (`linfit.pipeline.FitData`).
 
-    The dataset is linfit's: every epoch's batches in linfit's order. With
-    `steps_per_epoch` set, Keras reads it through one iterator across epochs,
-    as the manual loop does; `shuffle` is off so Keras never reorders it.
+    The batches are linfit's: every epoch's, in linfit's order, read through
+    one iterator across epochs as the manual loop reads them; `shuffle` is off
+    so Keras never reorders them. Validation data goes to `fit` as batches, so
+    Keras evaluates it after the epochs `validation_freq` says, with its hooks.
+    While `fit` runs, a `.keras` file saved of the model names the compile
+    config it had before (the user's loss), not the training loss.
     """
-    with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        keras_model.compile(optimizer=keras_model.optimizer, loss=keras_model.loss,
-                            jit_compile=plan.mode == "xla", run_eagerly=plan.mode == "eager",
-                            steps_per_execution=plan.steps_per_execution)
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        compat.use_train_function(keras_model, _multi_worker_train_function(keras_model,
-                                                                            strategy))
-    scope = compat.strategy_from_scope(keras_model, strategy) if strategy is not None \
-        else contextlib.nullcontext()
-    with scope:
-        keras_model.fit(dataset, epochs=epochs.stop, initial_epoch=epochs.start,
-                        steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose,
-                        shuffle=False)
+    with compat.compile_config_kept(keras_model):
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            keras_model.compile(optimizer=keras_model.optimizer, jit_compile=plan.mode == "xla",
+                                run_eagerly=plan.mode == "eager",
+                                steps_per_execution=plan.steps_per_execution, **compile_args)
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            compat.use_train_function(keras_model, _multi_worker_train_function(keras_model,
+                                                                                strategy))
+        scope = compat.strategy_from_scope(keras_model, strategy) if strategy is not None \
+            else contextlib.nullcontext()
+        validation = {} if not data.validation else {
+            "validation_data": data.validation_batches(), "validation_freq": data.validation_freq,
+            # Counted, as the training steps are: Keras warns of a dataset it must run out.
+            "validation_steps": data.validation_steps}
+        with scope:
+            keras_model.fit(data.batches(epochs.start), epochs=epochs.stop,
+                            initial_epoch=epochs.start, steps_per_epoch=data.steps_per_epoch,
+                            callbacks=callbacks, verbose=verbose, shuffle=False, **validation)
 
 
 def _multi_worker_train_function(keras_model: keras.Model, strategy):

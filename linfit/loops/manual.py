@@ -4,15 +4,16 @@ As in Keras's own trainer, `train_step` is the only GradientTape code and
 `ManualLoop` wraps it in `tf.function`; as in Orbit, running N steps is a
 plain loop over that step, and everything else (recording, progress,
 stopping, checkpoints) lives in the callbacks the loop drives, with the hooks
-`fit` calls.
+`fit` calls: training batches, then (with validation data) an evaluation
+with its own `on_test_*` hooks, then the epoch's end.
 
 Two ways to run (see `linfit.loops.plan`):
 - batch by batch: one call runs `steps_per_call` batches, and the callbacks'
   batch hooks run between calls, as with Keras's `steps_per_execution`;
-- fused: one call runs whole epochs and computes, inside the graph, what
-  the History records after each one (the epoch's loss, full_loss,
-  val_loss, w, b), so no row is lost; the epoch hooks then run for each
-  epoch in turn. Used when no callback needs to act during training.
+- fused: one call runs whole epochs, their evaluations, and computes inside
+  the graph what the History records after each one, so no row is lost;
+  the epoch hooks then run for each epoch in turn. Used when no callback
+  needs to act during training.
 
 Fused epochs hand their recorded values to the callbacks in the epoch's logs,
 where `linfit.callbacks.EpochRecorder` takes them; otherwise the recorder
@@ -28,55 +29,95 @@ from linfit.callbacks import overridden_hooks
 from linfit.losses import NonFiniteBatch, is_non_finite_loss
 
 
-def make_train_step(model, variables, loss_fn, optimizer):
+def make_train_step(model, variables, loss_fn, optimizer, metrics=None):
     """One update: the loss before it, its gradient, one optimizer step.
 
     Returns:
       train_step(x, y) -> (the batch's loss, computed before the update, as
       Keras's `loss` tracker takes it; the batch size). Under a strategy, run
-      it on each replica (see `distribute`).
+      it on each replica (see `distribute`). `metrics` (a `CompiledMetrics`)
+      are updated with the batch's predictions, as `fit` updates them.
     """
 
     def train_step(x, y):
         with tf.GradientTape() as tape:
-            loss = loss_fn(y, model(x))
+            prediction = model(x)
+            loss = loss_fn(y, prediction)
         gradients = tape.gradient(loss, variables)
         optimizer.apply_gradients(zip(gradients, variables))
+        if metrics is not None:
+            metrics.update(x, y, prediction)
         return compat.tracked_loss(loss), tf.shape(y)[0]
 
     return train_step
 
 
-def distribute(train_step, strategy):
-    """`train_step` on every replica of `strategy`, for distributed batches.
+def make_test_step(model, loss_fn, metrics=None):
+    """`train_step`'s evaluation twin, as Keras's `test_step`: the loss, no update."""
+
+    def test_step(x, y):
+        prediction = model(x)
+        loss = loss_fn(y, prediction)
+        if metrics is not None:
+            metrics.update(x, y, prediction)
+        return compat.tracked_loss(loss), tf.shape(y)[0]
+
+    return test_step
+
+
+def distribute(step, strategy):
+    """`step` on every replica of `strategy`, for distributed batches.
 
     The loss (`linfit.losses.FiniteLoss`) makes each replica's gradient its
     share of the global mean's, so the optimizer's sum over replicas is one
     device's gradient. Returns the global batch's mean loss and its size.
     """
 
-    def step(x, y):
-        means, sizes = strategy.run(train_step, args=(x, y))
+    def distributed_step(x, y):
+        means, sizes = strategy.run(step, args=(x, y))
         totals = strategy.run(lambda mean, size: mean * tf.cast(size, mean.dtype),
                               args=(means, sizes))
         size = strategy.reduce("SUM", sizes, axis=None)
         return strategy.reduce("SUM", totals, axis=None) / tf.cast(size, tf.float32), size
 
-    return step
+    return distributed_step
+
+
+class CompiledMetrics:
+    """The metrics the user compiled (`Trainer(metrics=...)`), kept by the Keras model
+    as `fit` keeps them: updated by each step, read and reset per epoch."""
+
+    def __init__(self, keras_model: keras.Model):
+        self._model = keras_model
+        self.names = [name for name in keras_model.get_metrics_result() if name != "loss"]
+
+    def update(self, x, y, prediction) -> None:
+        if self.names:
+            self._model.compute_metrics(x, y, prediction)
+
+    def reset(self) -> None:
+        for metric in self._model.metrics:
+            metric.reset_state()
+
+    def results(self) -> dict:
+        results = self._model.get_metrics_result() if self.names else {}
+        return {name: results[name] for name in self.names}
 
 
 class ManualLoop:
     """The manual loop of one Trainer: its compiled functions, and the epochs it runs.
 
     Args:
-      step: from `make_train_step` (or `distribute` of it).
+      steps: (train_step, test_step), from `make_train_step` and
+        `make_test_step` (or `distribute` of them).
       record: record(data) -> the dict of float32 tensors the History records
-        per epoch (full_loss, val_loss, w, b), where `data` is the fit's tuple
-        of data variables (x, y[, x_val, y_val]). The data is an argument, not
-        a capture, so a later fit on other data reuses the trace.
+        per epoch (full_loss, w, b), where `data` is the fit's tuple of data
+        variables. The data is an argument, not a capture, so a later fit on
+        other data reuses the trace.
+      record_names: the keys `record` returns.
       loss_tracker: keeps the epoch's mean loss, weighted by batch size
         exactly as Keras's `fit` keeps its `loss`.
-      record_names: the keys `record` returns.
+      metrics: the compiled metrics (a `CompiledMetrics`).
       mode: "eager" (no tf.function: for debugging), "function", or "xla"
         (the step compiled with XLA).
       state: every variable a step changes (the model's and the optimizer's):
@@ -84,108 +125,133 @@ class ManualLoop:
         loss is undone and its epochs run again one by one, recording each.
     """
 
-    def __init__(self, step, record, record_names: list[str], loss_tracker: keras.metrics.Mean,
-                 mode: str = "function", state: list | None = None):
+    def __init__(self, steps, record, record_names: list[str], loss_tracker: keras.metrics.Mean,
+                 metrics: CompiledMetrics, mode: str = "function", state: list | None = None):
         self.mode = mode
         self.record = record
         self._record_names = list(record_names)
-        self._state = list(state or [])
         self._tracker = loss_tracker
-        self._step = tf.function(step, jit_compile=True) if mode == "xla" else step
+        self._metrics = metrics
+        self._state = list(state or [])
+        train_step, test_step = steps
+        self._step = tf.function(train_step, jit_compile=True) if mode == "xla" else train_step
+        self._test_step = test_step
         compiled = (lambda f: f) if mode == "eager" else tf.function
-        # The iterator, the counts and the data are graph inputs: one trace
+        # The iterators, the counts and the data are graph inputs: one trace
         # serves every call.
         self.run_steps = compiled(self._run_steps)
+        self.run_test_steps = compiled(self._run_test_steps)
         self.run_epochs = compiled(self._run_epochs)
-        self.run_full_batch_epochs = compiled(self._run_full_batch_epochs)
 
     def tracing_count(self) -> int:
         """How many times the training functions were traced (1 each once used)."""
-        functions = (self.run_steps, self.run_epochs, self.run_full_batch_epochs)
+        functions = (self.run_steps, self.run_test_steps, self.run_epochs)
         return sum(f.experimental_get_tracing_count() for f in functions
                    if hasattr(f, "experimental_get_tracing_count"))
 
-    def run(self, plan, data: tuple, dataset, epochs: range, steps_per_epoch: int,
-            callbacks: keras.callbacks.CallbackList) -> None:
+    def run(self, plan, data, epochs: range, callbacks: keras.callbacks.CallbackList) -> None:
         """Train `epochs` (e.g. range(initial_epoch, E)), calling the hooks `fit` calls.
 
         Args:
           plan: the fit's `ExecutionPlan`.
-          data: the data variables (x, y[, x_val, y_val]).
-          dataset: dataset(start) makes the batches of every epoch from
-            `start` on, in order, read through one iterator as `fit` reads it
-            (built only if needed).
+          data: the fit's `linfit.pipeline.FitData`.
         """
         callbacks.model.stop_training = False
         callbacks.on_train_begin()
         if plan.epochs_per_call:
-            logs = self._fused(plan, data, dataset, epochs, steps_per_epoch, callbacks)
+            logs = self._fused(plan, data, epochs, callbacks)
         else:
-            logs = self._batch_by_batch(plan, dataset, epochs, steps_per_epoch, callbacks)
+            logs = self._batch_by_batch(plan, data, epochs, callbacks)
         callbacks.on_train_end(logs)
 
-    def _fused(self, plan, data, dataset, epochs, steps_per_epoch, callbacks) -> dict:
-        batches = None if plan.full_batch else iter(dataset(epochs.start))
+    def _fused(self, plan, data, epochs, callbacks) -> dict:
+        batches = None if plan.full_batch else iter(data.batches(epochs.start))
         epoch_begin = "on_epoch_begin" in overridden_hooks(callbacks.callbacks)
         logs = {}
         for start in range(epochs.start, epochs.stop, plan.epochs_per_call):
             block = range(start, min(start + plan.epochs_per_call, epochs.stop))
             before = self._snapshot()
-            results = self._fused_call(plan, data, batches, len(block), steps_per_epoch)
-            if results is None:  # a loss was not finite: redo these epochs one by one
+            values = self._fused_call(plan, data, batches, block)
+            if values is None:  # a loss was not finite: redo these epochs one by one
                 self._restore(before)
-                return self._batch_by_batch(plan, dataset, range(start, epochs.stop),
-                                            steps_per_epoch, callbacks)
-            losses, records = results
+                return self._batch_by_batch(plan, data, range(start, epochs.stop), callbacks)
             for index, epoch in enumerate(block):
                 if epoch_begin:
                     callbacks.on_epoch_begin(epoch)
-                logs = {"loss": float(losses[index]),
-                        **{name: value[index] for name, value in records.items()}}
+                logs = {name: value[index] for name, value in values.items()
+                        if data.validates_after(epoch) or not name.startswith("val_")}
                 callbacks.on_epoch_end(epoch, logs)
             if callbacks.model.stop_training:  # asked during the call: after its epochs
                 break
-        return logs
+        return {name: value for name, value in logs.items() if name not in self._record_names}
 
-    def _fused_call(self, plan, data, batches, epochs: int, steps_per_epoch: int):
-        """(losses, records) of `epochs` fused epochs as NumPy, or None when a loss in
-        them was not finite (the guard stopped the call, or, under XLA, which drops
-        the guard, a recorded loss is not finite)."""
+    def _fused_call(self, plan, data, batches, block: range) -> dict | None:
+        """Each epoch's logs and records of the `block`, as NumPy, or None when a loss
+        in them was not finite (the guard stopped the call, or, under XLA, which
+        drops the guard, a recorded loss is not finite)."""
         try:
-            if plan.full_batch:
-                losses, records = self.run_full_batch_epochs(tf.constant(epochs), data)
-            else:
-                losses, records = self.run_epochs(batches, tf.constant(epochs),
-                                                  tf.constant(steps_per_epoch), data)
+            values = self.run_epochs(batches, tf.constant(block.start), tf.constant(len(block)),
+                                     data.arrays, self._shape(plan, data))
         except tf.errors.InvalidArgumentError as error:
             if not is_non_finite_loss(error):
                 raise
             return None
-        losses, records = losses.numpy(), {k: v.numpy() for k, v in records.items()}
-        losses_recorded = [records[name] for name in ("full_loss", "val_loss") if name in records]
-        finite = all(np.isfinite(values).all() for values in [losses, *losses_recorded])
-        return (losses, records) if finite else None
+        values = {name: value.numpy() for name, value in values.items()}
+        due = np.array([data.validates_after(epoch) for epoch in block])
+        finite = all(np.isfinite(values[name][due] if name.startswith("val_") else values[name])
+                     .all() for name in ("loss", "val_loss", "full_loss") if name in values)
+        return values if finite else None
 
-    def _batch_by_batch(self, plan, dataset, epochs, steps_per_epoch, callbacks) -> dict:
-        batches = iter(dataset(epochs.start))
+    @staticmethod
+    def _shape(plan, data) -> dict:
+        """What a fused call needs to know of the data, as graph inputs."""
+        return {"full_batch": plan.full_batch,  # a Python bool: one branch is traced
+                "steps": tf.constant(data.steps_per_epoch),
+                "validation_size": tf.constant(
+                    data.validation_size or (int(data.arrays[2].shape[0]) if data.validation
+                                             else 1)),
+                "validation_freq": tf.constant(data.validation_freq)}
+
+    def _batch_by_batch(self, plan, data, epochs, callbacks) -> dict:
+        batches = iter(data.batches(epochs.start))
         logs = {}
         for epoch in epochs:
-            self._tracker.reset_state()
+            self._reset()
             callbacks.on_epoch_begin(epoch)
-            for step in range(0, steps_per_epoch, plan.steps_per_call):
-                count = min(plan.steps_per_call, steps_per_epoch - step)
+            for step in range(0, data.steps_per_epoch, plan.steps_per_call):
+                count = min(plan.steps_per_call, data.steps_per_epoch - step)
                 callbacks.on_train_batch_begin(step)
-                running_loss = self._steps(batches, count, dataset, (epoch, step))
-                callbacks.on_train_batch_end(step + count - 1, {"loss": running_loss})
+                self._steps(batches, count, data, (epoch, step))
+                callbacks.on_train_batch_end(step + count - 1, self._results())
                 if callbacks.model.stop_training:
                     break
-            logs = {"loss": float(self._tracker.result())}
+            logs = {name: float(value) for name, value in self._results().items()}
+            if data.validates_after(epoch):
+                logs.update({f"val_{name}": value
+                             for name, value in self.evaluate(data, callbacks).items()})
             callbacks.on_epoch_end(epoch, logs)
             if callbacks.model.stop_training:
                 break
         return logs
 
-    def _steps(self, batches, count: int, dataset, position: tuple[int, int]):
+    def evaluate(self, data, callbacks) -> dict:
+        """Keras's evaluation within `fit`: the validation batches, with their hooks
+        (a callback can end it early with `model.stop_evaluating`, as in Keras)."""
+        callbacks.model.stop_evaluating = False
+        callbacks.on_test_begin()
+        self._reset()
+        batches = iter(data.validation_batches())
+        for step in range(data.validation_steps):
+            callbacks.on_test_batch_begin(step)
+            self.run_test_steps(batches, tf.constant(1))
+            callbacks.on_test_batch_end(step, self._results())
+            if callbacks.model.stop_evaluating:
+                break
+        logs = {name: float(value) for name, value in self._results().items()}
+        callbacks.on_test_end(logs)
+        return logs
+
+    def _steps(self, batches, count: int, data, position: tuple[int, int]):
         """`count` steps in one call. When a batch's loss is not finite, raise
         NonFiniteBatch with its exact position: a call of several batches is
         undone and its batches run again one at a time to find it."""
@@ -198,7 +264,7 @@ class ManualLoop:
         epoch, step = position
         if before is not None:
             self._restore(before)
-            again = iter(dataset(epoch))
+            again = iter(data.batches(epoch))
             for _ in range(step):
                 next(again)
             for offset in range(count):
@@ -216,41 +282,67 @@ class ManualLoop:
         for variable, value in zip(self._state, values):
             variable.assign(value)
 
+    def _reset(self) -> None:
+        self._tracker.reset_state()
+        self._metrics.reset()
+
+    def _results(self) -> dict:
+        return {"loss": self._tracker.result(), **self._metrics.results()}
+
     def _run_steps(self, iterator, steps):
+        return self._each_batch(self._step, iterator, steps)
+
+    def _run_test_steps(self, iterator, steps):
+        return self._each_batch(self._test_step, iterator, steps)
+
+    def _each_batch(self, step, iterator, steps):
+        """`step` on the next `steps` batches, each batch's loss into the tracker."""
         for _ in tf.range(steps):
             x, y = next(iterator)
-            loss, size = self._step(x, y)
+            loss, size = step(x, y)
             self._tracker.update_state(loss, sample_weight=size)
         return self._tracker.result()
 
-    def _run_epochs(self, iterator, epochs, steps, data):
-        losses, records = self._empty(epochs)
-        for epoch in tf.range(epochs):
-            self._tracker.reset_state()
-            losses, records = self._write_epoch(epoch, losses, records,
-                                                self._run_steps(iterator, steps), data)
-        return self._stacked(losses, records)
+    def _run_epochs(self, iterator, first, epochs, data, shape):
+        """`epochs` epochs from epoch `first`, each: its steps, its evaluation (when
+        due), its records; every value written per epoch."""
+        names = ["loss", *self._metrics.names, *self._record_names]
+        if len(data) > 2:
+            names += ["val_loss", *(f"val_{name}" for name in self._metrics.names)]
+        written = {name: tf.TensorArray(tf.float32, size=epochs) for name in names}
+        for index in tf.range(epochs):
+            self._reset()
+            if shape["full_batch"]:
+                # One batch, the whole data set, in its order: read straight from
+                # the data variables (the same tensor, so the same numbers).
+                loss, size = self._step(data[0], data[1])
+                self._tracker.update_state(loss, sample_weight=size)
+            else:
+                self._run_steps(iterator, shape["steps"])
+            values = {**self._results(), **self.record(data)}
+            if len(data) > 2:
+                values.update(self._validate(data, first + index, shape))
+            written = {name: array.write(index, tf.cast(values[name], tf.float32))
+                       for name, array in written.items()}
+        return {name: array.stack() for name, array in written.items()}
 
-    def _run_full_batch_epochs(self, epochs, data):
-        # One batch, the whole data set, in its order: read straight from the
-        # data variables, with no tf.data in the loop (the same tensor, so the
-        # same numbers as through the dataset).
-        losses, records = self._empty(epochs)
-        for epoch in tf.range(epochs):
-            loss, _ = self._step(data[0], data[1])
-            losses, records = self._write_epoch(epoch, losses, records, loss, data)
-        return self._stacked(losses, records)
+    def _validate(self, data, epoch, shape) -> dict:
+        """In the graph: the evaluation of epoch `epoch` when it is due, else NaN."""
+        names = ["loss", *self._metrics.names]
 
-    def _empty(self, epochs):
-        return (tf.TensorArray(tf.float32, size=epochs),
-                {name: tf.TensorArray(tf.float32, size=epochs) for name in self._record_names})
+        def evaluate():
+            self._reset()
+            rows = tf.shape(data[3])[0]
+            size = shape["validation_size"]
+            for start in tf.range(0, rows, size):
+                loss, count = self._test_step(data[2][start:start + size],
+                                              data[3][start:start + size])
+                self._tracker.update_state(loss, sample_weight=count)
+            results = self._results()
+            return [tf.cast(results[name], tf.float32) for name in names]
 
-    def _write_epoch(self, epoch, losses, records, loss, data):
-        values = self.record(data)
-        return (losses.write(epoch, loss),
-                {name: records[name].write(epoch, values[name]) for name in records})
+        def skip():
+            return [tf.constant(np.nan, tf.float32) for _ in names]
 
-    @staticmethod
-    def _stacked(losses, records):
-        return losses.stack(), {name: array.stack() for name, array in records.items()}
-
+        due = tf.equal(tf.math.floormod(epoch + 1, shape["validation_freq"]), 0)
+        return dict(zip((f"val_{name}" for name in names), tf.cond(due, evaluate, skip)))

@@ -1,0 +1,73 @@
+"""What the History records besides Keras's logs, computed one way for both loops:
+after each epoch the loss on the whole training set (and `w`, `b` where the
+model has them), and before training the loss on the validation data.
+
+These are forward passes outside the training steps; `record_full_loss=False`
+leaves the losses out, for a model whose full pass is costly or has effects.
+"""
+
+from collections.abc import Callable
+
+import keras
+import tensorflow as tf
+
+from linfit.callbacks import EpochRecorder
+from linfit.history import History
+from linfit.pipeline import FitData
+
+
+class Recording:
+    """The record of one model and loss.
+
+    Args:
+      model: the model trained.
+      loss: the Keras loss, unchecked (the recorder reports a non-finite value).
+      full_loss: whether to record the losses on whole data sets.
+    """
+
+    def __init__(self, model, loss: keras.losses.Loss, full_loss: bool = True):
+        self._model = model
+        self._loss = loss
+        self.full_loss = full_loss
+        line = hasattr(model, "w") and hasattr(model, "b")
+        self.names = [*(["full_loss"] if full_loss else []), *(["w", "b"] if line else [])]
+        self._compiled: dict[bool, Callable] = {}
+
+    def record(self, data: tuple) -> dict:
+        """The values now, from the data variables (x, y, ...): in a graph, or eagerly."""
+        values = {}
+        if self.full_loss:
+            values["full_loss"] = self._loss(data[1], self._model(data[0]))
+        if "w" in self.names:
+            values.update(w=tf.identity(self._model.w), b=tf.identity(self._model.b))
+        return values
+
+    def function(self, eager: bool) -> Callable[[tuple], dict]:
+        """`record`, compiled unless `eager` (one trace per kind of data)."""
+        if eager not in self._compiled:
+            self._compiled[eager] = self.record if eager else tf.function(self.record)
+        return self._compiled[eager]
+
+    def validation_loss(self, data: FitData, eager: bool) -> float:
+        """The loss on the validation batches, as an evaluation computes it."""
+        loss = self._loss if eager else self._batch_loss
+        mean = keras.metrics.Mean()
+        for x, y in data.validation_batches():
+            mean.update_state(loss(y, self._model(x)) if eager else loss(x, y),
+                              sample_weight=tf.shape(y)[0])
+        return float(mean.result())
+
+    @tf.function(reduce_retracing=True)
+    def _batch_loss(self, x, y):
+        return self._loss(y, self._model(x))
+
+    def recorder(self, history: History, data: FitData, eager: bool, metrics: list[str],
+                 **options) -> EpochRecorder:
+        """The EpochRecorder of a fit on `data` (options: to_data_units, record_start,
+        check_finite)."""
+        record = self.function(eager)
+        validation = ["val_loss", *(f"val_{name}" for name in metrics)] if data.validation else []
+        start = (lambda: self.validation_loss(data, eager)) \
+            if data.validation and self.full_loss else None
+        return EpochRecorder(history, lambda: record(data.arrays), self.names, validation,
+                             start, **options)
