@@ -1529,8 +1529,20 @@ def progress(output: str) -> list:
     return entries
 
 
+def epoch_ends(entries: list) -> list:
+    """Each epoch's header and its last update: Keras prints intermediate updates when
+    0.05 s have passed since the last one, so how many there are depends on the load."""
+    kept = []
+    for entry in entries:
+        if len(entry) == 2 and kept and len(kept[-1]) == 2:
+            kept[-1] = entry
+        else:
+            kept.append(entry)
+    return kept
+
+
 def assert_same_progress(got: str, want: str) -> None:
-    got_entries, want_entries = progress(got), progress(want)
+    got_entries, want_entries = epoch_ends(progress(got)), epoch_ends(progress(want))
     assert [entry[:1] for entry in got_entries] == [entry[:1] for entry in want_entries]
     for got_entry, want_entry in zip(got_entries, want_entries):
         if len(want_entry) == 2:
@@ -1544,9 +1556,11 @@ def test_progbar_verbose_1(case):
     watched run"""
     got, want = watched_run(case)
     assert_same_progress(got.output, want.output)
-    assert [entry[0] for entry in progress(got.output)] == ["Epoch 1/2", "1/2", "2/2",
-                                                            "Epoch 2/2", "1/2", "2/2"]
-    assert set(progress(got.output)[2][1]) == {"loss", "val_loss"}
+    entries = progress(got.output)
+    assert [entry[0] for entry in epoch_ends(entries)] == ["Epoch 1/2", "2/2", "Epoch 2/2",
+                                                           "2/2"]
+    assert entries[1][0] == "1/2"  # the first update is always shown
+    assert set(epoch_ends(entries)[1][1]) == {"loss", "val_loss"}
 
 
 @functools.cache
