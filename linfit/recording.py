@@ -32,6 +32,7 @@ class Recording:
         line = hasattr(model, "w") and hasattr(model, "b")
         self.names = [*(["full_loss"] if full_loss else []), *(["w", "b"] if line else [])]
         self._compiled: dict[bool, Callable] = {}
+        self._batch_loss = None  # traced for the validation data's shapes, once
 
     def record(self, data: tuple) -> dict:
         """The values now, from the data variables (x, y, ...): in a graph, or eagerly."""
@@ -50,16 +51,22 @@ class Recording:
 
     def validation_loss(self, data: FitData, eager: bool) -> float:
         """The loss on the validation batches, as an evaluation computes it."""
-        loss = self._loss if eager else self._batch_loss
+        loss = self._loss if eager else self._batch_loss_function(data)
         mean = keras.metrics.Mean()
         for x, y in data.validation_batches():
             mean.update_state(loss(y, self._model(x)) if eager else loss(x, y),
                               sample_weight=tf.shape(y)[0])
         return float(mean.result())
 
-    @tf.function(reduce_retracing=True)
-    def _batch_loss(self, x, y):
-        return self._loss(y, self._model(x))
+    def _batch_loss_function(self, data: FitData) -> Callable:
+        """The loss of a batch, traced once for batches of any size: TensorFlow warns
+        of "retracing" when the runs of an experiment trace it for each size."""
+        if self._batch_loss is None:
+            x, y = next(iter(data.validation_batches()))
+            specs = [tf.TensorSpec([None, *t.shape[1:]], t.dtype) for t in (x, y)]
+            self._batch_loss = tf.function(lambda x, y: self._loss(y, self._model(x)),
+                                           input_signature=specs)
+        return self._batch_loss
 
     def recorder(self, history: History, data: FitData, eager: bool, metrics: list[str],
                  **options) -> EpochRecorder:
