@@ -90,8 +90,8 @@ class EpochRecorder(keras.callbacks.Callback):
             w, b = np.asarray(values["w"]), np.asarray(values["b"])
             if self._to_data_units is not None:
                 w, b = self._to_data_units(w, b)
-            b = np.asarray(b, dtype=np.float32)
-            row.update(w=np.array(w, dtype=np.float32), b=float(b) if b.ndim == 0 else b)
+            # Both NumPy float32 arrays, 0-d for one value (History.w, History.b).
+            row.update(w=np.array(w, dtype=np.float32), b=np.array(b, dtype=np.float32))
         self.history.append_row(row)
         return row
 

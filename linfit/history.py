@@ -81,14 +81,17 @@ class History:
 
     @property
     def w(self) -> list[np.ndarray]:
+        """W after each epoch (row 0: before training): float32 arrays of W's shape
+        (0-d for the scalar model: `float(history.w[-1])`)."""
         return self._line("w")
 
     @property
-    def b(self) -> list[float]:
+    def b(self) -> list[np.ndarray]:
+        """b after each epoch, as `w`: float32 arrays, 0-d for one output."""
         return self._line("b")
 
     def _line(self, name: str) -> list:
-        if name in self.trajectory or not self.full_loss:
+        if name in self.trajectory or not self.trajectory:  # nothing recorded yet: []
             return self.trajectory.get(name, [])
         raise AttributeError(f"this History has no '{name}': only a model with variables w and "
                              "b (such as LinearModule) records them; it recorded "
@@ -100,7 +103,7 @@ class History:
         the best epoch's when EarlyStopping restored its weights."""
         if self.early_stopping and self.early_stopping["restored"]:
             return self.early_stopping["best_after"]
-        return len(self.full_loss) - 1
+        return self.rows - 1
 
     def final(self) -> dict:
         """The final row (see `final_row`): `epoch` (epochs completed), full_loss,
@@ -204,8 +207,8 @@ class History:
                 value = values[epoch]
                 if name == "w":  # always a list, so a reader knows its form
                     value = np.atleast_1d(value).astype(float).tolist()
-                elif np.ndim(value):
-                    value = np.asarray(value, dtype=float).tolist()
+                elif isinstance(value, np.ndarray):
+                    value = np.asarray(value, dtype=float).tolist()  # a 0-d one: a float
                 row[name] = value
             rows.append(row)
         return rows
@@ -223,8 +226,8 @@ class History:
 
 
 def _as_arrays(trajectory: dict, dtype) -> None:
-    """w (and a b of several outputs) read from JSON lists, as arrays."""
+    """w and b read from JSON numbers and lists, as arrays (as History holds them)."""
     if "w" in trajectory:
         trajectory["w"] = [np.asarray(w, dtype=dtype) for w in trajectory["w"]]
-    if trajectory.get("b") and isinstance(trajectory["b"][0], list):
+    if "b" in trajectory:
         trajectory["b"] = [np.asarray(b, dtype=dtype) for b in trajectory["b"]]

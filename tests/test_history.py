@@ -4,6 +4,7 @@ import csv
 import io
 
 import numpy as np
+import pytest
 
 from linfit.history import History, bias_names, weight_names
 
@@ -75,3 +76,27 @@ def test_a_model_without_w_and_b_records_losses_only():
     history.append_logs({"loss": 3.0})
     assert not history.has_line and history.csv_header() == ["loss", "full_loss"]
     assert list(history.columns()) == ["loss", "full_loss"] and history.epochs == 1
+    with pytest.raises(AttributeError, match="has no 'w': only a model with variables w and b"):
+        history.w
+    without_losses = History(trajectory={"val_loss": [1.0]})
+    with pytest.raises(AttributeError, match="has no 'b'"):
+        without_losses.b
+
+
+def test_w_and_b_are_float32_arrays_in_every_path():
+    """Issue 16: History.w held 0-d arrays where b held Python floats."""
+    import linfit
+
+    x = np.linspace(-1, 1, 16, dtype=np.float32)
+    for model, y in ((linfit.LinearModule(), 3 * x + 1),
+                     (linfit.LinearModel(features=2, outputs=2), np.stack([x, -x], axis=1))):
+        inputs = x if y.ndim == 1 else np.stack([x, x * x], axis=1)
+        history = linfit.Trainer(model).fit(inputs, y, epochs=2)
+        loaded = History.from_json(history.to_json())
+        for found in (history, loaded):
+            for w, b in zip(found.w, found.b):
+                assert type(w) is np.ndarray and type(b) is np.ndarray
+                assert w.dtype == b.dtype == np.float32
+                assert w.shape == model.w.shape and b.shape == model.b.shape
+        row = history.metrics_rows()[-1]  # JSON: a float for one b, lists otherwise
+        assert row["b"] == (float(history.b[-1]) if y.ndim == 1 else history.b[-1].tolist())
