@@ -4,6 +4,7 @@
     linfit train [...]      same as python -m linfit.train
     linfit compare A B      same as python -m linfit.compare
     linfit predict [...]    same as python -m linfit.predict
+    linfit config keys      every config key, its default and meaning
 """
 
 import argparse
@@ -14,13 +15,18 @@ import linfit
 
 COMMANDS = {"train": "train a model (the guide by default)",
             "compare": "compare two run directories",
-            "predict": "predict with a checkpoint"}
+            "predict": "predict with a checkpoint",
+            "config": "list the config keys (linfit config keys)"}
+# The module of each command.
+MODULES = {"train": "linfit.train", "compare": "linfit.compare", "predict": "linfit.predict",
+           "config": "linfit.config_help"}
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else [str(arg) for arg in argv]
     if argv and argv[0] in COMMANDS:
-        return importlib.import_module(f"linfit.{argv[0]}").main(argv[1:])
+        command = importlib.import_module(MODULES[argv[0]])
+        return command.main(argv[1:], prog=f"linfit {argv[0]}")
     parser = argparse.ArgumentParser(
         prog="linfit", description="linfit: the TensorFlow guide 'Basic training loops', "
         "done right. Commands: " + "; ".join(f"{name}: {text}" for name, text in COMMANDS.items()))

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 
 from linfit.agreement import DEFAULT_RTOL, Agreement, compare_columns
+from linfit.config import toml_value
+from linfit.config_help import config_items
 from linfit.errors import LinfitError, RunDirError
 from linfit.rundir import RunDir
 
@@ -44,9 +46,9 @@ def compare_run_dirs(path_a: str | Path, path_b: str | Path,
     return result
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog: str = "python -m linfit.compare") -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m linfit.compare",
+        prog=prog,
         description="Compare two finished linfit run directories, run by run. Exit status: "
                     "0 when they agree, 1 when they differ, 2 on bad input.")
     parser.add_argument("run_a", metavar="RUN_A")
@@ -68,7 +70,22 @@ def main(argv=None) -> int:
     differing = [label for label, agreement in agreements.items() if not agreement.agree]
     print("They differ in " + ", ".join(differing) + "." if differing else
           f"All {len(agreements)} compared runs agree.")
+    try:
+        changed = config_differences(args.run_a, args.run_b)
+    except LinfitError as error:  # the runs are compared all the same
+        print(f"Their configs cannot be compared: {error}")
+    else:
+        print("Config keys that differ: " + "; ".join(
+            f"{key} = {a} in A, {b} in B" for key, a, b in changed) if changed else
+            "Their configs are the same.")
     return 1 if differing else 0
+
+
+def config_differences(path_a, path_b) -> list[tuple[str, str, str]]:
+    """(key, value in A, value in B) for each config key the two runs set differently."""
+    a, b = (config_items(RunDir(path).read_config()) for path in (path_a, path_b))
+    return [(key, toml_value(value_a), toml_value(value_b))
+            for (key, value_a, _), (_, value_b, _) in zip(a, b) if value_a != value_b]
 
 
 if __name__ == "__main__":

@@ -88,6 +88,7 @@ class TrainConfig:
     strategy: str = "default"  # "default", "mirrored" (local devices), "multiworker" (TF_CONFIG)
     worker_timeout: int = 60  # multiworker: seconds before a silent worker fails the run
     tensorboard: bool = False  # write TensorBoard event files to RUN/tb/<run>/
+    print_every: int = 0  # print the guide's lines every N epochs; 0: a readable choice
     metrics: Names = ()  # Keras metrics to log per epoch, e.g. ["mae", "mse"]
     record_full_loss: bool = True  # the loss on the whole training set before and after each epoch
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
@@ -132,7 +133,13 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
                 values.setdefault(section, {})[name] = value
     for override in overrides:
         section, name, value = parse_override(override)
-        values.setdefault(section, {})[name] = value
+        table = values.setdefault(section, {})
+        *parents, leaf = name.split(".")  # train.early_stopping.monitor: a nested table
+        for parent in parents:
+            table = table.setdefault(parent, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"--set {override!r}: {section}.{parent} is not a table")
+        table[leaf] = value
     return build_config(values, source=str(path) if path else "--set")
 
 
@@ -201,6 +208,8 @@ RULES = {
                              "0 (automatic) or a number of batches"),
     "train.strategy": (lambda v: v in STRATEGIES, _one_of(STRATEGIES)),
     "train.worker_timeout": (lambda v: _integer(v) and v >= 1, "a number of seconds >= 1"),
+    "train.print_every": (lambda v: _integer(v) and v >= 0,
+                          "0 (a readable choice) or a number of epochs"),
     "train.early_stopping.patience": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
     "train.early_stopping.min_delta": (lambda v: _number(v) and v >= 0, "a number >= 0"),
 }
@@ -261,7 +270,8 @@ def _lookup(config: Config, key: str) -> Any:
 
 # Keys that change no number of a run: a resumed run may change them.
 NEUTRAL_KEYS = ("train.epochs", "train.compile", "train.steps_per_call", "train.checkpoint_every",
-                "train.keep_checkpoints", "train.tensorboard", "train.worker_timeout")
+                "train.keep_checkpoints", "train.tensorboard", "train.worker_timeout",
+                "train.print_every")
 
 
 def flat_settings(config: Config) -> dict[str, Any]:
@@ -285,7 +295,7 @@ def to_toml(config: Config) -> str:
     for section in dataclasses.fields(config):
         lines.append(f"[{section.name}]")
         for name, value in dataclasses.asdict(getattr(config, section.name)).items():
-            lines.append(f"{name} = {_toml_value(value)}")
+            lines.append(f"{name} = {toml_value(value)}")
         lines.append("")
     return "\n".join(lines)
 
@@ -367,13 +377,13 @@ def _hint(name: str, known: Iterable[str], section: str | None = None) -> str:
     return f": known keys are {', '.join(prefix + k for k in known)}"
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, (tuple, list)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
     return repr(value)

@@ -100,9 +100,9 @@ def write_predictions(out, inputs: PredictionInputs, predictions: np.ndarray) ->
         writer.writerow([format(float(value), ".9g") for value in row])
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv=None, prog: str = "python -m linfit.predict") -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m linfit.predict",
+        prog=prog,
         description="Predict with a linfit (or Keras) .weights.h5 checkpoint of f(x) = x·W + b.")
     parser.add_argument("--checkpoint", required=True, metavar="PATH",
                         help="a .weights.h5 file, e.g. runs/<time>/module-manual.weights.h5")
@@ -132,8 +132,8 @@ def checked_out(out: str | None) -> Path | None:
     return path
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def main(argv=None, prog: str = "python -m linfit.predict") -> int:
+    args = parse_args(argv, prog)
     try:
         out = checked_out(args.out)
         target = tuple(args.target.split(",")) if "," in args.target else args.target

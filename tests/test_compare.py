@@ -15,7 +15,8 @@ from linfit.train import main as train_main
 def two_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("compare")
     common = ["--set", "train.epochs=3", "--model", "module"]
-    for name, extra in (("a", []), ("b", []), ("c", ["--set", "train.learning_rate=0.11"])):
+    for name, extra in (("a", []), ("b", []), ("c", ["--set", "train.learning_rate=0.11"]),
+                        ("d", ["--set", "train.epochs=5"])):
         assert train_main([*common, *extra, "--out", root / name]) == 0
     return root
 
@@ -24,7 +25,7 @@ def test_compare_cli_agreeing_runs_exit_0(two_runs, capsys):
     assert main([str(two_runs / "a"), str(two_runs / "b")]) == 0
     out = capsys.readouterr().out
     assert "module-manual:" in out and "module-keras:" in out
-    assert "All 2 compared runs agree." in out
+    assert "All 2 compared runs agree." in out and "Their configs are the same." in out
 
 
 def test_compare_cli_differing_runs_exit_1(two_runs, capsys):
@@ -33,6 +34,17 @@ def test_compare_cli_differing_runs_exit_1(two_runs, capsys):
     # Same start: the loss before the first update agrees; after it, full_loss differs.
     assert "DIFFER, first at epoch 1 in full_loss" in out
     assert "They differ in module-manual, module-keras." in out
+    assert "Config keys that differ: train.learning_rate = 0.1 in A, 0.11 in B" in out
+
+
+def test_runs_of_different_lengths_get_one_verdict_and_the_keys_that_differ(two_runs, capsys):
+    assert main([str(two_runs / "a"), str(two_runs / "d")]) == 1
+    out = capsys.readouterr().out
+    assert out.count("they DIFFER in length: 3 and 5 epochs (the first 3 match to 1e-05 "
+                     "relative)") == 2
+    assert "agree" not in out.replace("they DIFFER", "")
+    assert "They differ in module-manual, module-keras." in out
+    assert out.rstrip().endswith("Config keys that differ: train.epochs = 3 in A, 5 in B")
 
 
 def test_compare_cli_bad_input_exit_2(two_runs, tmp_path):
