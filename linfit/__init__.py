@@ -6,10 +6,20 @@
     linfit.save_weights(model, "model.weights.h5")
 
 Names that need TensorFlow are imported on first use, so that
-`python -m linfit.train --help` and config errors do not wait for it.
+`python -m linfit.train --help` and config errors do not wait for it. That
+first use imports TensorFlow without its C++ start-up lines, and
+`import linfit` sets TensorFlow's log level to warnings and errors
+(TF_CPP_MIN_LOG_LEVEL=2) unless TF_CPP_MIN_LOG_LEVEL is set already.
 """
 
 import importlib
+import os
+
+from linfit.runtime import quiet_tensorflow
+
+# Whether the user chose TensorFlow's log level: then its start-up lines are theirs.
+_QUIET = "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
 
@@ -52,9 +62,17 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 
+# Modules of the names above that load without TensorFlow.
+_LIGHT = ("linfit.history", "linfit.agreement", "linfit.reference", "linfit.config",
+          "linfit.errors", "linfit.data")
+
+
 def __getattr__(name):
     if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
+        module = _EXPORTS[name]
+        if module not in _LIGHT and _QUIET:
+            quiet_tensorflow()
+        return getattr(importlib.import_module(module), name)
     raise AttributeError(f"module 'linfit' has no attribute {name!r}")
 
 

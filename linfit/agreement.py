@@ -70,6 +70,11 @@ class Agreement:
     def agree(self) -> bool:
         return self.first_difference is None
 
+    @property
+    def bitwise(self) -> bool:
+        """Whether the runs trained as many epochs, with every value identical."""
+        return len(set(self.epochs)) == 1 and not any(self.max_abs.values())
+
     def to_json(self) -> dict:
         first = self.first_difference
         return {"max_abs": self.max_abs, "max_rel": self.max_rel, "agree": self.agree,
@@ -82,8 +87,8 @@ class Agreement:
             return f"they agree to {self.rtol:g} relative"
         epoch, name = self.first_difference
         if name == "epochs":
-            return (f"they trained {' and '.join(map(str, self.epochs))} epochs; the first "
-                    f"{min(self.epochs)} agree to {self.rtol:g} relative")
+            return (f"they DIFFER in length: {' and '.join(map(str, self.epochs))} epochs "
+                    f"(the first {min(self.epochs)} match to {self.rtol:g} relative)")
         return f"they DIFFER, first at epoch {epoch} in {name}"
 
     def summary_lines(self) -> list[str]:
@@ -119,7 +124,8 @@ def compare_columns(runs: Sequence[dict[str, np.ndarray]], labels: Sequence[str]
                 and tolerance >= 0):
             raise ConfigError(f"{name}={tolerance!r}: a tolerance must be a finite number >= 0")
     labels = tuple(labels or (f"run {i}" for i in range(len(runs))))
-    epochs = tuple(len(run["full_loss"]) - 1 for run in runs)
+    # Every column has a row per epoch and one before training.
+    epochs = tuple(len(next(iter(run.values()))) - 1 for run in runs)
     length = min(epochs) + 1
     values, abs_diff, scale = {}, {}, {}
     for name in runs[0]:

@@ -103,8 +103,10 @@ class RunHooks:
         checkpoints go to `checkpoint_dir/<label>/`.
       resume_from: a training checkpoint to continue each run from.
       callbacks: label -> the Keras callbacks of that run.
+      on_run_start: called with the label as each run starts.
       on_epoch_end: called with the label and the History so far (in the
         data's units), before training and after each epoch.
+      on_run_end: called with each run's RunResult as it ends.
       verbose: Keras's progress output, in both loops.
       settings: more settings that decide the runs' numbers (a config's, see
         `run_settings`), saved in their checkpoints and compared on resuming.
@@ -113,7 +115,9 @@ class RunHooks:
     checkpoint_dir: Path | None = None
     resume_from: Mapping[str, Path] = field(default_factory=dict)
     callbacks: Callable[[str], list] | None = None
+    on_run_start: Callable[[str], None] | None = None
     on_epoch_end: Callable[[str, History], None] | None = None
+    on_run_end: Callable[["RunResult"], None] | None = None
     verbose: int = 0
     settings: Mapping = field(default_factory=dict)
 
@@ -225,6 +229,8 @@ def run_experiment(experiment: Experiment, data: Data, *, strategy=None,
             warnings.warn(message, stacklevel=2)
     runs = []
     for label in experiment.labels:
+        if hooks.on_run_start is not None:
+            hooks.on_run_start(label)
         try:
             run = _train_one(experiment, inputs, data.y, label, strategy, hooks)
         except DivergenceError as error:
@@ -232,6 +238,8 @@ def run_experiment(experiment: Experiment, data: Data, *, strategy=None,
                                 experiment.learning_rate) from None
         if run.history.interrupted:
             raise TrainingInterrupted(STOP.signal, runs, run)
+        if hooks.on_run_end is not None:
+            hooks.on_run_end(run)
         runs.append(run)
     agreement = compare_histories([run.history for run in runs], [run.label for run in runs],
                                   rtol=rtol)

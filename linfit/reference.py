@@ -42,11 +42,13 @@ class Reference:
         return float(np.max(np.abs(1.0 - learning_rate * self.eigenvalues)))
 
     def gaps(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Per epoch of a run: `loss_gap` (full_loss − optimum) and `distance` |θ − θ*|."""
+        """Per epoch of a run: `loss_gap` (full_loss − optimum; NaN where full_loss was
+        not recorded) and `distance` |θ − θ*|."""
         names = line_values(self.w, self.b)
         theta = np.column_stack([columns[name] for name in names])
         optimum = np.array(list(names.values()))
-        return {"loss_gap": np.asarray(columns["full_loss"]) - self.loss,
+        full_loss = np.asarray(columns.get("full_loss", np.full(len(theta), np.nan)))
+        return {"loss_gap": full_loss - self.loss,
                 "distance": np.linalg.norm(theta - optimum, axis=1)}
 
     def stability_warning(self, learning_rate: float) -> str | None:

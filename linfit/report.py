@@ -5,10 +5,11 @@ from pathlib import Path
 import numpy as np
 
 from linfit.config import Config
-from linfit.console import stop_line
+from linfit.console import agreement_lines, stop_line
 from linfit.data import Data
 from linfit.experiment import Comparison
 from linfit.fileio import write_text
+from linfit.runtime import describe_devices
 
 KERAS_OFFSET = (
     "`loss` is Keras's number: the mean over an epoch's batches of the loss computed "
@@ -20,10 +21,16 @@ KERAS_OFFSET = (
 
 
 def write_report(path: Path, config: Config, data: Data, comparison: Comparison,
-                 figures: list[str]) -> Path:
-    """Write report.md for a run directory and return its path."""
+                 figures: list[str], devices: dict | None = None) -> Path:
+    """Write report.md for a run directory and return its path.
+
+    It leads with what the console's summary says: whether the runs agree,
+    each run's final state next to the optimum, the learning rate against its
+    limit, and the devices.
+    """
     sections = [
-        ["# linfit run report", "", *_setup_lines(config, data)],
+        ["# linfit run report", "", *_summary_lines(comparison), "",
+         *_setup_lines(config, data, devices)],
         _final_state_section(data, comparison),
         *_stopping_section(config, comparison),
         _agreement_section(comparison),
@@ -36,7 +43,22 @@ def write_report(path: Path, config: Config, data: Data, comparison: Comparison,
     return path
 
 
-def _setup_lines(config: Config, data: Data) -> list[str]:
+def _summary_lines(comparison: Comparison) -> list[str]:
+    """The verdict, and the learning rate against its limit, in two sentences."""
+    lines = []
+    if len(comparison.runs) > 1:
+        lines.append("**" + agreement_lines(comparison.agreement)[0].rstrip(":") + "**")
+    reference = comparison.reference
+    if reference is not None:
+        text = (f"Learning rate {comparison.learning_rate:g}; its stability limit for this data "
+                f"is {reference.lr_limit:.4g}")
+        if comparison.contraction is not None:
+            text += f", and ‖θ − θ*‖ shrinks ×{comparison.contraction:.3g} per epoch"
+        lines.append(text + ".")
+    return [" ".join(lines)] if lines else []
+
+
+def _setup_lines(config: Config, data: Data, devices: dict | None) -> list[str]:
     if data.true_w is not None:
         source = (f"synthetic line y = {_number(data.true_w)}·x + {data.true_b:g} + noise "
                   f"(σ = {config.data.noise_stddev:g}, seed {config.data.seed})")
@@ -56,7 +78,8 @@ def _setup_lines(config: Config, data: Data) -> list[str]:
                if data.y.ndim == 2 else ""),
             f"- **Training**: {config.train.optimizer}, learning rate "
             f"{config.train.learning_rate:g}, {config.train.epochs} epochs, {batches}, "
-            f"seed {config.train.seed}", ""]
+            f"seed {config.train.seed}",
+            *([f"- **Devices**: {describe_devices(devices)}"] if devices else []), ""]
 
 
 def _final_state_section(data: Data, comparison: Comparison) -> list[str]:
@@ -65,8 +88,8 @@ def _final_state_section(data: Data, comparison: Comparison) -> list[str]:
     lines = ["## Final state", "",
              "The weights each run saved (its checkpoint), after the epochs shown.", "",
              "| run | epochs | W | b | full_loss | full_loss − optimum | ‖θ − θ*‖ |"
-             + (" val_loss |" if validation else ""),
-             "|---|---|---|---|---|---|---|" + ("---|" if validation else "")]
+             + (" val_loss |" if validation else "") + " time |",
+             "|---|---|---|---|---|---|---|" + ("---|" if validation else "") + "---|"]
     for run in comparison.runs:
         history = run.history
         final = history.final()
@@ -75,12 +98,14 @@ def _final_state_section(data: Data, comparison: Comparison) -> list[str]:
             w, b = _number(final["w"], ".4f"), _number(final["b"], ".4f")
             if reference is not None:
                 gaps = reference.gaps(history.columns())
-                gap = f"{gaps['loss_gap'][final['epoch']]:.3g}"
+                gap = _finite(gaps['loss_gap'][final['epoch']])
                 distance = f"{gaps['distance'][final['epoch']]:.3g}"
         val = f" {final['val_loss']:.6g} |" if validation else ""
-        lines.append(f"| {run.label} | {final['epoch']} | {w} | {b} | {final['full_loss']:.6g} | "
-                     f"{gap} | {distance} |{val}")
-    blank = " |" if validation else ""
+        loss = final.get("full_loss")
+        lines.append(f"| {run.label} | {final['epoch']} | {w} | {b} | "
+                     f"{'' if loss is None else format(loss, '.6g')} | "
+                     f"{gap} | {distance} |{val} {run.seconds:.2f} s |")
+    blank = " |" * (2 if validation else 1)
     if reference is not None:
         lines.append(f"| **optimum** (float64 least squares) | | {_number(reference.w, '.4f')} "
                      f"| {_number(reference.b, '.4f')} | {reference.loss:.6g} | 0 | 0 |{blank}")
@@ -161,8 +186,17 @@ def _time_section(comparison: Comparison) -> list[str]:
     for run in comparison.runs:
         per_epoch = run.seconds / max(run.history.epochs, 1)
         lines.append(f"| {run.label} | {run.seconds:.3f} | {per_epoch * 1000:.2f} ms |")
-    lines += ["", "Times include tracing the `tf.function`s on the first epoch."]
+    modes = {run.trainer.execution_mode for run in comparison.runs} - {None}
+    if modes - {"eager"}:
+        lines += ["", "Times include tracing the `tf.function`s on the first epoch."]
+    elif modes:
+        lines += ["", "The steps ran eagerly: nothing was traced (`train.compile` chooses)."]
     return [*lines, ""]
+
+
+def _finite(value: float) -> str:
+    """A number to 3 digits; "" where there is none (NaN: not recorded)."""
+    return "" if np.isnan(value) else f"{value:.3g}"
 
 
 def _number(value, spec: str = "g") -> str:

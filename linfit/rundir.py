@@ -213,9 +213,14 @@ class RunDir:
                                                                  self.tensorboard_dir(label)),
                         on_epoch_end=history.write, verbose=verbose, settings=settings)
 
-    def write_results(self, config: Config, data: Data, comparison: Comparison) -> dict:
+    def write_results(self, config: Config, data: Data, comparison: Comparison,
+                      devices: dict | None = None) -> dict:
         """Write config, checkpoints, history, figures, report, timing and, last,
         metrics.json: a directory that has it is complete.
+
+        Args:
+          devices: what trained (`runtime.device_summary`), for metrics.json
+            and the report.
 
         Returns:
           The metrics written to metrics.json.
@@ -228,8 +233,9 @@ class RunDir:
             run.trainer.save_checkpoint(self.final_checkpoint(run.label), run.history)
         self._write_history_csv([(run.label, run.history) for run in runs])
         figures = plots.write_figures(self.path, data, comparison)
-        write_report(self.path / self.REPORT, config, data, comparison, figures)
+        write_report(self.path / self.REPORT, config, data, comparison, figures, devices)
         metrics = {"status": "complete", **_data_metrics(data),
+                   **({"devices": devices} if devices else {}),
                    "runs": [_run_metrics(run.label, run.history) for run in runs]}
         if len(runs) > 1:
             metrics["agreement"] = comparison.agreement.to_json()

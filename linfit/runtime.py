@@ -66,10 +66,31 @@ def handle_signals(stop: StopRequest, where: Callable[[], str]):
         stop.clear()
 
 
+def quiet_tensorflow(show_logs: bool = False):
+    """Import TensorFlow and Keras and start TensorFlow's devices, without the C++
+    start-up lines (oneDNN, CUDA, cuInit) that TensorFlow prints however its log
+    level is set; the level itself is warnings and errors (TF_CPP_MIN_LOG_LEVEL=2)
+    unless the environment sets it. With TensorFlow imported already, only the
+    devices' start-up (cuInit's error on a machine without a GPU) is quieted.
+
+    Returns:
+      The tensorflow module.
+    """
+    if show_logs:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with stderr_silenced(not show_logs):
+        import tensorflow as tf
+        import keras  # noqa: F401  (its import logs too)
+
+        tf.config.list_logical_devices()  # device start-up logs its own lines
+    return tf
+
+
 def import_tensorflow(show_logs: bool = False, devices: int | None = None,
                       strategy: str = "default", worker_timeout: int = 60):
-    """Import TensorFlow and Keras and start TensorFlow's devices, quietly, and turn
-    on TensorFlow's op determinism.
+    """Import TensorFlow quietly (as `quiet_tensorflow`) for a command-line run, split
+    the CPU into `devices`, make the strategy, and turn on TensorFlow's op determinism.
 
     Args:
       show_logs: let TensorFlow's own log lines through.
@@ -80,7 +101,9 @@ def import_tensorflow(show_logs: bool = False, devices: int | None = None,
     Returns:
       The tf.distribute strategy (None for one device).
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if show_logs else "2")
+    if show_logs:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with stderr_silenced(not show_logs):
         import tensorflow as tf
 
@@ -158,3 +181,50 @@ def tf_config() -> tuple[dict, dict]:
                               f"{len(cluster[kind])} {kind} address(es)")
         task = {"type": kind, "index": index}
     return cluster, task
+
+
+def device_summary(strategy=None) -> dict:
+    """What trained: the strategy, its devices and workers, as metrics.json records it.
+
+    Example: {"strategy": "mirrored", "replicas": 2, "workers": 1,
+    "devices": ["/job:localhost/replica:0/task:0/device:CPU:0", ...]}.
+    """
+    import tensorflow as tf
+
+    if strategy is None:  # TensorFlow places ops on the first GPU, else the CPU
+        devices = tf.config.list_logical_devices("GPU")[:1] or \
+            tf.config.list_logical_devices("CPU")[:1]
+        return {"strategy": "default", "replicas": 1, "workers": 1,
+                "devices": [device.name for device in devices]}
+    workers = 1
+    if multiworker := isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        spec = strategy.cluster_resolver.cluster_spec()
+        workers = sum(spec.num_tasks(job) for job in spec.jobs)
+    return {"strategy": "multiworker" if multiworker else "mirrored",
+            "replicas": strategy.num_replicas_in_sync, "workers": workers,
+            "devices": list(strategy.extended.worker_devices)}
+
+
+def describe_devices(summary: dict) -> str:
+    """A device summary in words: "1 device (/CPU:0), no strategy", "MirroredStrategy
+    over 2 devices", "MultiWorkerMirroredStrategy: 2 workers, 2 replicas"."""
+    if summary["strategy"] == "default":
+        where = ", ".join(_short_device(d) for d in summary["devices"]) or "CPU"
+        return f"one device ({where}), no tf.distribute strategy"
+    if summary["strategy"] == "mirrored":
+        return (f"MirroredStrategy over {summary['replicas']} devices "
+                f"({', '.join(_short_device(d) for d in summary['devices'])})")
+    return (f"MultiWorkerMirroredStrategy: {summary['workers']} workers, "
+            f"{summary['replicas']} replicas in all")
+
+
+def _short_device(name: str) -> str:
+    """"/job:localhost/replica:0/task:0/device:CPU:0" -> "CPU:0"."""
+    return name.rsplit("device:", 1)[-1]
+
+
+def command_name(default: str) -> str:
+    """The command as the user typed it, for `usage:` lines: `linfit-train` when run
+    by that script, else `default` (e.g. "python -m linfit.train")."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return name if name.startswith("linfit-") else default

@@ -12,8 +12,10 @@ imported, so a user's mistake is reported at once, as one `error:` line.
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.util
 import json
+import shlex
 import shutil
 import signal
 import sys
@@ -22,28 +24,39 @@ import warnings
 from dataclasses import dataclass
 
 from linfit.config import LOOPS, MODEL_KINDS, Config, load_config
-from linfit.console import results_lines
+from linfit.config_help import commented_toml
+from linfit.console import LiveConsole, agreement_lines, summary_lines
 from linfit.data import Data, load_data
 from linfit.errors import (ConfigError, DivergenceError, LinfitError, TrainingInterrupted,
                            WorkerLostError)
 from linfit.experiment import Experiment, RunHooks, check_data, run_experiment, run_settings
 from linfit.interrupts import STOP
 from linfit.rundir import RunDir
-from linfit.runtime import handle_signals, import_tensorflow, is_chief
+from linfit.runtime import (command_name, describe_devices, device_summary, handle_signals,
+                            import_tensorflow, is_chief)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv=None, prog: str | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m linfit.train",
+        prog=prog or command_name("python -m linfit.train"),
         description="Train f(x) = x·W + b as in the TensorFlow guide 'Basic training loops': "
                     "a tf.Module and a keras.Model, each with a GradientTape loop and with "
-                    "Keras fit, and compare them. With no arguments: the guide's setup.")
-    parser.add_argument("--config", metavar="PATH", help="a TOML config (see configs/)")
+                    "Keras fit, and compare them. With no arguments: the guide's setup.",
+        epilog="Config keys: `linfit config keys` lists them all; --print-config shows the "
+               "resolved config (after --config and --set) as TOML, a comment on every key. "
+               "A --set value with spaces or brackets needs shell quotes: "
+               "--set 'model.init_w=[1, 2]'.")
+    parser.add_argument("--config", metavar="PATH",
+                        help="a TOML config (start from the output of --print-config)")
     parser.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append",
                         default=[], help="override a config key, TOML syntax, e.g. "
-                        "--set train.epochs=20 (repeatable)")
+                        "--set train.epochs=20 (repeatable; quote values with spaces)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config as commented TOML and exit "
+                        "(a file for --config that reproduces this run)")
     parser.add_argument("--data", metavar="PATH",
-                        help="a CSV file with a header row (target: column 'y', else the last)")
+                        help="a CSV file with a header row (target: column 'y', else the "
+                        "last) or an NPZ file with arrays x and y")
     parser.add_argument("--model", choices=MODEL_KINDS, help="model variant(s) to train")
     parser.add_argument("--loop", choices=LOOPS, help="training loop(s) to run")
     parser.add_argument("--out", metavar="DIR",
@@ -54,14 +67,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="continue the run in RUN_DIR from its newest checkpoints "
                         "(--set train.epochs=N may extend it)")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=0,
-                        help="Keras progress output in both loops: 0 none (default), "
-                        "1 progress bar, 2 one line per epoch")
+                        help="0: the guide's lines (default); 1: Keras's progress bar, "
+                        "2: Keras's line per epoch, in both loops")
     parser.add_argument("--devices", type=int, metavar="N",
-                        help="split the CPU into N logical devices (to try "
-                        "train.strategy = \"mirrored\" on one machine)")
+                        help="split the CPU into N logical devices, for "
+                        "--set train.strategy=mirrored on one machine")
     parser.add_argument("--tf-logs", action="store_true",
                         help="show TensorFlow's own log lines (hidden by default)")
-    return parser.parse_args(None if argv is None else [str(arg) for arg in argv])
+    args, unknown = parser.parse_known_args(None if argv is None else [str(a) for a in argv])
+    if unknown:
+        hint = (" (a --set value with spaces must be quoted: --set 'model.init_w=[1, 2]')"
+                if args.overrides and any(not u.startswith("-") for u in unknown) else "")
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+    return args
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -100,11 +118,13 @@ class Job:
     chief: bool = True
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def main(argv=None, prog: str | None = None) -> int:
+    args = parse_args(argv, prog)
     job = None
     try:
         with contextlib.ExitStack() as stack:
+            if args.print_config:
+                return print_config(args)
             stack.enter_context(handle_signals(
                 STOP, lambda: "nothing to resume" if job is None or job.out is None else
                 f"resume with --resume {job.out.path}"))
@@ -118,7 +138,10 @@ def main(argv=None) -> int:
                 print(f"interrupted before training: resume with --resume {job.out.path}",
                       file=sys.stderr)
                 return STOP.exit_status
-            hooks = job.out.hooks(job.config, job.settings, job.resume_from, args.verbose)
+            console = LiveConsole(job.config.train.epochs, job.config.train.print_every,
+                                  args.verbose)
+            hooks = with_console(job.out.hooks(job.config, job.settings, job.resume_from,
+                                               args.verbose), console)
             return train_into(job, strategy, hooks)
     except LinfitError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -126,6 +149,28 @@ def main(argv=None) -> int:
     finally:
         if job is not None and not job.chief:  # this worker's directory goes with it
             shutil.rmtree(job.out.path, ignore_errors=True)
+
+
+def print_config(args: argparse.Namespace) -> int:
+    """--print-config: the resolved config as TOML, a comment on every key."""
+    config = resume_config(RunDir(args.resume), args) if args.resume else config_from_args(args)
+    sources = ["the defaults", *([args.config] if args.config else []),
+               *(["--set " + " --set ".join(map(shlex.quote, args.overrides))]
+                 if args.overrides else [])]
+    sys.stdout.write(commented_toml(config, header=(
+        f"linfit config, resolved from {', then '.join(sources)}.\n"
+        "Save it and train with it: python -m linfit.train --config FILE")))
+    return 0
+
+
+def with_console(hooks: RunHooks, console: LiveConsole) -> RunHooks:
+    """`hooks` that also print each run as it trains."""
+    def on_epoch_end(label, history):
+        hooks.on_epoch_end(label, history)  # history.csv first: it is what is kept
+        console.epoch_end(label, history)
+
+    return dataclasses.replace(hooks, on_run_start=console.run_start,
+                               on_epoch_end=on_epoch_end, on_run_end=console.run_end)
 
 
 def prepare(args: argparse.Namespace, stack: contextlib.ExitStack) -> Job | None:
@@ -137,12 +182,16 @@ def prepare(args: argparse.Namespace, stack: contextlib.ExitStack) -> Job | None
     config = resume_config(RunDir(args.resume), args) if args.resume else config_from_args(args)
     if args.devices is not None and args.devices < 1:
         raise ConfigError(f"--devices {args.devices}: give a number of devices >= 1")
+    if args.devices is not None and config.train.strategy == "default":
+        raise ConfigError(f"--devices {args.devices} splits the CPU into devices, but "
+                          "train.strategy is \"default\", which trains on one of them: "
+                          "add --set train.strategy=mirrored")
     data = load_data(config.data)
     experiment = Experiment.from_config(config, data.features)
     check_data(experiment, data)
     if config.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
-        raise ConfigError("train.tensorboard = true needs the tensorboard package: "
-                          "pip install 'linfit[tensorboard]'")
+        raise ConfigError("train.tensorboard = true needs the tensorboard package: pip install "
+                          "tensorboard (in a clone of linfit: pip install '.[tensorboard]')")
     chief = config.train.strategy != "multiworker" or is_chief()
     job = Job(config, data, experiment, None, run_settings(config, data), {}, chief)
     if not chief:  # another worker: it trains, the chief writes the run directory
@@ -178,8 +227,10 @@ def train_into(job: Job, strategy, hooks: RunHooks) -> int:
             # before training starts.
             warnings.showwarning = _print_warning
             comparison = run_experiment(job.experiment, data, strategy=strategy, hooks=hooks)
-        print("\n".join(results_lines(comparison, job.config.train.epochs)))
-        out.write_results(job.config, data, comparison)
+        if len(comparison.runs) > 1:
+            print("\n".join(agreement_lines(comparison.agreement)), flush=True)
+        devices = device_summary(strategy)
+        out.write_results(job.config, data, comparison, devices)
     except TrainingInterrupted as stop:
         out.write_failure(data, [*stop.completed, stop.run], "interrupted",
                           f"interrupted by {signal.Signals(stop.signal).name}")
@@ -195,10 +246,14 @@ def train_into(job: Job, strategy, hooks: RunHooks) -> int:
     except BaseException as error:  # a bug: record it, then let it show
         out.write_failure(data, [], "failed", f"{type(error).__name__}: {error}")
         raise
+    true_line = None if data.true_w is None else (data.true_w, data.true_b)
+    print("\n".join(summary_lines(comparison, job.config.train.epochs, true_line,
+                                  describe_devices(devices),
+                                  str(out.path) if job.chief else None)))
     if not job.chief:
-        print("\nThis worker wrote nothing: the chief writes the run directory.")
-        return 0
-    print(f"\nWrote {out.path}/ (open report.md): " + ", ".join(out.listing()))
+        print("This worker wrote nothing: the chief writes the run directory.")
+    elif job.config.train.tensorboard:
+        print(f"TensorBoard: tensorboard --logdir {out.path / out.TENSORBOARD}")
     return 0
 
 

@@ -93,6 +93,8 @@ class Trainer:
         check_value("train.compile", compile, label="compile")
         check_value("train.steps_per_call", steps_per_call, label="steps_per_call")
         self.compile_mode = compile
+        # How the last `fit` ran its steps: "eager", "function" or "xla" (None: not yet).
+        self.execution_mode = None
         self.steps_per_call = steps_per_call
         check_trainable(model)
         self.strategy = strategy
@@ -201,6 +203,7 @@ class Trainer:
             shuffled=shuffle_seed is not None, distributed=self.distributed,
             user_hooks=overridden_hooks(callbacks),
             checkpoint_every=checkpoint_every if checkpoint_dir is not None else 0)
+        self.execution_mode = plan.mode
         recorder = self.recording.recorder(
             history, data, plan.mode == "eager", history.metrics,
             to_data_units=None if self.standardizer is None else self.standardizer.to_original,

@@ -53,9 +53,16 @@ def test_cli_devices_and_mirrored_print_the_default_numbers(tmp_path, default_ru
     single_dir, single_stdout = default_run
     assert_same_runs(tmp_path / "m", single_dir)
     guide_lines = [line for line in single_stdout.splitlines() if line.startswith("    W = ")]
-    assert len(guide_lines) == 4 * 11  # four runs: the start and ten epochs each
+    assert len(guide_lines) == 11  # the first run: the start and ten epochs
     assert [line for line in mirrored.stdout.splitlines()
             if line.startswith("    W = ")] == guide_lines
+    # The console says what trained it, and so does metrics.json.
+    assert ("Devices: MirroredStrategy over 2 devices (CPU:0, CPU:1)"
+            in mirrored.stdout.splitlines())
+    devices = json.loads((tmp_path / "m" / "metrics.json").read_text())["devices"]
+    assert devices["strategy"] == "mirrored" and devices["replicas"] == 2
+    assert "- **Devices**: MirroredStrategy over 2 devices" in \
+        (tmp_path / "m" / "report.md").read_text()
 
 
 def assert_same_runs(run_dir, reference_dir, rtol=1e-6):

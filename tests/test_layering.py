@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "linfit"
 # Lowest first. Imports may point to the same layer or lower, never up.
 LAYERS = [
     ["errors", "interrupts"],
-    ["config", "fileio", "history", "compat", "variables"],
+    ["config", "fileio", "history", "compat", "variables", "runtime"],
     ["weights_file", "npz_files", "data_files", "agreement", "reference", "training_state"],
     ["checkpoint", "data", "losses"],
     ["models", "pipeline"],
@@ -28,7 +28,7 @@ LAYERS = [
     ["experiment"],
     ["report", "plots", "console"],
     ["rundir"],
-    ["runtime", "train", "predict", "compare", "__main__", "__init__"],
+    ["config_help", "train", "predict", "compare", "__main__", "__init__"],
 ]
 HEAVY = ("tensorflow", "keras", "matplotlib")
 

@@ -152,7 +152,16 @@ def test_cli_resume_extends_a_run_bitwise(tmp_path, capsys):
               "--set", "train.optimizer=adam", "--set", "train.checkpoint_every=1"]
     assert main([*common, "--set", "train.epochs=6", "--out", tmp_path / "straight"]) == 0
     assert main([*common, "--set", "train.epochs=2", "--out", tmp_path / "resumed"]) == 0
+    capsys.readouterr()
     assert main(["--resume", tmp_path / "resumed", "--set", "train.epochs=6"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == ["module-manual (LinearModule, GradientTape loop)",
+                         "resumed module-manual from epoch 2"]
+    assert lines[2] == "Epoch  1:"  # where it stood, then the new epochs
+    assert lines[-4].startswith("keras-keras (LinearModel, Keras fit): resumed from epoch 2; "
+                                "6 epochs, bitwise identical to module-manual (") or \
+        any(line.startswith("keras-keras (LinearModel, Keras fit): resumed from epoch 2; "
+                            "6 epochs, bitwise identical to module-manual (") for line in lines)
     metrics = [json.loads((tmp_path / name / "metrics.json").read_text())
                for name in ("straight", "resumed")]
     assert metrics[0]["runs"] == metrics[1]["runs"]

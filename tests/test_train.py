@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from helpers.references import gradient_descent_reference, normal_equations
+from helpers.terminal import run_in_terminal
 from linfit import LinearModule, load_config, load_weights
 from linfit.config import Config
 from linfit.data import synthetic_line
@@ -28,9 +29,10 @@ def run_cli(*args, cwd=None):
 
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory):
-    """The command a newcomer runs, with no arguments, in a fresh directory."""
+    """The command a newcomer runs, with no arguments, in a fresh directory, on a
+    terminal (stdout on a pseudo-terminal: what a person sees, as it arrives)."""
     cwd = tmp_path_factory.mktemp("cli")
-    result = run_cli(cwd=cwd)
+    result = run_in_terminal([sys.executable, "-m", "linfit.train"], cwd=cwd)
     assert result.returncode == 0, result.stderr
     (run_dir,) = (cwd / "runs").iterdir()
     return result, run_dir
@@ -45,14 +47,63 @@ def test_default_run_writes_everything_and_prints_nothing_on_stderr(default_run)
         assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_default_run_prints_the_guides_lines_for_each_run(default_run, guide_data):
+def test_default_run_prints_the_guides_lines_once_and_a_verdict_per_run(default_run, guide_data):
     stdout = default_run[0].stdout
-    assert stdout.count("Starting:") == 4 and stdout.count("Epoch  9:") == 4
+    assert stdout.count("Starting:") == 1 and stdout.count("Epoch  9:") == 1
     reference = gradient_descent_reference(guide_data.x, guide_data.y, 5.0, 0.0, 0.1, 10)
     last = (f"    W = {reference['w'][-1]:1.2f}, b = {reference['b'][-1]:1.2f}, "
             f"loss={reference['full_loss'][-1]:2.5f}")
-    assert stdout.count(last) == 4
-    assert "they agree to 1e-05 relative" in stdout
+    assert stdout.count(last) == 1
+    lines = stdout.splitlines()
+    assert lines[0] == "module-manual (LinearModule, GradientTape loop)"
+    for title in ("module-keras (LinearModule, Keras fit)",
+                  "keras-manual (LinearModel, GradientTape loop)",
+                  "keras-keras (LinearModel, Keras fit)"):
+        (line,) = [line for line in lines if line.startswith(title)]
+        assert line.startswith(f"{title}: 10 epochs, bitwise identical to module-manual (")
+    assert ("All 4 runs agree bitwise: every epoch's loss, full_loss, w and b are identical."
+            in lines)
+
+
+def test_default_run_prints_as_it_trains_in_at_most_40_lines(default_run):
+    result = default_run[0]
+    assert len(result.lines) <= 40, result.stdout
+    first_epoch = result.arrival(lambda line: line == "Epoch  0:")
+    second_run = result.arrival(lambda line: line.startswith("module-keras ("))
+    summary = result.arrival(lambda line: line.startswith("Results"))
+    assert first_epoch < second_run < summary < result.ended
+    # Live: the first run's lines were on the screen while the other three trained,
+    # not printed with everything else at the end.
+    assert second_run - first_epoch > 0 and result.ended - first_epoch > 0.5
+
+
+def test_default_run_ends_with_a_summary_of_the_results(default_run):
+    result, run_dir = default_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    reference = metrics["reference"]
+    lines = result.stdout.splitlines()
+    table = lines[lines.index(next(line for line in lines if line.startswith("Results"))):]
+    rows = {line.split()[0]: line.split()[1:] for line in table[2:6]}
+    timing = {f"{t['model']}-{t['loop']}": t["seconds"] for t in
+              json.loads((run_dir / "timing.json").read_text())["runs"]}
+    for run in metrics["runs"]:
+        final, label = run["final"], f"{run['model']}-{run['loop']}"
+        gap = final["full_loss"] - reference["loss"]
+        assert rows[label][:5] == [f"{final['w'][0]:.2f}", f"{final['b']:.2f}",
+                                   f"{final['full_loss']:.5f}", f"{gap:.3g}", "10"]
+        assert abs(float(rows[label][5]) - timing[label]) <= 0.0051  # timing.json: 4 digits
+    optimum = next(line for line in table if line.startswith("  optimum"))
+    assert optimum.split()[1:4] == [f"{reference['w'][0]:.2f}", f"{reference['b']:.2f}",
+                                    f"{reference['loss']:.5f}"]
+    assert next(line for line in table if line.startswith("  true line")).split()[2:] == \
+        ["3.00", "2.00"]
+    (rate,) = [line for line in table if line.startswith("Learning rate")]
+    prefix = f"Learning rate 0.1: the stability limit is {reference['lr_limit']:.4g}; |θ − θ*| "
+    assert rate.startswith(prefix + "shrinks ×") and rate.endswith(" per epoch")
+    assert 0 < float(rate.removeprefix(prefix + "shrinks ×").split()[0]) < 1
+    assert "Devices: one device (CPU:0), no tf.distribute strategy" in table
+    assert table[-1].startswith(f"Run directory: runs/{run_dir.name}/ (report.md")
+    assert metrics["devices"]["strategy"] == "default" and metrics["devices"]["replicas"] == 1
 
 
 def test_default_metrics_match_float64_gradient_descent(default_run, guide_data):
@@ -129,7 +180,11 @@ def test_default_report_reads_at_a_glance(default_run, guide_data):
 
     report = (default_run[1] / "report.md").read_text()
     reference = least_squares_reference(guide_data.x, guide_data.y)
-    assert "**Yes: the 4 runs agree to 1e-05 relative at every epoch.**" in report
+    assert report.splitlines()[2].startswith(
+        "**All 4 runs agree bitwise: every epoch's loss, full_loss, w and b are identical.** "
+        f"Learning rate 0.1; its stability limit for this data is {reference.lr_limit:.4g}")
+    assert "- **Devices**: one device (CPU:0), no tf.distribute strategy" in report
+    assert "The steps ran eagerly: nothing was traced" in report
     assert f"| **optimum** (float64 least squares) | | {float(reference.w):.4f} | " in report
     assert "| true line | | 3.0000 | 2.0000 |" in report
     assert f"2 / λmax(H) = **{reference.lr_limit:.4g}**" in report
@@ -154,7 +209,7 @@ def test_one_model_one_loop(tmp_path, capsys):
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert [(r["model"], r["loop"]) for r in metrics["runs"]] == [("keras", "manual")]
     assert "agreement" not in metrics
-    assert "LinearModel trained by the manual loop" in capsys.readouterr().out
+    assert capsys.readouterr().out.startswith("keras-manual (LinearModel, GradientTape loop)\n")
 
 
 @pytest.mark.parametrize("args, message", [

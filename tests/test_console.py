@@ -1,0 +1,230 @@
+"""What `python -m linfit.train` tells a person: live lines at a readable rate, one
+verdict per run, help that teaches the config (issue 16)."""
+
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from linfit.config import Config, load_config
+from linfit.config_help import KEYS, commented_toml, config_items
+from linfit.console import LiveConsole, PrintPlan
+from linfit.experiment import RunLabel, RunResult
+from linfit.history import History
+from linfit.train import config_from_args, main, parse_args
+
+BIN = Path(sys.executable).parent
+
+
+def cli(*args, cwd=None, command=(sys.executable, "-m", "linfit.train")):
+    return subprocess.run([*command, *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+# --- how many epochs a run prints -------------------------------------------------------
+
+@pytest.mark.parametrize("epochs", [1, 10, 20])
+def test_short_runs_print_every_epoch(epochs):
+    plan = PrintPlan(epochs)
+    assert all(plan.shows(row) for row in range(epochs + 1)) and plan.note() is None
+
+
+@pytest.mark.parametrize("epochs, stride", [(21, 5), (300, 50), (1000, 100), (30000, 5000)])
+def test_long_runs_print_the_ends_and_a_round_stride(epochs, stride):
+    plan = PrintPlan(epochs)
+    shown = [row for row in range(epochs + 1) if plan.shows(row)]
+    assert plan.stride == stride
+    assert shown[:4] == [0, 1, 2, 3] and shown[-3:] == [epochs - 2, epochs - 1, epochs]
+    assert len(shown) <= 2 * PrintPlan.ENDS + PrintPlan.ROWS + 2
+    # Between the ends, the epochs the guide numbers 0, 50, 100, ... (row = epoch + 1).
+    middle = [row for row in shown if 3 < row <= epochs - 3]
+    assert all((row - 1) % stride == 0 for row in middle)
+    assert f"every {stride}th epoch of {epochs}" in plan.note()
+    assert "train.print_every=N" in plan.note()
+
+
+def test_print_every_chooses_the_stride():
+    plan = PrintPlan(30, every=7)
+    assert [row for row in range(31) if plan.shows(row)] == [0, 1, 8, 15, 22, 29]
+    assert PrintPlan(300, every=1).note() is None
+
+
+def test_a_300_epoch_run_prints_a_readable_number_of_lines(tmp_path, capsys):
+    assert main(["--model", "module", "--loop", "manual", "--set", "train.epochs=300",
+                 "--out", tmp_path / "run"]) == 0
+    out = capsys.readouterr().out
+    assert len(out.splitlines()) <= 45
+    assert "every 50th epoch of 300" in out
+    assert [line for line in out.splitlines() if line.startswith("Epoch")] == [
+        f"Epoch {e:2d}:" for e in (0, 1, 2, 50, 100, 150, 200, 250, 297, 298, 299)]
+    # Every epoch is in the files all the same.
+    assert len((tmp_path / "run" / "history.csv").read_text().splitlines()) == 302
+
+
+# --- one line per later run -------------------------------------------------------------
+
+def history(w_values, loss=None):
+    result = History()
+    for row, w in enumerate(w_values):
+        result.append_row({"full_loss": 1.0 / (row + 1), "w": np.float32(w), "b": 0.5})
+        if row:
+            result.append_logs({"loss": loss or 1.0 / row})
+    return result
+
+
+def train_printed(histories, epochs, every=0):
+    """What LiveConsole prints for runs with these histories, through the run hooks."""
+    lines = []
+
+    class Stream:
+        def write(self, text):
+            lines.append(text)
+
+        def flush(self):
+            pass
+
+    console = LiveConsole(epochs, every, stream=Stream())
+    labels = [RunLabel("module", "manual"), RunLabel("module", "keras"),
+              RunLabel("keras", "manual")]
+    for label, full in zip(labels, histories):
+        console.run_start(label)
+        growing = History()
+        for row in range(full.rows):
+            growing.append_row({name: values[row] for name, values in full.trajectory.items()})
+            if row:
+                growing.append_logs({"loss": full.loss[row - 1]})
+            console.epoch_end(label, growing)
+        console.run_end(RunResult(label.model, label.loop, None, growing, 0.25, None))
+    return "".join(lines)
+
+
+def test_identical_runs_print_one_line_each():
+    same = [3.0, 2.5, 2.25]
+    out = train_printed([history(same), history(same), history(same)], 2)
+    assert out.count("Epoch") == 2
+    assert ("module-keras (LinearModule, Keras fit): 2 epochs, bitwise identical to "
+            "module-manual (0.25 s)\n") in out
+
+
+def test_runs_that_differ_show_where_and_their_own_lines():
+    out = train_printed([history([3.0, 2.5, 2.25]), history([3.0, 2.5, 2.2500002]),
+                         history([3.0, 2.0, 1.0])], 2)
+    lines = out.splitlines()
+    assert lines[lines.index("module-keras (LinearModule, Keras fit): 2 epochs, agrees with "
+                             "module-manual to 1e-05 relative (not bitwise: largest difference "
+                             "1.1e-07 relative, in w at epoch 2) (0.25 s)") + 1].startswith(
+        "keras-manual")
+    differ = next(line for line in lines if line.startswith("keras-manual"))
+    assert differ == ("keras-manual (LinearModel, GradientTape loop): 2 epochs, DIFFERS from "
+                      "module-manual, first at epoch 1 in w (by 0.56 relative at most) (0.25 s); "
+                      "its lines:")
+    assert lines[lines.index(differ) + 1:] == ["Starting:", "    W = 3.00, b = 0.50, loss=1.00000",
+                                               "Epoch  0:", "    W = 2.00, b = 0.50, loss=0.50000",
+                                               "Epoch  1:", "    W = 1.00, b = 0.50, loss=0.33333"]
+
+
+# --- --print-config and the config keys ------------------------------------------------
+
+OVERRIDES = ["--set", "train.epochs=3", "--set", "data.true_w=[1.5, -2]",
+             "--set", "model.init_w=[0, 0]", "--set", "train.early_stopping.patience=2",
+             "--model", "module", "--loop", "manual"]
+
+
+def test_print_config_is_commented_toml_of_the_resolved_config():
+    printed = cli("--print-config", *OVERRIDES)
+    assert printed.returncode == 0 and printed.stderr == ""
+    parsed = tomllib.loads(printed.stdout)
+    assert parsed["train"]["epochs"] == 3 and parsed["data"]["true_w"] == [1.5, -2.0]
+    assert parsed["train"]["early_stopping"]["patience"] == 2
+    lines = printed.stdout.splitlines()
+    for key, value, default in config_items(Config()):
+        name = key.rsplit(".", 1)[1]
+        (at,) = [i for i, line in enumerate(lines) if line.startswith(f"{name} = ")
+                 and _section_of(lines, i) == key.rsplit(".", 1)[0]]
+        meaning, allowed = KEYS[key]
+        assert lines[at - 2].lower() == f"# {meaning}.".lower()
+        assert lines[at - 1].startswith("# Default: ") and lines[at - 1].endswith(
+            f"Allowed: {allowed}.")
+
+
+def _section_of(lines, index):
+    return next(line.strip("[]") for line in reversed(lines[:index]) if line.startswith("["))
+
+
+def test_print_config_reproduces_the_run(tmp_path):
+    config_file = tmp_path / "printed.toml"
+    config_file.write_text(cli("--print-config", *OVERRIDES).stdout)
+    assert load_config(config_file) == config_from_args(parse_args(OVERRIDES))
+    assert main([*OVERRIDES, "--out", tmp_path / "a"]) == 0
+    assert main(["--config", config_file, "--out", tmp_path / "b"]) == 0
+    a, b = (json.loads((tmp_path / run / "metrics.json").read_text()) for run in "ab")
+    assert a == b and len(a["runs"][0]["trajectory"]) == 4
+
+
+def test_every_config_key_is_documented():
+    keys = [key for key, _, _ in config_items(Config())]
+    assert sorted(keys) == sorted(KEYS)
+    assert commented_toml(Config()).count("# Default: ") == len(keys)
+    listed = cli("keys", command=(sys.executable, "-m", "linfit", "config"))
+    assert listed.returncode == 0
+    for key in keys:
+        assert any(line.startswith(key + " ") for line in listed.stdout.splitlines()), key
+
+
+@pytest.mark.parametrize("command, prog", [
+    ((sys.executable, "-m", "linfit.train"), "python -m linfit.train"),
+    ((sys.executable, "-m", "linfit", "train"), "linfit train"),
+    ((str(BIN / "linfit-train"),), "linfit-train"),
+])
+def test_help_names_its_own_command_and_points_to_the_config_keys(command, prog):
+    if not Path(command[0]).exists():
+        pytest.skip("the linfit-train script is not installed")
+    result = cli("--help", command=command)
+    assert result.returncode == 0 and result.stdout.startswith(f"usage: {prog} ")
+    text = " ".join(result.stdout.split())
+    assert "linfit config keys" in text and "--print-config" in text
+    assert "CSV file" in text and "NPZ file" in text
+
+
+def test_an_unquoted_list_in_set_says_to_quote_it(tmp_path):
+    result = cli("--set", "model.init_w=[1,", "2]", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "unrecognized arguments: 2]" in result.stderr
+    assert "must be quoted: --set 'model.init_w=[1, 2]'" in result.stderr
+
+
+def test_nested_keys_can_be_set_on_the_command_line():
+    config = config_from_args(parse_args(["--set", 'train.early_stopping.monitor="loss"',
+                                          "--set", "train.early_stopping.patience=1"]))
+    assert config.train.early_stopping.monitor == "loss"
+    assert config.train.early_stopping.patience == 1
+
+
+def test_devices_without_a_strategy_is_refused_before_tensorflow(tmp_path):
+    result = cli("--devices", "2", "--out", "out", cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == ('error: --devices 2 splits the CPU into devices, but '
+                             'train.strategy is "default", which trains on one of them: '
+                             'add --set train.strategy=mirrored\n')
+    assert not (tmp_path / "out").exists()
+
+
+# --- quiet TensorFlow for library users -------------------------------------------------
+
+def test_import_linfit_quiets_tensorflow_unless_the_user_chose_a_level():
+    code = ("import linfit\n"
+            "model = linfit.LinearModule()\n"
+            "import tensorflow as tf\n"
+            "print(tf.reduce_sum(model(tf.ones([3]))).numpy())")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env=env, timeout=120)
+    assert quiet.returncode == 0 and quiet.stdout == "15.0\n"
+    assert quiet.stderr == ""
+    chosen = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**env, "TF_CPP_MIN_LOG_LEVEL": "0"}, timeout=120)
+    assert chosen.returncode == 0 and "I0000" in chosen.stderr  # their level, their lines
