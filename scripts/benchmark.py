@@ -1,6 +1,6 @@
 """linfit against its baselines, measured in one process and one run.
 
-    python scripts/benchmark.py [--json benchmark.json] [--quick]
+    python scripts/benchmark.py [--json runs/benchmark.json] [--quick]
 
 Prints a table of ratios (linfit's time over the baseline's, medians of
 repeats; under 1 is faster) with the target for each, and writes the raw
@@ -17,12 +17,26 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", default="runs/benchmark.json",
+                        help="where to write raw numbers (default: runs/benchmark.json)")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    ARGS = parse_args()  # --help answers before TensorFlow loads
+
+from linfit.runtime import quiet_tensorflow  # noqa: E402
+
+tf = quiet_tensorflow()  # TensorFlow without its C++ start-up lines
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 import linfit  # noqa: E402
 from linfit.data import synthetic_line  # noqa: E402
@@ -224,11 +238,7 @@ def _met(ratio: float, target: str) -> str:
     return "yes" if (ratio < bound if op == "<" else ratio <= bound) else "NO"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--json", default="benchmark.json", help="where to write raw numbers")
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
-    args = parser.parse_args(argv)
+def main(args: argparse.Namespace) -> int:
     repeats = 3 if args.quick else 7
     results = {"tensorflow": tf.__version__, "keras": keras.__version__,
                "cpus": os.cpu_count()}
@@ -245,6 +255,7 @@ def main(argv=None) -> int:
     for what, ours, base, ratio, target, met in rows:
         print(f"{what:<92} {ours:>9.3f} {base:>9.3f} {ratio:>7.3f}  {target:<8} {met}")
     print("(times in ms, except the two command-line rows, in s)")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     with open(args.json, "w") as f:
         json.dump(results, f, indent=2)
     print(f"raw numbers: {args.json}; the whole benchmark took "
@@ -253,4 +264,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(ARGS))

@@ -7,13 +7,13 @@ track: `fit` trains nothing. linfit refuses that model; its LinearModel
 trains, and matches the hand-written loop.
 """
 
-import os
 import warnings
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from linfit.runtime import quiet_tensorflow
+
+tf = quiet_tensorflow()  # TensorFlow without its C++ start-up lines
 
 import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 import linfit  # noqa: E402
 
