@@ -57,6 +57,7 @@ _EXPORTS = {
     "RunDirError": "linfit.errors",
     "DivergenceError": "linfit.errors",
     "WorkerLostError": "linfit.errors",
+    "quiet_tensorflow": "linfit.runtime",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -64,7 +65,7 @@ __all__ = ["__version__", *_EXPORTS]
 
 # Modules of the names above that load without TensorFlow.
 _LIGHT = ("linfit.history", "linfit.agreement", "linfit.reference", "linfit.config",
-          "linfit.errors", "linfit.data")
+          "linfit.errors", "linfit.data", "linfit.runtime")
 
 
 def __getattr__(name):
