@@ -28,9 +28,12 @@ LAYERS = [
     ["experiment"],
     ["report", "plots", "console"],
     ["rundir"],
+    ["job"],
     ["config_help", "train", "predict", "compare", "__main__", "__init__"],
 ]
-HEAVY = ("tensorflow", "keras", "matplotlib")
+# Slow to import: a function-local import may delay these (numpy and h5py too,
+# so that --help, --print-config and config mistakes answer at once).
+HEAVY = ("tensorflow", "keras", "matplotlib", "numpy", "h5py")
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -155,7 +158,7 @@ SYNTHETIC_LAYERS = [["low"], ["middle", "sub", "sub.inner"], ["high", "__init__"
      ["middle imports high inside a function, but not from a lower layer"]),
     ({"low": "import json\n", "middle": "def f():\n    from pkg import low\n", "high": ""},
      ["middle imports low inside a function, but it delays no heavy import "
-      "(tensorflow, keras, matplotlib)"]),
+      "(tensorflow, keras, matplotlib, numpy, h5py)"]),
     ({"low": "import tensorflow\n", "middle": "def f():\n    from pkg import low\n",
       "high": ""}, []),
     ({"low": "", "middle": "", "high": "", "stray": ""},

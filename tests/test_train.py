@@ -237,13 +237,23 @@ def test_existing_run_directory_is_never_overwritten(tmp_path, capsys):
     assert (out / "metrics.json").read_text() == "precious"
 
 
-def test_help_and_config_checks_do_not_import_tensorflow():
-    code = ("import sys, linfit, linfit.train, linfit.config, linfit.data\n"
-            "linfit.train.config_from_args(linfit.train.parse_args([]))\n"
-            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+HEAVY_MODULES = ("tensorflow", "keras", "numpy", "h5py", "matplotlib")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--print-config", "--set", "train.epochs=3"],
+                                  ["--set", "train.epochs=0"], ["--set", "train.lr=1"],
+                                  ["--config", "missing.toml"], ["--version"]])
+def test_help_print_config_and_config_mistakes_load_nothing_heavy(args, tmp_path):
+    """Issue 17: they answer at once, importing none of TensorFlow, NumPy, h5py, matplotlib."""
+    command = "linfit" if args == ["--version"] else "linfit.train"
+    code = (f"import sys, runpy\nsys.argv = ['x', *{args!r}]\n"
+            f"try:\n    runpy.run_module({command!r}, run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+            f"print(sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules), file=sys.stderr)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=60)
-    assert result.stdout.strip() == "[]", result.stderr
+                            timeout=60, cwd=tmp_path)
+    assert result.stderr.splitlines()[-1] == "[]", result.stderr
+    assert result.stdout or "error:" in result.stderr
 
 
 def write_csv(path, x, y, names=None):
