@@ -20,30 +20,38 @@ from linfit.errors import LinfitError, RunDirError
 from linfit.rundir import RunDir
 
 
-def compare_run_dirs(path_a: str | Path, path_b: str | Path,
-                     rtol: float = DEFAULT_RTOL) -> dict[str, Agreement]:
-    """Agreement of the runs two directories have in common, by label.
+def compare_run_dirs(path_a: str | Path, path_b: str | Path, rtol: float = DEFAULT_RTOL
+                     ) -> tuple[dict[str, Agreement], dict[str, str]]:
+    """Agreement of the runs two directories have in common, by label, over the
+    quantities both recorded; and, by label, what only one of them recorded (such
+    runs differ).
 
     Two directories of a single run each are compared whatever their labels.
     """
     runs_a, runs_b = RunDir(path_a).read_runs(), RunDir(path_b).read_runs()
-    common = [label for label in runs_a if label in runs_b]
-    if not common and len(runs_a) == len(runs_b) == 1:
-        (label_a, a), (label_b, b) = *runs_a.items(), *runs_b.items()
-        return {f"{label_a} vs {label_b}": compare_columns(
-            [a.columns(), b.columns()], [f"A:{label_a}", f"B:{label_b}"], rtol)}
-    if not common:
+    pairs = [(label, label) for label in runs_a if label in runs_b]
+    if not pairs and len(runs_a) == len(runs_b) == 1:
+        pairs = [(*runs_a, *runs_b)]
+    if not pairs:
         raise RunDirError(f"{path_a} ({', '.join(runs_a)}) and {path_b} ({', '.join(runs_b)}) "
                           "have no model-loop run in common to compare")
-    result = {}
-    for label in common:
-        a, b = runs_a[label].columns(), runs_b[label].columns()
-        if list(a) != list(b):
-            raise RunDirError(f"{label}: the runs record different quantities "
-                              f"({', '.join(a)} vs {', '.join(b)}): "
-                              "were they trained on data with different features?")
-        result[label] = compare_columns([a, b], [f"A:{label}", f"B:{label}"], rtol)
-    return result
+    agreements, unshared = {}, {}
+    for label_a, label_b in pairs:
+        label = label_a if label_a == label_b else f"{label_a} vs {label_b}"
+        a, b = runs_a[label_a].columns(), runs_b[label_b].columns()
+        shared = [name for name in a if name in b]
+        agreements[label] = compare_columns([{n: a[n] for n in shared}, {n: b[n] for n in shared}],
+                                            [f"A:{label_a}", f"B:{label_b}"], rtol)
+        if len(shared) != len(a) or len(shared) != len(b):
+            unshared[label] = _unshared(a, b)
+    return agreements, unshared
+
+
+def _unshared(a: dict, b: dict) -> str:
+    """What only one of two runs recorded, in words."""
+    parts = [f"only {side} records {', '.join(n for n in mine if n not in other)}"
+             for side, mine, other in (("A", a, b), ("B", b, a)) if set(mine) - set(other)]
+    return "; ".join(parts) + " (other data, features, validation or settings)"
 
 
 def main(argv=None, prog: str = "python -m linfit.compare") -> int:
@@ -58,16 +66,19 @@ def main(argv=None, prog: str = "python -m linfit.compare") -> int:
                         f"{DEFAULT_RTOL:g})")
     args = parser.parse_args(None if argv is None else [str(arg) for arg in argv])
     try:
-        agreements = compare_run_dirs(args.run_a, args.run_b, rtol=args.rtol)
+        agreements, unshared = compare_run_dirs(args.run_a, args.run_b, rtol=args.rtol)
     except LinfitError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"A = {args.run_a}\nB = {args.run_b}\n")
     for label, agreement in agreements.items():
         print(f"{label}:")
+        if label in unshared:
+            print(f"They DIFFER: {unshared[label]}. The quantities both record:")
         print("\n".join(agreement.summary_lines()))
         print()
-    differing = [label for label, agreement in agreements.items() if not agreement.agree]
+    differing = [label for label, agreement in agreements.items()
+                 if not agreement.agree or label in unshared]
     print("They differ in " + ", ".join(differing) + "." if differing else
           f"All {len(agreements)} compared runs agree.")
     try:

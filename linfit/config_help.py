@@ -5,12 +5,14 @@ table of them). No TensorFlow here, so both answer at once.
 
 import argparse
 import dataclasses
+import shutil
 import sys
 import textwrap
 
 from linfit.config import (COMPILE_MODES, LOOPS, MODEL_KINDS, MONITORS, OPTIMIZERS, STRATEGIES,
                            Config, toml_value)
 
+# The table's width where the terminal's is unknown (a pipe).
 LINE_WIDTH = 100
 
 # key -> (what it means, the values it may take).
@@ -109,7 +111,7 @@ def commented_toml(config: Config, header: str = "") -> str:
             lines += ["", f"[{section}]"]
             table = section
         meaning, allowed = KEYS[key]
-        lines += [f"# {meaning[0].upper()}{meaning[1:]}.",
+        lines += [f"# {meaning}.",
                   f"# Default: {toml_value(default)}. Allowed: {allowed}.",
                   f"{name} = {toml_value(value)}"]
     return "\n".join(lines).lstrip("\n") + "\n"
@@ -119,12 +121,22 @@ def keys_table() -> str:
     """`linfit config keys`: one line per key, its default and what it means."""
     rows = [(key, toml_value(default), KEYS[key][0]) for key, _, default in
             config_items(Config())]
+    rows = [(key, default, f"{meaning}; allowed: {KEYS[key][1]}")
+            for key, default, meaning in rows]
     width = max(len(key) for key, _, _ in rows)
     default_width = min(max(len(default) for _, default, _ in rows), 10)
     indent = width + default_width + 4
+    line_width = shutil.get_terminal_size((LINE_WIDTH, 24)).columns
+    if line_width - indent < 40:  # narrow: each key on its line, its meaning below
+        lines = []
+        for key, default, meaning in rows:
+            lines.append(f"{key} = {default}")
+            lines += textwrap.wrap(meaning, line_width - 1, initial_indent="    ",
+                                   subsequent_indent="    ")
+        return "\n".join(lines) + "\n"
     lines = [f"{'key':<{width}}  {'default':<{default_width}}  meaning"]
     for key, default, meaning in rows:
-        wrapped = textwrap.wrap(meaning, max(LINE_WIDTH - indent, 30))
+        wrapped = textwrap.wrap(meaning, line_width - 1 - indent)
         lines.append(f"{key:<{width}}  {default:<{default_width}}  {wrapped[0]}")
         lines += [" " * indent + more for more in wrapped[1:]]
     return "\n".join(lines) + "\n"
@@ -135,8 +147,9 @@ def main(argv=None, prog: str = "linfit config") -> int:
         prog=prog, description="The config keys of `linfit train` (python -m linfit.train). "
         "To see a resolved config with a comment on every key: "
         "python -m linfit.train --print-config [--config FILE] [--set KEY=VALUE].")
-    parser.add_argument("what", choices=("keys",), help="keys: a table of every key, its "
-                        "default and its meaning")
+    parser.add_argument("what", choices=("keys",), nargs="?", default="keys",
+                        help="keys (the default): a table of every key, its default, its "
+                        "meaning and the values it may take")
     parser.parse_args(argv)
     sys.stdout.write(keys_table())
     return 0

@@ -7,6 +7,7 @@ final state of each run next to the float64 optimum, whether the runs agree,
 and what limits the learning rate.
 """
 
+import os
 import sys
 from dataclasses import dataclass
 
@@ -18,6 +19,18 @@ from linfit.experiment import Comparison, RunResult
 from linfit.history import History
 
 LOOP_NAMES = {"manual": "GradientTape loop", "keras": "Keras fit"}
+
+
+def say(text: str = "", end: str = "\n", stream=None) -> None:
+    """Print and flush; once the reader has gone (`| head`), print nothing more and let
+    training finish: the run directory is what is kept."""
+    stream = stream or sys.stdout
+    try:
+        print(text, end=end, file=stream, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())  # so the flush at exit does not fail again
+        os.close(devnull)
 
 
 def run_title(label) -> str:
@@ -47,15 +60,14 @@ def format_numbers(values) -> str:
 def guide_row(history: History, row: int) -> list[str]:
     """Row `row` of the guide's printout: "Starting:" or "Epoch  3:", then W, b, loss.
 
-    The loss is `full_loss` (the guide's number); a run that does not record
-    it shows Keras's epoch loss instead.
+    The loss is `full_loss`, the guide's number, after the epoch; a run that
+    does not record it (train.record_full_loss = false) shows W and b only.
     """
-    loss = history.full_loss[row] if history.full_loss else \
-        (history.loss[row - 1] if row > 0 else None)
+    loss = history.full_loss[row] if history.full_loss else None
     title = "Starting:" if row == 0 else f"Epoch {row - 1:2d}:"
     if history.has_line:
         return [title, "    " + format_state(history.w[row], history.b[row], loss)]
-    return [title, "    " + ("" if loss is None else f"loss={loss:2.5f}")]
+    return [title, "    " + ("(no full_loss recorded)" if loss is None else f"loss={loss:2.5f}")]
 
 
 def guide_lines(history: History) -> list[str]:
@@ -98,7 +110,7 @@ class PrintPlan:
         if self.stride == 1:
             return None
         ends = f"the first and last {self.ENDS} epochs and " if not self.every else ""
-        return (f"(printing {ends}every {self.stride}th epoch of {self.epochs}: "
+        return (f"(printing {ends}one epoch in {self.stride} of {self.epochs}: "
                 f"--set train.print_every=N to choose)")
 
 
@@ -125,9 +137,16 @@ class LiveConsole:
         self.first: RunResult | None = None
         self.printed: dict[str, int] = {}  # label -> rows printed (or seen)
         self.resumed: dict[str, int] = {}  # label -> the epoch it resumed from
+        self.line_open = False
 
     def print(self, text: str = "", end: str = "\n") -> None:
-        print(text, end=end, file=self.stream, flush=True)
+        say(text, end=end, stream=self.stream)
+        self.line_open = end != "\n"
+
+    def end_line(self) -> None:
+        """End a line left open (a run's title, before its verdict), for another message."""
+        if self.line_open:
+            self.print()
 
     def run_start(self, label) -> None:
         if self.first is None or self.verbose:
@@ -143,13 +162,25 @@ class LiveConsole:
             if history.rows > 1:
                 self.resumed[label] = history.rows - 1
                 if self.first is None:
-                    self.print(f"resumed {label} from epoch {history.rows - 1}")
+                    self.print(f"resumed {label} after {_epochs(history)}")
         if self.first is not None or self.verbose:
             return
         for row in range(self.printed[label], history.rows):
             if self.shows(label, row):
                 self.print("\n".join(guide_row(history, row)))
         self.printed[label] = history.rows
+
+    def run_stopped(self, history: History | None, why: str) -> None:
+        """A run that ends without its verdict (diverged, interrupted, failed): its line
+        is closed with `why`; for the first run, the last epoch it recorded is shown."""
+        if self.line_open:
+            self.print(f" {why}")
+            return
+        last = -1 if history is None else history.rows - 1
+        if self.first is None and not self.verbose and last >= 0 and \
+                not self.plan.shows(last):
+            self.print("\n".join(guide_row(history, last)))
+        self.print(f"({why})")
 
     def shows(self, label, row: int) -> bool:
         return self.plan.shows(row) or row == self.resumed.get(label)
@@ -177,8 +208,8 @@ class LiveConsole:
                                  for line in guide_row(history, row)))
 
 
-def _resumed(epoch: int | None) -> str:
-    return "" if epoch is None else f"resumed from epoch {epoch}; "
+def _resumed(epochs: int | None) -> str:
+    return "" if epochs is None else f"resumed after {epochs} epochs; "
 
 
 def _epochs(history: History) -> str:
@@ -255,7 +286,7 @@ def summary_lines(comparison: Comparison, epochs: int, true_line=None,
         rows.append(_run_row(run, epochs, reference))
     if reference is not None:
         rows.append(["optimum", format_numbers(reference.w), format_numbers(reference.b),
-                     f"{reference.loss:.5f}", "0", "", ""])
+                     _loss(reference.loss), "0", "", ""])
     if true_line is not None:
         rows.append(["true line", format_numbers(true_line[0]), format_numbers(true_line[1]),
                      "", "", "", ""])
@@ -283,16 +314,23 @@ def _run_row(run: RunResult, epochs: int, reference) -> list[str]:
             trained += f", best {final['epoch']} kept"
     return [str(run.label), format_numbers(final["w"]) if history.has_line else "",
             format_numbers(final["b"]) if history.has_line else "",
-            "" if loss is None else f"{loss:.5f}", gap, trained, f"{run.seconds:.2f} s"]
+            "" if loss is None else _loss(loss), gap, trained, f"{run.seconds:.2f} s"]
 
 
 def _rate_line(comparison: Comparison) -> str:
     reference = comparison.reference
     text = (f"Learning rate {comparison.learning_rate:g}: the stability limit is "
             f"{reference.lr_limit:.4g}")
-    if comparison.contraction is not None:
-        text += f"; |θ − θ*| shrinks ×{comparison.contraction:.3g} per epoch"
+    rho = comparison.contraction
+    if rho is not None:
+        text += (f"; |θ − θ*| shrinks ×{rho:.3g} per epoch" if rho < 1 else
+                 f"; |θ − θ*| grows ×{rho:.3g} per epoch: it diverges")
     return text
+
+
+def _loss(value: float) -> str:
+    """A loss as the guide prints it (5 decimals), or in powers of ten when huge."""
+    return f"{value:.5f}" if abs(value) < 1e6 else f"{value:.4g}"
 
 
 def _table(rows: list[list[str]]) -> list[str]:

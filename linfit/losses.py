@@ -172,7 +172,7 @@ def divergence_error(epoch: int, batch: int | None, history: History,
     epoch; `at_start`: the first batch, before any update), or with `batch`
     None, of the whole training set after epoch `epoch` (-1: before
     training), whose values were `recorded`."""
-    losses = ", ".join(f"{v:.4g}" for v in history.trajectory.get("full_loss", []))
+    losses = _some(history.trajectory.get("full_loss", []))
     advice = "Lower the learning rate (or standardise the data)"
     if at_start:
         return DivergenceError(
@@ -196,6 +196,14 @@ def divergence_error(epoch: int, batch: int | None, history: History,
                  f"set is not finite ({_values(recorded)}), so training stopped there")
     return DivergenceError(f"{where}. full_loss per epoch so far: [{losses}]. {advice}",
                            epoch, batch, history)
+
+
+def _some(values: list, ends: int = 5) -> str:
+    """The first and last `ends` values, with how many are left out between."""
+    shown = [f"{v:.4g}" for v in values]
+    if len(shown) > 2 * ends + 1:
+        shown = [*shown[:ends], f"... {len(shown) - 2 * ends} more ...", *shown[-ends:]]
+    return ", ".join(shown)
 
 
 def _values(recorded: dict | None) -> str:

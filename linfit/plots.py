@@ -646,7 +646,8 @@ def _log_axis(ax) -> None:
         return
     ax.set_yscale("log")
     low, high = ax.get_ylim()
-    decades = np.log10(high / low)
+    # Limits of 1e-300 and 1e30 (a loss gap reaching 0, a diverging run) overflow a ratio.
+    decades = np.log10(high) - np.log10(low)
     if decades <= 3:
         subs = np.arange(1.0, 10.0) if decades <= 1 else (1.0, 2.0, 5.0)
         ax.yaxis.set_major_locator(LogLocator(subs=subs))

@@ -52,8 +52,10 @@ def _summary_lines(comparison: Comparison) -> list[str]:
     if reference is not None:
         text = (f"Learning rate {comparison.learning_rate:g}; its stability limit for this data "
                 f"is {reference.lr_limit:.4g}")
-        if comparison.contraction is not None:
-            text += f", and ‖θ − θ*‖ shrinks ×{comparison.contraction:.3g} per epoch"
+        rho = comparison.contraction
+        if rho is not None:
+            text += (f", and ‖θ − θ*‖ shrinks ×{rho:.3g} per epoch" if rho < 1 else
+                     f", and ‖θ − θ*‖ grows ×{rho:.3g} per epoch: training diverges")
         lines.append(text + ".")
     return [" ".join(lines)] if lines else []
 
@@ -163,7 +165,8 @@ def _stability_section(config: Config, comparison: Comparison) -> list[str]:
         lines.append(f"**Warning: {warning}.**")
     if comparison.contraction is not None:
         rho = comparison.contraction
-        lines.append(f"Theory predicts ‖θ − θ*‖ shrinks by ×{rho:.4g} per epoch (the loss gap "
+        lines.append(f"Theory predicts ‖θ − θ*‖ {'shrinks' if rho < 1 else 'grows'} by "
+                     f"×{rho:.4g} per epoch (the loss gap "
                      f"by ×{rho * rho:.4g}).")
         observed = _observed_contraction(comparison)
         if observed is not None:

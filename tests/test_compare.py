@@ -16,7 +16,8 @@ def two_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("compare")
     common = ["--set", "train.epochs=3", "--model", "module"]
     for name, extra in (("a", []), ("b", []), ("c", ["--set", "train.learning_rate=0.11"]),
-                        ("d", ["--set", "train.epochs=5"])):
+                        ("d", ["--set", "train.epochs=5"]),
+                        ("e", ["--set", "train.record_full_loss=false"])):
         assert train_main([*common, *extra, "--out", root / name]) == 0
     return root
 
@@ -75,3 +76,13 @@ def test_compare_cli_refuses_a_tolerance_that_is_not_one(two_runs, capsys, rtol)
     assert main([str(two_runs / "a"), str(two_runs / "c"), "--rtol", rtol]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: rtol=") and "finite number >= 0" in err
+
+
+def test_runs_that_record_other_quantities_differ_and_say_why(two_runs, capsys):
+    assert main([str(two_runs / "a"), str(two_runs / "e")]) == 1
+    out = capsys.readouterr().out
+    assert out.count("They DIFFER: only A records full_loss (other data, features, "
+                     "validation or settings). The quantities both record:") == 2
+    assert "They differ in module-manual, module-keras." in out
+    assert out.rstrip().endswith(
+        "Config keys that differ: train.record_full_loss = true in A, false in B")

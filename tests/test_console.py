@@ -43,7 +43,7 @@ def test_long_runs_print_the_ends_and_a_round_stride(epochs, stride):
     # Between the ends, the epochs the guide numbers 0, 50, 100, ... (row = epoch + 1).
     middle = [row for row in shown if 3 < row <= epochs - 3]
     assert all((row - 1) % stride == 0 for row in middle)
-    assert f"every {stride}th epoch of {epochs}" in plan.note()
+    assert f"one epoch in {stride} of {epochs}" in plan.note()
     assert "train.print_every=N" in plan.note()
 
 
@@ -58,7 +58,7 @@ def test_a_300_epoch_run_prints_a_readable_number_of_lines(tmp_path, capsys):
                  "--out", tmp_path / "run"]) == 0
     out = capsys.readouterr().out
     assert len(out.splitlines()) <= 45
-    assert "every 50th epoch of 300" in out
+    assert "one epoch in 50 of 300" in out
     assert [line for line in out.splitlines() if line.startswith("Epoch")] == [
         f"Epoch {e:2d}:" for e in (0, 1, 2, 50, 100, 150, 200, 250, 297, 298, 299)]
     # Every epoch is in the files all the same.
@@ -146,7 +146,7 @@ def test_print_config_is_commented_toml_of_the_resolved_config():
         (at,) = [i for i, line in enumerate(lines) if line.startswith(f"{name} = ")
                  and _section_of(lines, i) == key.rsplit(".", 1)[0]]
         meaning, allowed = KEYS[key]
-        assert lines[at - 2].lower() == f"# {meaning}.".lower()
+        assert lines[at - 2] == f"# {meaning}."
         assert lines[at - 1].startswith("# Default: ") and lines[at - 1].endswith(
             f"Allowed: {allowed}.")
 
@@ -228,3 +228,59 @@ def test_import_linfit_quiets_tensorflow_unless_the_user_chose_a_level():
     chosen = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env={**env, "TF_CPP_MIN_LOG_LEVEL": "0"}, timeout=120)
     assert chosen.returncode == 0 and "I0000" in chosen.stderr  # their level, their lines
+
+
+# --- the edges a real terminal has ------------------------------------------------------
+
+ONE_RUN = ["--model", "module", "--loop", "manual"]
+
+
+def test_a_reader_that_goes_away_leaves_a_complete_run(tmp_path):
+    """`python -m linfit.train | head -3`: no traceback, and the run is recorded whole."""
+    process = subprocess.Popen([sys.executable, "-m", "linfit.train", *ONE_RUN, "--set",
+                                "train.epochs=300", "--out", "run"], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = [process.stdout.readline() for _ in range(3)]
+    process.stdout.close()  # as head does after its lines
+    stderr = process.stderr.read().decode()
+    assert process.wait(300) == 0 and stderr == ""
+    assert first[0] == b"module-manual (LinearModule, GradientTape loop)\n"
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "complete"
+
+
+def test_a_console_that_cannot_show_greek_letters_gets_a_summary_all_the_same(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "linfit.train", *ONE_RUN, "--set",
+                             "train.epochs=2", "--out", "run"], cwd=tmp_path, timeout=300,
+                            capture_output=True, env={**__import__("os").environ,
+                                                      "PYTHONIOENCODING": "cp1252"})
+    assert result.returncode == 0 and result.stderr == b""
+    assert b"|? ? ?*| shrinks" in result.stdout  # θ and − replaced, not a crash
+
+
+def test_a_diverging_run_shows_where_it_stood_and_a_short_error(tmp_path):
+    result = cli(*ONE_RUN, "--set", "train.learning_rate=0.76", "--set", "train.epochs=2000",
+                 "--out", "run", cwd=tmp_path)
+    assert result.returncode == 3
+    lines = result.stdout.splitlines()
+    assert lines[-1] == "(diverged)" and lines[-3].startswith("Epoch ")
+    diverged_at = int(lines[-3].split()[1].rstrip(":")) + 1  # the last finite epoch
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["runs"][0]["stopped_at"]["epoch"] == diverged_at
+    (error,) = result.stderr.splitlines()[1:] or result.stderr.splitlines()
+    assert error.startswith("error: module-manual: training diverged") and len(error) < 800
+    assert "more ..." in error  # the list of losses is cut in the middle
+
+
+def test_config_keys_is_the_default_and_fits_the_terminal():
+    result = subprocess.run([sys.executable, "-m", "linfit", "config"], capture_output=True,
+                            text=True, timeout=60, env={**__import__("os").environ,
+                                                        "COLUMNS": "80"})
+    assert result.returncode == 0
+    assert max(len(line) for line in result.stdout.splitlines()) < 80
+    entry = result.stdout.split("model.kind = ", 1)[1].split("\nmodel.init_w")[0]
+    assert "allowed: module | keras | both" in " ".join(entry.split())
+    wide = subprocess.run([sys.executable, "-m", "linfit", "config", "keys"],
+                          capture_output=True, text=True, timeout=60,
+                          env={**__import__("os").environ, "COLUMNS": "160"}).stdout
+    assert max(len(line) for line in wide.splitlines()) < 160
+    assert any(line.startswith("model.kind ") and '"both"' in line for line in wide.splitlines())
