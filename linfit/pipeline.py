@@ -56,6 +56,13 @@ class FitData:
         return _batches(self.num_examples, self.batch_size)
 
     @property
+    def values_per_step(self) -> int:
+        """Numbers one training step reads: a batch's rows of x and y."""
+        rows = min(self.batch_size or self.num_examples, self.num_examples)
+        width = sum(int(np.prod(array.shape[1:])) for array in self.arrays[:2])
+        return rows * width
+
+    @property
     def validation_steps(self) -> int:
         return _batches(int(self.arrays[3].shape[0]), self.validation_size)
 

@@ -202,7 +202,8 @@ class Trainer:
             steps_per_epoch=data.steps_per_epoch, epochs=epochs,
             shuffled=shuffle_seed is not None, distributed=self.distributed,
             user_hooks=overridden_hooks(callbacks),
-            checkpoint_every=checkpoint_every if checkpoint_dir is not None else 0)
+            checkpoint_every=checkpoint_every if checkpoint_dir is not None else 0,
+            values_per_step=data.values_per_step)
         self.execution_mode = plan.mode
         recorder = self.recording.recorder(
             history, data, plan.mode == "eager", history.metrics,

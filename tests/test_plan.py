@@ -2,7 +2,7 @@
 
 import pytest
 
-from linfit.loops.plan import EAGER_STEPS, FUSED_STEPS, ExecutionPlan, plan_execution
+from linfit.loops.plan import EAGER_STEPS, EAGER_VALUES, FUSED_STEPS, ExecutionPlan, plan_execution
 
 BASE = dict(compile="auto", steps_per_call=0, steps_per_epoch=1, epochs=10, shuffled=False,
             distributed=False, user_hooks=frozenset(), checkpoint_every=0)
@@ -13,6 +13,9 @@ BASE = dict(compile="auto", steps_per_call=0, steps_per_epoch=1, epochs=10, shuf
     ({}, ("eager", 0, 1, 1, True)),
     ({"epochs": EAGER_STEPS}, ("eager", 0, 1, 1, True)),
     ({"epochs": EAGER_STEPS + 1}, ("function", FUSED_STEPS, 1, 1, True)),
+    # A few steps on big data (5 epochs of 10 million rows): compiled, which is cheaper.
+    ({"epochs": 5, "values_per_step": 2 * 10**7}, ("function", FUSED_STEPS, 1, 1, True)),
+    ({"epochs": 5, "values_per_step": EAGER_VALUES}, ("eager", 0, 1, 1, True)),
     # Batches: 4 a epoch; 7 epochs are 28 steps (eager), 100 are 400 (fused, 256 a call).
     ({"steps_per_epoch": 4, "epochs": 7}, ("eager", 0, 1, 4, False)),
     ({"steps_per_epoch": 4, "epochs": 100}, ("function", FUSED_STEPS // 4, 1, 4, False)),
