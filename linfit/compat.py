@@ -89,3 +89,27 @@ def compile_config_kept(keras_model: keras.Model):
         yield
     finally:
         del keras_model.get_compile_config
+
+
+class _LinfitRetracing:
+    """Drops TensorFlow's "triggered tf.function retracing" warnings about linfit's own
+    functions: each Trainer traces its steps once for its model's variables, so a
+    process that trains five models (a sweep, the CLI's runs) would be told to
+    "define your @tf.function outside of the loop", which it cannot."""
+
+    def filter(self, record) -> bool:
+        message = record.getMessage()
+        return not ("triggered tf.function retracing" in message and "linfit." in message)
+
+
+def quiet_linfit_retracing() -> None:
+    """Install `_LinfitRetracing` on TensorFlow's logger (once).
+
+    Assumes: TensorFlow logs the warning through `tf.get_logger()` with the
+    function's repr, which names its module (tests/test_compat.py pins it).
+    """
+    import tensorflow as tf
+
+    logger = tf.get_logger()
+    if not any(isinstance(f, _LinfitRetracing) for f in logger.filters):
+        logger.addFilter(_LinfitRetracing())

@@ -11,9 +11,13 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
+from linfit import compat
 from linfit.callbacks import EpochRecorder
 from linfit.history import History
 from linfit.pipeline import FitData
+
+
+compat.quiet_linfit_retracing()
 
 
 class Recording:
