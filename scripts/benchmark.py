@@ -1,13 +1,18 @@
-"""linfit against its baselines, measured in one process and one run.
+"""linfit's speed on the user's path, as ratios to baselines measured in the same run.
 
-    python scripts/benchmark.py [--json runs/benchmark.json] [--quick]
+    python scripts/benchmark.py [--quick] [--pairs N] [--json runs/benchmark.json]
 
-Prints a table of ratios (linfit's time over the baseline's, medians of
-repeats; under 1 is faster) with the target for each, and writes the raw
-numbers as JSON. The baselines are measured here, now, on the same data:
-the guide's eager loop, a hand-written tf.function step, plain
-`keras.Model.fit`, NumPy's read rate of the same arrays (the memory floor),
-and `import tensorflow, keras, matplotlib`.
+Every row times what a user runs: `Trainer.fit` from a fresh Trainer (in this
+process, after TensorFlow has started), or `python -m linfit.train` as a
+subprocess; and a baseline on the same data (NumPy reading the data once, the
+guide's own eager loop, plain `keras.Model.fit`, `import tensorflow, keras,
+matplotlib`, `python -c pass`). linfit and the baseline are run alternately,
+A B A B ..., so both see the same machine; the table gives the median ratio
+over the pairs and its range, against the issue's target. The load average is
+printed before and after: a busy machine shows in it. Raw times go to a JSON
+file (default runs/benchmark.json, which git ignores).
+
+--quick runs smaller sizes and fewer pairs: a smoke test, not the numbers.
 """
 
 import argparse
@@ -16,6 +21,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,36 +29,41 @@ from pathlib import Path
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", default="runs/benchmark.json",
-                        help="where to write raw numbers (default: runs/benchmark.json)")
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
+                        help="where to write the raw times (default: runs/benchmark.json)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller data, fewer pairs (a smoke test)")
+    parser.add_argument("--pairs", type=int, default=5, help="A/B pairs per row (default 5)")
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
     ARGS = parse_args()  # --help answers before TensorFlow loads
 
-from linfit.runtime import quiet_tensorflow  # noqa: E402
+import linfit  # noqa: E402
 
-tf = quiet_tensorflow()  # TensorFlow without its C++ start-up lines
+tf = linfit.quiet_tensorflow()  # TensorFlow without its C++ start-up lines
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-import linfit  # noqa: E402
 from linfit.data import synthetic_line  # noqa: E402
 
-
-def median_time(function, repeats: int) -> float:
-    """Median wall time of `function()` over `repeats` calls, in seconds."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+PYTHON = sys.executable
+QUIET = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
-# The guide's code, verbatim but for the data.
+def seconds(function) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def alternate(a, b, pairs: int) -> list[tuple[float, float]]:
+    """(a's time, b's time) for each of `pairs` pairs, run A B A B ..."""
+    return [(seconds(a), seconds(b)) for _ in range(pairs)]
+
+
+# The guide's code, verbatim but for the data: the baseline of the small runs.
 
 class GuideModel(tf.Module):
     def __init__(self, **kwargs):
@@ -76,190 +87,163 @@ def guide_train(model, x, y, learning_rate):
     model.b.assign_sub(learning_rate * db)
 
 
-def guide_epochs(x, y, epochs):
-    """The guide's training_loop: a step, then the loss on the data, per epoch."""
+def guide_loop(x, y, epochs: int) -> None:
+    """The guide's training_loop: a step, then the loss on the data, each epoch."""
     model = GuideModel()
     for _ in range(epochs):
         guide_train(model, x, y, 0.1)
         guide_loss(y, model(x)).numpy()
 
 
-class EveryBatch(keras.callbacks.Callback):
-    """A callback that wants every batch: the manual loop then goes batch by batch."""
-
-    def on_train_batch_end(self, batch, logs=None):
-        pass
-
-
-def linfit_fit(x, y, epochs, loop="manual", trainer=None, **kwargs):
-    trainer = trainer or linfit.Trainer(linfit.LinearModule(), learning_rate=0.1)
-    trainer.fit(x, y, epochs=epochs, loop=loop, **kwargs)
-    return trainer
+def fresh_fit(x, y, epochs: int, **kwargs) -> None:
+    """What a user writes: a new model, a new Trainer, fit."""
+    features = None if np.ndim(x) == 1 else x.shape[1]
+    linfit.Trainer(linfit.LinearModule(features=features)).fit(x, y, epochs=epochs, **kwargs)
 
 
-def guide_scale(results: dict, repeats: int) -> None:
+def plain_fit(x, y, epochs: int) -> None:
+    """Keras's own: LinearModel compiled and fit, as the Keras loop does it."""
+    model = linfit.LinearModel()
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    model.fit(x, y, epochs=epochs, batch_size=len(y), verbose=0)
+
+
+def big_data(rows: int, features: int):
+    rng = np.random.default_rng(0)
+    shape = (rows,) if features == 1 else (rows, features)
+    x = rng.uniform(-2, 2, shape).astype(np.float32)
+    y = (3 * x if features == 1 else x @ np.linspace(-1, 1, features, dtype=np.float32)) + 2
+    return x, y.astype(np.float32)
+
+
+def read_once(x, y) -> None:
+    """The memory floor: NumPy reads x and y once."""
+    float(x.sum()) + float(y.sum())
+
+
+def run(*command, cwd=None) -> None:
+    subprocess.run([PYTHON, *command], cwd=cwd, env=QUIET, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+# The rows: each returns its pairs' ratios (linfit over baseline, or as the target reads).
+
+def cli_marginal_epoch(sizes, repeats) -> list[float]:
+    """The CLI's cost of an epoch between the two largest sizes over that between the
+    two smallest, from the runs' training times (timing.json), per repetition."""
+    ratios = []
+    for repeat in range(repeats):
+        totals = {}
+        order = sizes if repeat % 2 == 0 else sizes[::-1]  # alternate the order too
+        for epochs in order:
+            with tempfile.TemporaryDirectory() as tmp:
+                run("-m", "linfit.train", "--set", f"train.epochs={epochs}", "--out", "run",
+                    cwd=tmp)
+                timing = json.loads((Path(tmp) / "run" / "timing.json").read_text())
+                totals[epochs] = sum(r["seconds"] for r in timing["runs"])
+        a, b, c, d = sizes
+        ratios.append(((totals[d] - totals[c]) / (d - c)) / ((totals[b] - totals[a]) / (b - a)))
+    return ratios
+
+
+def per_epoch_vs_floor(rows, features, epochs, pairs) -> list[float]:
+    x, y = big_data(rows, features)
+    fresh_fit(x[:1000], y[:1000], 2)  # TensorFlow's own start, once
+    return [a / epochs / b for a, b in alternate(lambda: fresh_fit(x, y, epochs),
+                                                 lambda: read_once(x, y), pairs)]
+
+
+def few_epochs_vs_many(rows, pairs) -> list[float]:
+    x, y = big_data(rows, 1)
+    return [(a / 5) / (b / 50) for a, b in alternate(lambda: fresh_fit(x, y, 5),
+                                                     lambda: fresh_fit(x, y, 50), pairs)]
+
+
+def small_runs(pairs) -> dict[str, list[float]]:
     data = synthetic_line()
     x, y = tf.constant(data.x), tf.constant(data.y)
-    epochs = 200
-    results["guide_eager_epoch"] = median_time(lambda: guide_epochs(x, y, epochs), repeats) / epochs
-
-    model = GuideModel()
-    step = tf.function(guide_train)
-    step(model, x, y, 0.1)
-
-    def hand_written():
-        for _ in range(epochs):
-            step(model, x, y, 0.1)
-    results["tf_function_step"] = median_time(hand_written, repeats) / epochs
-
-    fused = linfit_fit(data.x, data.y, 5, trainer=linfit.Trainer(linfit.LinearModule(),
-                                                                   compile="function"))
-    results["linfit_manual_epoch"] = median_time(
-        lambda: linfit_fit(data.x, data.y, 1000, trainer=fused), repeats) / 1000
-    unfused = linfit_fit(data.x, data.y, 5, trainer=linfit.Trainer(
-        linfit.LinearModule(), steps_per_call=1), callbacks=[EveryBatch()])
-    results["linfit_manual_unfused_epoch"] = median_time(
-        lambda: linfit_fit(data.x, data.y, epochs, trainer=unfused,
-                           callbacks=[EveryBatch()]), repeats) / epochs
-
-    keras_trainer = linfit_fit(data.x, data.y, 3, loop="keras",
-                               trainer=linfit.Trainer(linfit.LinearModel()))
-    results["linfit_keras_epoch"] = median_time(
-        lambda: linfit_fit(data.x, data.y, epochs, "keras", trainer=keras_trainer),
-        repeats) / epochs
-    plain = linfit.LinearModel()
-    plain.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
-    dataset = tf.data.Dataset.from_tensors((data.x, data.y))
-    plain.fit(dataset, epochs=3, verbose=0)
-    results["plain_fit_epoch"] = median_time(
-        lambda: plain.fit(dataset, epochs=epochs, verbose=0), repeats) / epochs
-
-    # Cold start: a whole 10-epoch run from nothing, tracing included.
-    results["linfit_cold_10"] = median_time(lambda: linfit_fit(data.x, data.y, 10), repeats)
-    results["guide_eager_10"] = median_time(lambda: guide_epochs(x, y, 10), repeats)
+    guide_loop(x, y, 2)
+    fresh_fit(data.x, data.y, 2)
+    plain_fit(data.x, data.y, 2)
+    cold = alternate(lambda: fresh_fit(data.x, data.y, 10), lambda: guide_loop(x, y, 10), pairs)
+    keras_loop = alternate(lambda: fresh_fit(data.x, data.y, 100, loop="keras"),
+                           lambda: plain_fit(data.x, data.y, 100), pairs)
+    long = alternate(lambda: fresh_fit(data.x, data.y, 1000),
+                     lambda: guide_loop(x, y, 1000), pairs)
+    return {"cold_fit": [a / b for a, b in cold],
+            "keras_loop": [a / b for a, b in keras_loop],
+            "long_fit_speedup": [b / a for a, b in long]}
 
 
-def large_n(results: dict, rows_list, repeats: int) -> None:
-    rng = np.random.default_rng(0)
-    for rows in rows_list:
-        for features in (1, 10):
-            x = rng.uniform(-2, 2, size=(rows, features)).astype(np.float32)
-            if features == 1:
-                x = x[:, 0]
-            y = rng.normal(size=rows).astype(np.float32)
-            key = f"{rows:.0e}x{features}".replace("+0", "")
-            read = median_time(lambda: (x.sum(), y.sum()), repeats)
-            results[f"floor_{key}"] = read
-            model = linfit.LinearModule(features=None if features == 1 else features,
-                                        init_w=0.0)
-            trainer = linfit.Trainer(model, learning_rate=0.01, compile="function")
-            trainer.fit(x, y, epochs=2)  # traces
-            # Per epoch in steady state: the difference of a long and a short fit, so
-            # a fit's one-off work (checking the data for NaN, handing it over) cancels.
-            short = median_time(lambda: trainer.fit(x, y, epochs=2), max(1, repeats // 3))
-            long = median_time(lambda: trainer.fit(x, y, epochs=12), max(1, repeats // 3))
-            results[f"linfit_step_{key}"] = (long - short) / 10
+def start_up(pairs) -> dict[str, list[float]]:
+    help_times = alternate(lambda: run("-m", "linfit.train", "--help"),
+                           lambda: run("-c", "pass"), pairs)
+    with tempfile.TemporaryDirectory() as tmp:
+        default = alternate(
+            lambda: run("-m", "linfit.train", "--out", f"run{time.monotonic_ns()}", cwd=tmp),
+            lambda: run("-c", "import tensorflow, keras, matplotlib.pyplot"), pairs)
+    return {"help_seconds": [a for a, _ in help_times],
+            "python_pass_seconds": [b for _, b in help_times],
+            "default_run": [a / b for a, b in default]}
 
 
-def minibatches(results: dict, rows: int, repeats: int) -> None:
-    rng = np.random.default_rng(1)
-    x = rng.uniform(-2, 2, size=(rows, 10)).astype(np.float32)
-    y = (x @ np.linspace(-1, 1, 10) + rng.normal(0, 0.1, rows)).astype(np.float32)
-    trainer = linfit.Trainer(linfit.LinearModel(features=10, init_w=0.0), learning_rate=0.01)
-    trainer.fit(x, y, epochs=1, batch_size=1024)
-    results["linfit_minibatch_epoch"] = median_time(
-        lambda: trainer.fit(x, y, epochs=1, batch_size=1024), repeats)
-    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(1024)
-    for steps in (1, 50):
-        plain = linfit.LinearModel(features=10, init_w=0.0)
-        plain.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse",
-                      steps_per_execution=steps)
-        plain.fit(dataset, epochs=1, verbose=0)
-        results[f"plain_fit_minibatch_spe{steps}"] = median_time(
-            lambda: plain.fit(dataset, epochs=1, verbose=0), repeats)
-    results["minibatch_rows"] = rows
+ROWS = [  # key, what, target (the ratio must be <= it, or >= it for a speed-up)
+    ("cli_marginal", "CLI, guide data: an epoch's cost at 1,500-3,000 epochs / at 300-600",
+     "<= 1.1"),
+    ("big_1", "fit(epochs=50) per epoch, {rows} x 1 / NumPy reading x and y once", "<= 3"),
+    ("big_10", "the same, {rows} x 10", "<= 2"),
+    ("few_epochs", "fit(epochs=5) per epoch / fit(epochs=50) per epoch, {rows} x 1", "<= 1.2"),
+    ("cold_fit", "a fresh Trainer's 10-epoch fit / the guide's eager loop", "<= 1.5"),
+    ("keras_loop", "Keras loop, 100 epochs / plain keras.Model.fit", "<= 1.0"),
+    ("help_seconds", "python -m linfit.train --help, seconds", "<= 0.15"),
+    ("default_run", "python -m linfit.train / import tensorflow, keras, matplotlib", "<= 1.3"),
+    ("long_fit_speedup", "guide's eager loop / a fresh Trainer's fit, 1000 epochs (speed-up)",
+     ">= 30"),
+]
 
 
-def command_line(results: dict, repeats: int) -> None:
-    def run(*args):
-        subprocess.run([sys.executable, *args], check=True, capture_output=True,
-                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-
-    results["help_seconds"] = median_time(lambda: run("-m", "linfit.train", "--help"), repeats)
-    results["import_seconds"] = median_time(
-        lambda: run("-c", "import tensorflow, keras, matplotlib"), repeats)
-    import tempfile
-
-    def default_run():
-        with tempfile.TemporaryDirectory() as out:
-            run("-m", "linfit.train", "--out", os.path.join(out, "run"))
-    results["default_run_seconds"] = median_time(default_run, repeats)
-
-
-def table(r: dict) -> list[tuple]:
-    """(what, linfit, baseline, ratio, target, met) rows."""
-    ms = 1e3
-    rows = [
-        ("manual loop per epoch, N=201 (default: fused) vs the guide's eager loop",
-         r["linfit_manual_epoch"] * ms, r["guide_eager_epoch"] * ms, "<= 1/20"),
-        ("manual loop per epoch, not fused, vs a hand-written tf.function step",
-         r["linfit_manual_unfused_epoch"] * ms, r["tf_function_step"] * ms, "<= 1.1"),
-        ("manual loop per epoch, fused, vs a hand-written tf.function step",
-         r["linfit_manual_epoch"] * ms, r["tf_function_step"] * ms, "< 1"),
-        ("keras loop per epoch vs plain keras.Model.fit",
-         r["linfit_keras_epoch"] * ms, r["plain_fit_epoch"] * ms, "<= 1.05"),
-        ("cold 10-epoch run (tracing included) vs the guide's eager loop",
-         r["linfit_cold_10"] * ms, r["guide_eager_10"] * ms, "<= 1"),
-    ]
-    for key in [k[len("floor_"):] for k in r if k.startswith("floor_")]:
-        target = "<= 2" if key.startswith("1e7") else ""
-        rows.append((f"full-batch epoch (step + full_loss), {key} rows x features, vs the "
-                     "memory floor", r[f"linfit_step_{key}"] * ms, r[f"floor_{key}"] * ms,
-                     target))
-    rows += [
-        (f"mini-batch epoch ({r['minibatch_rows']:.0e} x 10, batch 1024) vs plain fit, "
-         "steps_per_execution 1", r["linfit_minibatch_epoch"] * ms,
-         r["plain_fit_minibatch_spe1"] * ms, "<= 1/2"),
-        ("  the same vs plain fit, steps_per_execution 50", r["linfit_minibatch_epoch"] * ms,
-         r["plain_fit_minibatch_spe50"] * ms, "<= 1"),
-        ("python -m linfit.train --help (s, vs 0.3 s)", r["help_seconds"], 0.3, "< 1"),
-        ("default run vs import tensorflow, keras, matplotlib", r["default_run_seconds"],
-         r["import_seconds"], "<= 1.5"),
-    ]
-    return [(what, ours, base, ours / base, target, _met(ours / base, target))
-            for what, ours, base, target in rows]
-
-
-def _met(ratio: float, target: str) -> str:
-    if not target:
-        return ""
-    op, _, value = target.partition(" ")
-    bound = eval(value.replace("1/", "1.0/"))  # "1/20" and the like, written here
-    return "yes" if (ratio < bound if op == "<" else ratio <= bound) else "NO"
+def met(values: list[float], target: str) -> bool:
+    sign, bound = target.split()
+    median = statistics.median(values)
+    return median <= float(bound) if sign == "<=" else median >= float(bound)
 
 
 def main(args: argparse.Namespace) -> int:
-    repeats = 3 if args.quick else 7
-    results = {"tensorflow": tf.__version__, "keras": keras.__version__,
-               "cpus": os.cpu_count()}
+    pairs = 3 if args.quick else max(args.pairs, 5)
+    rows = 10**6 if args.quick else 10**7
+    load_before = os.getloadavg()
     start = time.perf_counter()
-    guide_scale(results, repeats)
-    large_n(results, [10**5] if args.quick else [10**6, 10**7], repeats)
-    minibatches(results, 10**5 if args.quick else 10**6, repeats)
-    command_line(results, 3)
-    results["benchmark_seconds"] = time.perf_counter() - start
-    rows = table(results)
-    results["table"] = [dict(zip(("what", "linfit", "baseline", "ratio", "target", "met"), row))
-                        for row in rows]
-    print(f"{'measurement':<92} {'linfit':>9} {'baseline':>9} {'ratio':>7}  target   met")
-    for what, ours, base, ratio, target, met in rows:
-        print(f"{what:<92} {ours:>9.3f} {base:>9.3f} {ratio:>7.3f}  {target:<8} {met}")
-    print("(times in ms, except the two command-line rows, in s)")
+    results = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+               "machine": f"{os.cpu_count()} CPUs, {os.uname().machine}",
+               "tensorflow": tf.__version__, "keras": keras.__version__,
+               "pairs": pairs, "rows": rows}
+    print(f"load average before: {load_before[0]:.2f}", flush=True)
+    ratios = {
+        "cli_marginal": cli_marginal_epoch((100, 200, 500, 1000) if args.quick else
+                                           (300, 600, 1500, 3000), 2 if args.quick else 3),
+        "big_1": per_epoch_vs_floor(rows, 1, 50, pairs),
+        "big_10": per_epoch_vs_floor(rows, 10, 50, pairs),
+        "few_epochs": few_epochs_vs_many(rows, pairs),
+        **small_runs(pairs + 2),
+        **start_up(pairs),
+    }
+    load_after = os.getloadavg()
+    results.update(ratios=ratios, load_before=load_before[0], load_after=load_after[0],
+                   seconds=time.perf_counter() - start)
+    print(f"\n{'measurement':<74} {'median':>7}  {'range':<15} {'target':<8} met")
+    for key, what, target in ROWS:
+        values = ratios[key]
+        spread = f"{min(values):.3g}-{max(values):.3g}"
+        what = what.format(rows=f"1e{round(np.log10(rows))}")
+        print(f"{what:<74} {statistics.median(values):>7.3g}  {spread:<15} {target:<8} "
+              f"{'yes' if met(values, target) else 'NO'}")
+    print(f"\n{results['date']}, {results['machine']}, TensorFlow {tf.__version__}, Keras "
+          f"{keras.__version__}; {pairs} pairs a row (the CLI row: its repetitions); load "
+          f"average {load_before[0]:.2f} before, {load_after[0]:.2f} after; "
+          f"{results['seconds']:.0f} s in all")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(results, f, indent=2)
-    print(f"raw numbers: {args.json}; the whole benchmark took "
-          f"{results['benchmark_seconds']:.0f} s")
+    Path(args.json).write_text(json.dumps(results, indent=2))
+    print(f"raw numbers: {args.json}")
     return 0
 
 

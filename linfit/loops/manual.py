@@ -213,7 +213,8 @@ class ManualLoop:
                 "validation_freq": tf.constant(data.validation_freq)}
 
     def _batch_by_batch(self, plan, data, epochs, callbacks) -> dict:
-        batches = iter(data.batches(epochs.start))
+        batches = data.eager_batches(epochs.start) if plan.mode == "eager" else \
+            iter(data.batches(epochs.start))
         logs = {}
         for epoch in epochs:
             self._reset()
