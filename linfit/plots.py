@@ -431,7 +431,12 @@ def plot_gap(path: Path, groups: Sequence[RunGroup], reference,
     else:
         start = reference.gaps(groups[0].columns)["distance"]
         epochs = np.arange(len(start))
-        handles += distance_ax.plot(epochs, start[0] * contraction ** epochs, color="black",
+        predicted = start[0] * contraction ** epochs
+        # Not below what the runs reach (float32's resolution of θ): a line on to
+        # 1e-300 would squash the curves it is there to be compared with.
+        reached = start[start > 0]
+        shown = predicted >= (reached.min() / 2 if reached.size else 0)
+        handles += distance_ax.plot(epochs[shown], predicted[shown], color="black",
                                     linewidth=1, label=f"predicted: × {_factor(contraction)} "
                                     "per epoch (full-batch GD)")
     handles += _mark_stops([loss_ax, distance_ax], groups)
