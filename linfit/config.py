@@ -42,7 +42,7 @@ OPTIMIZERS = (
 
 @dataclass(frozen=True)
 class DataConfig:
-    path: str = ""  # "" is the guide's synthetic line; else a .csv or .npz file
+    path: Target = ""  # "" is the guide's line; else a .csv or .npz file, a glob, or a list
     target: Target = ""  # the CSV's target column ("" is `y`, else the last), or a list: outputs
     features: Names = ()  # the CSV's feature columns; () is all but the target
     num_examples: int = 201
@@ -53,7 +53,7 @@ class DataConfig:
     batch_size: int = 0  # 0 is one full batch, as in the guide
     shuffle: bool = False  # reshuffle the batches each epoch, seeded by `seed`
     validation_split: float = 0.0  # fraction held out for val_loss
-    validation_path: str = ""  # or a separate validation file
+    validation_path: str = ""  # or a separate validation file (or a glob of them)
     standardize: bool = False  # train on standardised features; report original units
 
 
@@ -248,6 +248,8 @@ def validate(config: Config) -> None:
     _require(train.early_stopping.monitor != "full_loss" or train.record_full_loss,
              "train.early_stopping.monitor", train.early_stopping.monitor,
              "recorded: set train.record_full_loss = true, or monitor loss")
+    _require(isinstance(data.path, str) or len(data.path) > 0, "data.path", list(data.path),
+             'a file, a glob, or a non-empty list of files ("" is the synthetic line)')
     _require(isinstance(data.target, str) or len(data.target) > 0, "data.target",
              list(data.target), 'a column name, or a non-empty list of them ("" picks y)')
     for key, weights in (("data.true_w", data.true_w), ("model.init_w", model.init_w)):

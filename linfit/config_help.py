@@ -18,7 +18,9 @@ LINE_WIDTH = 100
 # key -> (what it means, the values it may take).
 KEYS = {
     "data.path": ("the data: \"\" is the guide's synthetic line; else a CSV file (a header "
-                  "row) or an NPZ file (arrays x and y)", "\"\" or a path"),
+                  "row) or an NPZ file (arrays x and y), or several read as one: a glob "
+                  "(\"data/part-*.csv\") or a list of files, all with the same columns",
+                  "\"\", a path, a glob or a list of paths"),
     "data.target": ("the target column(s): \"\" is the column y, else the last; a list trains "
                     "one output per column", "a column name or a list of them"),
     "data.features": ("the feature columns; [] is every column but the target",
@@ -37,7 +39,7 @@ KEYS = {
     "data.validation_split": ("the fraction of the data held out for val_loss",
                               "a number in [0, 1)"),
     "data.validation_path": ("a separate validation file, with the training data's columns",
-                             "\"\" or a path"),
+                             "\"\", a path or a glob"),
     "data.standardize": ("train on features scaled to mean 0 and variance 1; W and b are "
                          "reported and saved in the data's units", "true or false"),
     "model.kind": ("the model variant(s): LinearModule (tf.Module), LinearModel "

@@ -16,6 +16,7 @@ from linfit.config import DataConfig
 from linfit.data_files import (TF_ALIGNMENT, aligned_empty, available_memory, float64_chunks,
                                read_table)
 from linfit.errors import DataError
+from linfit.shards import describe, is_sharded, read_shards, shard_chunks, shard_paths
 
 
 @dataclass(frozen=True)
@@ -92,8 +93,8 @@ def load_data(config: DataConfig) -> Data:
     data = read_data_file(config.path, config.target, config.features) if config.path \
         else synthetic_line(config)
     if config.validation_path:
-        x_val, y_val, _ = read_table(config.validation_path, config.target,
-                                     config.features or data.feature_names)
+        x_val, y_val, _ = _read(config.validation_path, config.target,
+                                config.features or data.feature_names)
         if (x_val.ndim, x_val.shape[1:]) != (data.x.ndim, data.x.shape[1:]):
             raise DataError(f"validation file {config.validation_path} has "
                             f"{_count(x_val)} feature(s) but the training data has "
@@ -109,20 +110,33 @@ def load_data(config: DataConfig) -> Data:
     return data
 
 
-def read_data_file(path: str | Path, target: str | tuple[str, ...] = "",
+def read_data_file(path: str | Path | tuple[str, ...], target: str | tuple[str, ...] = "",
                    features: tuple[str, ...] = ()) -> Data:
-    """Read a CSV (header row) or NPZ (arrays `x` and `y`) training file.
+    """Read a CSV (header row) or NPZ (arrays `x` and `y`) training file, or several
+    (a glob pattern or a tuple of paths: see `linfit.shards`) as one.
 
     CSV: the column named `target`, else `y`, else the last one, is the
     target; a tuple of several names gives y of shape [N, k]. `features`
     names the feature columns, as `data.features` does (default: all the
     others). One feature gives x of shape [N].
     """
-    x, y, names = read_table(path, target, features)
+    x, y, names = _read(path, target, features)
     targets = () if y.ndim == 1 else tuple(target) if not isinstance(target, str) and \
         len(target) == y.shape[1] else tuple(f"y{j}" for j in range(y.shape[1]))
-    return Data(x=x, y=y, source=str(path), feature_names=names, target_names=targets,
-                exact=ExactValues(lambda: float64_chunks(path, target, features)))
+    if isinstance(path, Path) or not is_sharded(path):
+        source, exact = str(path), lambda: float64_chunks(path, target, features)
+    else:
+        paths = shard_paths(path)
+        source, exact = describe(path, paths), lambda: shard_chunks(paths, target, features)
+    return Data(x=x, y=y, source=source, feature_names=names, target_names=targets,
+                exact=ExactValues(exact))
+
+
+def _read(path, target, features) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """One file's table, or the shards' (a glob pattern or a tuple of paths)."""
+    if isinstance(path, Path) or not is_sharded(path):
+        return read_table(path, target, features)
+    return read_shards(shard_paths(path), target, features)
 
 
 # The name this function had first; it reads NPZ files too.

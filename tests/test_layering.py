@@ -19,7 +19,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "linfit"
 LAYERS = [
     ["errors", "interrupts"],
     ["config", "fileio", "history", "compat", "variables", "runtime"],
-    ["weights_file", "npz_files", "data_files", "agreement", "reference", "training_state"],
+    ["weights_file", "npz_files", "data_files", "shards", "agreement", "reference",
+     "training_state"],
     ["checkpoint", "data", "losses"],
     ["models", "pipeline"],
     ["callbacks", "loops", "loops.plan", "loops.manual", "loops.keras_fit"],

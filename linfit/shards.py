@@ -1,0 +1,109 @@
+"""`data.path` as several files: a glob ("data/part-*.csv") or a list of paths, read
+as one table, shard after shard in the order of the sorted glob or the list.
+
+Before anything is read, every shard is checked (the pre-flight): it exists,
+and it has the first shard's columns (the same header row, for CSV files); a
+shard that does not is named. The rows are then held in memory, as those of
+one file are.
+"""
+
+import glob
+from pathlib import Path
+
+import numpy as np
+
+from linfit.data_files import (aligned_empty, checked_file, float64_chunks, is_npz, read_header,
+                               read_table, shown)
+from linfit.errors import DataError
+
+GLOB_CHARACTERS = frozenset("*?[")
+
+
+def is_sharded(spec: str | tuple[str, ...]) -> bool:
+    """Whether `data.path` names several files (a list, or a glob pattern)."""
+    return not isinstance(spec, str) or bool(GLOB_CHARACTERS & set(spec))
+
+
+def shard_paths(spec: str | tuple[str, ...]) -> list[Path]:
+    """The files a glob pattern or a list of paths (patterns allowed) names, in order.
+
+    Raises:
+      DataError: for a pattern that matches no file, or a file named twice.
+    """
+    paths = []
+    for pattern in [spec] if isinstance(spec, str) else spec:
+        if not GLOB_CHARACTERS & set(pattern):
+            paths.append(Path(pattern))
+            continue
+        found = sorted(Path(p) for p in glob.glob(pattern, recursive=True)
+                       if not Path(p).is_dir())
+        if not found:
+            raise DataError(f"data.path {pattern!r} matches no file (a pattern is relative to "
+                            "the current directory)")
+        paths += found
+    if not paths:
+        raise DataError("data.path is an empty list: give a file, a glob or a list of files")
+    twice = sorted({str(p) for p in paths if paths.count(p) > 1})
+    if twice:
+        raise DataError(f"data.path names {shown(Path(twice[0]))} twice: each shard once")
+    return paths
+
+
+def check_shards(paths: list[Path]) -> None:
+    """The pre-flight: every shard readable, all CSV or all NPZ, every CSV header the
+    first one's.
+
+    Raises:
+      DataError: naming the first shard that does not fit.
+    """
+    kinds = [is_npz(checked_file(path)) for path in paths]
+    if len(set(kinds)) > 1:
+        raise DataError(f"data.path mixes CSV and NPZ files ({shown(paths[0])}, "
+                        f"{shown(paths[kinds.index(not kinds[0])])}): give shards of one kind")
+    if kinds[0]:
+        return
+    first = read_header(paths[0])
+    for path in paths[1:]:
+        header = read_header(path)
+        if header != first:
+            raise DataError(f"shard {shown(path)} has the columns {', '.join(header)} but "
+                            f"{shown(paths[0])} has {', '.join(first)}: every file of "
+                            "data.path needs the same header row")
+
+
+def read_shards(paths: list[Path], target: str | tuple[str, ...] = "",
+                feature_names: tuple[str, ...] = ()
+                ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """The shards' features, target and feature names, as `read_table` gives one file's."""
+    check_shards(paths)
+    parts = []
+    for path in paths:
+        x, y, names = read_table(path, target, feature_names)
+        if parts and (x.shape[1:], y.shape[1:], names) != (parts[0][0].shape[1:],
+                                                         parts[0][1].shape[1:], parts[0][2]):
+            raise DataError(f"shard {shown(path)} has other columns than {shown(paths[0])} "
+                            f"(x {x.shape[1:]}, y {y.shape[1:]} against x "
+                            f"{parts[0][0].shape[1:]}, y {parts[0][1].shape[1:]}): give every "
+                            "shard the same arrays")
+        parts.append((x, y, names))
+    return _joined([x for x, _, _ in parts]), _joined([y for _, y, _ in parts]), parts[0][2]
+
+
+def shard_chunks(paths: list[Path], target: str | tuple[str, ...] = "",
+                 feature_names: tuple[str, ...] = ()):
+    """The shards' (x, y) as read, in float64, chunk by chunk (see `float64_chunks`)."""
+    for path in paths:
+        yield from float64_chunks(path, target, feature_names)
+
+
+def describe(spec: str | tuple[str, ...], paths: list[Path]) -> str:
+    """`data/part-*.csv (3 files)`, as reports name the data."""
+    named = spec if isinstance(spec, str) else ", ".join(spec)
+    return f"{named} ({len(paths)} files)"
+
+
+def _joined(arrays: list[np.ndarray]) -> np.ndarray:
+    """One array of the shards' rows, in memory TensorFlow can share (see `aligned_empty`)."""
+    joined = aligned_empty((sum(len(a) for a in arrays), *arrays[0].shape[1:]))
+    np.concatenate(arrays, out=joined)
+    return joined
