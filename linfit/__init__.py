@@ -14,11 +14,10 @@ first use imports TensorFlow without its C++ start-up lines, and
 
 import importlib
 import os
+import sys
 
-from linfit.runtime import quiet_tensorflow
+from linfit.runtime import LEVEL_CHOSEN, quiet_tensorflow
 
-# Whether the user chose TensorFlow's log level: then its start-up lines are theirs.
-_QUIET = "TF_CPP_MIN_LOG_LEVEL" not in os.environ
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
@@ -71,9 +70,12 @@ _LIGHT = ("linfit.history", "linfit.agreement", "linfit.reference", "linfit.conf
 def __getattr__(name):
     if name in _EXPORTS:
         module = _EXPORTS[name]
-        if module not in _LIGHT and _QUIET:
-            quiet_tensorflow()
-        return getattr(importlib.import_module(module), name)
+        if module not in _LIGHT and not LEVEL_CHOSEN and "tensorflow" not in sys.modules:
+            # The first use: TensorFlow without its start-up lines, its devices left
+            # for the user to configure (linfit's models start them quietly).
+            quiet_tensorflow(start_devices=False)
+        value = globals()[name] = getattr(importlib.import_module(module), name)
+        return value
     raise AttributeError(f"module 'linfit' has no attribute {name!r}")
 
 

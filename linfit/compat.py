@@ -99,7 +99,8 @@ class _LinfitRetracing:
 
     def filter(self, record) -> bool:
         message = record.getMessage()
-        return not ("triggered tf.function retracing" in message and "linfit." in message)
+        # linfit's functions are bound methods: "<bound method X.f of <linfit.module.X ...>>".
+        return not ("triggered tf.function retracing" in message and " of <linfit." in message)
 
 
 def quiet_linfit_retracing() -> None:
@@ -113,3 +114,13 @@ def quiet_linfit_retracing() -> None:
     logger = tf.get_logger()
     if not any(isinstance(f, _LinfitRetracing) for f in logger.filters):
         logger.addFilter(_LinfitRetracing())
+
+
+def devices_started() -> bool:
+    """Whether TensorFlow's devices have started (after which they cannot be configured).
+
+    Assumes: the eager context holds a handle once its devices are initialised.
+    """
+    from tensorflow.python.eager import context
+
+    return context.context()._context_handle is not None

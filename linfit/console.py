@@ -45,13 +45,15 @@ def format_state(w, b, loss: float | None) -> str:
     as rows, `W = [[0.52, 1.00], [-1.20, 0.25]]`, and their b as a vector.
     """
     state = f"W = {format_numbers(w)}, b = {format_numbers(b)}"
-    return state if loss is None else f"{state}, loss={loss:2.5f}"
+    return state if loss is None else f"{state}, loss={_loss(loss)}"
 
 
 def format_numbers(values) -> str:
     """A number as `1.23`, an array as nested lists of such numbers."""
     values = np.asarray(values, dtype=float)
     if values.ndim == 0:
+        if abs(float(values)) >= 1e6:  # a diverging run: powers of ten, not 20 digits
+            return f"{float(values):.3g}"
         text = f"{float(values):1.2f}"
         return "0.00" if text == "-0.00" else text  # a rounding error is not a sign
     return "[" + ", ".join(format_numbers(value) for value in values) + "]"
@@ -67,7 +69,7 @@ def guide_row(history: History, row: int) -> list[str]:
     title = "Starting:" if row == 0 else f"Epoch {row - 1:2d}:"
     if history.has_line:
         return [title, "    " + format_state(history.w[row], history.b[row], loss)]
-    return [title, "    " + ("(no full_loss recorded)" if loss is None else f"loss={loss:2.5f}")]
+    return [title, "    " + ("(no full_loss recorded)" if loss is None else f"loss={_loss(loss)}")]
 
 
 def guide_lines(history: History) -> list[str]:
@@ -138,6 +140,8 @@ class LiveConsole:
         self.printed: dict[str, int] = {}  # label -> rows printed (or seen)
         self.resumed: dict[str, int] = {}  # label -> the epoch it resumed from
         self.line_open = False
+        self.last_shown: dict[str, int] = {}  # label -> the last row printed
+        self.current = None  # the run under way
 
     def print(self, text: str = "", end: str = "\n") -> None:
         say(text, end=end, stream=self.stream)
@@ -149,6 +153,7 @@ class LiveConsole:
             self.print()
 
     def run_start(self, label) -> None:
+        self.current = label
         if self.first is None or self.verbose:
             self.print(run_title(label))
             if self.first is None and not self.verbose and self.plan.note():
@@ -167,8 +172,12 @@ class LiveConsole:
             return
         for row in range(self.printed[label], history.rows):
             if self.shows(label, row):
-                self.print("\n".join(guide_row(history, row)))
+                self.print_row(label, history, row)
         self.printed[label] = history.rows
+
+    def print_row(self, label, history: History, row: int) -> None:
+        self.print("\n".join(guide_row(history, row)))
+        self.last_shown[label] = row
 
     def run_stopped(self, history: History | None, why: str) -> None:
         """A run that ends without its verdict (diverged, interrupted, failed): its line
@@ -178,8 +187,8 @@ class LiveConsole:
             return
         last = -1 if history is None else history.rows - 1
         if self.first is None and not self.verbose and last >= 0 and \
-                not self.plan.shows(last):
-            self.print("\n".join(guide_row(history, last)))
+                self.last_shown.get(self.current) != last:
+            self.print_row(self.current, history, last)
         self.print(f"({why})")
 
     def shows(self, label, row: int) -> bool:
@@ -187,11 +196,15 @@ class LiveConsole:
 
     def run_end(self, run: RunResult) -> None:
         history = run.history
+        if run.label not in self.printed and history.rows:  # resumed complete: not trained
+            self.resumed[run.label] = history.rows - 1
+            if self.first is None:
+                self.print(f"resumed {run.label}: complete after {_epochs(history)}")
         if self.first is None:
             self.first = run
             last = history.rows - 1
-            if not self.verbose and last >= 0 and not self.shows(run.label, last):
-                self.print("\n".join(guide_row(history, last)))
+            if not self.verbose and last >= 0 and self.last_shown.get(run.label) != last:
+                self.print_row(run.label, history, last)
             stop = stop_line(history, self.plan.epochs)
             if stop:
                 self.print(stop)
@@ -209,7 +222,7 @@ class LiveConsole:
 
 
 def _resumed(epochs: int | None) -> str:
-    return "" if epochs is None else f"resumed after {epochs} epochs; "
+    return "" if epochs is None else f"resumed after {epochs} epoch{'s' * (epochs != 1)}; "
 
 
 def _epochs(history: History) -> str:
@@ -290,7 +303,9 @@ def summary_lines(comparison: Comparison, epochs: int, true_line=None,
     if true_line is not None:
         rows.append(["true line", format_numbers(true_line[0]), format_numbers(true_line[1]),
                      "", "", "", ""])
-    lines = ["", "Results (gap: full_loss minus the float64 least-squares optimum's loss)",
+    recorded = any(run.history.full_loss for run in comparison.runs)
+    lines = ["", "Results (gap: full_loss minus the float64 least-squares optimum's loss)"
+             if recorded else "Results (no full_loss recorded: train.record_full_loss = false)",
              *_table(rows)]
     if reference is not None:
         lines.append(_rate_line(comparison))

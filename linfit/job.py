@@ -160,15 +160,16 @@ def train_into(job: Job, strategy, hooks: RunHooks, console: LiveConsole) -> int
         with warnings.catch_warnings():
             # A warning (such as an unstable learning rate) is one line, shown
             # before training starts.
-            warnings.showwarning = _print_warning
+            warnings.showwarning = lambda *warning, **_: _print_warning(console, *warning)
             comparison = run_experiment(job.experiment, data, strategy=strategy, hooks=hooks)
         if len(comparison.runs) > 1:
             say("\n".join(agreement_lines(comparison.agreement)))
         devices = device_summary(strategy)
         out.write_results(job.config, data, comparison, devices)
     except TrainingInterrupted as stop:
-        console.run_stopped(stop.run.history, f"interrupted after {stop.run.history.epochs} "
-                                              "epochs")
+        done = stop.run.history.epochs
+        console.run_stopped(stop.run.history, f"interrupted after {done} epoch"
+                                              f"{'s' * (done != 1)}")
         out.write_failure(data, [*stop.completed, stop.run], "interrupted",
                           f"interrupted by {signal.Signals(stop.signal).name}")
         print(f"interrupted at epoch {stop.run.history.epochs}: resume with --resume "
@@ -182,6 +183,7 @@ def train_into(job: Job, strategy, hooks: RunHooks, console: LiveConsole) -> int
         return 3 if isinstance(error, DivergenceError) else \
             4 if isinstance(error, WorkerLostError) else 2
     except BaseException as error:  # a bug: record it, then let it show
+        console.end_line()
         out.write_failure(data, [], "failed", f"{type(error).__name__}: {error}")
         raise
     true_line = None if data.true_w is None else (data.true_w, data.true_b)
@@ -194,7 +196,8 @@ def train_into(job: Job, strategy, hooks: RunHooks, console: LiveConsole) -> int
     return 0
 
 
-def _print_warning(message, category, filename, lineno, file=None, line=None):
+def _print_warning(console: LiveConsole, message, *_) -> None:
+    console.end_line()  # not on the line of a run's title
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from linfit import checkpoint, compat
+from linfit import checkpoint, compat, runtime
 from linfit.errors import ModelError
 from linfit.variables import module_variables, trainable_variables
 
@@ -77,6 +77,15 @@ def affine(x, w, b):
     return tf.matmul(tf.reshape(x, [-1, w.shape[0]]), w) + b
 
 
+def start_devices_quietly() -> None:
+    """Start TensorFlow's devices, where a model's first variable would, with their
+    start-up lines hidden (`failed call to cuInit` on a machine without a GPU);
+    not when the user chose TensorFlow's log level, or they have started."""
+    if not runtime.LEVEL_CHOSEN and not compat.devices_started():
+        with runtime.stderr_silenced():
+            tf.config.list_logical_devices()
+
+
 class LinearModule(tf.Module):
     """f(x) = x·W + b as a tf.Module: the guide's `MyModel`, with features and outputs.
 
@@ -92,6 +101,7 @@ class LinearModule(tf.Module):
     def __init__(self, features: int | None = None, init_w: float | Sequence[float] = 5.0,
                  init_b: float = 0.0, outputs: int | None = None, **kwargs):
         super().__init__(**kwargs)
+        start_devices_quietly()
         w, b = initial_values(features, init_w, init_b, outputs)
         self.features = None if w.ndim == 0 or (outputs and not features) else w.shape[0]
         self.outputs = outputs
@@ -117,6 +127,7 @@ class LinearModel(keras.Model):
     def __init__(self, features: int | None = None, init_w: float | Sequence[float] = 5.0,
                  init_b: float = 0.0, outputs: int | None = None, **kwargs):
         super().__init__(**kwargs)
+        start_devices_quietly()
         w, b = initial_values(features, init_w, init_b, outputs)
         self.features = None if w.ndim == 0 or (outputs and not features) else w.shape[0]
         self.outputs = outputs

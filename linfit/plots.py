@@ -483,7 +483,7 @@ def plot_differences(path: Path, agreement) -> Path:
       agreement: the runs' `linfit.Agreement`.
     """
     runs = len(agreement.labels)
-    if all(value == 0 for value in agreement.max_abs.values()):
+    if agreement.bitwise:
         return _save(_identical_runs_figure(agreement.labels, list(agreement.abs_diff)), path)
     fig, ax = _new_figure()
     curves = _difference_curves(agreement.rel_diff)
@@ -619,8 +619,7 @@ def _mark_stops(axes: Sequence, groups: Sequence[RunGroup]) -> list:
 def _stop_marks(history) -> list[tuple[str, int, str]]:
     """(kind, epoch, label) of a run's early stop and of the epoch it kept, as
     `linfit.console.stop_line` tells them."""
-    last = len(history.full_loss) - 1 if history.full_loss else history.epochs
-    kept = history.final()["epoch"] if history.full_loss else last
+    last, kept = history.rows - 1, history.final_row
     stopping = history.early_stopping or {}
     marks = []
     if history.stopped:

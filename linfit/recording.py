@@ -68,9 +68,11 @@ class Recording:
         if self._batch_loss is None:
             x, y = next(iter(data.validation_batches()))
             specs = [tf.TensorSpec([None, *t.shape[1:]], t.dtype) for t in (x, y)]
-            self._batch_loss = tf.function(lambda x, y: self._loss(y, self._model(x)),
-                                           input_signature=specs)
+            self._batch_loss = tf.function(self._loss_of_batch, input_signature=specs)
         return self._batch_loss
+
+    def _loss_of_batch(self, x, y):
+        return self._loss(y, self._model(x))
 
     def recorder(self, history: History, data: FitData, eager: bool, metrics: list[str],
                  **options) -> EpochRecorder:

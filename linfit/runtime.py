@@ -13,6 +13,9 @@ from collections.abc import Callable
 from linfit.errors import ConfigError
 from linfit.interrupts import StopRequest
 
+# Whether the user chose TensorFlow's log level: then its start-up lines are theirs.
+LEVEL_CHOSEN = "TF_CPP_MIN_LOG_LEVEL" in os.environ
+
 
 @contextlib.contextmanager
 def stderr_silenced(enabled: bool = True):
@@ -66,12 +69,17 @@ def handle_signals(stop: StopRequest, where: Callable[[], str]):
         stop.clear()
 
 
-def quiet_tensorflow(show_logs: bool = False):
-    """Import TensorFlow and Keras and start TensorFlow's devices, without the C++
-    start-up lines (oneDNN, CUDA, cuInit) that TensorFlow prints however its log
-    level is set; the level itself is warnings and errors (TF_CPP_MIN_LOG_LEVEL=2)
-    unless the environment sets it. With TensorFlow imported already, only the
-    devices' start-up (cuInit's error on a machine without a GPU) is quieted.
+def quiet_tensorflow(show_logs: bool = False, start_devices: bool = True):
+    """Import TensorFlow and Keras without the C++ start-up lines (oneDNN, CUDA) that
+    TensorFlow prints however its log level is set; the level itself is warnings
+    and errors (TF_CPP_MIN_LOG_LEVEL=2) unless the environment sets it.
+
+    Args:
+      show_logs: let the lines through (TF_CPP_MIN_LOG_LEVEL=0).
+      start_devices: also start TensorFlow's devices quietly (on a machine
+        without a GPU their start logs `failed call to cuInit`). Once started,
+        devices cannot be configured any more (`tf.config` logical devices,
+        memory growth): configure them first, or pass False.
 
     Returns:
       The tensorflow module.
@@ -83,7 +91,8 @@ def quiet_tensorflow(show_logs: bool = False):
         import tensorflow as tf
         import keras  # noqa: F401  (its import logs too)
 
-        tf.config.list_logical_devices()  # device start-up logs its own lines
+        if start_devices:
+            tf.config.list_logical_devices()
     return tf
 
 
@@ -101,18 +110,12 @@ def import_tensorflow(show_logs: bool = False, devices: int | None = None,
     Returns:
       The tf.distribute strategy (None for one device).
     """
-    if show_logs:
-        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    tf = quiet_tensorflow(show_logs, start_devices=False)
     with stderr_silenced(not show_logs):
-        import tensorflow as tf
-
         if devices:  # before anything starts the devices
             cpu = tf.config.list_physical_devices("CPU")[0]
             tf.config.set_logical_device_configuration(
                 cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
-        import keras  # noqa: F401  (its import logs too)
-
         made = make_strategy(strategy, worker_timeout)
         tf.constant(0.0)  # device start-up logs its own lines
     # Same config, same bits: ops with a nondeterministic kernel raise instead.

@@ -7,7 +7,8 @@ run directory. This module parses the arguments and resolves the config;
 `linfit.job` trains, records and prints.
 
 `--help`, `--print-config` and a mistake in the arguments or the config
-answer before NumPy, h5py or TensorFlow load (in about a tenth of a second);
+answer before NumPy, h5py or TensorFlow load (in about a tenth of a second;
+with `--resume`, the run directory is read first);
 the data and the output directory are checked before TensorFlow loads. A
 mistake is one `error:` line.
 """

@@ -117,7 +117,7 @@ class Trainer:
         self._loss_tracker = keras.metrics.Mean(name="loss")
         self._manual_loops: dict[tuple, ManualLoop] = {}
         self.manual_loop = None  # that of the last manual fit
-        self._predict_function = tf.function(lambda x: self.model(x), reduce_retracing=True)
+        self._predict_function = tf.function(self._predict_batch, reduce_retracing=True)
         # Compiled now, so Keras callbacks find `model.optimizer` in either loop
         # (LearningRateScheduler, ReduceLROnPlateau, TensorBoard).
         self._compile_as_user()
@@ -379,6 +379,9 @@ class Trainer:
         """The loss of the model on (x, y), as one batch."""
         x, y = self._checked(x, y)
         return float(self.loss(y, self._predict_function(x)))
+
+    def _predict_batch(self, x):
+        return self.model(x)
 
     def predict(self, x) -> np.ndarray:
         """The model's predictions for x, as a float32 array [N]."""

@@ -284,3 +284,36 @@ def test_config_keys_is_the_default_and_fits_the_terminal():
                           env={**__import__("os").environ, "COLUMNS": "160"}).stdout
     assert max(len(line) for line in wide.splitlines()) < 160
     assert any(line.startswith("model.kind ") and '"both"' in line for line in wide.splitlines())
+
+
+def test_a_linfit_name_leaves_tensorflows_devices_to_configure():
+    """The quiet first import does not start the devices: the user may still split
+    them (or set memory growth), as after a plain `import tensorflow`."""
+    code = ("import linfit\n"
+            "linfit.LinearModule, linfit.Trainer\n"
+            "import tensorflow as tf\n"
+            "cpu = tf.config.list_physical_devices('CPU')[0]\n"
+            "tf.config.set_logical_device_configuration(\n"
+            "    cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
+            "print(len(tf.config.list_logical_devices('CPU')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and result.stdout == "2\n", result.stderr
+
+
+def test_resuming_a_run_whose_first_part_is_complete_says_so(tmp_path, capsys):
+    """Interrupted in its second run, resumed: the first run is complete and is shown."""
+    out = tmp_path / "run"
+    assert main(["--model", "module", "--set", "train.epochs=3", "--out", out]) == 0
+    # Make module-keras look unfinished: its final checkpoint goes, the periodic ones stay.
+    (out / "module-keras.weights.h5").unlink()
+    (out / "metrics.json").unlink()
+    capsys.readouterr()
+    assert main(["--resume", out]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:4] == ["module-manual (LinearModule, GradientTape loop)",
+                         "resumed module-manual: complete after 3 epochs",
+                         "Epoch  2:", lines[3]]
+    assert lines[3].startswith("    W = ")
+    assert lines[4].startswith("module-keras (LinearModule, Keras fit): 3 epochs, bitwise "
+                               "identical to module-manual (")
