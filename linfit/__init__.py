@@ -37,7 +37,7 @@ _EXPORTS = {
     "Agreement": "linfit.agreement",
     "least_squares_reference": "linfit.reference",
     "Reference": "linfit.reference",
-    "run_comparison": "linfit.experiment",
+    "run_comparison": "linfit.comparison",
     "run_experiment": "linfit.experiment",
     "Experiment": "linfit.experiment",
     "Comparison": "linfit.experiment",

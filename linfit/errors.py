@@ -44,7 +44,7 @@ class DivergenceError(LinfitError, FloatingPointError):
       batch: the batch (0-based) whose loss was not finite; None when it was
         the loss on the whole training set.
       history: the `linfit.History` recorded until then (every finite row), or None.
-      completed: runs that finished before this one (set by `run_comparison`).
+      completed: runs that finished before this one (set by `run_experiment`).
     """
 
     def __init__(self, message: str, epoch: int, batch: int, history=None):

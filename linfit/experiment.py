@@ -19,7 +19,7 @@ import numpy as np
 
 from linfit.agreement import DEFAULT_RTOL, Agreement, compare_histories
 from linfit.config import Config, TrainConfig, flat_settings
-from linfit.data import Data, Standardizer, float32_array, fingerprint
+from linfit.data import Data, Standardizer, fingerprint
 from linfit.errors import ConfigError, DivergenceError, TrainingInterrupted
 from linfit.history import History
 from linfit.interrupts import STOP
@@ -42,7 +42,7 @@ class RunLabel(str):
 class Experiment:
     """Everything that decides the numbers of an experiment's runs.
 
-    Field meanings as for `run_comparison`; `Experiment.from_config` builds
+    Field meanings as for `linfit.run_comparison`; `Experiment.from_config` builds
     one from a config.
     """
 
@@ -244,68 +244,6 @@ def run_experiment(experiment: Experiment, data: Data, *, strategy=None,
     agreement = compare_histories([run.history for run in runs], [run.label for run in runs],
                                   rtol=rtol)
     return Comparison(runs, agreement, reference, experiment.learning_rate, full_batch_sgd)
-
-
-def run_comparison(x, y, *, models: Sequence[str] = ("module", "keras"),
-                   loops: Sequence[str] = ("manual", "keras"), epochs: int = 10,
-                   init_w=5.0, init_b: float = 0.0, learning_rate: float = 0.1,
-                   optimizer: str = "sgd", loss: str = "mse", metrics: Sequence[str] = (),
-                   batch_size: int | None = None,
-                   shuffle_seed: int | None = None, validation_data: tuple | None = None,
-                   standardize: bool = False, feature_names: tuple[str, ...] = (),
-                   seed: int = 0, rtol: float = DEFAULT_RTOL, verbose: int = 0,
-                   compile: str = "auto", steps_per_call: int = 0, strategy=None,
-                   checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
-                   keep_checkpoints: int = 0,
-                   resume_from: dict[str, Path] | None = None,
-                   callbacks: Callable[[str], list] | None = None,
-                   on_epoch_end: Callable[[str, object], None] | None = None) -> Comparison:
-    """Train every model × loop combination from the same start, and compare.
-
-    Args:
-      x, y: the training data; x is [N] (scalar model) or [N, d], y is [N]
-        or [N, k] (k outputs).
-      models: "module" (LinearModule) and/or "keras" (LinearModel).
-      loops: "manual" and/or "keras".
-      standardize: train on features scaled to zero mean and unit variance;
-        histories, the trained models and their checkpoints are in the
-        original units all the same.
-      seed: passed to `keras.utils.set_random_seed` before each run.
-      strategy: a tf.distribute strategy; the models are created in its scope.
-      checkpoint_dir: with `checkpoint_every` > 0, each run saves training
-        checkpoints in `checkpoint_dir/<model>-<loop>/`.
-      resume_from: per run label ("module-manual", ...), a training
-        checkpoint to continue that run from.
-      callbacks: per run label, the Keras callbacks for that run.
-      on_epoch_end: called with the run label and its History so far (in
-        the original units), before training and after each epoch.
-      Other arguments as for `Trainer` and `Trainer.fit`.
-
-    Returns and raises as `run_experiment`.
-    """
-    experiment = Experiment(
-        models=tuple(models), loops=tuple(loops), epochs=epochs, init_w=init_w, init_b=init_b,
-        learning_rate=learning_rate, optimizer=optimizer, loss=loss, metrics=tuple(metrics),
-        batch_size=batch_size,
-        shuffle_seed=shuffle_seed, standardize=standardize, seed=seed, compile=compile,
-        steps_per_call=steps_per_call, checkpoint_every=checkpoint_every,
-        keep_checkpoints=keep_checkpoints)
-    hooks = RunHooks(checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir),
-                     resume_from=resume_from or {}, callbacks=callbacks,
-                     on_epoch_end=on_epoch_end, verbose=verbose)
-    x = float32_array(x, "x")
-    if validation_data is not None:
-        validation_data = (float32_array(validation_data[0], "x_val"),
-                           float32_array(validation_data[1], "y_val"))
-    data = Data(x=x, y=float32_array(y, "y"), source="arrays",
-                feature_names=tuple(feature_names) or _default_names(x),
-                x_val=None if validation_data is None else validation_data[0],
-                y_val=None if validation_data is None else validation_data[1])
-    return run_experiment(experiment, data, strategy=strategy, hooks=hooks, rtol=rtol)
-
-
-def _default_names(x: np.ndarray) -> tuple[str, ...]:
-    return ("x",) if x.ndim == 1 else tuple(f"x{i}" for i in range(x.shape[1]))
 
 
 def _reference(experiment: Experiment, data: Data, inputs: TrainingInputs) -> Reference | None:

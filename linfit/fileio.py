@@ -107,3 +107,18 @@ def fsync_directory(directory: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def remove_matching(directory: Path, patterns: list[str]) -> None:
+    """Remove the files matching `patterns` below `directory`, then the directories
+    left empty; anything else stays."""
+    if not directory.is_dir():
+        return
+    for pattern in patterns:
+        for file in directory.rglob(pattern):
+            file.unlink(missing_ok=True)
+    for sub in sorted((d for d in directory.rglob("*") if d.is_dir()), reverse=True):
+        if not any(sub.iterdir()):
+            sub.rmdir()
+    if not any(directory.iterdir()):
+        directory.rmdir()

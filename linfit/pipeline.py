@@ -15,6 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from linfit.config import check_value
+from linfit.errors import ConfigError
+
 from linfit.data_files import TF_ALIGNMENT
 
 
@@ -160,3 +163,27 @@ def epoch_permutation(n: int, seed: int, epoch):
     of (seed, epoch) only, so a resumed run sees the same orders."""
     seed_pair = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
     return tf.argsort(tf.random.stateless_uniform([n], seed=seed_pair))
+
+
+# The loops `Trainer.fit` runs.
+TRAINING_LOOPS = ("manual", "keras")
+
+
+def check_fit_arguments(epochs, loop, batch_size, validation_batch_size,
+                        validation_freq) -> None:
+    """Refuse `Trainer.fit` arguments it cannot train with, naming the argument."""
+    if loop not in TRAINING_LOOPS:
+        raise ConfigError(f"loop={loop!r} is not a training loop: use one of {TRAINING_LOOPS}")
+    check_value("train.epochs", epochs, label="epochs")
+    for name, value in (("batch_size", batch_size),
+                        ("validation_batch_size", validation_batch_size)):
+        if value is not None and not _positive_int(value):
+            raise ConfigError(f"{name}={value!r}: use None for one full batch, "
+                              "or a positive integer")
+    if not _positive_int(validation_freq):
+        raise ConfigError(f"validation_freq={validation_freq!r}: use a positive integer "
+                          "(validate after every N-th epoch)")
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1

@@ -27,9 +27,10 @@ from linfit.data import Data
 from linfit.data_files import shown
 from linfit.errors import ConfigError, LinfitError, RunDirError, WriteError
 from linfit.experiment import Comparison, RunHooks, RunLabel, RunResult, config_callbacks
-from linfit.fileio import TEMPORARY_FILES, append_text, write_text
+from linfit.fileio import TEMPORARY_FILES, remove_matching, write_text
 from linfit.history import History
 from linfit.report import write_report
+from linfit.run_records import HistoryCSV, data_metrics, run_metrics, timing
 from linfit.training_state import changed_setting
 
 
@@ -168,8 +169,8 @@ class RunDir:
         for file in [*(path / name for name in names), *path.glob(TEMPORARY_FILES)]:
             file.unlink(missing_ok=True)
         for label in labels:
-            _remove_tree(self.checkpoint_dir(label), ["epoch-*.weights.h5", TEMPORARY_FILES])
-            _remove_tree(self.tensorboard_dir(label), ["events.out.tfevents.*"])
+            remove_matching(self.checkpoint_dir(label), ["epoch-*.weights.h5", TEMPORARY_FILES])
+            remove_matching(self.tensorboard_dir(label), ["events.out.tfevents.*"])
         for directory in (self.checkpoint_dir(), self.path / self.TENSORBOARD):
             if directory.is_dir() and not any(directory.iterdir()):
                 directory.rmdir()
@@ -234,14 +235,14 @@ class RunDir:
         self._write_history_csv([(run.label, run.history) for run in runs])
         figures = plots.write_figures(self.path, data, comparison)
         write_report(self.path / self.REPORT, config, data, comparison, figures, devices)
-        metrics = {"status": "complete", **_data_metrics(data),
+        metrics = {"status": "complete", **data_metrics(data),
                    **({"devices": devices} if devices else {}),
-                   "runs": [_run_metrics(run.label, run.history) for run in runs]}
+                   "runs": [run_metrics(run.label, run.history) for run in runs]}
         if len(runs) > 1:
             metrics["agreement"] = comparison.agreement.to_json()
         if comparison.reference is not None:
             metrics["reference"] = comparison.reference.to_json()
-        self._write_json(self.TIMING, {"runs": [_timing(run) for run in runs]})
+        self._write_json(self.TIMING, {"runs": [timing(run) for run in runs]})
         self._write_json(self.METRICS, metrics)
         return metrics
 
@@ -257,18 +258,18 @@ class RunDir:
         for run in completed:
             _best_effort(run.trainer.save_checkpoint, self.final_checkpoint(run.label),
                          run.history)
-            entry = _run_metrics(run.label, run.history)
+            entry = run_metrics(run.label, run.history)
             runs.append({**entry, "status": "interrupted"} if run.history.interrupted
                         else entry)
             histories.append((run.label, run.history))
         if getattr(error, "history", None) is not None and getattr(error, "label", None):
-            runs.append({**_run_metrics(error.label, error.history), "checkpoint": None,
+            runs.append({**run_metrics(error.label, error.history), "checkpoint": None,
                          "status": status,
                          "stopped_at": {"epoch": error.epoch, "batch": error.batch}})
             histories.append((error.label, error.history))
         if histories:
             _best_effort(self._write_history_csv, histories)
-        metrics = {"status": status, "error": message, **_data_metrics(data), "runs": runs}
+        metrics = {"status": status, "error": message, **data_metrics(data), "runs": runs}
         _best_effort(self._write_json, self.METRICS, metrics)
         return metrics
 
@@ -385,71 +386,3 @@ def _changed_message(path: Path, key: str, then, now) -> str:
             "changed)" if key == "data.fingerprint" else f"{key} was {then!r}, now {now!r}")
     return (f"--resume: {path} was written with other settings: {what}. Resume with the "
             "settings the run was started with, or start a new run")
-
-
-def _remove_tree(directory: Path, patterns: list[str]) -> None:
-    """Remove the files matching `patterns` below `directory`, then the directories
-    left empty; anything else stays."""
-    if not directory.is_dir():
-        return
-    for pattern in patterns:
-        for file in directory.rglob(pattern):
-            file.unlink(missing_ok=True)
-    for sub in sorted((d for d in directory.rglob("*") if d.is_dir()), reverse=True):
-        if not any(sub.iterdir()):
-            sub.rmdir()
-    if not any(directory.iterdir()):
-        directory.rmdir()
-
-
-class HistoryCSV:
-    """history.csv, appended to as training goes (only the new rows: each epoch
-    costs the same however long the run), so a crashed run keeps its history.
-
-    `RunDir.write_results` rewrites it whole, atomically, at the end.
-    """
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.rows_written: dict[str, int] = {}
-        path.unlink(missing_ok=True)  # a resumed run writes its whole history again
-
-    def write(self, label: RunLabel, history: History) -> None:
-        rows = len(history.full_loss)
-        done = self.rows_written.get(label, 0)
-        with io.StringIO() as text:
-            writer = csv.writer(text, lineterminator="\n")
-            if not self.rows_written:
-                writer.writerow(["model", "loop", "epoch", *history.csv_header()])
-            for epoch in range(done, rows):
-                writer.writerow([label.model, label.loop, epoch, *history.csv_row(epoch)])
-            append_text(self.path, text.getvalue())  # whole rows, or none
-        self.rows_written[label] = rows
-
-
-def _run_metrics(label: RunLabel, history: History) -> dict:
-    """One run's entry in metrics.json: its history, how it ended, and its final
-    (saved) state."""
-    rows = history.metrics_rows()
-    entry = {"model": label.model, "loop": label.loop, "checkpoint": f"{label}.weights.h5",
-             "epochs_run": history.epochs, "stopped_early": history.stopped}
-    if history.early_stopping is not None:
-        entry["early_stopping"] = dict(history.early_stopping)
-    if rows:
-        entry["final"] = rows[history.final_row]
-    if history.metrics:
-        entry["metrics"] = {name: list(history.logs.get(name, [])) for name in history.metrics}
-    return {**entry, "loss": list(history.loss), "trajectory": rows}
-
-
-def _data_metrics(data: Data) -> dict:
-    return {"data": {"source": data.source, "num_examples": data.num_examples,
-                     "validation_examples": 0 if data.y_val is None else len(data.y_val),
-                     "features": list(data.feature_names)}}
-
-
-def _timing(run: RunResult) -> dict:
-    """Wall times, kept out of metrics.json so that file is the same on every rerun."""
-    return {"model": run.model_kind, "loop": run.loop, "seconds": round(run.seconds, 4),
-            "seconds_per_epoch": round(run.seconds / max(run.history.epochs, 1), 6)}
-

@@ -22,23 +22,21 @@ from linfit.callbacks import (BatchPosition, HistoryLogger, PeriodicCheckpoint, 
                               note_stopping, overridden_hooks, progress_callbacks)
 from linfit.config import check_value
 from linfit.data import check_features, check_inputs, check_outputs, fingerprint
-from linfit.errors import ConfigError
 from linfit.history import History
 from linfit.interrupts import STOP
 from linfit.loops import failures, keras_fit
 from linfit.loops.manual import CompiledMetrics, ManualLoop, distribute, make_test_step, \
     make_train_step
-from linfit.loops.plan import ExecutionPlan, plan_execution
+from linfit.loops.plan import ExecutionPlan, Workload, plan_execution
 from linfit.losses import (FiniteLoss, ReplicaLoss, checked_metrics, loss_object,
                            optimizer_object, optimizer_settings)
 from linfit.models import as_keras_model, check_saves_whole, is_linear
-from linfit.pipeline import FitData, to_variable
+from linfit.pipeline import FitData, check_fit_arguments, to_variable
 from linfit.recording import Recording
 from linfit.training_state import ResumePoint, resume_point, training_state
 from linfit.variables import (check_created_in_scope, check_trainable, model_variables,
                               trainable_variables)
 
-TRAINING_LOOPS = ("manual", "keras")
 
 
 class Trainer:
@@ -187,7 +185,7 @@ class Trainer:
         non-finite loss is never applied); with `keras.callbacks.TerminateOnNaN`
         among the callbacks, training ends as Keras's `fit` ends it instead.
         """
-        _check_fit_arguments(epochs, loop, batch_size, validation_batch_size, validation_freq)
+        check_fit_arguments(epochs, loop, batch_size, validation_batch_size, validation_freq)
         callbacks = list(callbacks or [])
         check_saves_whole(self.model, callbacks)
         data = self._prepare(x, y, validation_data, FitData(
@@ -197,14 +195,8 @@ class Trainer:
         history.metrics = list(self._metric_results())
         if initial_epoch >= epochs:
             return history
-        plan = plan_execution(
-            compile=self.compile_mode, steps_per_call=self.steps_per_call,
-            steps_per_epoch=data.steps_per_epoch, epochs=epochs,
-            shuffled=shuffle_seed is not None, distributed=self.distributed,
-            user_hooks=overridden_hooks(callbacks),
-            checkpoint_every=checkpoint_every if checkpoint_dir is not None else 0,
-            values_per_step=data.values_per_step)
-        self.execution_mode = plan.mode
+        plan = self._plan(data, shuffle_seed, callbacks, epochs,
+                          checkpoint_every if checkpoint_dir is not None else 0)
         recorder = self.recording.recorder(
             history, data, plan.mode == "eager", history.metrics,
             to_data_units=None if self.standardizer is None else self.standardizer.to_original,
@@ -217,6 +209,17 @@ class Trainer:
         self._run(loop, plan, data, range(initial_epoch, epochs), callback_list, verbose, history)
         note_stopping(history, callbacks, epochs)
         return history
+
+    def _plan(self, data: FitData, shuffle_seed, callbacks, epochs: int, checkpoint_every: int):
+        """How this fit runs (see `plan_execution`), kept as `execution_mode`."""
+        work = Workload(data.steps_per_epoch, epochs, data.values_per_step,
+                        shuffled=shuffle_seed is not None)
+        plan = plan_execution(compile=self.compile_mode, steps_per_call=self.steps_per_call,
+                              work=work, distributed=self.distributed,
+                              user_hooks=overridden_hooks(callbacks),
+                              checkpoint_every=checkpoint_every)
+        self.execution_mode = plan.mode
+        return plan
 
     def _run(self, loop: str, plan: ExecutionPlan, data: FitData, epochs: range,
              callback_list: list, verbose: int, history: History) -> None:
@@ -389,22 +392,3 @@ class Trainer:
         if is_linear(self.model):
             check_features(x, self.model.features)
         return np.asarray(self._predict_function(x))
-
-
-def _check_fit_arguments(epochs, loop, batch_size, validation_batch_size,
-                         validation_freq) -> None:
-    if loop not in TRAINING_LOOPS:
-        raise ConfigError(f"loop={loop!r} is not a training loop: use one of {TRAINING_LOOPS}")
-    check_value("train.epochs", epochs, label="epochs")
-    for name, value in (("batch_size", batch_size),
-                        ("validation_batch_size", validation_batch_size)):
-        if value is not None and not _positive_int(value):
-            raise ConfigError(f"{name}={value!r}: use None for one full batch, "
-                              "or a positive integer")
-    if not _positive_int(validation_freq):
-        raise ConfigError(f"validation_freq={validation_freq!r}: use a positive integer "
-                          "(validate after every N-th epoch)")
-
-
-def _positive_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1

@@ -4,7 +4,7 @@ import warnings
 
 import pytest
 
-from linfit.experiment import run_comparison
+from linfit.comparison import run_comparison
 from linfit.reference import least_squares_reference
 
 

@@ -26,8 +26,9 @@ LAYERS = [
     ["callbacks", "loops", "loops.plan", "loops.manual", "loops.keras_fit"],
     ["recording", "loops.failures"],
     ["trainer"],
-    ["experiment"],
-    ["report", "plots", "console"],
+    ["experiment", "comparison"],
+    ["plot_kit"],
+    ["report", "plots", "plot_comparison", "console", "run_records"],
     ["rundir"],
     ["job"],
     ["config_help", "train", "predict", "compare", "__main__", "__init__"],
@@ -168,3 +169,20 @@ SYNTHETIC_LAYERS = [["low"], ["middle", "sub", "sub.inner"], ["high", "__init__"
         "lazy-tensorflow", "unplaced"])
 def test_the_checker_finds_what_it_should(tmp_path, files, expected):
     assert check_layers(make_package(tmp_path, files), SYNTHETIC_LAYERS) == expected
+
+
+def test_the_readme_layout_names_every_module_in_its_layer():
+    """README's Layout: one line per module, under the layer LAYERS gives it."""
+    import re
+
+    readme = (PACKAGE.parent / "README.md").read_text()
+    block = readme.split("### Layout", 1)[1].split("```", 2)[1]
+    listed, layer = {}, None
+    for line in block.splitlines():
+        found = re.match(r"(?:layer (\d+))?\s+([\w/]+)\.py\s", line)
+        if found:
+            layer = int(found.group(1)) if found.group(1) else layer
+            listed[found.group(2).replace("/", ".")] = layer
+    expected = {module: index for index, names in enumerate(LAYERS) for module in names
+                if module != "loops"}
+    assert listed == expected

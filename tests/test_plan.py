@@ -2,7 +2,8 @@
 
 import pytest
 
-from linfit.loops.plan import EAGER_STEPS, EAGER_VALUES, FUSED_STEPS, ExecutionPlan, plan_execution
+from linfit.loops.plan import (EAGER_STEPS, EAGER_VALUES, FUSED_STEPS, ExecutionPlan, Workload,
+                               plan_execution)
 
 BASE = dict(compile="auto", steps_per_call=0, steps_per_epoch=1, epochs=10, shuffled=False,
             distributed=False, user_hooks=frozenset(), checkpoint_every=0)
@@ -45,7 +46,7 @@ BASE = dict(compile="auto", steps_per_call=0, steps_per_epoch=1, epochs=10, shuf
      ("function", 0, 8, 1, False)),
 ])
 def test_plan(changes, expected):
-    plan = plan_execution(**{**BASE, **changes})
+    plan = planned(**{**BASE, **changes})
     assert plan == ExecutionPlan(*expected)
 
 
@@ -53,5 +54,10 @@ def test_a_resumed_run_is_planned_as_the_whole_run():
     # The plan takes the epoch to train up to, not the epochs left: a run of 40
     # epochs resumed at 30 is compiled as the straight run was, so the two give
     # the same bits.
-    whole = plan_execution(**{**BASE, "epochs": 40})
+    whole = planned(**{**BASE, "epochs": 40})
     assert whole.mode == "function"
+
+
+def planned(*, steps_per_epoch, epochs, shuffled, values_per_step=0, **others) -> ExecutionPlan:
+    return plan_execution(work=Workload(steps_per_epoch, epochs, values_per_step, shuffled),
+                          **others)

@@ -2,7 +2,7 @@
 
 `write_figures` is driven on real comparisons (tiny data, few epochs, trained
 once per module) and the Figure objects it saves are inspected: legends,
-lines, ticks and texts. They are caught by wrapping `plots._save`, which every
+lines, ticks and texts. They are caught by wrapping `plot_kit.save`, which every
 figure goes through.
 """
 
@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
 
 import linfit
-from linfit import plots
+from linfit import plot_kit, plots
 from linfit.agreement import compare_histories
 from linfit.data import Data
 
@@ -39,14 +39,14 @@ def three_feature_data(n: int, seed: int = 0) -> Data:
 def draw(out_dir: Path, data: Data, comparison) -> dict:
     """write_figures' Figures by file name, as they were saved."""
     figures = {}
-    save = plots._save
+    save = plot_kit.save
 
     def keep(fig, path):
         figures[Path(path).name] = fig
         return save(fig, path)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(plots, "_save", keep)
+        patch.setattr(plot_kit, "save", keep)
         written = plots.write_figures(out_dir, data, comparison)
     assert sorted(written) == sorted(figures)
     return figures
@@ -246,10 +246,10 @@ def test_many_parameters_share_two_panels(tmp_path):
         "full_loss": [3.0, 2.0, 1.0], "w": [np.full(15, v, np.float32) for v in (0.0, 1, 2)],
         "b": [0.0, 0.5, 1.0]})
     run = dataclasses.make_dataclass("Run", ["history"])(history)
-    groups = [plots.RunGroup("run", (run,), 0, history.columns())]
+    groups = [plot_kit.RunGroup("run", (run,), 0, history.columns())]
     fig = {}
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(plots, "_save", lambda figure, path: fig.setdefault("weights", figure))
+        patch.setattr(plot_kit, "save", lambda figure, path: fig.setdefault("weights", figure))
         plots.plot_weights(tmp_path / "weights.png", groups, optimum=(np.ones(15), 1.0))
     assert [ax.get_title() for ax in fig["weights"].axes] == [
         "w: 15 values, one colour each", "b"]

@@ -37,9 +37,21 @@ class ExecutionPlan:
     full_batch: bool
 
 
-def plan_execution(*, compile: str, steps_per_call: int, steps_per_epoch: int, epochs: int,
-                   shuffled: bool, distributed: bool, user_hooks: frozenset[str] = frozenset(),
-                   checkpoint_every: int = 0, values_per_step: int = 0) -> ExecutionPlan:
+@dataclass(frozen=True)
+class Workload:
+    """The shape of a fit's work: batches per epoch, the epoch it trains up to (from
+    epoch 0), the numbers a step reads (a batch's x and y), and whether batches
+    are reshuffled each epoch."""
+
+    steps_per_epoch: int
+    epochs: int
+    values_per_step: int = 0
+    shuffled: bool = False
+
+
+def plan_execution(*, compile: str, steps_per_call: int, work: Workload, distributed: bool,
+                   user_hooks: frozenset[str] = frozenset(),
+                   checkpoint_every: int = 0) -> ExecutionPlan:
     """The plan of a fit.
 
     Args:
@@ -48,8 +60,7 @@ def plan_execution(*, compile: str, steps_per_call: int, steps_per_epoch: int, e
         runs as the whole run would have) of at most EAGER_VALUES numbers
         each, where tracing costs more than it saves.
       steps_per_call: the user's batches per call; 0 is automatic.
-      steps_per_epoch, epochs: the shape of the run (epochs from 0).
-      shuffled: whether batches are reshuffled each epoch.
+      work: the shape of the run (see `Workload`).
       distributed: under a tf.distribute strategy with several replicas
         (compiled, batch by batch: `strategy.run` wants a tf.function, and
         Keras's multi-step loop fails on distributed batches).
@@ -58,14 +69,15 @@ def plan_execution(*, compile: str, steps_per_call: int, steps_per_epoch: int, e
         loops then go batch by batch, as `fit` does.
       checkpoint_every: periodic checkpoints are written between calls, at
         their epochs (0: none).
-      values_per_step: the numbers a step reads (a batch's x and y).
     """
+    steps_per_epoch = work.steps_per_epoch
     if distributed:
         mode = "function"
     elif compile != "auto":
         mode = compile
     else:
-        cheap = epochs * steps_per_epoch <= EAGER_STEPS and values_per_step <= EAGER_VALUES
+        cheap = work.epochs * steps_per_epoch <= EAGER_STEPS and \
+            work.values_per_step <= EAGER_VALUES
         mode = "eager" if cheap else "function"
     return ExecutionPlan(
         mode=mode,
@@ -74,7 +86,7 @@ def plan_execution(*, compile: str, steps_per_call: int, steps_per_epoch: int, e
         steps_per_call=steps_per_call or 1,
         steps_per_execution=1 if distributed else min(
             steps_per_call or (1 if user_hooks else steps_per_epoch), steps_per_epoch),
-        full_batch=steps_per_epoch == 1 and not shuffled)
+        full_batch=steps_per_epoch == 1 and not work.shuffled)
 
 
 def _epochs_per_call(mode: str, steps_per_call: int, steps_per_epoch: int, distributed: bool,

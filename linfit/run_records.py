@@ -1,0 +1,66 @@
+"""What a run directory's record files hold, entry by entry: history.csv as it grows
+(only the new rows each epoch), each run's entry in metrics.json, its data's, and
+timing.json's. `linfit.rundir` decides when each is written, and where.
+"""
+
+import csv
+import io
+from pathlib import Path
+
+from linfit.data import Data
+from linfit.experiment import RunLabel, RunResult
+from linfit.fileio import append_text
+from linfit.history import History
+
+
+class HistoryCSV:
+    """history.csv, appended to as training goes (only the new rows: each epoch
+    costs the same however long the run), so a crashed run keeps its history.
+
+    `RunDir.write_results` rewrites it whole, atomically, at the end.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows_written: dict[str, int] = {}
+        path.unlink(missing_ok=True)  # a resumed run writes its whole history again
+
+    def write(self, label: RunLabel, history: History) -> None:
+        rows = len(history.full_loss)
+        done = self.rows_written.get(label, 0)
+        with io.StringIO() as text:
+            writer = csv.writer(text, lineterminator="\n")
+            if not self.rows_written:
+                writer.writerow(["model", "loop", "epoch", *history.csv_header()])
+            for epoch in range(done, rows):
+                writer.writerow([label.model, label.loop, epoch, *history.csv_row(epoch)])
+            append_text(self.path, text.getvalue())  # whole rows, or none
+        self.rows_written[label] = rows
+
+
+def run_metrics(label: RunLabel, history: History) -> dict:
+    """One run's entry in metrics.json: its history, how it ended, and its final
+    (saved) state."""
+    rows = history.metrics_rows()
+    entry = {"model": label.model, "loop": label.loop, "checkpoint": f"{label}.weights.h5",
+             "epochs_run": history.epochs, "stopped_early": history.stopped}
+    if history.early_stopping is not None:
+        entry["early_stopping"] = dict(history.early_stopping)
+    if rows:
+        entry["final"] = rows[history.final_row]
+    if history.metrics:
+        entry["metrics"] = {name: list(history.logs.get(name, [])) for name in history.metrics}
+    return {**entry, "loss": list(history.loss), "trajectory": rows}
+
+
+def data_metrics(data: Data) -> dict:
+    return {"data": {"source": data.source, "num_examples": data.num_examples,
+                     "validation_examples": 0 if data.y_val is None else len(data.y_val),
+                     "features": list(data.feature_names)}}
+
+
+def timing(run: RunResult) -> dict:
+    """Wall times, kept out of metrics.json so that file is the same on every rerun."""
+    return {"model": run.model_kind, "loop": run.loop, "seconds": round(run.seconds, 4),
+            "seconds_per_epoch": round(run.seconds / max(run.history.epochs, 1), 6)}
+
