@@ -72,11 +72,6 @@ def guide_row(history: History, row: int) -> list[str]:
     return [title, "    " + ("(no full_loss recorded)" if loss is None else f"loss={_loss(loss)}")]
 
 
-def guide_lines(history: History) -> list[str]:
-    """The guide's whole printout: "Starting:", then "Epoch  0:" ... with W, b and loss."""
-    return [line for row in range(history.rows) for line in guide_row(history, row)]
-
-
 @dataclass(frozen=True)
 class PrintPlan:
     """Which epochs' guide lines a run of `epochs` epochs prints.
@@ -308,7 +303,7 @@ def summary_lines(comparison: Comparison, epochs: int, true_line=None,
              if recorded else "Results (no full_loss recorded: train.record_full_loss = false)",
              *_table(rows)]
     if reference is not None:
-        lines.append(_rate_line(comparison))
+        lines.append(rate_line(comparison))
     if devices:
         lines.append(f"Devices: {devices}")
     if run_dir:
@@ -332,7 +327,9 @@ def _run_row(run: RunResult, epochs: int, reference) -> list[str]:
             "" if loss is None else _loss(loss), gap, trained, f"{run.seconds:.2f} s"]
 
 
-def _rate_line(comparison: Comparison) -> str:
+def rate_line(comparison: Comparison) -> str:
+    """The learning rate against its stability limit, and the contraction it gives
+    (an MSE comparison: one with a reference)."""
     reference = comparison.reference
     text = (f"Learning rate {comparison.learning_rate:g}: the stability limit is "
             f"{reference.lr_limit:.4g}")

@@ -120,21 +120,23 @@ def read_data_file(path: str | Path | tuple[str, ...], target: str | tuple[str, 
     names the feature columns, as `data.features` does (default: all the
     others). One feature gives x of shape [N].
     """
-    x, y, names = _read(path, target, features)
-    targets = () if y.ndim == 1 else tuple(target) if not isinstance(target, str) and \
-        len(target) == y.shape[1] else tuple(f"y{j}" for j in range(y.shape[1]))
-    if isinstance(path, Path) or not is_sharded(path):
+    if not is_sharded(path):
+        x, y, names = read_table(path, target, features)
         source, exact = str(path), lambda: float64_chunks(path, target, features)
     else:
         paths = shard_paths(path)
+        x, y, names = read_shards(paths, target, features)
         source, exact = describe(path, paths), lambda: shard_chunks(paths, target, features)
+    targets = () if y.ndim == 1 else tuple(target) if not isinstance(target, str) and \
+        len(target) == y.shape[1] else tuple(f"y{j}" for j in range(y.shape[1]))
     return Data(x=x, y=y, source=source, feature_names=names, target_names=targets,
                 exact=ExactValues(exact))
 
 
 def _read(path, target, features) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    """One file's table, or the shards' (a glob pattern or a tuple of paths)."""
-    if isinstance(path, Path) or not is_sharded(path):
+    """One file's table, or the shards' (a glob pattern or a tuple of paths): the
+    validation data's."""
+    if not is_sharded(path):
         return read_table(path, target, features)
     return read_shards(shard_paths(path), target, features)
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 
 from linfit.config import Config
-from linfit.console import agreement_lines, stop_line
+from linfit.console import agreement_lines, rate_line, stop_line
 from linfit.data import Data
 from linfit.experiment import Comparison
 from linfit.fileio import write_text
@@ -48,15 +48,8 @@ def _summary_lines(comparison: Comparison) -> list[str]:
     lines = []
     if len(comparison.runs) > 1:
         lines.append("**" + agreement_lines(comparison.agreement)[0].rstrip(":") + "**")
-    reference = comparison.reference
-    if reference is not None:
-        text = (f"Learning rate {comparison.learning_rate:g}; its stability limit for this data "
-                f"is {reference.lr_limit:.4g}")
-        rho = comparison.contraction
-        if rho is not None:
-            text += (f", and ‖θ − θ*‖ shrinks ×{rho:.3g} per epoch" if rho < 1 else
-                     f", and ‖θ − θ*‖ grows ×{rho:.3g} per epoch: training diverges")
-        lines.append(text + ".")
+    if comparison.reference is not None:
+        lines.append(rate_line(comparison) + ".")  # as the console's summary says it
     return [" ".join(lines)] if lines else []
 
 

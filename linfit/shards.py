@@ -19,8 +19,11 @@ from linfit.errors import DataError
 GLOB_CHARACTERS = frozenset("*?[")
 
 
-def is_sharded(spec: str | tuple[str, ...]) -> bool:
-    """Whether `data.path` names several files (a list, or a glob pattern)."""
+def is_sharded(spec: str | Path | tuple[str, ...]) -> bool:
+    """Whether `data.path` names several files (a list, or a glob pattern); a Path is
+    one file, whatever its name."""
+    if isinstance(spec, Path):
+        return False
     return not isinstance(spec, str) or bool(GLOB_CHARACTERS & set(spec))
 
 

@@ -182,7 +182,8 @@ def test_default_report_reads_at_a_glance(default_run, guide_data):
     reference = least_squares_reference(guide_data.x, guide_data.y)
     assert report.splitlines()[2].startswith(
         "**All 4 runs agree bitwise: every epoch's loss, full_loss, w and b are identical.** "
-        f"Learning rate 0.1; its stability limit for this data is {reference.lr_limit:.4g}")
+        f"Learning rate 0.1: the stability limit is {reference.lr_limit:.4g}; |θ − θ*| "
+        "shrinks ×")
     assert "- **Devices**: one device (CPU:0), no tf.distribute strategy" in report
     assert "The steps ran eagerly: nothing was traced" in report
     assert f"| **optimum** (float64 least squares) | | {float(reference.w):.4f} | " in report
