@@ -191,7 +191,7 @@ def read_columns(path: Path, header: list[str], feature_columns: list[int],
                                (None if y is None else y[rows:end], target_columns)):
             if array is not None and not np.isfinite(array).all():
                 row, index = np.argwhere(~np.isfinite(array))[0]
-                raise DataError(f"{path}, line {_line_of_row(path, rows + row)}, column "
+                raise DataError(f"{path}, line {line_of_row(path, rows + row)}, column "
                                 f"{header[columns[index]]!r}: {chunk[row, columns[index]]:g} "
                                 "overflows float32 (largest 3.4e+38): rescale the column")
         rows = end
@@ -217,7 +217,7 @@ def csv_chunks(path: Path, header: list[str]):
             bad = ~np.isfinite(chunk)
             if bad.any():
                 row, column = np.argwhere(bad)[0]
-                raise DataError(f"{path}, line {_line_of_row(path, rows + row)}, column "
+                raise DataError(f"{path}, line {line_of_row(path, rows + row)}, column "
                                 f"{header[column]!r}: {chunk[row, column]} is not finite: "
                                 "remove or fix the row")
             yield chunk
@@ -314,7 +314,7 @@ def _raise_parse_error(path: Path, header: list[str]) -> None:
                                 "number") from None
 
 
-def _line_of_row(path: Path, row: int) -> int:
+def line_of_row(path: Path, row: int) -> int:
     """The file line of data row `row` (0-based; blank lines are no rows)."""
     for seen, (line, _) in enumerate(_rows(path)):
         if seen == row:

@@ -20,6 +20,12 @@ from linfit.errors import ConfigError
 
 from linfit.data_files import TF_ALIGNMENT
 
+# A full batch of more rows than this is taken in chunks of this many (in order):
+# the gradient and the loss of each, weighted by its rows, are summed before the
+# one update, and the recorded full_loss is summed the same way. So a stream
+# never holds more than a chunk, and a stream and data in memory give the same bits.
+FULL_PASS_ROWS = 65536
+
 
 @dataclass(frozen=True)
 class FitData:
@@ -36,6 +42,11 @@ class FitData:
       fingerprint: a digest of the values (`linfit.data.fingerprint`).
       strategy: a tf.distribute strategy whose replicas the batches are
         split over, or None.
+      shuffle_buffer: 0 shuffles each epoch's rows as a whole; N > 0 in the
+        order of a stream of shards (see `stream_order`), as streamed data is.
+      shard_rows: the rows of each shard the data was read from (one shard: ()).
+      whole_batches: take a full batch whole, never in chunks (under a
+        tf.distribute strategy, whose replicas split it).
     """
 
     arrays: tuple
@@ -46,6 +57,9 @@ class FitData:
     validation_freq: int = 1
     fingerprint: str = ""
     strategy: object = None
+    shuffle_buffer: int = 0
+    shard_rows: tuple[int, ...] = ()
+    whole_batches: bool = False
 
     @property
     def num_examples(self) -> int:
@@ -58,6 +72,14 @@ class FitData:
     @property
     def steps_per_epoch(self) -> int:
         return _batches(self.num_examples, self.batch_size)
+
+    @property
+    def chunks_per_step(self) -> int:
+        """Chunks of FULL_PASS_ROWS rows one update sums: above 1 for a large full batch."""
+        rows = self.num_examples
+        if self.whole_batches or (self.batch_size is not None and self.batch_size < rows):
+            return 1
+        return math.ceil(rows / FULL_PASS_ROWS)
 
     @property
     def values_per_step(self) -> int:
@@ -81,7 +103,16 @@ class FitData:
     def batches(self, start: int) -> tf.data.Dataset:
         """The training batches of every epoch from `start` on (see `make_dataset`)."""
         return self._split(make_dataset(*self.arrays[:2], self.batch_size, self.epochs,
-                                        self.shuffle_seed, start))
+                                        self.shuffle_seed, start, self.shuffle_buffer,
+                                        self.shard_rows))
+
+    def update_batches(self, start: int) -> tf.data.Dataset:
+        """What the manual loop reads: `batches(start)`, or for a large full batch its
+        chunks (`chunks_per_step` of them per update)."""
+        if self.chunks_per_step == 1:
+            return self.batches(start)
+        return make_dataset(*self.arrays[:2], FULL_PASS_ROWS, self.epochs, self.shuffle_seed,
+                            start, self.shuffle_buffer, self.shard_rows)
 
     def eager_batches(self, start: int):
         """An iterator over the batches of `batches(start)`, for a loop that runs eagerly.
@@ -90,9 +121,10 @@ class FitData:
         every epoch: the same values as the dataset's slices, without building a
         tf.data pipeline (about 50 ms, most of a short eager run's set-up).
         """
-        if self.steps_per_epoch == 1 and self.shuffle_seed is None and self.strategy is None:
+        if self.steps_per_epoch == 1 and self.shuffle_seed is None and self.strategy is None \
+                and self.chunks_per_step == 1:
             return itertools.repeat(tuple(self.arrays[:2]))
-        return iter(self.batches(start))
+        return iter(self.update_batches(start))
 
     def validation_batches(self) -> tf.data.Dataset:
         """The validation data's batches, in order (one epoch of them)."""
@@ -129,7 +161,8 @@ def to_variable(array: np.ndarray) -> tf.Variable:
 
 
 def make_dataset(x, y, batch_size: int | None = None, epochs: int = 1,
-                 shuffle_seed: int | None = None, initial_epoch: int = 0) -> tf.data.Dataset:
+                 shuffle_seed: int | None = None, initial_epoch: int = 0,
+                 shuffle_buffer: int = 0, shard_rows: tuple[int, ...] = ()) -> tf.data.Dataset:
     """The batches of every epoch, in order, as one tf.data.Dataset.
 
     Both loops read it through one iterator, `steps_per_epoch` batches per
@@ -137,6 +170,10 @@ def make_dataset(x, y, batch_size: int | None = None, epochs: int = 1,
     (or >= N) is the guide's single full batch. With `shuffle_seed`, epoch e
     uses the permutation seeded by (shuffle_seed, e): reproducible, the same
     in both loops, and independent of where training (re)started.
+
+    With `shuffle_buffer` N > 0, epoch e is in the order a stream of the
+    shards (`shard_rows`) is read in (`stream_order`), so that streamed data
+    and the same data in memory train the same.
 
     Args:
       x, y: the data as tf.Variables (see `to_variable`), or arrays.
@@ -149,10 +186,21 @@ def make_dataset(x, y, batch_size: int | None = None, epochs: int = 1,
     if shuffle_seed is None:
         starts = epochs_left.flat_map(lambda _: tf.data.Dataset.range(0, n, size))
         return starts.map(lambda start: (x[start:start + size], y[start:start + size]))
+    if shuffle_buffer:
+        shards = shard_rows or (n,)
+        offsets = tf.constant(np.cumsum((0, *shards)), tf.int64)
 
-    def epoch_batches(epoch):
-        return tf.data.Dataset.from_tensor_slices(epoch_permutation(n, shuffle_seed, epoch)).batch(
-            size)
+        def shard_indices(order):
+            return tf.data.Dataset.from_tensor_slices(order).flat_map(
+                lambda shard: tf.data.Dataset.range(offsets[shard], offsets[shard + 1]))
+
+        def epoch_batches(epoch):
+            return stream_order(shard_indices, len(shards), shuffle_seed, epoch,
+                                shuffle_buffer).batch(size)
+    else:
+        def epoch_batches(epoch):
+            return tf.data.Dataset.from_tensor_slices(
+                epoch_permutation(n, shuffle_seed, epoch)).batch(size)
 
     return epochs_left.flat_map(epoch_batches).map(
         lambda indices: (tf.gather(x, indices), tf.gather(y, indices)))
@@ -161,8 +209,38 @@ def make_dataset(x, y, batch_size: int | None = None, epochs: int = 1,
 def epoch_permutation(n: int, seed: int, epoch):
     """The order of the examples in epoch `epoch` of a shuffled run: a function
     of (seed, epoch) only, so a resumed run sees the same orders."""
-    seed_pair = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
-    return tf.argsort(tf.random.stateless_uniform([n], seed=seed_pair))
+    return tf.argsort(tf.random.stateless_uniform([n], seed=_seed_pair(seed, epoch)))
+
+
+def stream_order(shard_elements, shards: int, seed: int | None, epoch,
+                 buffer: int) -> tf.data.Dataset:
+    """One epoch of a stream of shards, in its order: the shards in a permutation
+    seeded by (seed, epoch), then each run of `buffer` consecutive elements
+    permuted (seeded by (seed, epoch) and its place). None for `seed` keeps
+    the shards' order. A function of (seed, epoch) only, like `epoch_permutation`,
+    holding at most `buffer` elements.
+
+    Args:
+      shard_elements: order (int64 [shards]) -> the dataset of the shards'
+        elements (row indexes, or lines of files) in that order.
+    """
+    if seed is None:
+        return shard_elements(tf.range(shards, dtype=tf.int64))
+    pair = _seed_pair(seed, epoch)
+    order = tf.argsort(tf.random.stateless_uniform(
+        [shards], seed=tf.random.experimental.stateless_fold_in(pair, 0)))
+    elements = shard_elements(tf.cast(order, tf.int64))
+
+    def permuted(place, block):
+        key = tf.random.experimental.stateless_fold_in(pair, place + 1)
+        return tf.gather(block, tf.argsort(tf.random.stateless_uniform(tf.shape(block)[:1],
+                                                                       seed=key)))
+
+    return elements.batch(buffer).enumerate().map(permuted).unbatch()
+
+
+def _seed_pair(seed: int, epoch):
+    return tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
 
 
 # The loops `Trainer.fit` runs.

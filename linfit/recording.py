@@ -14,6 +14,7 @@ import tensorflow as tf
 from linfit import compat
 from linfit.callbacks import EpochRecorder
 from linfit.history import History
+from linfit import pipeline
 from linfit.pipeline import FitData
 
 
@@ -35,17 +36,46 @@ class Recording:
         self.full_loss = full_loss
         line = hasattr(model, "w") and hasattr(model, "b")
         self.names = [*(["full_loss"] if full_loss else []), *(["w", "b"] if line else [])]
-        self._compiled: dict[bool, Callable] = {}
+        self._compiled: dict = {}
         self._batch_loss = None  # traced for the validation data's shapes, once
 
     def record(self, data: tuple) -> dict:
         """The values now, from the data variables (x, y, ...): in a graph, or eagerly."""
         values = {}
         if self.full_loss:
-            values["full_loss"] = self._loss(data[1], self._model(data[0]))
-        if "w" in self.names:
-            values.update(w=tf.identity(self._model.w), b=tf.identity(self._model.b))
-        return values
+            values["full_loss"] = self._full_loss(data[0], data[1])
+        return {**values, **self._weights()}
+
+    def _weights(self) -> dict:
+        if "w" not in self.names:
+            return {}
+        return {"w": tf.identity(self._model.w), "b": tf.identity(self._model.b)}
+
+    def _full_loss(self, x, y):
+        """The loss on (x, y): at once, or above FULL_PASS_ROWS rows summed over chunks
+        of that many, as a streamed pass sums it (`_pass_loss`), to the bit."""
+        rows, size = int(y.shape[0]), pipeline.FULL_PASS_ROWS
+        if rows <= size:
+            return self._loss(y, self._model(x))
+        total = tf.constant(0.0, tf.float64)
+        for start in tf.range(0, rows, size):
+            total += self._weighted(x[start:start + size], y[start:start + size])
+        return tf.cast(total / rows, tf.float32)
+
+    def _weighted(self, x, y):
+        """A chunk's loss times its rows, in float64."""
+        return tf.cast(self._loss(y, self._model(x)), tf.float64) * \
+            tf.cast(tf.shape(y)[0], tf.float64)
+
+    def record_pass(self, chunks: tf.data.Dataset, rows: int) -> dict:
+        """`record` for streamed data: the full loss summed over its chunks."""
+        values = {}
+        if self.full_loss:
+            total = tf.constant(0.0, tf.float64)
+            for x, y in chunks:
+                total += self._weighted(x, y)
+            values["full_loss"] = tf.cast(total / rows, tf.float32)
+        return {**values, **self._weights()}
 
     def function(self, eager: bool) -> Callable[[tuple], dict]:
         """`record`, compiled unless `eager` (one trace per kind of data)."""
@@ -78,9 +108,19 @@ class Recording:
                  **options) -> EpochRecorder:
         """The EpochRecorder of a fit on `data` (options: to_data_units, record_start,
         check_finite)."""
-        record = self.function(eager)
         validation = ["val_loss", *(f"val_{name}" for name in metrics)] if data.validation else []
         start = (lambda: self.validation_loss(data, eager)) \
             if data.validation and self.full_loss else None
-        return EpochRecorder(history, lambda: record(data.arrays), self.names, validation,
+        return EpochRecorder(history, self._values_of(data, eager), self.names, validation,
                              start, **options)
+
+    def _values_of(self, data: FitData, eager: bool) -> Callable[[], dict]:
+        """What the recorder calls after each epoch for `data`."""
+        if data.arrays:
+            record = self.function(eager)
+            return lambda: record(data.arrays)
+        if ("pass", eager) not in self._compiled:
+            self._compiled["pass", eager] = self.record_pass if eager else \
+                tf.function(self.record_pass)
+        record_pass = self._compiled["pass", eager]
+        return lambda: record_pass(data.full_pass(), data.num_examples)

@@ -21,17 +21,18 @@ from linfit import checkpoint, compat
 from linfit.callbacks import (BatchPosition, HistoryLogger, PeriodicCheckpoint, StopAtSafePoint,
                               note_stopping, overridden_hooks, progress_callbacks)
 from linfit.config import check_value
-from linfit.data import check_features, check_inputs, check_outputs, fingerprint
+from linfit.data import check_features
+from linfit.fit_inputs import checked, fit_data
 from linfit.history import History
 from linfit.interrupts import STOP
 from linfit.loops import failures, keras_fit
-from linfit.loops.manual import CompiledMetrics, ManualLoop, distribute, make_test_step, \
-    make_train_step
+from linfit.loops.manual import (CompiledMetrics, ManualLoop, distribute, make_accumulating_step,
+                                make_test_step, make_train_step)
 from linfit.loops.plan import ExecutionPlan, Workload, plan_execution
 from linfit.losses import (FiniteLoss, ReplicaLoss, checked_metrics, loss_object,
                            optimizer_object, optimizer_settings)
 from linfit.models import as_keras_model, check_saves_whole, is_linear
-from linfit.pipeline import FitData, check_fit_arguments, to_variable
+from linfit.pipeline import FitData, check_fit_arguments
 from linfit.recording import Recording
 from linfit.training_state import ResumePoint, resume_point, training_state
 from linfit.variables import (check_created_in_scope, check_trainable, model_variables,
@@ -152,7 +153,8 @@ class Trainer:
                 compat.symbolic_build(self.keras_model, *data)
 
     def fit(self, x, y, *, epochs: int, loop: str = "manual", batch_size: int | None = None,
-            shuffle_seed: int | None = None, validation_data: tuple | None = None,
+            shuffle_seed: int | None = None, shuffle_buffer: int = 0,
+            shard_rows: tuple[int, ...] = (), validation_data: tuple | None = None,
             validation_batch_size: int | None = None, validation_freq: int = 1,
             callbacks: list | None = None, verbose: int = 0, initial_epoch: int = 0,
             resume_from: str | os.PathLike | None = None,
@@ -163,12 +165,15 @@ class Trainer:
 
         Args:
           x, y: inputs ([N] for the scalar model, or [N, d]) and targets ([N],
-            or [N, k] for k outputs).
+            or [N, k] for k outputs); or x the CSV files to stream
+            (`linfit.streams.open_data_files`) and y None.
           epochs: the epoch to train up to (as in Keras), at least 1.
           loop: "manual" (GradientTape) or "keras" (compile + fit).
           batch_size: None for one full batch, as in the guide.
           shuffle_seed: None keeps the data's order; a seed reshuffles the
             batches each epoch, reproducibly and identically in both loops.
+          shuffle_buffer, shard_rows: N > 0 shuffles as streamed data shuffles, in
+            windows of N rows of the shards of `shard_rows` rows (`stream_order`).
           validation_data: (x_val, y_val), evaluated after each epoch as `fit`
             evaluates it (its `on_test_*` hooks, `val_loss` and `val_` metrics),
             in batches of `validation_batch_size` (default: `batch_size`),
@@ -188,8 +193,10 @@ class Trainer:
         check_fit_arguments(epochs, loop, batch_size, validation_batch_size, validation_freq)
         callbacks = list(callbacks or [])
         check_saves_whole(self.model, callbacks)
-        data = self._prepare(x, y, validation_data, FitData(
-            (), batch_size, shuffle_seed, epochs, validation_batch_size, validation_freq))
+        data = self._prepare(x, y, validation_data, loop, FitData(
+            (), batch_size, shuffle_seed, epochs, validation_batch_size, validation_freq,
+            shuffle_buffer=shuffle_buffer, shard_rows=tuple(shard_rows),
+            whole_batches=self.distributed))
         start = self._start(self._settings(data), resume_from, initial_epoch, epochs)
         history, initial_epoch = start.history, start.epoch
         history.metrics = list(self._metric_results())
@@ -213,7 +220,8 @@ class Trainer:
     def _plan(self, data: FitData, shuffle_seed, callbacks, epochs: int, checkpoint_every: int):
         """How this fit runs (see `plan_execution`), kept as `execution_mode`."""
         work = Workload(data.steps_per_epoch, epochs, data.values_per_step,
-                        shuffled=shuffle_seed is not None)
+                        shuffled=shuffle_seed is not None,
+                        in_variables=bool(data.arrays) and data.chunks_per_step == 1)
         plan = plan_execution(compile=self.compile_mode, steps_per_call=self.steps_per_call,
                               work=work, distributed=self.distributed,
                               user_hooks=overridden_hooks(callbacks),
@@ -275,27 +283,18 @@ class Trainer:
         results = self.keras_model.get_metrics_result() if self.metrics else {}
         return {name: value for name, value in results.items() if name != "loss"}
 
-    def _prepare(self, x, y, validation_data, shape: FitData) -> FitData:
+    def _prepare(self, x, y, validation_data, loop: str, shape: FitData) -> FitData:
         """The inputs checked, the model built, the data in TensorFlow once (shared
-        with NumPy where it can be), never per epoch."""
-        x, y = self._checked(x, y)
-        arrays = (x, y) if validation_data is None else (x, y, *self._checked(*validation_data))
-        self._build((x, y))
-        return FitData(tuple(to_variable(array) for array in arrays), shape.batch_size,
-                       shape.shuffle_seed, shape.epochs, shape.validation_batch_size,
-                       shape.validation_freq, fingerprint(*arrays))
-
-    def _checked(self, x, y) -> tuple[np.ndarray, np.ndarray]:
-        x, y = check_inputs(x, y)
-        if is_linear(self.model):
-            check_features(x, self.model.features)
-            check_outputs(y, self.model.outputs)
-        return x, y
+        with NumPy where it can be), never per epoch; or the files to stream."""
+        data, sample = fit_data(self.model, (x, y), validation_data, loop, shape)
+        self._build(sample)
+        return data
 
     def _settings(self, data: FitData) -> dict:
         """What decides the fit's numbers besides the model: a resumed fit must share it."""
         return {**self.run_settings, "batch_size": data.batch_size,
                 "shuffle_seed": data.shuffle_seed, "num_examples": data.num_examples,
+                **({"shuffle_buffer": data.shuffle_buffer} if data.shuffle_buffer else {}),
                 "data": data.fingerprint, "loss": self.loss.wrapped.name,
                 "optimizer": self._optimizer_settings, **self._unit_settings()}
 
@@ -339,17 +338,22 @@ class Trainer:
 
     def _run_manual(self, plan: ExecutionPlan, data: FitData, epochs: range,
                     callbacks: keras.callbacks.CallbackList) -> None:
-        key = (tuple(self.recording.names), plan.mode)
+        chunks = None if data.chunks_per_step == 1 else (data.chunks_per_step,
+                                                         data.num_examples)
+        key = (tuple(self.recording.names), plan.mode, chunks)
         if key not in self._manual_loops:
             metrics = CompiledMetrics(self.keras_model)
             steps = (make_train_step(self.model, self._variables, self.loss, self.optimizer,
                                      metrics),
-                     make_test_step(self.model, ReplicaLoss(self.loss.wrapped), metrics))
+                     make_test_step(self.model, ReplicaLoss(self.loss.wrapped), metrics),
+                     make_accumulating_step(self.model, self._variables, self.loss,
+                                            self.optimizer, metrics))
             if self.distributed:
-                steps = tuple(distribute(step, self.strategy) for step in steps)
+                steps = tuple(distribute(step, self.strategy) for step in steps[:2])
             self._manual_loops[key] = ManualLoop(
                 steps, self.recording.record, self.recording.names, self._loss_tracker, metrics,
-                plan.mode, state=[*model_variables(self.model), *self.optimizer.variables])
+                plan.mode, state=[*model_variables(self.model), *self.optimizer.variables],
+                chunks=chunks)
         self.manual_loop = self._manual_loops[key]
         self.manual_loop.run(plan, self._for_replicas(data), epochs, callbacks)
 
@@ -380,7 +384,7 @@ class Trainer:
 
     def evaluate(self, x, y) -> float:
         """The loss of the model on (x, y), as one batch."""
-        x, y = self._checked(x, y)
+        x, y = checked(self.model, x, y)
         return float(self.loss(y, self._predict_function(x)))
 
     def _predict_batch(self, x):

@@ -52,6 +52,36 @@ def make_train_step(model, variables, loss_fn, optimizer, metrics=None):
     return train_step
 
 
+def make_accumulating_step(model, variables, loss_fn, optimizer, metrics=None):
+    """One update of a full batch read in chunks: each chunk's gradient, weighted by
+    its share of the rows, summed over the chunks, then one optimizer step.
+
+    Returns:
+      update(iterator, chunks, rows) -> (the batch's loss, before the update;
+      its size), reading `chunks` chunks of `rows` rows in all from `iterator`.
+      A chunk whose loss is not finite stops it before the update.
+    """
+
+    def update(iterator, chunks, rows):
+        sums = [tf.zeros_like(variable) for variable in variables]
+        total = tf.constant(0.0, tf.float64)
+        for _ in tf.range(chunks):
+            x, y = next(iterator)
+            size = tf.shape(y)[0]
+            with tf.GradientTape() as tape:
+                prediction = model(x)
+                loss = loss_fn(y, prediction)
+                share = loss * (tf.cast(size, loss.dtype) / tf.cast(rows, loss.dtype))
+            sums = [a + g for a, g in zip(sums, tape.gradient(share, variables))]
+            total += tf.cast(compat.tracked_loss(loss), tf.float64) * tf.cast(size, tf.float64)
+            if metrics is not None:
+                metrics.update(x, y, prediction)
+        optimizer.apply_gradients(zip(sums, variables))
+        return tf.cast(total / tf.cast(rows, tf.float64), tf.float32), rows
+
+    return update
+
+
 def make_test_step(model, loss_fn, metrics=None):
     """`train_step`'s evaluation twin, as Keras's `test_step`: the loss, no update."""
 
@@ -109,7 +139,10 @@ class ManualLoop:
 
     Args:
       steps: (train_step, test_step), from `make_train_step` and
-        `make_test_step` (or `distribute` of them).
+        `make_test_step` (or `distribute` of them), and for full batches
+        read in chunks a third, from `make_accumulating_step`.
+      chunks: (chunks per update, rows per update) for a full batch read in
+        chunks (see `linfit.pipeline.FULL_PASS_ROWS`); None otherwise.
       record: record(data) -> the dict of float32 tensors the History records
         per epoch (full_loss, w, b), where `data` is the fit's tuple of data
         variables. The data is an argument, not a capture, so a later fit on
@@ -126,14 +159,16 @@ class ManualLoop:
     """
 
     def __init__(self, steps, record, record_names: list[str], loss_tracker: keras.metrics.Mean,
-                 metrics: CompiledMetrics, mode: str = "function", state: list | None = None):
+                 metrics: CompiledMetrics, mode: str = "function", state: list | None = None,
+                 chunks: tuple[int, int] | None = None):
         self.mode = mode
         self.record = record
         self._record_names = list(record_names)
         self._tracker = loss_tracker
         self._metrics = metrics
         self._state = list(state or [])
-        train_step, test_step = steps
+        train_step, test_step, *accumulate = steps
+        self._accumulate, self._chunks = (accumulate or [None])[0], chunks
         self._step = tf.function(train_step, jit_compile=True) if mode == "xla" else train_step
         self._test_step = test_step
         compiled = (lambda f: f) if mode == "eager" else tf.function
@@ -214,7 +249,7 @@ class ManualLoop:
 
     def _batch_by_batch(self, plan, data, epochs, callbacks) -> dict:
         batches = data.eager_batches(epochs.start) if plan.mode == "eager" else \
-            iter(data.batches(epochs.start))
+            iter(data.update_batches(epochs.start))
         logs = {}
         for epoch in epochs:
             self._reset()
@@ -265,7 +300,7 @@ class ManualLoop:
         epoch, step = position
         if before is not None:
             self._restore(before)
-            again = iter(data.batches(epoch))
+            again = iter(data.update_batches(epoch))
             for _ in range(step):
                 next(again)
             for offset in range(count):
@@ -291,7 +326,12 @@ class ManualLoop:
         return {"loss": self._tracker.result(), **self._metrics.results()}
 
     def _run_steps(self, iterator, steps):
-        return self._each_batch(self._step, iterator, steps)
+        if self._chunks is None:
+            return self._each_batch(self._step, iterator, steps)
+        for _ in tf.range(steps):
+            loss, size = self._accumulate(iterator, *self._chunks)
+            self._tracker.update_state(loss, sample_weight=size)
+        return self._tracker.result()
 
     def _run_test_steps(self, iterator, steps):
         return self._each_batch(self._test_step, iterator, steps)

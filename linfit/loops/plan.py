@@ -41,12 +41,15 @@ class ExecutionPlan:
 class Workload:
     """The shape of a fit's work: batches per epoch, the epoch it trains up to (from
     epoch 0), the numbers a step reads (a batch's x and y), and whether batches
-    are reshuffled each epoch."""
+    are reshuffled each epoch; `in_variables`: whether the data is held in
+    variables a fused call can read (not for streamed data, nor for a full
+    batch taken in chunks: those go batch by batch)."""
 
     steps_per_epoch: int
     epochs: int
     values_per_step: int = 0
     shuffled: bool = False
+    in_variables: bool = True
 
 
 def plan_execution(*, compile: str, steps_per_call: int, work: Workload, distributed: bool,
@@ -81,12 +84,13 @@ def plan_execution(*, compile: str, steps_per_call: int, work: Workload, distrib
         mode = "eager" if cheap else "function"
     return ExecutionPlan(
         mode=mode,
-        epochs_per_call=_epochs_per_call(mode, steps_per_call, steps_per_epoch, distributed,
-                                         bool(user_hooks), checkpoint_every),
+        epochs_per_call=0 if not work.in_variables else _epochs_per_call(
+            mode, steps_per_call, steps_per_epoch, distributed, bool(user_hooks),
+            checkpoint_every),
         steps_per_call=steps_per_call or 1,
         steps_per_execution=1 if distributed else min(
             steps_per_call or (1 if user_hooks else steps_per_epoch), steps_per_epoch),
-        full_batch=steps_per_epoch == 1 and not work.shuffled)
+        full_batch=steps_per_epoch == 1 and not work.shuffled and work.in_variables)
 
 
 def _epochs_per_call(mode: str, steps_per_call: int, steps_per_epoch: int, distributed: bool,

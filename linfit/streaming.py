@@ -1,0 +1,132 @@
+"""Streamed data: batches read from CSV files by tf.data, never the whole table.
+
+Each epoch reads the shards' lines (`tf.data.TextLineDataset`, in C++) in
+the order `linfit.pipeline.stream_order` gives, batches the lines, and
+parses each batch in parallel (`tf.io.decode_csv`, as float64, then float32:
+the rounding of linfit's own reader, so a row streamed is bitwise the row
+read into memory). A few batches are read ahead (prefetch). Memory holds
+the shuffle window, the batches in flight and nothing else.
+"""
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from linfit import pipeline
+from linfit.pipeline import FitData, stream_order
+from linfit.streams import DataFiles
+
+# The message a value that is not finite in float32 stops the stream with.
+NOT_FINITE = "linfit: a data value is not finite in float32"
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """Standardisation applied while parsing: (x − mean) / std in float64, then
+    float32, as `linfit.data.Standardizer.transform` computes it."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+
+@dataclass(frozen=True)
+class StreamData(FitData):
+    """A fit's data read from files as it trains (see `FitData` for the rest).
+
+    Attributes:
+      files: the training data's files.
+      validation_files: the validation data's, or None.
+      scaling: standardisation to apply to the features, or None.
+    """
+
+    files: DataFiles | None = None
+    validation_files: DataFiles | None = None
+    scaling: Scaling | None = None
+
+    @property
+    def num_examples(self) -> int:
+        return self.files.num_examples
+
+    @property
+    def validation(self) -> bool:
+        return self.validation_files is not None
+
+    @property
+    def values_per_step(self) -> int:
+        rows = min(self.batch_size or self.num_examples, self.num_examples, pipeline.FULL_PASS_ROWS)
+        return rows * (len(self.files.feature_columns) + len(self.files.target_columns))
+
+    @property
+    def validation_steps(self) -> int:
+        return pipeline._batches(self.validation_files.num_examples, self.validation_size)
+
+    def batches(self, start: int) -> tf.data.Dataset:
+        return self._epochs(start, min(self.batch_size or self.num_examples, self.num_examples))
+
+    def update_batches(self, start: int) -> tf.data.Dataset:
+        if self.chunks_per_step == 1:
+            return self.batches(start)
+        return self._epochs(start, pipeline.FULL_PASS_ROWS)
+
+    def eager_batches(self, start: int):
+        return iter(self.update_batches(start))
+
+    def validation_batches(self) -> tf.data.Dataset:
+        files = self.validation_files
+        size = min(self.validation_size or files.num_examples, files.num_examples)
+        return _parsed(_lines(files, None, 0, 0).batch(size), files, self.scaling)
+
+    def full_pass(self) -> tf.data.Dataset:
+        """The training data in its order, in chunks of FULL_PASS_ROWS rows."""
+        return _parsed(_lines(self.files, None, 0, 0).batch(pipeline.FULL_PASS_ROWS),
+                       self.files, self.scaling)
+
+    def distributed(self, strategy) -> "StreamData":
+        return dataclasses.replace(self, strategy=strategy)
+
+    def _epochs(self, start: int, size: int) -> tf.data.Dataset:
+        def epoch_batches(epoch):
+            return _lines(self.files, self.shuffle_seed, epoch, self.shuffle_buffer).batch(size)
+
+        lines = tf.data.Dataset.range(start, self.epochs).flat_map(epoch_batches)
+        return self._split(_parsed(lines, self.files, self.scaling))
+
+
+def _lines(files: DataFiles, seed: int | None, epoch, buffer: int) -> tf.data.Dataset:
+    """The data lines of one epoch, in the stream's order (blank lines skipped)."""
+    paths = tf.constant([str(path) for path in files.paths])
+
+    def shard_lines(order):
+        return tf.data.Dataset.from_tensor_slices(tf.gather(paths, order)).flat_map(
+            lambda path: tf.data.TextLineDataset(path).skip(1).filter(
+                lambda line: tf.strings.length(tf.strings.strip(line)) > 0))
+
+    return stream_order(shard_lines, len(files.paths), seed, epoch, buffer)
+
+
+def _parsed(line_batches: tf.data.Dataset, files: DataFiles,
+            scaling: Scaling | None) -> tf.data.Dataset:
+    """Batches of lines -> batches (x, y) as linfit's reader gives them."""
+    defaults = [tf.constant([], tf.float64)] * len(files.header)  # no default: a hole is an error
+    features, targets = list(files.feature_columns), list(files.target_columns)
+
+    def parse(lines):
+        table = tf.stack(tf.io.decode_csv(lines, defaults), axis=1)
+        table = tf.debugging.check_numerics(tf.cast(table, tf.float32), NOT_FINITE)
+        x, y = tf.gather(table, features, axis=1), tf.gather(table, targets, axis=1)
+        if scaling is not None:
+            x = tf.cast((tf.cast(x, tf.float64) - scaling.mean) / scaling.std, tf.float32)
+        return (x[:, 0] if files.features is None else x), (y[:, 0] if files.outputs is None
+                                                              else y)
+
+    return line_batches.map(parse, num_parallel_calls=tf.data.AUTOTUNE,
+                            deterministic=True).prefetch(2)
+
+
+def is_data_error(error: BaseException) -> bool:
+    """Whether a TensorFlow error came from parsing or checking streamed rows."""
+    return isinstance(error, tf.errors.InvalidArgumentError) and (
+        NOT_FINITE in str(error) or "decode_csv" in str(error).lower()
+        or "Field " in str(error) or "Expect " in str(error) or "Quote" in str(error))

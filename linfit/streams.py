@@ -1,0 +1,170 @@
+"""CSV files to be streamed: what is known of them before training (the pre-flight),
+and the careful pass that names a bad row. NumPy only; `linfit.streaming`
+reads the rows with tf.data.
+
+    files = open_data_files("data/part-*.csv", target="y")
+    files.num_examples, files.features, files.rows   # counted, nothing held
+
+The pre-flight reads every shard's header (they must agree) and counts its
+rows; it holds no row. `validate()` reads every row as `data.validate =
+"full"` asks, and `find_bad_row()` runs the same checks after the stream
+met a value it could not use, to say which file, line and column it was.
+"""
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from linfit.data_files import (checked_file, csv_chunks, is_npz, line_of_row, read_header,
+                               select_columns, shown)
+from linfit.errors import DataError
+from linfit.shards import check_shards, describe, is_sharded, shard_paths
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+# Bytes of each end of each file that the fingerprint reads.
+FINGERPRINT_BYTES = 1 << 16
+
+
+@dataclass(frozen=True)
+class DataFiles:
+    """One table in one or more CSV files (shards), read in order, never held whole.
+
+    Attributes:
+      paths: the shards, in order.
+      header: their common header row.
+      feature_columns, target_columns: indexes into the header.
+      rows: the data rows of each shard (blank lines are no rows).
+      source: how reports name the data ("data/part-*.csv (3 files)").
+    """
+
+    paths: tuple[Path, ...]
+    header: tuple[str, ...]
+    feature_columns: tuple[int, ...]
+    target_columns: tuple[int, ...]
+    rows: tuple[int, ...]
+    source: str
+
+    @property
+    def num_examples(self) -> int:
+        return sum(self.rows)
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(self.header[i] for i in self.feature_columns)
+
+    @property
+    def features(self) -> int | None:
+        """None for one feature (x is [N]), else d (x is [N, d])."""
+        return None if len(self.feature_columns) == 1 else len(self.feature_columns)
+
+    @property
+    def outputs(self) -> int | None:
+        """None for one target (y is [N]), else k (y is [N, k])."""
+        return None if len(self.target_columns) == 1 else len(self.target_columns)
+
+    @property
+    def size(self) -> int:
+        """The files' bytes."""
+        return sum(path.stat().st_size for path in self.paths)
+
+    def fingerprint(self) -> str:
+        """A digest of the files: header, row counts, sizes and both ends of each."""
+        digest = hashlib.blake2b(digest_size=12)
+        digest.update(repr((self.header, self.feature_columns, self.target_columns,
+                            self.rows)).encode())
+        for path in self.paths:
+            size = path.stat().st_size
+            with path.open("rb") as f:
+                digest.update(f.read(FINGERPRINT_BYTES))
+                f.seek(max(0, size - FINGERPRINT_BYTES))
+                digest.update(f.read())
+        return digest.hexdigest()
+
+    def exact_chunks(self):
+        """(x [rows, d], y [rows] or [rows, k]) in float64, chunk by chunk, in order:
+        the values as read, for exact sums (the least-squares reference)."""
+        for path in self.paths:
+            for chunk in csv_chunks(path, list(self.header)):
+                y = chunk[:, self.target_columns]
+                yield chunk[:, self.feature_columns], (y[:, 0] if y.shape[1] == 1 else y)
+
+    def sample(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        """The first `rows` rows (x, y) in float32, shaped as training takes them."""
+        xs, ys, seen = [], [], 0
+        for x, y in self.exact_chunks():
+            xs.append(x[:rows - seen])
+            ys.append(y[:rows - seen])
+            seen += len(xs[-1])
+            if seen >= rows:
+                break
+        x, y = np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.float32)
+        return (x[:, 0] if self.features is None else x), y
+
+    def validate(self) -> None:
+        """Read every row: a row that is not numbers, or a value that is not finite
+        in float32, is a DataError naming its file, line and column."""
+        for path in self.paths:
+            _check_rows(path, list(self.header))
+
+    def find_bad_row(self) -> DataError | None:
+        """The error of the first bad row of any shard, or None if every row is good."""
+        try:
+            self.validate()
+        except DataError as error:
+            return error
+        return None
+
+
+def open_data_files(spec: str | Path | tuple[str, ...], target: str | tuple[str, ...] = "",
+                    feature_names: tuple[str, ...] = ()) -> DataFiles:
+    """The pre-flight of streaming: the shards named, their headers checked, their
+    rows counted.
+
+    Raises:
+      DataError: for a missing or unreadable shard, an NPZ file, headers that
+        differ, unknown columns, line endings a stream cannot split, or no rows.
+    """
+    paths = shard_paths(spec) if is_sharded(spec) else [checked_file(spec)]
+    check_shards(paths)
+    if is_npz(paths[0]):
+        raise DataError(f"{shown(paths[0])} is an NPZ file: streaming reads CSV files; set "
+                        "data.streaming = false to read NPZ files into memory")
+    header = read_header(paths[0])
+    targets, features = select_columns(paths[0], header, target, feature_names)
+    rows = tuple(_count_rows(path) for path in paths)
+    if not sum(rows):
+        raise DataError(f"{describe(spec, paths) if len(paths) > 1 else paths[0]} has a "
+                        "header but no data rows")
+    source = describe(spec, paths) if is_sharded(spec) else str(spec)
+    return DataFiles(tuple(paths), tuple(header), tuple(features), tuple(targets), rows, source)
+
+
+def _count_rows(path: Path) -> int:
+    """The data rows of a CSV file: lines after the header that are not blank."""
+    rows = -1  # the header
+    with path.open("rb") as f:
+        start = f.read(FINGERPRINT_BYTES)
+        if b"\r" in start.replace(b"\r\n", b""):
+            raise DataError(f"{shown(path)} ends its lines with \\r alone (an old Mac "
+                            "format): a stream splits lines at \\n; save it with \\n line "
+                            "endings, or set data.streaming = false")
+        f.seek(0)
+        for line in f:
+            if not line.isspace():
+                rows += 1
+    return max(rows, 0)
+
+
+def _check_rows(path: Path, header: list[str]) -> None:
+    """`csv_chunks`'s checks (numbers, finite), and float32's range, with the line."""
+    seen = 0
+    for chunk in csv_chunks(path, header):
+        large = np.abs(chunk) > FLOAT32_MAX
+        if large.any():
+            row, column = np.argwhere(large)[0]
+            raise DataError(f"{path}, line {line_of_row(path, seen + row)}, column "
+                            f"{header[column]!r}: {chunk[row, column]:g} overflows float32 "
+                            "(largest 3.4e+38): rescale the column")
+        seen += len(chunk)
