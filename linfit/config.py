@@ -24,6 +24,7 @@ Weights = float | tuple[float, ...]
 Names = tuple[str, ...]
 # The target: one column name, or several (one per output; stored as a tuple).
 Target = str | Names
+Switch = bool | str  # true, false or "auto"
 
 MODEL_KINDS = ("module", "keras", "both")
 # The class each model kind names (linfit.models.MODELS holds the classes).
@@ -34,6 +35,7 @@ LOOPS = ("manual", "keras", "both")
 MONITORS = ("", "loss", "full_loss", "val_loss")
 COMPILE_MODES = ("auto", "eager", "function", "xla")
 STRATEGIES = ("default", "mirrored", "multiworker")
+VALIDATE = ("header", "full")
 OPTIMIZERS = (
     "sgd", "adam", "adamw", "adagrad", "adadelta", "adamax",
     "adafactor", "ftrl", "lion", "nadam", "rmsprop",
@@ -55,6 +57,9 @@ class DataConfig:
     validation_split: float = 0.0  # fraction held out for val_loss
     validation_path: str = ""  # or a separate validation file (or a glob of them)
     standardize: bool = False  # train on standardised features; report original units
+    streaming: Switch = "auto"  # read batches from the files as training goes (CSV)
+    shuffle_buffer: int = 0  # 0 shuffles all rows; N: shards reordered, then windows of N rows
+    validate: str = "header"  # "full" reads every row of every file before training
 
 
 @dataclass(frozen=True)
@@ -192,6 +197,8 @@ RULES = {
     "data.batch_size": (lambda v: _integer(v) and v >= 0,
                         "0 (one full batch) or a positive batch size"),
     "data.validation_split": (lambda v: _number(v) and 0 <= v < 1, "a fraction in [0, 1)"),
+    "data.shuffle_buffer": (lambda v: _integer(v) and v >= 0, "0 (all rows) or a number of rows"),
+    "data.validate": (lambda v: v in VALIDATE, _one_of(VALIDATE)),
     "model.kind": (lambda v: v in MODEL_KINDS, _one_of(MODEL_KINDS)),
     "train.loop": (lambda v: v in LOOPS, _one_of(LOOPS)),
     "train.epochs": (lambda v: _integer(v) and v >= 1, "at least 1"),
@@ -349,7 +356,8 @@ def _check_type(key: str, value: Any, kind: Any, source: str) -> Any:
     if kind in (Names, Target) and isinstance(value, list) and \
             all(isinstance(v, str) for v in value):
         return tuple(value)
-    if kind == Target and isinstance(value, str):
+    if (kind == Target and isinstance(value, str)) or (
+            kind == Switch and (isinstance(value, bool) or value == "auto")):
         return value
     if dataclasses.is_dataclass(kind) and isinstance(value, dict):
         return _build_section(key, kind, value, source)
@@ -361,7 +369,8 @@ def _check_type(key: str, value: Any, kind: Any, source: str) -> Any:
             return tuple(float(v) for v in value)
     expected = {float: "a number", int: "an integer", str: "a string", bool: "true or false",
                 Weights: "a number or a list of numbers", Names: "a list of column names",
-                Target: "a column name or a list of column names"}.get(
+                Target: "a column name or a list of column names",
+                Switch: 'true, false or "auto"'}.get(
         kind, "a table, e.g. {monitor = \"val_loss\", patience = 5}")
     raise ConfigError(f"{source}: {key} must be {expected}, got {value!r}")
 

@@ -42,6 +42,14 @@ KEYS = {
                              "\"\", a path or a glob"),
     "data.standardize": ("train on features scaled to mean 0 and variance 1; W and b are "
                          "reported and saved in the data's units", "true or false"),
+    "data.streaming": ("read batches from the CSV files as training goes, never the whole "
+                       "table: \"auto\" streams files larger than a quarter of the memory "
+                       "available, and says so", "true, false or \"auto\""),
+    "data.shuffle_buffer": ("with data.shuffle: 0 shuffles all rows (in memory); N reorders "
+                            "the shards, then shuffles each window of N rows, as a stream "
+                            "can (needed to shuffle streamed data)", "an integer >= 0"),
+    "data.validate": ("\"header\" checks every file's header before training; \"full\" "
+                      "reads every row too", "header | full"),
     "model.kind": ("the model variant(s): LinearModule (tf.Module), LinearModel "
                    "(keras.Model) or both", " | ".join(MODEL_KINDS)),
     "model.init_w": ("the starting W; a list gives one per feature",

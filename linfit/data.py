@@ -13,10 +13,17 @@ from pathlib import Path
 import numpy as np
 
 from linfit.config import DataConfig
-from linfit.data_files import (TF_ALIGNMENT, aligned_empty, available_memory, float64_chunks,
-                               read_table)
-from linfit.errors import DataError
+from linfit.data_files import (TF_ALIGNMENT, aligned_empty, available_memory,
+                               float64_chunks, is_npz, read_table)
+from linfit.errors import ConfigError, DataError
 from linfit.shards import describe, is_sharded, read_shards, shard_chunks, shard_paths
+from linfit.standardizer import Standardizer  # noqa: F401 (linfit.data.Standardizer)
+from linfit.streams import DataFiles, open_data_files
+
+# data.streaming = "auto" streams CSV files larger than this share of the free memory.
+STREAM_ABOVE = 0.25
+# Rows of streamed data kept in memory, for shapes and the plot of the data.
+STREAM_SAMPLE_ROWS = 2000
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,11 @@ class Data:
     line the data was drawn from, when it is synthetic. `x_val`/`y_val` are
     held-out data for `val_loss`, or None. `exact` gives the values as read
     from a file, in float64 (None: x and y are the data exactly).
+
+    Streamed data (`files` set) is read as training goes: `x` and `y` then
+    hold only its first rows, for shapes and plots; `num_examples` counts all.
+    `shard_rows` are the rows of each shard of sharded data; `note` says
+    how the data is read, when that was chosen for the user.
     """
 
     x: np.ndarray
@@ -64,6 +76,10 @@ class Data:
     y_val: np.ndarray | None = field(default=None, repr=False)
     exact: ExactValues | None = field(default=None, repr=False, compare=False)
     target_names: tuple[str, ...] = ()
+    files: DataFiles | None = field(default=None, repr=False)
+    validation_files: DataFiles | None = field(default=None, repr=False)
+    shard_rows: tuple[int, ...] = ()
+    note: str = ""
 
     @property
     def features(self) -> int | None:
@@ -76,7 +92,13 @@ class Data:
 
     @property
     def num_examples(self) -> int:
-        return len(self.y)
+        return len(self.y) if self.files is None else self.files.num_examples
+
+    @property
+    def validation_examples(self) -> int:
+        if self.validation_files is not None:
+            return self.validation_files.num_examples
+        return 0 if self.y_val is None else len(self.y_val)
 
     @property
     def validation(self) -> tuple[np.ndarray, np.ndarray] | None:
@@ -90,6 +112,9 @@ def load_data(config: DataConfig) -> Data:
     Raises:
       DataError: naming the file, and the line or column where it can.
     """
+    note = streams_because(config)
+    if note:
+        return stream_data(config, note)
     data = read_data_file(config.path, config.target, config.features) if config.path \
         else synthetic_line(config)
     if config.validation_path:
@@ -110,6 +135,56 @@ def load_data(config: DataConfig) -> Data:
     return data
 
 
+def streams_because(config: DataConfig) -> str:
+    """Why `config`'s data is streamed ("" when it is read into memory).
+
+    Raises:
+      ConfigError: for streaming asked of data that cannot stream.
+    """
+    if not config.path or config.streaming is False:
+        return ""
+    if config.streaming is True:
+        return "data.streaming = true"
+    paths = shard_paths(config.path) if is_sharded(config.path) else [Path(config.path)]
+    try:
+        if not paths[0].is_file() or is_npz(paths[0]):
+            return ""
+        size = sum(path.stat().st_size for path in paths)
+    except OSError:
+        return ""  # the reader says what is wrong with the file
+    free = available_memory()
+    if free is None or size <= STREAM_ABOVE * free:
+        return ""
+    return (f"data.streaming = \"auto\": the files' {size / 2**30:.2f} GB are more than "
+            f"a quarter of the {free / 2**30:.2f} GB of memory available")
+
+
+def stream_data(config: DataConfig, note: str) -> Data:
+    """The data of `config`, to be streamed: checked, counted, its first rows read."""
+    if config.validation_split:
+        raise ConfigError("data.validation_split holds rows out of data in memory; streamed "
+                          "data needs its validation rows in files: set data.validation_path")
+    if config.shuffle and not config.shuffle_buffer:
+        raise ConfigError("streamed data shuffles in a bounded window: set "
+                          "data.shuffle_buffer (e.g. 100000 rows), or data.streaming = false")
+    files = open_data_files(config.path, config.target, config.features)
+    validation = None if not config.validation_path else open_data_files(
+        config.validation_path, config.target, files.feature_names)
+    if validation is not None and validation.header != files.header:
+        raise DataError(f"validation files {validation.source} have the columns "
+                        f"{', '.join(validation.header)} but the training files have "
+                        f"{', '.join(files.header)}: give them the same header")
+    if config.validate == "full":
+        for checked in (files, validation):
+            if checked is not None:
+                checked.validate()
+    x, y = files.sample(STREAM_SAMPLE_ROWS)
+    targets = () if y.ndim == 1 else tuple(files.header[i] for i in files.target_columns)
+    return Data(x=x, y=y, source=files.source, feature_names=files.feature_names,
+                target_names=targets, exact=ExactValues(files.exact_chunks), files=files,
+                validation_files=validation, shard_rows=files.rows, note=note)
+
+
 def read_data_file(path: str | Path | tuple[str, ...], target: str | tuple[str, ...] = "",
                    features: tuple[str, ...] = ()) -> Data:
     """Read a CSV (header row) or NPZ (arrays `x` and `y`) training file, or several
@@ -120,17 +195,18 @@ def read_data_file(path: str | Path | tuple[str, ...], target: str | tuple[str, 
     names the feature columns, as `data.features` does (default: all the
     others). One feature gives x of shape [N].
     """
+    shard_rows = ()
     if not is_sharded(path):
         x, y, names = read_table(path, target, features)
         source, exact = str(path), lambda: float64_chunks(path, target, features)
     else:
         paths = shard_paths(path)
-        x, y, names = read_shards(paths, target, features)
+        x, y, names, shard_rows = read_shards(paths, target, features)
         source, exact = describe(path, paths), lambda: shard_chunks(paths, target, features)
     targets = () if y.ndim == 1 else tuple(target) if not isinstance(target, str) and \
         len(target) == y.shape[1] else tuple(f"y{j}" for j in range(y.shape[1]))
     return Data(x=x, y=y, source=source, feature_names=names, target_names=targets,
-                exact=ExactValues(exact))
+                exact=ExactValues(exact), shard_rows=shard_rows)
 
 
 def _read(path, target, features) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
@@ -138,7 +214,7 @@ def _read(path, target, features) -> tuple[np.ndarray, np.ndarray, tuple[str, ..
     validation data's."""
     if not is_sharded(path):
         return read_table(path, target, features)
-    return read_shards(shard_paths(path), target, features)
+    return read_shards(shard_paths(path), target, features)[:3]
 
 
 # The name this function had first; it reads NPZ files too.
@@ -200,61 +276,6 @@ def split_validation(data: Data, fraction: float, seed: int | None) -> Data:
 
 def _count(x: np.ndarray) -> int:
     return 1 if x.ndim == 1 else x.shape[1]
-
-
-@dataclass(frozen=True)
-class Standardizer:
-    """Scales features to zero mean and unit variance, and maps a linear
-    model's weights between the two unit systems.
-
-    With x_s = (x − mean) / std, the model x_s·w_s + b_s equals x·w + b for
-    w = w_s / std and b = b_s − Σ w_s·mean / std.
-    """
-
-    mean: np.ndarray
-    std: np.ndarray
-
-    @classmethod
-    def fit(cls, x: np.ndarray, feature_names: tuple[str, ...] = ()) -> "Standardizer":
-        x64 = np.asarray(x, dtype=np.float64)
-        mean, std = x64.mean(axis=0), x64.std(axis=0)
-        constant = np.flatnonzero(np.atleast_1d(std) == 0)
-        if constant.size:
-            names = [feature_names[i] if i < len(feature_names) else str(i) for i in constant]
-            raise DataError(f"feature(s) {', '.join(names)} are constant: standardisation "
-                            "cannot scale them; leave them out with data.features")
-        return cls(mean=mean, std=std)
-
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        return ((np.asarray(x, dtype=np.float64) - self.mean) / self.std).astype(np.float32)
-
-    def to_original(self, w, b):
-        """(w_s, b_s) on standardised features -> (w, b) on the original ones.
-
-        w is [], [d] or, for k outputs, [d, k] (b then [k]).
-        """
-        w_original = np.asarray(w, dtype=np.float64) / self._per_feature(w)
-        return w_original, self._bias(b) - self._shift(w_original)
-
-    def from_original(self, w, b):
-        """(w, b) on the original features -> (w_s, b_s) on standardised ones."""
-        w = np.asarray(w, dtype=np.float64)
-        return w * self._per_feature(w), self._bias(b) + self._shift(w)
-
-    def _per_feature(self, w) -> np.ndarray:
-        """std, shaped to scale w's rows (its features) whatever its outputs."""
-        return np.reshape(self.std, (-1, 1)) if np.ndim(w) == 2 else self.std
-
-    def _shift(self, w: np.ndarray):
-        """Σ_features w·mean: a number, or one per output."""
-        return np.reshape(self.mean, -1) @ w if np.ndim(w) == 2 else float(np.sum(w * self.mean))
-
-    @staticmethod
-    def _bias(b):
-        return float(b) if np.ndim(b) == 0 else np.asarray(b, dtype=np.float64)
-
-    def to_json(self) -> dict:
-        return {"mean": np.atleast_1d(self.mean).tolist(), "std": np.atleast_1d(self.std).tolist()}
 
 
 def float32_array(values, name: str = "x") -> np.ndarray:

@@ -56,13 +56,25 @@ def read_features(path: str | Path, feature_names: tuple[str, ...] | None,
                   ) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
     """Read a CSV for prediction: features for a model, and the target if present.
 
+    The columns are `prediction_columns`'s. Returns:
+      x ([N] when `features` is None, else [N, features]), y or None, and
+      the names of the feature columns used.
+    """
+    path, header, columns, target_columns = prediction_columns(path, feature_names, features,
+                                                               target)
+    x, y = read_columns(path, header, columns, target_columns)
+    return (x if features is not None else x[:, 0]), y, [header[i] for i in columns]
+
+
+def prediction_columns(path: str | Path, feature_names: tuple[str, ...] | None,
+                       features: int | None, target: str | tuple[str, ...] = ""
+                       ) -> tuple[Path, list[str], list[int], list[int]]:
+    """A CSV's columns for prediction, checked from its header: (path, header, the
+    feature columns, the target columns or []).
+
     The feature columns are `feature_names` (the training data's) when
     known, else every column but the target (`target`, or `y` if present),
     and there must be as many as the model takes.
-
-    Returns:
-      x ([N] when `features` is None, else [N, features]), y or None, and
-      the names of the feature columns used.
     """
     path = checked_file(path)
     header = read_header(path, min_columns=1)
@@ -74,8 +86,7 @@ def read_features(path: str | Path, feature_names: tuple[str, ...] | None,
             f"{path} has {len(columns)} feature column(s) ({', '.join(header[i] for i in columns)})"
             f" but the checkpoint's model takes {expected}: give the training data's feature "
             "columns, and name a target column other than 'y' with --target")
-    x, y = read_columns(path, header, columns, target_columns)
-    return (x if features is not None else x[:, 0]), y, [header[i] for i in columns]
+    return path, header, columns, target_columns
 
 
 def select_columns(path: Path, header: list[str], target: str | tuple[str, ...] = "",
@@ -181,23 +192,38 @@ def read_columns(path: Path, header: list[str], feature_columns: list[int],
     x = aligned_empty((capacity, len(feature_columns)))
     y = None if not target_columns else aligned_empty((capacity, len(target_columns)))
     rows = 0
+    for x_chunk, y_chunk in column_chunks(path, header, feature_columns, target_columns):
+        end = rows + len(x_chunk)
+        x[rows:end] = x_chunk
+        if y is not None:
+            y[rows:end] = y_chunk
+        rows = end
+    if rows == 0:
+        raise DataError(f"{path} has a header but no data rows")
+    return x[:rows], (None if y is None else y[:rows, 0] if y.shape[1] == 1 else y[:rows])
+
+
+def column_chunks(path: Path, header: list[str], feature_columns: list[int],
+                  target_columns: list[int]):
+    """The feature and target columns of a CSV, chunk by chunk, as float32 arrays
+    [rows, d] and [rows, k] (None without target columns).
+
+    Raises:
+      DataError: for a value float32 cannot hold, naming its line and column.
+    """
+    rows = 0
     for chunk in csv_chunks(path, header):
-        end = rows + len(chunk)
         with np.errstate(over="ignore"):  # checked just below, with the line
-            x[rows:end] = chunk[:, feature_columns]
-            if y is not None:
-                y[rows:end] = chunk[:, target_columns]
-        for array, columns in ((x[rows:end], feature_columns),
-                               (None if y is None else y[rows:end], target_columns)):
+            x = chunk[:, feature_columns].astype(np.float32)
+            y = chunk[:, target_columns].astype(np.float32) if target_columns else None
+        for array, columns in ((x, feature_columns), (y, target_columns)):
             if array is not None and not np.isfinite(array).all():
                 row, index = np.argwhere(~np.isfinite(array))[0]
                 raise DataError(f"{path}, line {line_of_row(path, rows + row)}, column "
                                 f"{header[columns[index]]!r}: {chunk[row, columns[index]]:g} "
                                 "overflows float32 (largest 3.4e+38): rescale the column")
-        rows = end
-    if rows == 0:
-        raise DataError(f"{path} has a header but no data rows")
-    return x[:rows], (None if y is None else y[:rows, 0] if y.shape[1] == 1 else y[:rows])
+        yield x, y
+        rows += len(chunk)
 
 
 def csv_chunks(path: Path, header: list[str]):

@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from linfit.agreement import DEFAULT_RTOL, Agreement, compare_histories
-from linfit.config import Config, TrainConfig, flat_settings
-from linfit.data import Data, Standardizer, fingerprint
+from linfit.config import Config, TrainConfig
+from linfit.data import Data, Standardizer
 from linfit.errors import ConfigError, DivergenceError, TrainingInterrupted
 from linfit.history import History
 from linfit.interrupts import STOP
 from linfit.reference import Reference, least_squares_reference, reference_from_chunks
+from linfit.streams import DataFiles
 
 
 class RunLabel(str):
@@ -58,6 +59,7 @@ class Experiment:
     record_full_loss: bool = True
     batch_size: int | None = None
     shuffle_seed: int | None = None
+    shuffle_buffer: int = 0
     standardize: bool = False
     seed: int = 0
     compile: str = "auto"
@@ -79,6 +81,7 @@ class Experiment:
                    optimizer=train.optimizer, metrics=train.metrics,
                    record_full_loss=train.record_full_loss, batch_size=data.batch_size or None,
                    shuffle_seed=data.seed if data.shuffle else None,
+                   shuffle_buffer=data.shuffle_buffer,
                    standardize=data.standardize, seed=train.seed, compile=train.compile,
                    steps_per_call=train.steps_per_call,
                    checkpoint_every=train.checkpoint_every,
@@ -109,7 +112,7 @@ class RunHooks:
       on_run_end: called with each run's RunResult as it ends.
       verbose: Keras's progress output, in both loops.
       settings: more settings that decide the runs' numbers (a config's, see
-        `run_settings`), saved in their checkpoints and compared on resuming.
+        `linfit.job.run_settings`), saved in their checkpoints and compared on resuming.
     """
 
     checkpoint_dir: Path | None = None
@@ -169,14 +172,25 @@ class Comparison:
 
 @dataclass(frozen=True)
 class TrainingInputs:
-    """The data as the runs train on it, and the start, in training units."""
+    """The data as the runs train on it, and the start, in training units.
 
-    x: np.ndarray
-    validation: tuple | None
+    `x` is the features, or the files to stream (`linfit.streams.DataFiles`,
+    which hold the targets too); `validation` likewise (x_val, y_val) or files.
+    """
+
+    x: np.ndarray | DataFiles
+    validation: tuple | DataFiles | None
     init_w: float | np.ndarray | tuple
     init_b: float | np.ndarray | tuple
     standardizer: Standardizer | None
     outputs: int | None = None
+    shard_rows: tuple[int, ...] = ()
+
+    @property
+    def features(self) -> int | None:
+        if isinstance(self.x, DataFiles):
+            return self.x.features
+        return None if self.x.ndim == 1 else self.x.shape[1]
 
 
 def check_data(experiment: Experiment, data: Data) -> None:
@@ -185,7 +199,7 @@ def check_data(experiment: Experiment, data: Data) -> None:
     Raises:
       DataError: for a constant feature when standardising.
     """
-    if experiment.standardize:
+    if experiment.standardize and data.files is None:  # streamed: found on the first pass
         Standardizer.fit(data.x, data.feature_names)
 
 
@@ -207,6 +221,28 @@ def training_inputs(experiment: Experiment, x: np.ndarray, validation: tuple | N
                           outputs)
 
 
+def streamed_inputs(experiment: Experiment, data: Data) -> TrainingInputs:
+    """`training_inputs` for streamed data: with `experiment.standardize`, the
+    means and deviations from a first pass over the files (in float64, summed
+    as for data in memory), applied as the files are read."""
+    files, validation = data.files, data.validation_files
+    if not experiment.standardize:
+        return TrainingInputs(files, validation, experiment.init_w, experiment.init_b, None,
+                              data.outputs, files.rows)
+    from linfit.models import initial_values  # TensorFlow: only when training
+    from linfit.streaming import value_chunks
+
+    standardizer = Standardizer.from_chunks(
+        lambda: (x.astype(np.float32).astype(np.float64) for x, _ in value_chunks(files)),
+        files.feature_names)
+    start_w, start_b = standardizer.from_original(*initial_values(
+        files.features, experiment.init_w, experiment.init_b, data.outputs))
+    scaled = [f if f is None else f.scaled(standardizer.mean, standardizer.std)
+              for f in (files, validation)]
+    return TrainingInputs(scaled[0], scaled[1], start_w, start_b, standardizer, data.outputs,
+                          files.rows)
+
+
 def run_experiment(experiment: Experiment, data: Data, *, strategy=None,
                    hooks: RunHooks = RunHooks(), rtol: float = DEFAULT_RTOL) -> Comparison:
     """Train every run of `experiment` on `data`, from the same start, and compare.
@@ -219,8 +255,9 @@ def run_experiment(experiment: Experiment, data: Data, *, strategy=None,
       DivergenceError: when a run's loss is not finite; its `completed`
         holds the runs that finished before it.
     """
-    inputs = training_inputs(experiment, data.x, data.validation, data.feature_names,
-                             data.outputs)
+    inputs = streamed_inputs(experiment, data) if data.files is not None else replace(
+        training_inputs(experiment, data.x, data.validation, data.feature_names, data.outputs),
+        shard_rows=data.shard_rows)
     reference = _reference(experiment, data, inputs)
     full_batch_sgd = experiment.full_batch_sgd(data.num_examples)
     if reference is not None and full_batch_sgd:
@@ -232,7 +269,8 @@ def run_experiment(experiment: Experiment, data: Data, *, strategy=None,
         if hooks.on_run_start is not None:
             hooks.on_run_start(label)
         try:
-            run = _train_one(experiment, inputs, data.y, label, strategy, hooks)
+            run = _train_one(experiment, inputs, None if data.files else data.y, label,
+                             strategy, hooks)
         except DivergenceError as error:
             raise _with_context(error, label, runs, reference if full_batch_sgd else None,
                                 experiment.learning_rate) from None
@@ -251,14 +289,24 @@ def _reference(experiment: Experiment, data: Data, inputs: TrainingInputs) -> Re
     compute it), in its units; the curvature of the data as trained on."""
     if experiment.loss not in ("mse", "mean_squared_error"):
         return None
-    if data.exact is not None:
+    if data.files is not None:
+        from linfit.streaming import value_chunks  # TensorFlow's CSV parser: one fast pass
+
+        reference = reference_from_chunks(value_chunks(data.files), data.features is None)
+    elif data.exact is not None:
         reference = reference_from_chunks(data.exact.chunks(), scalar_model=data.x.ndim == 1)
     else:
         reference = least_squares_reference(data.x, data.y)
-    if inputs.standardizer is not None:
-        reference = replace(reference,
-                            eigenvalues=least_squares_reference(inputs.x, data.y).eigenvalues)
-    return reference
+    if inputs.standardizer is None:
+        return reference
+    if data.files is not None:
+        transform = inputs.standardizer.transform
+        curvature = reference_from_chunks(  # of the features as trained on, as in memory
+            ((transform(x.astype(np.float32)), y) for x, y in value_chunks(data.files)),
+            data.features is None)
+    else:
+        curvature = least_squares_reference(inputs.x, data.y)
+    return replace(reference, eigenvalues=curvature.eigenvalues)
 
 
 def _train_one(experiment: Experiment, inputs: TrainingInputs, y, label: RunLabel,
@@ -270,8 +318,7 @@ def _train_one(experiment: Experiment, inputs: TrainingInputs, y, label: RunLabe
     from linfit.trainer import Trainer
 
     kind, loop = label.model, label.loop
-    shape = {"features": None if inputs.x.ndim == 1 else inputs.x.shape[1],
-             "outputs": inputs.outputs}
+    shape = {"features": inputs.features, "outputs": inputs.outputs}
     keras.utils.set_random_seed(experiment.seed)
     with (strategy or tf.distribute.get_strategy()).scope():
         model = MODELS[kind](**shape, init_w=inputs.init_w, init_b=inputs.init_b)
@@ -284,7 +331,8 @@ def _train_one(experiment: Experiment, inputs: TrainingInputs, y, label: RunLabe
     start = time.perf_counter()
     history = trainer.fit(
         inputs.x, y, epochs=experiment.epochs, loop=loop, batch_size=experiment.batch_size,
-        shuffle_seed=experiment.shuffle_seed, validation_data=inputs.validation,
+        shuffle_seed=experiment.shuffle_seed, shuffle_buffer=experiment.shuffle_buffer,
+        shard_rows=inputs.shard_rows, validation_data=inputs.validation,
         verbose=hooks.verbose, resume_from=hooks.resume_from.get(label),
         checkpoint_dir=(hooks.checkpoint_dir / label
                         if hooks.checkpoint_dir is not None and experiment.checkpoint_every
@@ -326,13 +374,6 @@ def initial_w(init_w: float | tuple[float, ...], features: int | None):
         raise ConfigError(f"model.init_w has {len(init_w)} values but the data has "
                           f"{features or 1} feature(s): give one value per feature, or one number")
     return init_w[0] if features is None else init_w
-
-
-def run_settings(config: Config, data: Data) -> dict:
-    """What decides the numbers of a config's runs besides the model: every config
-    key that changes them, and the data (a fingerprint of its values)."""
-    return {**flat_settings(config),
-            "data.fingerprint": fingerprint(data.x, data.y, *(data.validation or ()))}
 
 
 def config_callbacks(train: TrainConfig, tensorboard_dir: Path | None) -> list:

@@ -18,12 +18,12 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 
-from linfit.config import NEUTRAL_KEYS, Config
+from linfit.config import NEUTRAL_KEYS, Config, flat_settings
 from linfit.console import LiveConsole, agreement_lines, say, summary_lines
-from linfit.data import Data, load_data
+from linfit.data import Data, fingerprint, load_data
 from linfit.errors import (ConfigError, DivergenceError, LinfitError, TrainingInterrupted,
                            WorkerLostError)
-from linfit.experiment import Experiment, RunHooks, check_data, run_experiment, run_settings
+from linfit.experiment import Experiment, RunHooks, check_data, run_experiment
 from linfit.interrupts import STOP
 from linfit.rundir import RunDir
 from linfit.runtime import (describe_devices, device_summary, handle_signals, import_tensorflow,
@@ -111,6 +111,8 @@ def prepare(args: argparse.Namespace, config: Config | None,
                           "train.strategy is \"default\", which trains on one of them: "
                           "add --set train.strategy=mirrored")
     data = load_data(config.data)
+    if data.note:
+        say(f"Streaming {data.source} ({data.num_examples} rows) from disk: {data.note}.")
     experiment = Experiment.from_config(config, data.features)
     check_data(experiment, data)
     if config.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
@@ -135,6 +137,16 @@ def prepare(args: argparse.Namespace, config: Config | None,
             return None
         job.resume_from = plan.points
     return job
+
+
+def run_settings(config: Config, data: Data) -> dict:
+    """What decides the numbers of a config's runs besides the model: every config
+    key that changes them, and the data (a fingerprint of its values)."""
+    if data.files is not None:
+        return {**flat_settings(config), "data.fingerprint": data.files.fingerprint() + (
+            data.validation_files.fingerprint() if data.validation_files is not None else "")}
+    return {**flat_settings(config),
+            "data.fingerprint": fingerprint(data.x, data.y, *(data.validation or ()))}
 
 
 def with_console(hooks: RunHooks, console: LiveConsole) -> RunHooks:

@@ -76,7 +76,7 @@ def _plot_data_of(path: Path, data, groups: Sequence[RunGroup], true_line) -> Pa
     # A scatter plot draws each group's predictions of each output: fewer points
     # each keep the file small and the plot legible.
     limit = MAX_POINTS // (len(groups) * (data.outputs or 1)) if scatter else MAX_POINTS
-    shown = points_to_plot(data.num_examples, limit)
+    shown = points_to_plot(len(data.y), limit)  # streamed data: of its first rows
     x, y = data.x[shown], data.y[shown]
     predictions = {group.label: np.asarray(group.runs[0].model(x)) for group in groups}
     return plot_data(path, x, y, predictions, None if scatter else true_line)

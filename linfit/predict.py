@@ -8,11 +8,14 @@ the CSV's feature columns are those the run trained on (read from the run's
 metrics.json beside the checkpoint), else all its columns but the target.
 When the file has the target column(s), the loss is reported too. The checkpoint and the file
 are checked against each other before TensorFlow is imported.
+
+The file is read, predicted and written chunk by chunk (`CHUNK_ROWS` rows),
+so a file larger than memory is predicted in the memory of a chunk; with
+--out, the predictions appear whole or not at all.
 """
 
 import argparse
 import csv
-import io
 import os
 import sys
 from dataclasses import dataclass
@@ -21,28 +24,40 @@ from pathlib import Path
 import numpy as np
 
 from linfit.checkpoint import load_weights, read_line
-from linfit.data_files import read_features
+from linfit.data_files import column_chunks, prediction_columns
 from linfit.errors import DataError, LinfitError, RunDirError
-from linfit.fileio import write_text
+from linfit.fileio import atomic_write
 from linfit.rundir import RunDir
 from linfit.runtime import import_tensorflow
 
 
 @dataclass(frozen=True)
 class PredictionInputs:
-    """A checkpoint and the data to predict on, checked against each other."""
+    """A checkpoint and the CSV to predict on, checked against each other (from the
+    checkpoint and the CSV's header: the rows are read by `chunks`)."""
 
     checkpoint: Path
     features: int | None
     outputs: int | None
-    x: np.ndarray
-    y: np.ndarray | None
-    feature_names: list[str]
+    path: Path
+    header: list[str]
+    columns: list[int]
+    target_columns: list[int]
     target_names: tuple[str, ...] = ("y",)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [self.header[i] for i in self.columns]
+
+    def chunks(self):
+        """(x, y or None) chunk by chunk: x [rows] or [rows, d], y [rows] or [rows, k]."""
+        for x, y in column_chunks(self.path, self.header, self.columns, self.target_columns):
+            yield (x[:, 0] if self.features is None else x), \
+                (None if y is None else y[:, 0] if y.shape[1] == 1 else y)
 
 
 def read_inputs(checkpoint: str | Path, data: str | Path, target: str = "") -> PredictionInputs:
-    """Read the checkpoint's shape and the CSV's columns; no TensorFlow needed.
+    """Read the checkpoint's shape and the CSV's header; no TensorFlow needed.
 
     Raises:
       CheckpointError, DataError: for a bad checkpoint, a bad file, or a file
@@ -51,23 +66,30 @@ def read_inputs(checkpoint: str | Path, data: str | Path, target: str = "") -> P
     checkpoint = Path(checkpoint)
     features, outputs = checkpoint_shape(checkpoint)
     names, run_target = RunDir(checkpoint.parent).training_columns()
-    x, y, used = read_features(data, names, features, target or run_target)
-    if y is not None and (y.ndim == 1) != (outputs is None):
-        raise DataError(f"{data}: the target has {1 if y.ndim == 1 else y.shape[1]} column(s) "
-                        f"but the checkpoint's model has {outputs or 1} output(s): name its "
-                        "target columns with --target")
-    targets = tuple(target or run_target) if not isinstance(target or run_target, str) \
-        and y is not None and y.ndim == 2 else ("y",)
-    return PredictionInputs(checkpoint, features, outputs, x, y, used, targets)
+    path, header, columns, targets = prediction_columns(data, names, features,
+                                                        target or run_target)
+    if targets and (len(targets) == 1) != (outputs is None):
+        raise DataError(f"{data}: the target has {len(targets)} column(s) but the "
+                        f"checkpoint's model has {outputs or 1} output(s): name its target "
+                        "columns with --target")
+    names = tuple(target or run_target) if not isinstance(target or run_target, str) \
+        and len(targets) > 1 else ("y",)
+    return PredictionInputs(checkpoint, features, outputs, path, header, columns, targets, names)
 
 
-def predict(inputs: PredictionInputs) -> np.ndarray:
-    """The predictions of the checkpoint's model (a LinearModule) for inputs.x."""
+def prediction_model(inputs: PredictionInputs):
+    """The checkpoint's model, a LinearModule."""
     from linfit.models import LinearModule  # TensorFlow, once the inputs are known good
 
     model = LinearModule(features=inputs.features, outputs=inputs.outputs)
     load_weights(model, inputs.checkpoint)
-    return np.asarray(model(inputs.x))
+    return model
+
+
+def predict(inputs: PredictionInputs) -> np.ndarray:
+    """The predictions of the checkpoint's model for every row, in memory."""
+    model = prediction_model(inputs)
+    return np.concatenate([np.asarray(model(x)) for x, _ in inputs.chunks()])
 
 
 def checkpoint_shape(path: str | Path) -> tuple[int | None, int | None]:
@@ -79,25 +101,50 @@ def checkpoint_shape(path: str | Path) -> tuple[int | None, int | None]:
     return (None if w.shape[0] == 1 else w.shape[0]), w.shape[1]
 
 
-def write_predictions(out, inputs: PredictionInputs, predictions: np.ndarray) -> None:
+class PredictionWriter:
     """CSV: the feature columns, the target(s) (if any), then `prediction` (or, for
-    several outputs, `prediction_<target>` for each, `prediction_0`, ... unnamed)."""
-    columns = list(inputs.x.reshape(len(predictions), -1).T)
-    names = list(inputs.feature_names)
-    if inputs.y is not None:
-        targets = inputs.y.reshape(len(predictions), -1).T
-        columns += list(targets)
-        names += list(inputs.target_names)
-    outputs = predictions.reshape(len(predictions), -1).T
-    suffixes = inputs.target_names if len(inputs.target_names) == len(outputs) else \
-        [str(j) for j in range(len(outputs))]
-    names += ["prediction"] if predictions.ndim == 1 else \
-        [f"prediction_{suffix}" for suffix in suffixes]
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(names)
-    for row in zip(*columns, *outputs):
-        # 9 significant digits: every float32 reads back exactly.
-        writer.writerow([format(float(value), ".9g") for value in row])
+    several outputs, `prediction_<target>` for each, `prediction_0`, ... unnamed),
+    written chunk by chunk; the loss against the target is summed as it goes."""
+
+    def __init__(self, out, inputs: PredictionInputs):
+        self._writer = csv.writer(out, lineterminator="\n")
+        self._inputs = inputs
+        self.rows, self.squared_error, self.values = 0, 0.0, 0
+        self._header_written = False
+
+    def write(self, x: np.ndarray, y: np.ndarray | None, predictions: np.ndarray) -> None:
+        if not self._header_written:
+            self._writer.writerow(self._names(predictions))
+            self._header_written = True
+        rows = len(predictions)
+        columns = list(x.reshape(rows, -1).T) + ([] if y is None else list(y.reshape(rows, -1).T))
+        for row in zip(*columns, *predictions.reshape(rows, -1).T):
+            # 9 significant digits: every float32 reads back exactly.
+            self._writer.writerow([format(float(value), ".9g") for value in row])
+        if y is not None:
+            self.squared_error += float(np.sum((predictions.astype(np.float64) - y) ** 2))
+            self.values += predictions.size
+        self.rows += rows
+
+    def _names(self, predictions: np.ndarray) -> list[str]:
+        inputs = self._inputs
+        names = inputs.feature_names + (list(inputs.target_names) if inputs.target_columns
+                                        else [])
+        outputs = 1 if predictions.ndim == 1 else predictions.shape[1]
+        suffixes = inputs.target_names if len(inputs.target_names) == outputs else \
+            [str(j) for j in range(outputs)]
+        return names + (["prediction"] if predictions.ndim == 1 else
+                        [f"prediction_{suffix}" for suffix in suffixes])
+
+
+def write_predictions(out, inputs: PredictionInputs, model) -> PredictionWriter:
+    """Predict every chunk of `inputs` with `model` and write it to `out` (a text file)."""
+    writer = PredictionWriter(out, inputs)
+    for x, y in inputs.chunks():
+        writer.write(x, y, np.asarray(model(x)))
+    if not writer.rows:
+        raise DataError(f"{inputs.path} has a header but no data rows")
+    return writer
 
 
 def parse_args(argv=None, prog: str = "python -m linfit.predict") -> argparse.Namespace:
@@ -139,21 +186,19 @@ def main(argv=None, prog: str = "python -m linfit.predict") -> int:
         target = tuple(args.target.split(",")) if "," in args.target else args.target
         inputs = read_inputs(args.checkpoint, args.data, target)
         import_tensorflow()
-        predictions = predict(inputs)
-        summary = []
-        if inputs.y is not None:
-            loss = float(np.mean((predictions.astype(np.float64) - inputs.y) ** 2))
-            summary.append(f"loss={loss:2.5f} (mean squared error against the target)")
+        model = prediction_model(inputs)
         if out is not None:
-            text = io.StringIO()
-            write_predictions(text, inputs, predictions)
-            write_text(out, text.getvalue())
-            print("\n".join([f"Wrote {len(predictions)} predictions to {out}", *summary]))
+            written = []
+            atomic_write(out, lambda temporary: written.append(_write_file(temporary, inputs,
+                                                                            model)))
+            print(f"Wrote {written[0].rows} predictions to {out}")
         else:
-            write_predictions(sys.stdout, inputs, predictions)
+            written = [write_predictions(sys.stdout, inputs, model)]
             sys.stdout.flush()
-            for line in summary:
-                print(line, file=sys.stderr)
+        if written[0].values:
+            loss = written[0].squared_error / written[0].values
+            print(f"loss={loss:2.5f} (mean squared error against the target)",
+                  file=sys.stdout if out is not None else sys.stderr)
     except BrokenPipeError:
         # The reader stopped reading (`| head`): as for any Unix filter, not an error.
         # Python would report the pipe again when it flushes stdout at exit.
@@ -166,6 +211,11 @@ def main(argv=None, prog: str = "python -m linfit.predict") -> int:
         print("interrupted: no predictions written", file=sys.stderr)
         return 130
     return 0
+
+
+def _write_file(path: Path, inputs: PredictionInputs, model) -> PredictionWriter:
+    with path.open("w", encoding="utf-8", newline="") as f:
+        return write_predictions(f, inputs, model)
 
 
 if __name__ == "__main__":

@@ -67,13 +67,14 @@ class Recording:
         return tf.cast(self._loss(y, self._model(x)), tf.float64) * \
             tf.cast(tf.shape(y)[0], tf.float64)
 
-    def record_pass(self, chunks: tf.data.Dataset, rows: int) -> dict:
-        """`record` for streamed data: the full loss summed over its chunks."""
+    def record_pass(self, chunks, count: int, rows: int) -> dict:
+        """`record` for streamed data: the full loss summed over its `count` chunks
+        (an iterator: a dataset given to a tf.function would be copied into its graph)."""
         values = {}
         if self.full_loss:
             total = tf.constant(0.0, tf.float64)
-            for x, y in chunks:
-                total += self._weighted(x, y)
+            for _ in tf.range(count):
+                total += self._weighted(*next(chunks))
             values["full_loss"] = tf.cast(total / rows, tf.float32)
         return {**values, **self._weights()}
 
@@ -123,4 +124,6 @@ class Recording:
             self._compiled["pass", eager] = self.record_pass if eager else \
                 tf.function(self.record_pass)
         record_pass = self._compiled["pass", eager]
-        return lambda: record_pass(data.full_pass(), data.num_examples)
+        count = -(-data.num_examples // pipeline.FULL_PASS_ROWS)
+        return lambda: record_pass(iter(data.full_pass()) if self.full_loss else None, count,
+                                   data.num_examples)

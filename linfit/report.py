@@ -65,6 +65,9 @@ def _setup_lines(config: Config, data: Data, devices: dict | None) -> list[str]:
         batches += f", reshuffled each epoch (seed {config.data.seed})"
     if config.data.standardize:
         batches += ", on standardised features (W and b reported in the original units)"
+    if data.files is not None:
+        source += " (streamed" + (f", windows of {config.data.shuffle_buffer} rows shuffled"
+                                  if config.data.shuffle else "") + ")"
     return [f"- **Data**: {source}; {data.num_examples} examples, "
             f"{len(data.feature_names)} feature(s) ({', '.join(data.feature_names)})",
             f"- **Model**: f(x) = x·W + b from W = {_number(config.model.init_w)}, "
@@ -79,7 +82,7 @@ def _setup_lines(config: Config, data: Data, devices: dict | None) -> list[str]:
 
 def _final_state_section(data: Data, comparison: Comparison) -> list[str]:
     reference = comparison.reference
-    validation = data.y_val is not None
+    validation = data.validation_examples > 0
     lines = ["## Final state", "",
              "The weights each run saved (its checkpoint), after the epochs shown.", "",
              "| run | epochs | W | b | full_loss | full_loss − optimum | ‖θ − θ*‖ |"
@@ -108,7 +111,7 @@ def _final_state_section(data: Data, comparison: Comparison) -> list[str]:
         lines.append(f"| true line | | {_number(data.true_w, '.4f')} | {data.true_b:.4f} | | | |"
                      f"{blank}")
     if validation:
-        lines += ["", f"`val_loss` is the loss on {len(data.y_val)} held-out examples, "
+        lines += ["", f"`val_loss` is the loss on {data.validation_examples} held-out examples, "
                       "after each epoch."]
     return [*lines, ""]
 

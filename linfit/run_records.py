@@ -55,7 +55,8 @@ def run_metrics(label: RunLabel, history: History) -> dict:
 
 def data_metrics(data: Data) -> dict:
     return {"data": {"source": data.source, "num_examples": data.num_examples,
-                     "validation_examples": 0 if data.y_val is None else len(data.y_val),
+                     "validation_examples": data.validation_examples,
+                     "streamed": data.files is not None,
                      "features": list(data.feature_names)}}
 
 

@@ -76,8 +76,9 @@ def check_shards(paths: list[Path]) -> None:
 
 def read_shards(paths: list[Path], target: str | tuple[str, ...] = "",
                 feature_names: tuple[str, ...] = ()
-                ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    """The shards' features, target and feature names, as `read_table` gives one file's."""
+                ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], tuple[int, ...]]:
+    """The shards' features, target and feature names, as `read_table` gives one file's,
+    and the rows of each shard."""
     check_shards(paths)
     parts = []
     for path in paths:
@@ -89,7 +90,8 @@ def read_shards(paths: list[Path], target: str | tuple[str, ...] = "",
                             f"{parts[0][0].shape[1:]}, y {parts[0][1].shape[1:]}): give every "
                             "shard the same arrays")
         parts.append((x, y, names))
-    return _joined([x for x, _, _ in parts]), _joined([y for _, y, _ in parts]), parts[0][2]
+    return (_joined([x for x, _, _ in parts]), _joined([y for _, y, _ in parts]), parts[0][2],
+            tuple(len(y) for _, y, _ in parts))
 
 
 def shard_chunks(paths: list[Path], target: str | tuple[str, ...] = "",

@@ -11,24 +11,15 @@ the shuffle window, the batches in flight and nothing else.
 import dataclasses
 from dataclasses import dataclass
 
-import numpy as np
 import tensorflow as tf
 
-from linfit import pipeline
+from linfit import data_files, pipeline
+from linfit.errors import DataError
 from linfit.pipeline import FitData, stream_order
 from linfit.streams import DataFiles
 
 # The message a value that is not finite in float32 stops the stream with.
 NOT_FINITE = "linfit: a data value is not finite in float32"
-
-
-@dataclass(frozen=True)
-class Scaling:
-    """Standardisation applied while parsing: (x − mean) / std in float64, then
-    float32, as `linfit.data.Standardizer.transform` computes it."""
-
-    mean: np.ndarray
-    std: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -38,12 +29,10 @@ class StreamData(FitData):
     Attributes:
       files: the training data's files.
       validation_files: the validation data's, or None.
-      scaling: standardisation to apply to the features, or None.
     """
 
     files: DataFiles | None = None
     validation_files: DataFiles | None = None
-    scaling: Scaling | None = None
 
     @property
     def num_examples(self) -> int:
@@ -76,12 +65,17 @@ class StreamData(FitData):
     def validation_batches(self) -> tf.data.Dataset:
         files = self.validation_files
         size = min(self.validation_size or files.num_examples, files.num_examples)
-        return _parsed(_lines(files, None, 0, 0).batch(size), files, self.scaling)
+        return _parsed(_lines(files, None, 0, 0).batch(size), files)
 
     def full_pass(self) -> tf.data.Dataset:
         """The training data in its order, in chunks of FULL_PASS_ROWS rows."""
         return _parsed(_lines(self.files, None, 0, 0).batch(pipeline.FULL_PASS_ROWS),
-                       self.files, self.scaling)
+                       self.files)
+
+    def find_bad_row(self):
+        """The DataError of the first bad row of the training or validation files, or None."""
+        return self.files.find_bad_row() or (
+            self.validation_files.find_bad_row() if self.validation_files is not None else None)
 
     def distributed(self, strategy) -> "StreamData":
         return dataclasses.replace(self, strategy=strategy)
@@ -91,7 +85,7 @@ class StreamData(FitData):
             return _lines(self.files, self.shuffle_seed, epoch, self.shuffle_buffer).batch(size)
 
         lines = tf.data.Dataset.range(start, self.epochs).flat_map(epoch_batches)
-        return self._split(_parsed(lines, self.files, self.scaling))
+        return self._split(_parsed(lines, self.files))
 
 
 def _lines(files: DataFiles, seed: int | None, epoch, buffer: int) -> tf.data.Dataset:
@@ -107,22 +101,48 @@ def _lines(files: DataFiles, seed: int | None, epoch, buffer: int) -> tf.data.Da
 
 
 def _parsed(line_batches: tf.data.Dataset, files: DataFiles,
-            scaling: Scaling | None) -> tf.data.Dataset:
-    """Batches of lines -> batches (x, y) as linfit's reader gives them."""
+            dtype=tf.float32) -> tf.data.Dataset:
+    """Batches of lines -> batches (x, y) as linfit's reader gives them (float32,
+    standardised if the files are `scaled`), or with `dtype` float64 the values
+    as read."""
     defaults = [tf.constant([], tf.float64)] * len(files.header)  # no default: a hole is an error
     features, targets = list(files.feature_columns), list(files.target_columns)
 
     def parse(lines):
         table = tf.stack(tf.io.decode_csv(lines, defaults), axis=1)
-        table = tf.debugging.check_numerics(tf.cast(table, tf.float32), NOT_FINITE)
+        checked = tf.debugging.check_numerics(tf.cast(table, tf.float32), NOT_FINITE)
+        if dtype == tf.float64:
+            with tf.control_dependencies([checked]):
+                table = tf.identity(table)
+        else:
+            table = checked
         x, y = tf.gather(table, features, axis=1), tf.gather(table, targets, axis=1)
-        if scaling is not None:
-            x = tf.cast((tf.cast(x, tf.float64) - scaling.mean) / scaling.std, tf.float32)
+        if files.mean is not None and dtype == tf.float32:
+            x = tf.cast((tf.cast(x, tf.float64) - files.mean) / files.std, tf.float32)
         return (x[:, 0] if files.features is None else x), (y[:, 0] if files.outputs is None
                                                               else y)
 
-    return line_batches.map(parse, num_parallel_calls=tf.data.AUTOTUNE,
-                            deterministic=True).prefetch(2)
+    # Parsed on one thread of tf.data's, while training runs on the others: a parallel
+    # map (num_parallel_calls) makes TensorFlow 2.21 log an error line about its own
+    # op ("NodeDef mentions attribute use_unbounded_threadpool"), for no gain here.
+    return line_batches.map(parse).prefetch(2)
+
+
+def value_chunks(files: DataFiles):
+    """The files' (x, y) as read, in float64 NumPy chunks of CHUNK_ROWS rows, in
+    order (unscaled): one tf.data pass, for the exact sums of the least-squares
+    reference and of standardisation.
+
+    Raises:
+      DataError: naming the file, line and column of a row that is not numbers.
+    """
+    lines = _lines(files, None, 0, 0).batch(data_files.CHUNK_ROWS)
+    try:
+        for x, y in _parsed(lines, files, tf.float64):
+            yield x.numpy(), y.numpy()
+    except tf.errors.InvalidArgumentError as error:
+        raise files.find_bad_row() or DataError(
+            f"{files.source} could not be read: {str(error).splitlines()[0]}") from None
 
 
 def is_data_error(error: BaseException) -> bool:

@@ -244,7 +244,8 @@ class Trainer:
         trained = False
         try:
             with failures.training_errors(self, history, position, plan,
-                                          (epochs.start, data.steps_per_epoch), end):
+                                          (epochs.start, data.steps_per_epoch), end,
+                                          getattr(data, "find_bad_row", None)):
                 if loop == "manual":
                     self._run_manual(plan, data, epochs, callbacks)
                 else:

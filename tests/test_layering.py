@@ -19,8 +19,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "linfit"
 LAYERS = [
     ["errors", "interrupts"],
     ["config", "fileio", "history", "compat", "variables", "runtime"],
-    ["weights_file", "npz_files", "data_files", "shards", "streams", "agreement", "reference",
-     "training_state"],
+    ["weights_file", "npz_files", "data_files", "shards", "standardizer", "streams",
+     "agreement", "reference", "training_state"],
     ["checkpoint", "data", "losses"],
     ["models", "pipeline", "streaming"],
     ["callbacks", "fit_inputs", "loops", "loops.plan", "loops.manual", "loops.keras_fit"],

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
-from linfit.errors import WorkerLostError
+from linfit.errors import DataError, WorkerLostError
 from linfit.losses import (NonFiniteBatch, NonFiniteRecord, divergence_error,
                            is_non_finite_loss)
+from linfit.streaming import is_data_error
 
 
 @dataclass
@@ -30,7 +31,7 @@ class NonFiniteStep:
 
 @contextlib.contextmanager
 def training_errors(trainer, history, position, plan, shape: tuple[int, int],
-                    on_non_finite=None):
+                    on_non_finite=None, find_bad_row=None):
     """TensorFlow's errors during training, as linfit's.
 
     Args:
@@ -40,6 +41,8 @@ def training_errors(trainer, history, position, plan, shape: tuple[int, int],
       shape: the fit's (initial epoch, batches per epoch).
       on_non_finite: NonFiniteStep -> None, to end the fit as Keras would
         (with the user's TerminateOnNaN); None raises DivergenceError.
+      find_bad_row: for streamed data, () -> the DataError naming the row the
+        stream could not use (its file, line and column), or None.
     """
     initial_epoch, steps = shape
     optimizer = trainer.optimizer
@@ -60,6 +63,9 @@ def training_errors(trainer, history, position, plan, shape: tuple[int, int],
     except NonFiniteBatch as error:
         step = NonFiniteStep(error.epoch, error.batch)
     except Exception as error:
+        if find_bad_row is not None and is_data_error(error):
+            raise find_bad_row() or DataError(
+                f"the streamed data could not be read: {str(error).splitlines()[0]}") from None
         if not is_non_finite_loss(error):
             raise
         # Keras's fit. Compiled, an update's iteration count can be applied

@@ -87,7 +87,11 @@ def plan_execution(*, compile: str, steps_per_call: int, work: Workload, distrib
         epochs_per_call=0 if not work.in_variables else _epochs_per_call(
             mode, steps_per_call, steps_per_epoch, distributed, bool(user_hooks),
             checkpoint_every),
-        steps_per_call=steps_per_call or 1,
+        # Data not in variables (a stream) goes batch by batch: many batches a call
+        # unless a callback of the user's acts between them.
+        steps_per_call=steps_per_call or (
+            1 if work.in_variables or user_hooks or distributed
+            else min(FUSED_STEPS, steps_per_epoch)),
         steps_per_execution=1 if distributed else min(
             steps_per_call or (1 if user_hooks else steps_per_epoch), steps_per_epoch),
         full_batch=steps_per_epoch == 1 and not work.shuffled and work.in_variables)

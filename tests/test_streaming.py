@@ -1,0 +1,219 @@
+"""Data larger than memory (issue 18): CSV shards streamed through tf.data train
+bitwise as the same shards read into memory, and a bad row is named."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from linfit import LinearModule, Trainer, data as data_module, pipeline
+from linfit.checkpoint import read_line
+from linfit.errors import ConfigError, DataError
+from linfit.streams import open_data_files
+from linfit.train import main
+
+SHARD_ROWS = (1200, 1500, 1300)
+TRUE_W, TRUE_B = [1.5, -0.5], 0.7
+
+
+def write_csv(path, table, newline="\n"):
+    with open(path, "w", newline="") as f:
+        f.write("a,b,y" + newline)
+        for row in table:
+            f.write(",".join(f"{value:.9g}" for value in row) + newline)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """4000 training rows in three shards (one with \\r\\n line endings and a blank
+    line), 600 validation rows in two."""
+    root = tmp_path_factory.mktemp("stream")
+    rng = np.random.default_rng(18)
+    x = rng.uniform(-2, 2, (4600, 2))
+    table = np.column_stack([x, x @ TRUE_W + TRUE_B + rng.normal(0, 0.1, len(x))])
+    start = 0
+    for i, rows in enumerate(SHARD_ROWS):
+        write_csv(root / f"part-{i}.csv", table[start:start + rows], "\r\n" if i == 1 else "\n")
+        start += rows
+    with open(root / "part-2.csv", "a") as f:
+        f.write("   \n")
+    write_csv(root / "val-0.csv", table[4000:4300])
+    write_csv(root / "val-1.csv", table[4300:])
+    return root
+
+
+def train(shards, out, *settings, streaming):
+    status = main(["--data", str(shards / "part-*.csv"), "--set", f"data.streaming={streaming}",
+                   "--out", str(out), *[item for s in settings for item in ("--set", s)]])
+    assert status == 0
+    return json.loads((out / "metrics.json").read_text())
+
+
+def same_run_directories(a, b):
+    """Every number the two runs recorded and saved is the same."""
+    metrics_a, metrics_b = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
+    assert metrics_a["runs"] == metrics_b["runs"]
+    assert (a / "history.csv").read_text() == (b / "history.csv").read_text()
+    names = sorted(p.name for p in a.glob("*.weights.h5"))
+    assert names and names == sorted(p.name for p in b.glob("*.weights.h5"))
+    for name in names:  # the files differ in what data they name (a fingerprint of each kind)
+        for saved_a, saved_b in zip(read_line(a / name), read_line(b / name)):
+            np.testing.assert_array_equal(saved_a, saved_b)
+    return metrics_a, metrics_b
+
+
+CASES = {
+    # A full batch of 4000 rows summed in chunks of 1000 (one update per epoch).
+    "full batch in chunks": (["train.loop=\"manual\"", "train.epochs=6"], 1000),
+    # Both loops take the full batch whole when it fits in one chunk.
+    "full batch": (["train.epochs=6", "data.validation_path=\"VAL\""], None),
+    "shuffled mini-batches": (["data.batch_size=256", "data.shuffle=true",
+                               "data.shuffle_buffer=700", "train.epochs=3",
+                               "data.validation_path=\"VAL\"", "data.standardize=true"], None),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_streamed_runs_equal_runs_in_memory_bitwise(shards, tmp_path, monkeypatch, capsys, case):
+    settings, chunk = CASES[case]
+    settings = [s.replace("VAL", str(shards / "val-*.csv")) for s in settings]
+    if chunk:
+        monkeypatch.setattr(pipeline, "FULL_PASS_ROWS", chunk)
+    streamed = train(shards, tmp_path / "streamed", *settings, streaming="true")
+    in_memory = train(shards, tmp_path / "memory", *settings, streaming="false")
+    same_run_directories(tmp_path / "streamed", tmp_path / "memory")
+    assert streamed["data"]["streamed"] and not in_memory["data"]["streamed"]
+    assert streamed["data"]["num_examples"] == 4000
+    for key in ("w", "b", "loss", "lr_limit"):  # one streaming pass against the float64 table
+        np.testing.assert_allclose(streamed["reference"][key], in_memory["reference"][key],
+                                   rtol=1e-10)
+    assert len(streamed["runs"]) == (2 if chunk else 4)  # the Keras loop takes no chunks
+    capsys.readouterr()
+
+
+def test_a_full_batch_summed_in_chunks_is_gradient_descent(shards, monkeypatch):
+    """Against float64 full-batch gradient descent on the same values."""
+    monkeypatch.setattr(pipeline, "FULL_PASS_ROWS", 1000)
+    files = open_data_files(str(shards / "part-*.csv"))
+    trainer = Trainer(LinearModule(features=2, init_w=0.0, init_b=0.0), learning_rate=0.2)
+    history = trainer.fit(files, None, epochs=20)
+    x = np.concatenate([x for x, _ in files.exact_chunks()]).astype(np.float32).astype(float)
+    y = np.concatenate([y for _, y in files.exact_chunks()]).astype(np.float32).astype(float)
+    w, b = np.zeros(2), 0.0
+    losses = []
+    for _ in range(20):
+        error = x @ w + b - y
+        losses.append(np.mean(error ** 2))
+        w, b = w - 0.2 * 2 * x.T @ error / len(y), b - 0.2 * 2 * error.mean()
+    np.testing.assert_allclose(history.loss, losses, rtol=1e-5)
+    np.testing.assert_allclose(trainer.model.w.numpy(), w, rtol=1e-5)
+    np.testing.assert_allclose(float(trainer.model.b.numpy()), b, rtol=1e-5)
+
+
+def test_the_python_api_streams_files_as_it_trains_arrays(shards):
+    files = open_data_files(str(shards / "part-*.csv"))
+    validation = open_data_files(str(shards / "val-*.csv"))
+    x, y = (np.concatenate(parts).astype(np.float32) for parts in zip(*files.exact_chunks()))
+    x_val, y_val = (np.concatenate(p).astype(np.float32) for p in zip(*validation.exact_chunks()))
+    options = dict(epochs=3, batch_size=128, shuffle_seed=5, shuffle_buffer=500,
+                   loop="keras")
+    streamed = Trainer(LinearModule(features=2), metrics=["mae"]).fit(
+        files, None, validation_data=validation, **options)
+    in_memory = Trainer(LinearModule(features=2), metrics=["mae"]).fit(
+        x, y, validation_data=(x_val, y_val), shard_rows=files.rows, **options)
+    a, b = streamed.columns(), in_memory.columns()
+    assert a.keys() == b.keys() and {"val_loss", "mae", "val_mae", "full_loss"} <= set(a)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def copy_with_bad_row(shards, tmp_path, cell):
+    """The shards, with row 1000 of the last one (line 1002) given `cell` as b."""
+    for path in shards.glob("part-*.csv"):
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    lines = (tmp_path / "part-2.csv").read_text().splitlines()
+    lines[1001] = f"0.5,{cell},1.0" if cell != "ragged" else "0.5,1.0"
+    (tmp_path / "part-2.csv").write_text("\n".join(lines) + "\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("cell, problem", [
+    ("abc", "column 'b': 'abc' is not a number"),
+    ("nan", "column 'b': nan is not finite"),
+    ("4e38", "column 'b': 4e+38 overflows float32"),
+    ("ragged", "2 values, but the header has 3 columns"),  # after a colon
+])
+def test_a_bad_row_in_a_late_shard_is_named_by_file_line_and_column(shards, tmp_path, capfd,
+                                                                       cell, problem):
+    data = copy_with_bad_row(shards, tmp_path, cell)
+    status = main(["--data", str(data / "part-*.csv"), "--set", "data.streaming=true",
+                   "--set", "data.batch_size=500", "--model", "module", "--out",
+                   str(tmp_path / "run")])
+    out, err = capfd.readouterr()
+    assert status == 2
+    separator = ": " if cell == "ragged" else ", "
+    assert err.strip().splitlines()[-1] == \
+        f"error: {data / 'part-2.csv'}, line 1002{separator}{problem}" + (
+            ": remove or fix the row" if cell == "nan" else
+            " (largest 3.4e+38): rescale the column" if cell == "4e38" else "")
+    assert "Traceback" not in out + err
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "line 1002" in metrics["error"]
+
+
+def test_full_validation_finds_a_bad_row_before_training(shards, tmp_path, capfd):
+    data = copy_with_bad_row(shards, tmp_path, "1_000")
+    status = main(["--data", str(data / "part-*.csv"), "--set", "data.streaming=true",
+                   "--set", "data.validate=\"full\"", "--out", str(tmp_path / "run")])
+    _, err = capfd.readouterr()
+    assert status == 2 and "line 1002, column 'b': '1_000' is not a number" in err
+    assert not (tmp_path / "run").exists()  # found before anything was made
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--set", "data.validation_split=0.2"], "streamed data needs its validation rows in files"),
+    (["--set", "data.shuffle=true", "--set", "data.batch_size=10"], "set data.shuffle_buffer"),
+    (["--loop", "keras", "--model", "module"], None),  # a full batch of one chunk: it trains
+])
+def test_streaming_refuses_what_it_cannot_do(shards, tmp_path, capfd, arguments, message):
+    status = main(["--data", str(shards / "part-*.csv"), "--set", "data.streaming=true", "--set",
+                   "train.epochs=2", "--out", str(tmp_path / "run"), *arguments])
+    _, err = capfd.readouterr()
+    if message is None:
+        assert status == 0
+    else:
+        assert status == 2 and message in err and "Traceback" not in err
+
+
+def test_the_keras_loop_refuses_a_full_batch_too_large_to_hold(shards, monkeypatch):
+    monkeypatch.setattr(pipeline, "FULL_PASS_ROWS", 1000)
+    files = open_data_files(str(shards / "part-*.csv"))
+    with pytest.raises(ConfigError, match="loop=\"manual\", which sums it chunk by chunk"):
+        Trainer(LinearModule(features=2)).fit(files, None, epochs=1, loop="keras")
+
+
+def test_auto_streams_files_larger_than_the_memory_share_and_says_so(shards, tmp_path, capsys,
+                                                                     monkeypatch):
+    monkeypatch.setattr(data_module, "STREAM_ABOVE", 1e-9)
+    assert main(["--data", str(shards / "part-*.csv"), "--model", "module", "--loop", "manual",
+                 "--set", "train.epochs=2", "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "Streaming " in out and "(4000 rows) from disk: data.streaming = \"auto\"" in out
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["data"]["streamed"]
+    assert "(streamed)" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_the_preflight_counts_rows_and_refuses_what_a_stream_cannot_split(shards, tmp_path):
+    files = open_data_files(str(shards / "part-*.csv"))
+    assert files.rows == SHARD_ROWS and files.feature_names == ("a", "b")
+    with open(shards / "part-0.csv", newline="") as f:
+        assert sum(1 for _ in csv.reader(f)) - 1 == SHARD_ROWS[0]
+    old_mac = tmp_path / "mac.csv"
+    old_mac.write_bytes(b"a,b,y\r1,2,3\r4,5,6\r")
+    with pytest.raises(DataError, match=r"ends its lines with \\r alone"):
+        open_data_files(old_mac)
+    np.savez(tmp_path / "d.npz", x=np.ones((3, 2)), y=np.ones(3))
+    with pytest.raises(DataError, match="streaming reads CSV files"):
+        open_data_files(tmp_path / "d.npz")
