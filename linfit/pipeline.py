@@ -25,6 +25,9 @@ from linfit.data_files import TF_ALIGNMENT
 # one update, and the recorded full_loss is summed the same way. So a stream
 # never holds more than a chunk, and a stream and data in memory give the same bits.
 FULL_PASS_ROWS = 65536
+# Elements a stream moves at a time (lines, or row indexes): tf.data's cost is per
+# element it hands on, so a stream hands on blocks and rebatches them.
+STREAM_BLOCK = 4096
 
 
 @dataclass(frozen=True)
@@ -192,11 +195,12 @@ def make_dataset(x, y, batch_size: int | None = None, epochs: int = 1,
 
         def shard_indices(order):
             return tf.data.Dataset.from_tensor_slices(order).flat_map(
-                lambda shard: tf.data.Dataset.range(offsets[shard], offsets[shard + 1]))
+                lambda shard: tf.data.Dataset.range(offsets[shard], offsets[shard + 1]).batch(
+                    STREAM_BLOCK))
 
         def epoch_batches(epoch):
             return stream_order(shard_indices, len(shards), shuffle_seed, epoch,
-                                shuffle_buffer).batch(size)
+                                shuffle_buffer).rebatch(size)
     else:
         def epoch_batches(epoch):
             return tf.data.Dataset.from_tensor_slices(
@@ -212,31 +216,32 @@ def epoch_permutation(n: int, seed: int, epoch):
     return tf.argsort(tf.random.stateless_uniform([n], seed=_seed_pair(seed, epoch)))
 
 
-def stream_order(shard_elements, shards: int, seed: int | None, epoch,
+def stream_order(shard_blocks, shards: int, seed: int | None, epoch,
                  buffer: int) -> tf.data.Dataset:
-    """One epoch of a stream of shards, in its order: the shards in a permutation
-    seeded by (seed, epoch), then each run of `buffer` consecutive elements
-    permuted (seeded by (seed, epoch) and its place). None for `seed` keeps
-    the shards' order. A function of (seed, epoch) only, like `epoch_permutation`,
-    holding at most `buffer` elements.
+    """One epoch of a stream of shards, in its order, as blocks (1-D tensors of
+    elements, of any sizes: `rebatch` them into batches): the shards in a
+    permutation seeded by (seed, epoch), then each window of `buffer`
+    consecutive elements permuted (seeded by (seed, epoch) and its place).
+    None for `seed` keeps the shards' order. A function of (seed, epoch) only,
+    like `epoch_permutation`, holding at most `buffer` elements.
 
     Args:
-      shard_elements: order (int64 [shards]) -> the dataset of the shards'
-        elements (row indexes, or lines of files) in that order.
+      shard_blocks: order (int64 [shards]) -> the dataset of the shards'
+        elements (row indexes, or lines of files) in that order, in blocks.
     """
     if seed is None:
-        return shard_elements(tf.range(shards, dtype=tf.int64))
+        return shard_blocks(tf.range(shards, dtype=tf.int64))
     pair = _seed_pair(seed, epoch)
     order = tf.argsort(tf.random.stateless_uniform(
         [shards], seed=tf.random.experimental.stateless_fold_in(pair, 0)))
-    elements = shard_elements(tf.cast(order, tf.int64))
+    windows = shard_blocks(tf.cast(order, tf.int64)).rebatch(buffer)
 
-    def permuted(place, block):
+    def permuted(place, window):
         key = tf.random.experimental.stateless_fold_in(pair, place + 1)
-        return tf.gather(block, tf.argsort(tf.random.stateless_uniform(tf.shape(block)[:1],
-                                                                       seed=key)))
+        return tf.gather(window, tf.argsort(tf.random.stateless_uniform(tf.shape(window)[:1],
+                                                                        seed=key)))
 
-    return elements.batch(buffer).enumerate().map(permuted).unbatch()
+    return windows.enumerate().map(permuted)
 
 
 def _seed_pair(seed: int, epoch):

@@ -1,7 +1,7 @@
 """Streamed data: batches read from CSV files by tf.data, never the whole table.
 
-Each epoch reads the shards' lines (`tf.data.TextLineDataset`, in C++) in
-the order `linfit.pipeline.stream_order` gives, batches the lines, and
+Each epoch reads the shards' lines (`tf.data.TextLineDataset`, in C++), in
+blocks, in the order `linfit.pipeline.stream_order` gives, rebatches them, and
 parses each batch in parallel (`tf.io.decode_csv`, as float64, then float32:
 the rounding of linfit's own reader, so a row streamed is bitwise the row
 read into memory). A few batches are read ahead (prefetch). Memory holds
@@ -65,11 +65,11 @@ class StreamData(FitData):
     def validation_batches(self) -> tf.data.Dataset:
         files = self.validation_files
         size = min(self.validation_size or files.num_examples, files.num_examples)
-        return _parsed(_lines(files, None, 0, 0).batch(size), files)
+        return _parsed(_lines(files, None, 0, 0).rebatch(size), files)
 
     def full_pass(self) -> tf.data.Dataset:
         """The training data in its order, in chunks of FULL_PASS_ROWS rows."""
-        return _parsed(_lines(self.files, None, 0, 0).batch(pipeline.FULL_PASS_ROWS),
+        return _parsed(_lines(self.files, None, 0, 0).rebatch(pipeline.FULL_PASS_ROWS),
                        self.files)
 
     def find_bad_row(self):
@@ -82,22 +82,26 @@ class StreamData(FitData):
 
     def _epochs(self, start: int, size: int) -> tf.data.Dataset:
         def epoch_batches(epoch):
-            return _lines(self.files, self.shuffle_seed, epoch, self.shuffle_buffer).batch(size)
+            return _lines(self.files, self.shuffle_seed, epoch, self.shuffle_buffer).rebatch(size)
 
         lines = tf.data.Dataset.range(start, self.epochs).flat_map(epoch_batches)
         return self._split(_parsed(lines, self.files))
 
 
 def _lines(files: DataFiles, seed: int | None, epoch, buffer: int) -> tf.data.Dataset:
-    """The data lines of one epoch, in the stream's order (blank lines skipped)."""
+    """The data lines of one epoch, in the stream's order, in blocks (blank lines
+    dropped): `rebatch` them into batches."""
     paths = tf.constant([str(path) for path in files.paths])
 
-    def shard_lines(order):
-        return tf.data.Dataset.from_tensor_slices(tf.gather(paths, order)).flat_map(
-            lambda path: tf.data.TextLineDataset(path).skip(1).filter(
-                lambda line: tf.strings.length(tf.strings.strip(line)) > 0))
+    def not_blank(lines):
+        return tf.boolean_mask(lines, tf.strings.length(tf.strings.strip(lines)) > 0)
 
-    return stream_order(shard_lines, len(files.paths), seed, epoch, buffer)
+    def shard_blocks(order):
+        return tf.data.Dataset.from_tensor_slices(tf.gather(paths, order)).flat_map(
+            lambda path: tf.data.TextLineDataset(path).skip(1).batch(
+                pipeline.STREAM_BLOCK).map(not_blank))
+
+    return stream_order(shard_blocks, len(files.paths), seed, epoch, buffer)
 
 
 def _parsed(line_batches: tf.data.Dataset, files: DataFiles,
@@ -136,7 +140,7 @@ def value_chunks(files: DataFiles):
     Raises:
       DataError: naming the file, line and column of a row that is not numbers.
     """
-    lines = _lines(files, None, 0, 0).batch(data_files.CHUNK_ROWS)
+    lines = _lines(files, None, 0, 0).rebatch(data_files.CHUNK_ROWS)
     try:
         for x, y in _parsed(lines, files, tf.float64):
             yield x.numpy(), y.numpy()

@@ -217,3 +217,35 @@ def test_the_preflight_counts_rows_and_refuses_what_a_stream_cannot_split(shards
     np.savez(tmp_path / "d.npz", x=np.ones((3, 2)), y=np.ones(3))
     with pytest.raises(DataError, match="streaming reads CSV files"):
         open_data_files(tmp_path / "d.npz")
+
+
+def test_predict_reads_and_writes_chunk_by_chunk(shards, tmp_path, monkeypatch, capsys):
+    """Chunks of 300 rows give the file that one pass gives; a bad row late in the
+    file leaves no --out file at all."""
+    from linfit import data_files
+    from linfit.predict import main as predict
+
+    assert main(["--data", str(shards / "part-0.csv"), "--model", "module", "--loop", "manual",
+                 "--set", "train.epochs=3", "--out", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    checkpoint = str(tmp_path / "run" / "module-manual.weights.h5")
+    source = str(shards / "part-0.csv")
+    assert predict(["--checkpoint", checkpoint, "--data", source,
+                    "--out", str(tmp_path / "whole.csv")]) == 0
+    whole_summary = capsys.readouterr().out.splitlines()
+    monkeypatch.setattr(data_files, "CHUNK_ROWS", 300)
+    assert predict(["--checkpoint", checkpoint, "--data", source,
+                    "--out", str(tmp_path / "chunked.csv")]) == 0
+    chunked_summary = capsys.readouterr().out.splitlines()
+    assert (tmp_path / "chunked.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+    assert chunked_summary[0] == f"Wrote 1200 predictions to {tmp_path / 'chunked.csv'}"
+    np.testing.assert_allclose(float(chunked_summary[1].split()[0].split("=")[1]),
+                               float(whole_summary[1].split()[0].split("=")[1]), rtol=1e-4)
+    lines = (shards / "part-0.csv").read_text().splitlines()
+    lines[1100] = "1,oops,2"
+    (tmp_path / "bad.csv").write_text("\n".join(lines) + "\n")
+    assert predict(["--checkpoint", checkpoint, "--data", str(tmp_path / "bad.csv"),
+                    "--out", str(tmp_path / "preds.csv")]) == 2
+    assert "line 1101, column 'b': 'oops' is not a number" in capsys.readouterr().err
+    assert not (tmp_path / "preds.csv").exists()
+    assert not list(tmp_path.glob("*.tmp*"))
