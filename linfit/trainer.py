@@ -164,9 +164,8 @@ class Trainer:
         """Train on (x, y) and return what was recorded.
 
         Args:
-          x, y: inputs ([N] for the scalar model, or [N, d]) and targets ([N],
-            or [N, k] for k outputs); or x the CSV files to stream
-            (`linfit.streams.open_data_files`) and y None.
+          x, y: inputs ([N] or [N, d]) and targets ([N] or [N, k]); or x the CSV
+            files to stream (`linfit.streams.open_data_files`) and y None.
           epochs: the epoch to train up to (as in Keras), at least 1.
           loop: "manual" (GradientTape) or "keras" (compile + fit).
           batch_size: None for one full batch, as in the guide.
@@ -174,21 +173,18 @@ class Trainer:
             batches each epoch, reproducibly and identically in both loops.
           shuffle_buffer, shard_rows: N > 0 shuffles as streamed data shuffles, in
             windows of N rows of the shards of `shard_rows` rows (`stream_order`).
-          validation_data: (x_val, y_val), evaluated after each epoch as `fit`
-            evaluates it (its `on_test_*` hooks, `val_loss` and `val_` metrics),
-            in batches of `validation_batch_size` (default: `batch_size`),
-            after every `validation_freq`-th epoch.
-          callbacks, verbose, initial_epoch: as in Keras's `fit`.
-          resume_from: a checkpoint of `save_checkpoint`'s, to continue bitwise from.
-          checkpoint_dir: where to save a training checkpoint every
-            `checkpoint_every` epochs, keeping the newest `keep_checkpoints` (0: all).
-          on_epoch_end: called with the History so far, at the start and after each epoch.
+          validation_data: (x_val, y_val) (or files), evaluated as `fit` evaluates
+            it (`on_test_*` hooks, `val_` logs), in batches of `validation_batch_size`
+            (default: `batch_size`), after every `validation_freq`-th epoch.
+          callbacks, verbose, initial_epoch: as in Keras's `fit`; resume_from: a
+            checkpoint of `save_checkpoint`'s, to continue bitwise from.
+          checkpoint_dir: save a training checkpoint there every `checkpoint_every`
+            epochs, keeping the newest `keep_checkpoints` (0: all); on_epoch_end:
+            called with the History so far, at the start and after each epoch.
 
-        Returns a History: `loss` and the metrics per epoch, and `full_loss`,
-        `val_loss`, `w`, `b` before training and after each epoch. Raises
-        DivergenceError when a loss is not finite (an update with a
-        non-finite loss is never applied); with `keras.callbacks.TerminateOnNaN`
-        among the callbacks, training ends as Keras's `fit` ends it instead.
+        Returns a History: `loss` and the metrics per epoch, `full_loss`, `val_loss`,
+        `w`, `b` before and after each epoch. Raises DivergenceError when a loss is
+        not finite (its update is never applied), unless a TerminateOnNaN is given.
         """
         check_fit_arguments(epochs, loop, batch_size, validation_batch_size, validation_freq)
         callbacks = list(callbacks or [])
