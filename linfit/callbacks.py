@@ -169,7 +169,11 @@ class CallbackProgress(keras.callbacks.Callback):
         self._restore = restore
 
     def on_train_begin(self, logs=None):
-        for callback, progress in zip(self._callbacks, self._restore or []):
+        # A second fit on the same callbacks (see `RestoreEpochProgress`) puts back
+        # the progress made in the first.
+        restore = self._restore if self._restore is not None else self.history.callback_progress
+        self._restore = None
+        for callback, progress in zip(self._callbacks, restore or []):
             if progress.get("class") == _kind(callback):
                 for name in STATEFUL[progress["class"]]:
                     setattr(callback, name, _from_json(progress[name]))
@@ -204,33 +208,91 @@ def _from_json(value):
 
 
 class PeriodicCheckpoint(keras.callbacks.Callback):
-    """Saves a training checkpoint every `every` epochs, keeping the newest `keep`.
+    """Saves a training checkpoint every `every` epochs and, with `every_batches`,
+    after every that many batches inside an epoch; keeps the newest `keep`.
 
-    Files are `directory/epoch-NNNN.weights.h5` (epochs completed), each
-    written atomically by `save(path, epochs_completed)` (e.g. through
-    `Trainer.save_checkpoint`). A failed or diverged epoch never reaches
-    `on_epoch_end`, so the newest checkpoint always holds finite weights.
+    Files are `directory/epoch-NNNN.weights.h5` (epochs completed), or
+    `epoch-NNNN-batch-NNNNNN.weights.h5` (and batches of the next one), each
+    written atomically by `save(path, epochs_completed, batches)` (e.g. through
+    `Trainer.save_checkpoint`). A failed or diverged step never reaches the
+    hooks, so the newest checkpoint always holds finite weights.
+
+    Args:
+      steps_per_epoch: the batches of an epoch (its end is an epoch's checkpoint).
     """
 
-    def __init__(self, save: Callable[[Path, int], None], directory: Path, every: int,
-                 keep: int = 0):
+    def __init__(self, save: Callable[[Path, int, int], None], directory: Path, every: int,
+                 keep: int = 0, every_batches: int = 0, steps_per_epoch: int = 0):
         super().__init__()
         self._save = save
         self.directory = Path(directory)
         self.every = every
         self.keep = keep
+        self.every_batches = every_batches
+        self._steps = steps_per_epoch
+        self._epoch = 0
 
     def on_train_begin(self, logs=None):
         self.directory.mkdir(parents=True, exist_ok=True)
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        done = batch + 1
+        if self.every_batches and done % self.every_batches == 0 and done < self._steps:
+            self._write(checkpoint_name(self._epoch, done), self._epoch, done)
+
     def on_epoch_end(self, epoch, logs=None):
         completed = epoch + 1
-        if completed % self.every:
-            return
-        self._save(self.directory / checkpoint_name(completed), completed)
+        if self.every and completed % self.every == 0:
+            self._write(checkpoint_name(completed), completed, 0)
+
+    def _write(self, name: str, epochs: int, batches: int) -> None:
+        self._save(self.directory / name, epochs, batches)
         if self.keep:
             for old in list_checkpoints(self.directory)[:-self.keep]:
                 old.unlink(missing_ok=True)
+
+
+def output_callbacks(save, history: History, checkpoints: tuple, steps_per_epoch: int,
+                     on_epoch_end) -> list:
+    """linfit's callbacks after the user's (they see each epoch as recorded):
+    periodic checkpoints, where `checkpoints` = (directory or None, every N
+    epochs, every N batches, keep the newest N), and `on_epoch_end(history)`."""
+    directory, every, every_batches, keep = checkpoints
+    callbacks = []
+    if directory is not None:
+        callbacks.append(PeriodicCheckpoint(save, directory, every, keep, every_batches,
+                                            steps_per_epoch))
+    if on_epoch_end is not None:
+        callbacks.append(keras.callbacks.LambdaCallback(
+            on_train_begin=lambda logs: on_epoch_end(history),
+            on_epoch_end=lambda epoch, logs: on_epoch_end(history)))
+    return callbacks
+
+
+class RestoreEpochProgress(keras.callbacks.Callback):
+    """For a run resumed in the middle of an epoch: at that epoch's beginning (after
+    the loop has reset its metrics), the metric variables as the checkpoint saved
+    them, so the epoch's logs are those of a run never stopped.
+
+    Args:
+      variables: () -> the variables to restore, in the order saved.
+      values: their saved values.
+    """
+
+    def __init__(self, variables: Callable[[], list], values: list):
+        super().__init__()
+        self._variables = variables
+        self._values = values
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._values is None:
+            return
+        for variable, value in zip(self._variables(), self._values):
+            variable.assign(np.asarray(value).astype(variable.dtype))
+        self._values = None
 
 
 def overridden_hooks(callbacks) -> frozenset[str]:

@@ -206,15 +206,18 @@ def read_state(path: str | os.PathLike) -> dict | None:
         return _checked_state(path, f)
 
 
-def checkpoint_name(epochs_completed: int) -> str:
-    """The name of a periodic checkpoint after `epochs_completed` epochs."""
-    return f"epoch-{epochs_completed:04d}{SUFFIX}"
+def checkpoint_name(epochs_completed: int, batches: int = 0) -> str:
+    """The name of a periodic checkpoint after `epochs_completed` epochs and, in the
+    middle of the next one, `batches` of its batches."""
+    middle = f"-batch-{batches:06d}" if batches else ""
+    return f"epoch-{epochs_completed:04d}{middle}{SUFFIX}"
 
 
 def list_checkpoints(directory: Path) -> list[Path]:
     """The periodic checkpoints in `directory`, oldest first (temporary files excluded)."""
-    pattern = re.compile(r"epoch-(\d+)\.weights\.h5")
-    found = [(int(m.group(1)), path) for path in Path(directory).glob("epoch-*.weights.h5")
+    pattern = re.compile(r"epoch-(\d+)(?:-batch-(\d+))?\.weights\.h5")
+    found = [((int(m.group(1)), int(m.group(2) or 0)), path)
+             for path in Path(directory).glob("epoch-*.weights.h5")
              if (m := pattern.fullmatch(path.name))]
     return [path for _, path in sorted(found)]
 

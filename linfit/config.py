@@ -10,13 +10,13 @@ neither TensorFlow nor Keras, so the CLI can report a bad config at once.
 import dataclasses
 import difflib
 import math
-import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 from linfit.errors import ConfigError
+from linfit.toml_text import read_toml, toml_value  # noqa: F401 (config.toml_value)
 
 # A weight: one number, or one number per feature (stored as a tuple).
 Weights = float | tuple[float, ...]
@@ -87,6 +87,7 @@ class TrainConfig:
     optimizer: str = "sgd"
     seed: int = 0
     checkpoint_every: int = 0  # save a training checkpoint every N epochs; 0: at the end only
+    checkpoint_every_batches: int = 0  # and every N batches inside an epoch; 0: never
     keep_checkpoints: int = 0  # keep the newest N periodic checkpoints; 0: all
     compile: str = "auto"  # both loops: "auto", "eager", "function" or "xla"
     steps_per_call: int = 0  # batches per compiled call; 0: automatic (see README)
@@ -130,7 +131,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     """
     values: dict[str, dict[str, Any]] = {}
     if path is not None:
-        for section, table in _read_toml(Path(path)).items():
+        for section, table in read_toml(Path(path)).items():
             if not isinstance(table, dict):
                 raise ConfigError(
                     f"{path}: '{section}' must be a table like [{section}], not a value")
@@ -208,6 +209,8 @@ RULES = {
     "train.seed": (lambda v: _integer(v) and 0 <= v < 2**32, "an integer in [0, 2**32)"),
     "train.checkpoint_every": (lambda v: _integer(v) and v >= 0,
                                "0 (at the end only) or a number of epochs"),
+    "train.checkpoint_every_batches": (lambda v: _integer(v) and v >= 0,
+                                       "0 (never) or a number of batches"),
     "train.keep_checkpoints": (lambda v: _integer(v) and v >= 0,
                                "0 (keep all) or how many to keep"),
     "train.compile": (lambda v: v in COMPILE_MODES, _one_of(COMPILE_MODES)),
@@ -279,8 +282,8 @@ def _lookup(config: Config, key: str) -> Any:
 
 # Keys that change no number of a run: a resumed run may change them.
 NEUTRAL_KEYS = ("train.epochs", "train.compile", "train.steps_per_call", "train.checkpoint_every",
-                "train.keep_checkpoints", "train.tensorboard", "train.worker_timeout",
-                "train.print_every")
+                "train.checkpoint_every_batches", "train.keep_checkpoints", "train.tensorboard",
+                "train.worker_timeout", "train.print_every", "data.validate")
 
 
 def flat_settings(config: Config) -> dict[str, Any]:
@@ -307,29 +310,6 @@ def to_toml(config: Config) -> str:
             lines.append(f"{name} = {toml_value(value)}")
         lines.append("")
     return "\n".join(lines)
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist: give the path of a .toml file"
-                          ) from None
-    except OSError as error:
-        raise ConfigError(f"config file {path} cannot be read: {error.strerror}") from None
-    if not stat.S_ISREG(mode):  # and never opened: a pipe would block
-        what = "is a directory" if stat.S_ISDIR(mode) else \
-            "is not a regular file (a device or a pipe)"
-        raise ConfigError(f"config file {path} {what}: give the path of a .toml file")
-    try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
-    except OSError as error:
-        raise ConfigError(f"config file {path} cannot be read: {error.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path} is not valid TOML: {e}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path} is not a UTF-8 text file: give a TOML config") from None
 
 
 def _build_section(section: str, cls: type, table: dict[str, Any], source: str):
@@ -386,15 +366,3 @@ def _hint(name: str, known: Iterable[str], section: str | None = None) -> str:
     if close:
         return f": did you mean '{prefix}{close[0]}'?"
     return f": known keys are {', '.join(prefix + k for k in known)}"
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, (tuple, list)):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
-    return repr(value)

@@ -64,6 +64,9 @@ KEYS = {
     "train.seed": ("keras.utils.set_random_seed before each run", "an integer in [0, 2**32)"),
     "train.checkpoint_every": ("save a training checkpoint every N epochs; 0: at the end only",
                                "an integer >= 0"),
+    "train.checkpoint_every_batches": ("also save a training checkpoint every N batches inside "
+                                       "an epoch, to resume from its middle; 0: never",
+                                       "an integer >= 0"),
     "train.keep_checkpoints": ("keep the newest N periodic checkpoints; 0: all",
                                "an integer >= 0"),
     "train.compile": ("how steps run: auto (by cost), eagerly, as tf.function, or with XLA",

@@ -65,6 +65,7 @@ class Experiment:
     compile: str = "auto"
     steps_per_call: int = 0
     checkpoint_every: int = 0
+    checkpoint_every_batches: int = 0
     keep_checkpoints: int = 0
 
     @classmethod
@@ -85,6 +86,7 @@ class Experiment:
                    standardize=data.standardize, seed=train.seed, compile=train.compile,
                    steps_per_call=train.steps_per_call,
                    checkpoint_every=train.checkpoint_every,
+                   checkpoint_every_batches=train.checkpoint_every_batches,
                    keep_checkpoints=train.keep_checkpoints)
 
     @property
@@ -335,9 +337,11 @@ def _train_one(experiment: Experiment, inputs: TrainingInputs, y, label: RunLabe
         shard_rows=inputs.shard_rows, validation_data=inputs.validation,
         verbose=hooks.verbose, resume_from=hooks.resume_from.get(label),
         checkpoint_dir=(hooks.checkpoint_dir / label
-                        if hooks.checkpoint_dir is not None and experiment.checkpoint_every
+                        if hooks.checkpoint_dir is not None and (
+                            experiment.checkpoint_every or experiment.checkpoint_every_batches)
                         else None),
         checkpoint_every=experiment.checkpoint_every,
+        checkpoint_every_batches=experiment.checkpoint_every_batches,
         keep_checkpoints=experiment.keep_checkpoints,
         callbacks=hooks.callbacks(label) if hooks.callbacks else None,
         on_epoch_end=(None if hooks.on_epoch_end is None

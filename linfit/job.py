@@ -113,6 +113,10 @@ def prepare(args: argparse.Namespace, config: Config | None,
     data = load_data(config.data)
     if data.note:
         say(f"Streaming {data.source} ({data.num_examples} rows) from disk: {data.note}.")
+    if config.data.path and config.data.streaming == "auto":
+        # Recorded as chosen: --resume reads the data the same way, whatever memory is free.
+        config = dataclasses.replace(config, data=dataclasses.replace(
+            config.data, streaming=data.files is not None))
     experiment = Experiment.from_config(config, data.features)
     check_data(experiment, data)
     if config.train.tensorboard and importlib.util.find_spec("tensorboard") is None:

@@ -302,14 +302,14 @@ class RunDir:
                     f"train.epochs = {config.train.epochs}, but {label} in {self.path} has "
                     f"trained {state['epoch']} epochs: --resume only goes on (set at least "
                     f"{state['epoch']}, or start a new run to train fewer)")
-            complete &= state["epoch"] == config.train.epochs or bool(
-                state["history"].get("stopped"))
+            complete &= (state["epoch"] == config.train.epochs and not state.get("batch")) \
+                or bool(state["history"].get("stopped"))
             points[label] = path
         return ResumePlan(points, complete)
 
     def _newest_whole_checkpoint(self, label: RunLabel) -> tuple[Path, dict] | None:
-        """(path, training state) of the run's checkpoint with the most epochs that
-        reads whole, or None; damaged ones are passed over."""
+        """(path, training state) of the run's checkpoint furthest on (epochs, then
+        batches of the next) that reads whole, or None; damaged ones are passed over."""
         directory = self.checkpoint_dir(label)
         candidates = [*(list_checkpoints(directory) if directory.is_dir() else []),
                       self.final_checkpoint(label)]
@@ -321,7 +321,7 @@ class RunDir:
                 continue  # damaged or half-written: an older one will do
             if isinstance(state, dict) and isinstance(state.get("epoch"), int) and \
                     isinstance(state.get("history"), dict) and \
-                    (best is None or state["epoch"] >= best[1]["epoch"]):
+                    (best is None or _position(state) >= _position(best[1])):
                 best = (path, state)
         return best
 
@@ -386,3 +386,9 @@ def _changed_message(path: Path, key: str, then, now) -> str:
             "changed)" if key == "data.fingerprint" else f"{key} was {then!r}, now {now!r}")
     return (f"--resume: {path} was written with other settings: {what}. Resume with the "
             "settings the run was started with, or start a new run")
+
+
+def _position(state: dict) -> tuple:
+    """How far a checkpoint's run had trained: (epochs, batches of the next epoch)."""
+    batch = state.get("batch", 0)
+    return state["epoch"], batch if isinstance(batch, int) else 0

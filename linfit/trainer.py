@@ -18,10 +18,12 @@ import numpy as np
 import tensorflow as tf
 
 from linfit import checkpoint, compat
-from linfit.callbacks import (BatchPosition, HistoryLogger, PeriodicCheckpoint, StopAtSafePoint,
-                              note_stopping, overridden_hooks, progress_callbacks)
+from linfit.callbacks import (BatchPosition, HistoryLogger, RestoreEpochProgress, StopAtSafePoint,
+                              note_stopping, output_callbacks, overridden_hooks,
+                              progress_callbacks)
 from linfit.config import check_value
 from linfit.data import check_features
+from linfit.errors import CheckpointError
 from linfit.fit_inputs import checked, fit_data
 from linfit.history import History
 from linfit.interrupts import STOP
@@ -127,9 +129,8 @@ class Trainer:
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
 
     def _compile_as_user(self) -> None:
-        """Compile the model with the user's loss, optimizer and metrics: as it is
-        left after a fit of the Keras loop (which trains it on linfit's guarded
-        loss), so it saves whole and loads with plain Keras."""
+        """Compile the model with the user's loss, optimizer and metrics, as a Keras-loop
+        fit leaves it (trained on linfit's guarded loss): it saves whole, loads in Keras."""
         self._manual_loops.clear()  # their steps update the metrics of the last compile
         with self._scope():
             self.keras_model.compile(optimizer=self.optimizer, loss=self._user_loss,
@@ -159,7 +160,7 @@ class Trainer:
             callbacks: list | None = None, verbose: int = 0, initial_epoch: int = 0,
             resume_from: str | os.PathLike | None = None,
             checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 1,
-            keep_checkpoints: int = 0,
+            keep_checkpoints: int = 0, checkpoint_every_batches: int = 0,
             on_epoch_end: Callable[[History], None] | None = None) -> History:
         """Train on (x, y) and return what was recorded.
 
@@ -179,8 +180,8 @@ class Trainer:
           callbacks, verbose, initial_epoch: as in Keras's `fit`; resume_from: a
             checkpoint of `save_checkpoint`'s, to continue bitwise from.
           checkpoint_dir: save a training checkpoint there every `checkpoint_every`
-            epochs, keeping the newest `keep_checkpoints` (0: all); on_epoch_end:
-            called with the History so far, at the start and after each epoch.
+            epochs (and `checkpoint_every_batches` batches), keeping the newest
+            `keep_checkpoints` (0: all); on_epoch_end: called with the History.
 
         Returns a History: `loss` and the metrics per epoch, `full_loss`, `val_loss`,
         `w`, `b` before and after each epoch. Raises DivergenceError when a loss is
@@ -193,13 +194,13 @@ class Trainer:
             (), batch_size, shuffle_seed, epochs, validation_batch_size, validation_freq,
             shuffle_buffer=shuffle_buffer, shard_rows=tuple(shard_rows),
             whole_batches=self.distributed))
-        start = self._start(self._settings(data), resume_from, initial_epoch, epochs)
+        start = self._start(self._settings(data), resume_from, initial_epoch, (epochs, loop))
         history, initial_epoch = start.history, start.epoch
         history.metrics = list(self._metric_results())
         if initial_epoch >= epochs:
             return history
-        plan = self._plan(data, shuffle_seed, callbacks, epochs,
-                          checkpoint_every if checkpoint_dir is not None else 0)
+        schedule = (checkpoint_dir, checkpoint_every, checkpoint_every_batches, keep_checkpoints)
+        plan = self._plan(data, shuffle_seed, callbacks, (epochs, start.batch), schedule)
         recorder = self.recording.recorder(
             history, data, plan.mode == "eager", history.metrics,
             to_data_units=None if self.standardizer is None else self.standardizer.to_original,
@@ -207,26 +208,33 @@ class Trainer:
         callback_list = [recorder, *callbacks, HistoryLogger(history),
                          StopAtSafePoint(history, STOP),
                          *progress_callbacks(history, callbacks, start.callback_progress),
-                         *self._output_callbacks(history, checkpoint_dir, checkpoint_every,
-                                                 keep_checkpoints, on_epoch_end)]
-        self._run(loop, plan, data, range(initial_epoch, epochs), callback_list, verbose, history)
+                         *output_callbacks(self._saver(history, loop), history, schedule,
+                                           data.steps_per_epoch, on_epoch_end)]
+        if start.batch:  # resumed in the middle of an epoch
+            callback_list.insert(0, RestoreEpochProgress(lambda: self._epoch_variables(loop),
+                                                         start.epoch_progress))
+        self._run(loop, plan, data, range(initial_epoch, epochs), callback_list, verbose, history,
+                  start.batch)
         note_stopping(history, callbacks, epochs)
         return history
 
-    def _plan(self, data: FitData, shuffle_seed, callbacks, epochs: int, checkpoint_every: int):
+    def _plan(self, data: FitData, shuffle_seed, callbacks, span: tuple, schedule: tuple):
         """How this fit runs (see `plan_execution`), kept as `execution_mode`."""
+        (epochs, first_batch), (directory, every, every_batches, _) = span, schedule
         work = Workload(data.steps_per_epoch, epochs, data.values_per_step,
                         shuffled=shuffle_seed is not None,
                         in_variables=bool(data.arrays) and data.chunks_per_step == 1)
         plan = plan_execution(compile=self.compile_mode, steps_per_call=self.steps_per_call,
                               work=work, distributed=self.distributed,
                               user_hooks=overridden_hooks(callbacks),
-                              checkpoint_every=checkpoint_every)
+                              checkpoint_every=every if directory is not None else 0,
+                              checkpoint_batches=every_batches if directory is not None else 0,
+                              first_batch=first_batch)
         self.execution_mode = plan.mode
         return plan
 
     def _run(self, loop: str, plan: ExecutionPlan, data: FitData, epochs: range,
-             callback_list: list, verbose: int, history: History) -> None:
+             callback_list: list, verbose: int, history: History, first_batch: int = 0) -> None:
         position = BatchPosition()
         # One list for the whole fit, given to Keras's `fit` as it is, so a fit that
         # ends early (see `_end_as_keras`) ends on the callbacks it began.
@@ -240,13 +248,13 @@ class Trainer:
         trained = False
         try:
             with failures.training_errors(self, history, position, plan,
-                                          (epochs.start, data.steps_per_epoch), end,
+                                          (epochs.start, data.steps_per_epoch, first_batch), end,
                                           getattr(data, "find_bad_row", None)):
                 if loop == "manual":
-                    self._run_manual(plan, data, epochs, callbacks)
+                    self._run_manual(plan, data, epochs, callbacks, first_batch)
                 else:
-                    keras_fit.run_fit(self.keras_model, data, epochs, callbacks, plan,
-                                      {"loss": self.loss, "metrics": self.metrics or None},
+                    keras_fit.run_fit(self.keras_model, data, (epochs, first_batch), callbacks,
+                                      plan, {"loss": self.loss, "metrics": self.metrics or None},
                                       verbose, self.strategy)
             trained = True
         finally:
@@ -299,17 +307,19 @@ class Trainer:
         return {} if self.standardizer is None else {"standardizer": self.standardizer.to_json()}
 
     def _start(self, settings: dict, resume_from, initial_epoch: int,
-               epochs: int) -> ResumePoint:
+               span: tuple[int, str]) -> ResumePoint:
         if resume_from is None:
             return ResumePoint(History(settings=settings), initial_epoch)
-        return self._resume(resume_from, settings, epochs)
+        return self._resume(resume_from, settings, span)
 
-    def _resume(self, path, settings: dict, epochs: int) -> ResumePoint:
+    def _resume(self, path, settings: dict, span: tuple[int, str]) -> ResumePoint:
         """Load a checkpoint to continue from, all or nothing: everything in it is
         checked before the model or the optimizer changes."""
-        variables = model_variables(self.model)
+        (epochs, loop), variables = span, model_variables(self.model)
         point = resume_point(path, checkpoint.read_state(path), settings,
                              [tuple(v.shape) for v in variables])
+        if point.batch and len(point.epoch_progress) != len(self._epoch_variables(loop)):
+            raise CheckpointError(f"{path} was saved mid-epoch with other metrics: use them")
         checkpoint.load_checkpoint(path, self.model, self.optimizer)
         # The model as the run left it, in training units: where training goes
         # on from, or, with nothing left to train, its final weights.
@@ -319,22 +329,19 @@ class Trainer:
         point.history.end_weights = point.resume_weights
         return point
 
-    def _output_callbacks(self, history: History, checkpoint_dir, checkpoint_every: int,
-                          keep_checkpoints: int, on_epoch_end) -> list:
-        # After the user's callbacks and History: they see each epoch as recorded.
-        callbacks = []
-        if checkpoint_dir is not None:
-            callbacks.append(PeriodicCheckpoint(
-                lambda path, epoch: self.save_checkpoint(path, history, epoch),
-                checkpoint_dir, checkpoint_every, keep_checkpoints))
-        if on_epoch_end is not None:
-            callbacks.append(keras.callbacks.LambdaCallback(
-                on_train_begin=lambda logs: on_epoch_end(history),
-                on_epoch_end=lambda epoch, logs: on_epoch_end(history)))
-        return callbacks
+    def _saver(self, history: History, loop: str):
+        """save(path, epochs, batches): a checkpoint of this fit (mid-epoch: with its logs)."""
+        return lambda path, epochs, batches: self.save_checkpoint(
+            path, history, epochs, None if not batches else (
+                batches, [variable.numpy() for variable in self._epoch_variables(loop)]))
+
+    def _epoch_variables(self, loop: str) -> list:
+        """The variables that hold an epoch's logs so far (its loss and metrics)."""
+        metrics = [v for metric in self.keras_model.metrics for v in metric.variables]
+        return [*self._loss_tracker.variables, *metrics] if loop == "manual" else metrics
 
     def _run_manual(self, plan: ExecutionPlan, data: FitData, epochs: range,
-                    callbacks: keras.callbacks.CallbackList) -> None:
+                    callbacks: keras.callbacks.CallbackList, first_batch: int = 0) -> None:
         chunks = None if data.chunks_per_step == 1 else (data.chunks_per_step,
                                                          data.num_examples)
         key = (tuple(self.recording.names), plan.mode, chunks)
@@ -352,19 +359,17 @@ class Trainer:
                 plan.mode, state=[*model_variables(self.model), *self.optimizer.variables],
                 chunks=chunks)
         self.manual_loop = self._manual_loops[key]
-        self.manual_loop.run(plan, self._for_replicas(data), epochs, callbacks)
+        self.manual_loop.run(plan, self._for_replicas(data), epochs, callbacks, first_batch)
 
     def _for_replicas(self, data: FitData) -> FitData:
         """The data as the manual loop's steps take it: split over the replicas."""
         return data.distributed(self.strategy) if self.distributed else data
 
     def save_checkpoint(self, path: str | os.PathLike, history: History | None = None,
-                        epoch: int | None = None):
-        """Save the model, the optimizer state and the training position to `path`.
-
-        `fit(..., resume_from=path)` continues from it. The file is Keras's
-        `.weights.h5` layout, so it also loads with `load_weights`.
-        """
+                        epoch: int | None = None, middle: tuple | None = None):
+        """Save the model, the optimizer and the training position (`middle`: batches
+        into the next epoch, and its logs' variables) to `path`, for `resume_from`.
+        It is Keras's `.weights.h5` layout: `load_weights` reads it too."""
         current = [v.numpy() for v in model_variables(self.model)]
         values = final = None
         if self.standardizer is not None:  # the file in the data's units
@@ -376,7 +381,7 @@ class Trainer:
         resume = history.end_weights if history.end_weights is not None else current
         if final is None and all(np.array_equal(a, b) for a, b in zip(resume, current)):
             resume = None  # the file's own weights are where training goes on from
-        state = training_state(history, epoch, resume, final)
+        state = training_state(history, epoch, resume, final, middle)
         return checkpoint.save_checkpoint(path, self.model, self.optimizer, state, values=values)
 
     def evaluate(self, x, y) -> float:

@@ -28,13 +28,19 @@ class ResumePoint:
     resume_weights: list[np.ndarray] | None = None
     final_weights: list[np.ndarray] | None = None
     callback_progress: list = ()
+    batch: int = 0  # batches of epoch `epoch` trained (a checkpoint in its middle)
+    epoch_progress: list | None = None  # then: the epoch's metric variables, as saved
 
 
 def training_state(history: History, epoch: int | None = None, resume_weights=None,
-                   final_weights=None) -> dict:
-    """The JSON state of a training checkpoint after `epoch` epochs (default: all)."""
+                   final_weights=None, middle: tuple[int, list] | None = None) -> dict:
+    """The JSON state of a training checkpoint after `epoch` epochs (default: all),
+    and `middle` = (batches, the epoch's metric variables) in the next epoch."""
     state = {**history.settings, "epoch": history.epochs if epoch is None else epoch,
              "history": history.to_json()}
+    if middle is not None:
+        state["batch"] = middle[0]
+        state["epoch_progress"] = [np.asarray(value).tolist() for value in middle[1]]
     if history.callback_progress:
         state["callbacks"] = history.callback_progress
     for key, weights in (("resume_weights", resume_weights), ("final_weights", final_weights)):
@@ -77,7 +83,25 @@ def resume_point(path, state: dict | None, settings: dict, shapes: list[tuple]) 
     progress = state.get("callbacks", [])
     if not isinstance(progress, list) or not all(isinstance(p, dict) for p in progress):
         raise CheckpointError(f"{path}: its callbacks' progress is damaged")
-    return ResumePoint(history, epoch, callback_progress=progress, **weights)
+    batch, epoch_progress = _middle(path, state)
+    return ResumePoint(history, epoch, callback_progress=progress, batch=batch,
+                       epoch_progress=epoch_progress, **weights)
+
+
+def _middle(path, state: dict) -> tuple[int, list | None]:
+    """(batches into the next epoch, its metric variables) of a checkpoint."""
+    batch = state.get("batch", 0)
+    progress = state.get("epoch_progress")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 0 or (
+            batch and not isinstance(progress, list)):
+        raise CheckpointError(f"{path}: its position in the epoch (batch={batch!r}) is "
+                              "damaged")
+    try:
+        values = None if not batch else [np.asarray(value, dtype=np.float64)
+                                         for value in progress]
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{path}: its epoch's metric values are damaged") from None
+    return batch, values
 
 
 def _history(path, data, settings: dict, epoch: int) -> History:

@@ -3,13 +3,14 @@ bitwise as the same shards read into memory, and a bad row is named."""
 
 import csv
 import json
+import sys
 
 import numpy as np
 import pytest
 
 from linfit import LinearModule, Trainer, data as data_module, pipeline
-from linfit.checkpoint import read_line
-from linfit.errors import ConfigError, DataError
+from linfit.checkpoint import list_checkpoints, read_line
+from linfit.errors import CheckpointError, ConfigError, DataError
 from linfit.streams import open_data_files
 from linfit.train import main
 
@@ -203,6 +204,8 @@ def test_auto_streams_files_larger_than_the_memory_share_and_says_so(shards, tmp
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["data"]["streamed"]
     assert "(streamed)" in (tmp_path / "run" / "report.md").read_text()
+    # The choice is recorded: --resume reads the data the same way, whatever memory is free.
+    assert "streaming = true" in (tmp_path / "run" / "config.toml").read_text()
 
 
 def test_the_preflight_counts_rows_and_refuses_what_a_stream_cannot_split(shards, tmp_path):
@@ -249,3 +252,77 @@ def test_predict_reads_and_writes_chunk_by_chunk(shards, tmp_path, monkeypatch, 
     assert "line 1101, column 'b': 'oops' is not a number" in capsys.readouterr().err
     assert not (tmp_path / "preds.csv").exists()
     assert not list(tmp_path.glob("*.tmp*"))
+
+
+@pytest.mark.parametrize("loop", ["manual", "keras"])
+def test_a_checkpoint_in_the_middle_of_an_epoch_resumes_bitwise(shards, tmp_path, loop):
+    """From a checkpoint after 30 batches of epoch 2 (what a run killed there
+    leaves), with Adam, a metric and validation files, streamed and shuffled."""
+    import keras
+
+    files = open_data_files(str(shards / "part-*.csv"))
+    validation = open_data_files(str(shards / "val-*.csv"))
+    options = dict(epochs=3, loop=loop, batch_size=64, shuffle_seed=3, shuffle_buffer=900,
+                   validation_data=validation)
+
+    def trainer():
+        keras.utils.set_random_seed(0)
+        return Trainer(LinearModule(features=2), optimizer="adam", learning_rate=0.05,
+                       metrics=["mae"])
+
+    straight = trainer()
+    history = straight.fit(files, None, checkpoint_dir=tmp_path, checkpoint_every=1,
+                           checkpoint_every_batches=15, **options)
+    names = [path.name for path in list_checkpoints(tmp_path)]
+    assert names[:5] == ["epoch-0000-batch-000015.weights.h5", "epoch-0000-batch-000030.weights.h5",
+                         "epoch-0000-batch-000045.weights.h5", "epoch-0000-batch-000060.weights.h5",
+                         "epoch-0001.weights.h5"]  # 63 batches an epoch
+    resumed = trainer()
+    again = resumed.fit(files, None, resume_from=tmp_path / "epoch-0001-batch-000030.weights.h5",
+                        **options)
+    a, b = history.columns(), again.columns()
+    assert a.keys() == b.keys() and {"loss", "mae", "val_loss", "val_mae"} <= set(a)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    for saved, now in zip([straight.model.w, straight.model.b, *straight.optimizer.variables],
+                          [resumed.model.w, resumed.model.b, *resumed.optimizer.variables]):
+        np.testing.assert_array_equal(saved.numpy(), now.numpy())
+    # Without the metric whose progress it holds: refused before anything changes.
+    other = Trainer(LinearModule(features=2), optimizer="adam", learning_rate=0.05)
+    with pytest.raises(CheckpointError, match="saved mid-epoch with other metrics"):
+        other.fit(files, None, resume_from=tmp_path / "epoch-0001-batch-000030.weights.h5",
+                  **options)
+    assert other.model.w.numpy().tolist() == [5.0, 5.0] and float(other.model.b) == 0.0
+
+
+def test_a_streamed_run_killed_in_the_middle_of_an_epoch_resumes_bitwise(shards, tmp_path):
+    """SIGKILL once a checkpoint in the middle of epoch 2 exists, then --resume: the
+    run directory's numbers are those of a run never stopped."""
+    import signal
+    import subprocess
+    import time
+
+    args = [sys.executable, "-m", "linfit.train", "--data", str(shards / "part-*.csv"),
+            "--model", "module", "--set", "data.streaming=true", "--set", "data.batch_size=20",
+            "--set", "data.shuffle=true", "--set", "data.shuffle_buffer=500", "--set",
+            "train.epochs=3", "--set", "train.checkpoint_every_batches=50"]
+    subprocess.run([*args, "--out", str(tmp_path / "straight")], check=True,
+                   capture_output=True)
+    process = subprocess.Popen([*args, "--out", str(tmp_path / "killed")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = tmp_path / "killed" / "checkpoints" / "module-manual"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None and \
+            not list(checkpoints.glob("epoch-0001-batch-*.weights.h5")):
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "killed" / "metrics.json").exists()  # it was killed, mid-run
+    resumed = subprocess.run([sys.executable, "-m", "linfit.train", "--resume",
+                              str(tmp_path / "killed")], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    killed = json.loads((tmp_path / "killed" / "metrics.json").read_text())
+    assert killed["runs"] == straight["runs"]
+    assert (tmp_path / "killed" / "history.csv").read_text() == \
+        (tmp_path / "straight" / "history.csv").read_text()

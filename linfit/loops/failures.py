@@ -38,13 +38,14 @@ def training_errors(trainer, history, position, plan, shape: tuple[int, int],
       trainer: the Trainer (its optimizer's update count is made exact).
       position: a `BatchPosition` following the Keras loop (the manual loop
         says where it stopped itself).
-      shape: the fit's (initial epoch, batches per epoch).
+      shape: the fit's (initial epoch, batches per epoch, the batch the initial
+        epoch starts at).
       on_non_finite: NonFiniteStep -> None, to end the fit as Keras would
         (with the user's TerminateOnNaN); None raises DivergenceError.
       find_bad_row: for streamed data, () -> the DataError naming the row the
         stream could not use (its file, line and column), or None.
     """
-    initial_epoch, steps = shape
+    initial_epoch, steps, first_batch = shape
     optimizer = trainer.optimizer
     start = int(optimizer.iterations.numpy())
     try:
@@ -74,11 +75,12 @@ def training_errors(trainer, history, position, plan, shape: tuple[int, int],
                              position.batch if plan.steps_per_execution == 1 else None)
         if plan.mode == "eager":
             step.batch = int(optimizer.iterations.numpy()) - start - \
-                (step.epoch - initial_epoch) * steps
+                (step.epoch - initial_epoch) * steps + first_batch
     else:
         return
     if step.batch is not None:  # the optimizer counts the updates applied, no more
-        optimizer.iterations.assign(start + (step.epoch - initial_epoch) * steps + step.batch)
+        optimizer.iterations.assign(start + (step.epoch - initial_epoch) * steps + step.batch
+                                    - first_batch)
     if on_non_finite is not None:
         on_non_finite(step)
         return

@@ -8,7 +8,7 @@ import tensorflow as tf
 from linfit import compat
 
 
-def run_fit(keras_model: keras.Model, data, epochs: range, callbacks: list, plan,
+def run_fit(keras_model: keras.Model, data, span: tuple[range, int], callbacks, plan,
             compile_args: dict, verbose: int = 0, strategy=None) -> None:
     """Compile as the plan says, with `compile_args` (the training loss and the
     metrics), then fit on linfit's data (`linfit.pipeline.FitData`).
@@ -19,7 +19,13 @@ def run_fit(keras_model: keras.Model, data, epochs: range, callbacks: list, plan
     Keras evaluates it after the epochs `validation_freq` says, with its hooks.
     While `fit` runs, a `.keras` file saved of the model names the compile
     config it had before (the user's loss), not the training loss.
+
+    `span` is (the epochs, the batch the first one starts at). A run resumed in
+    the middle of an epoch fits that epoch's last batches first, then the
+    epochs after it: two fits on the same callbacks (`callbacks` is a
+    CallbackList whose batch hooks are told the epoch's own batch numbers).
     """
+    epochs, first_batch = span
     with compat.compile_config_kept(keras_model):
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             keras_model.compile(optimizer=keras_model.optimizer, jit_compile=plan.mode == "xla",
@@ -35,9 +41,35 @@ def run_fit(keras_model: keras.Model, data, epochs: range, callbacks: list, plan
             # Counted, as the training steps are: Keras warns of a dataset it must run out.
             "validation_steps": data.validation_steps}
         with scope:
+            if first_batch:
+                # Built now, as fit builds it on its first step: the epoch's logs are
+                # restored into the compiled metrics' variables when it begins.
+                compat.symbolic_build(keras_model, *next(iter(data.batches(epochs.start))))
+                with _batches_from(callbacks, first_batch):
+                    keras_model.fit(data.batches(epochs.start).skip(first_batch),
+                                    epochs=epochs.start + 1, initial_epoch=epochs.start,
+                                    steps_per_epoch=data.steps_per_epoch - first_batch,
+                                    callbacks=callbacks, verbose=verbose, shuffle=False,
+                                    **validation)
+                epochs = range(epochs.start + 1, epochs.stop)
+                if not epochs or keras_model.stop_training:
+                    return
             keras_model.fit(data.batches(epochs.start), epochs=epochs.stop,
                             initial_epoch=epochs.start, steps_per_epoch=data.steps_per_epoch,
                             callbacks=callbacks, verbose=verbose, shuffle=False, **validation)
+
+
+@contextlib.contextmanager
+def _batches_from(callbacks, first: int):
+    """The CallbackList's train batch hooks told batch numbers `first` higher: those
+    of the epoch, not of a fit that starts in its middle."""
+    begin, end = callbacks.on_train_batch_begin, callbacks.on_train_batch_end
+    callbacks.on_train_batch_begin = lambda batch, logs=None: begin(batch + first, logs)
+    callbacks.on_train_batch_end = lambda batch, logs=None: end(batch + first, logs)
+    try:
+        yield
+    finally:
+        del callbacks.on_train_batch_begin, callbacks.on_train_batch_end
 
 
 def _multi_worker_train_function(keras_model: keras.Model, strategy):

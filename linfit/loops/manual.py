@@ -184,16 +184,20 @@ class ManualLoop:
         return sum(f.experimental_get_tracing_count() for f in functions
                    if hasattr(f, "experimental_get_tracing_count"))
 
-    def run(self, plan, data, epochs: range, callbacks: keras.callbacks.CallbackList) -> None:
+    def run(self, plan, data, epochs: range, callbacks: keras.callbacks.CallbackList,
+            first_batch: int = 0) -> None:
         """Train `epochs` (e.g. range(initial_epoch, E)), calling the hooks `fit` calls.
 
         Args:
           plan: the fit's `ExecutionPlan`.
           data: the fit's `linfit.pipeline.FitData`.
+          first_batch: the first epoch starts at this batch (a resumed run).
         """
         callbacks.model.stop_training = False
         callbacks.on_train_begin()
-        if plan.epochs_per_call:
+        if first_batch:
+            logs = self._batch_by_batch(plan, data, epochs, callbacks, first_batch)
+        elif plan.epochs_per_call:
             logs = self._fused(plan, data, epochs, callbacks)
         else:
             logs = self._batch_by_batch(plan, data, epochs, callbacks)
@@ -247,14 +251,18 @@ class ManualLoop:
                                              else 1)),
                 "validation_freq": tf.constant(data.validation_freq)}
 
-    def _batch_by_batch(self, plan, data, epochs, callbacks) -> dict:
-        batches = data.eager_batches(epochs.start) if plan.mode == "eager" else \
-            iter(data.update_batches(epochs.start))
+    def _batch_by_batch(self, plan, data, epochs, callbacks, first_batch: int = 0) -> dict:
+        if first_batch:  # the first epoch's first batches were trained before
+            batches = iter(data.update_batches(epochs.start).skip(first_batch))
+        else:
+            batches = data.eager_batches(epochs.start) if plan.mode == "eager" else \
+                iter(data.update_batches(epochs.start))
         logs = {}
         for epoch in epochs:
             self._reset()
             callbacks.on_epoch_begin(epoch)
-            for step in range(0, data.steps_per_epoch, plan.steps_per_call):
+            start, first_batch = first_batch, 0
+            for step in range(start, data.steps_per_epoch, plan.steps_per_call):
                 count = min(plan.steps_per_call, data.steps_per_epoch - step)
                 callbacks.on_train_batch_begin(step)
                 self._steps(batches, count, data, (epoch, step))

@@ -4,6 +4,7 @@ A pure function of the fit's shape and the callbacks' needs, so every
 decision is in one place and tested as a table (tests/test_plan.py).
 """
 
+import math
 from dataclasses import dataclass
 
 # With compile = "auto", runs of at most this many steps, each on at most EAGER_VALUES
@@ -54,7 +55,8 @@ class Workload:
 
 def plan_execution(*, compile: str, steps_per_call: int, work: Workload, distributed: bool,
                    user_hooks: frozenset[str] = frozenset(),
-                   checkpoint_every: int = 0) -> ExecutionPlan:
+                   checkpoint_every: int = 0, checkpoint_batches: int = 0,
+                   first_batch: int = 0) -> ExecutionPlan:
     """The plan of a fit.
 
     Args:
@@ -72,8 +74,15 @@ def plan_execution(*, compile: str, steps_per_call: int, work: Workload, distrib
         loops then go batch by batch, as `fit` does.
       checkpoint_every: periodic checkpoints are written between calls, at
         their epochs (0: none).
+      checkpoint_batches: and after every that many batches of an epoch: calls
+        of that many batches, epoch by epoch (0: none); Keras's executions
+        divide the epoch (it would run past the epoch's end).
+      first_batch: a run resumed in the middle of an epoch starts it here;
+        Keras's executions divide the rest of that epoch too.
     """
     steps_per_epoch = work.steps_per_epoch
+    if checkpoint_batches:
+        steps_per_call = steps_per_call or min(checkpoint_batches, steps_per_epoch)
     if distributed:
         mode = "function"
     elif compile != "auto":
@@ -84,7 +93,7 @@ def plan_execution(*, compile: str, steps_per_call: int, work: Workload, distrib
         mode = "eager" if cheap else "function"
     return ExecutionPlan(
         mode=mode,
-        epochs_per_call=0 if not work.in_variables else _epochs_per_call(
+        epochs_per_call=0 if not work.in_variables or checkpoint_batches else _epochs_per_call(
             mode, steps_per_call, steps_per_epoch, distributed, bool(user_hooks),
             checkpoint_every),
         # Data not in variables (a stream) goes batch by batch: many batches a call
@@ -92,7 +101,10 @@ def plan_execution(*, compile: str, steps_per_call: int, work: Workload, distrib
         steps_per_call=steps_per_call or (
             1 if work.in_variables or user_hooks or distributed
             else min(FUSED_STEPS, steps_per_epoch)),
-        steps_per_execution=1 if distributed else min(
+        steps_per_execution=1 if distributed else math.gcd(
+            checkpoint_batches or steps_per_call or (1 if user_hooks else steps_per_epoch),
+            steps_per_epoch, steps_per_epoch - first_batch)
+        if checkpoint_batches or first_batch else min(
             steps_per_call or (1 if user_hooks else steps_per_epoch), steps_per_epoch),
         full_batch=steps_per_epoch == 1 and not work.shuffled and work.in_variables)
 
