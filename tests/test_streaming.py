@@ -295,9 +295,10 @@ def test_a_checkpoint_in_the_middle_of_an_epoch_resumes_bitwise(shards, tmp_path
     assert other.model.w.numpy().tolist() == [5.0, 5.0] and float(other.model.b) == 0.0
 
 
-def test_a_streamed_run_killed_in_the_middle_of_an_epoch_resumes_bitwise(shards, tmp_path):
-    """SIGKILL once a checkpoint in the middle of epoch 2 exists, then --resume: the
-    run directory's numbers are those of a run never stopped."""
+@pytest.mark.parametrize("label", ["module-manual", "module-keras"])
+def test_a_streamed_run_killed_in_the_middle_of_an_epoch_resumes_bitwise(shards, tmp_path, label):
+    """SIGKILL once the run `label` has a checkpoint in the middle of epoch 2, then
+    --resume: the run directory's numbers are those of a run never stopped."""
     import signal
     import subprocess
     import time
@@ -310,7 +311,7 @@ def test_a_streamed_run_killed_in_the_middle_of_an_epoch_resumes_bitwise(shards,
                    capture_output=True)
     process = subprocess.Popen([*args, "--out", str(tmp_path / "killed")],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoints = tmp_path / "killed" / "checkpoints" / "module-manual"
+    checkpoints = tmp_path / "killed" / "checkpoints" / label
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None and \
             not list(checkpoints.glob("epoch-0001-batch-*.weights.h5")):
