@@ -150,7 +150,11 @@ def value_chunks(files: DataFiles):
 
 
 def is_data_error(error: BaseException) -> bool:
-    """Whether a TensorFlow error came from parsing or checking streamed rows."""
+    """Whether a TensorFlow error came from reading, parsing or checking streamed rows
+    (a file gone or unreadable since the pre-flight, a bad value)."""
+    if isinstance(error, (tf.errors.NotFoundError, tf.errors.PermissionDeniedError,
+                          tf.errors.DataLossError)):
+        return True
     return isinstance(error, tf.errors.InvalidArgumentError) and (
         NOT_FINITE in str(error) or "decode_csv" in str(error).lower()
         or "Field " in str(error) or "Expect " in str(error) or "Quote" in str(error))

@@ -117,11 +117,15 @@ class DataFiles:
             _check_rows(path, list(self.header))
 
     def find_bad_row(self) -> DataError | None:
-        """The error of the first bad row of any shard, or None if every row is good."""
+        """The error of the first bad row of any shard (or of a shard that cannot be
+        read any more), or None if every row is good."""
         try:
             self.validate()
         except DataError as error:
             return error
+        except OSError as error:
+            return DataError(f"{shown(Path(error.filename or self.source))} cannot be read any "
+                             f"more ({error.strerror}): check the data files, then --resume")
         return None
 
 

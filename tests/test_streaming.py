@@ -327,3 +327,19 @@ def test_a_streamed_run_killed_in_the_middle_of_an_epoch_resumes_bitwise(shards,
     assert killed["runs"] == straight["runs"]
     assert (tmp_path / "killed" / "history.csv").read_text() == \
         (tmp_path / "straight" / "history.csv").read_text()
+
+
+def test_a_shard_that_disappears_while_training_is_one_clear_error(shards, tmp_path):
+    import keras
+
+    for path in shards.glob("part-*.csv"):
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    files = open_data_files(str(tmp_path / "part-*.csv"))
+
+    class DeleteAShard(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            (tmp_path / "part-2.csv").unlink(missing_ok=True)
+
+    with pytest.raises(DataError, match=r"part-2.csv cannot be read any more \(No such file"):
+        Trainer(LinearModule(features=2)).fit(files, None, epochs=3, batch_size=500,
+                                              callbacks=[DeleteAShard()])

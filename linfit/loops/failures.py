@@ -66,7 +66,8 @@ def training_errors(trainer, history, position, plan, shape: tuple[int, int],
     except Exception as error:
         if find_bad_row is not None and is_data_error(error):
             raise find_bad_row() or DataError(
-                f"the streamed data could not be read: {str(error).splitlines()[0]}") from None
+                f"the streamed data could not be read ({str(error).splitlines()[0]}): check "
+                "its files and start again, or --resume") from None
         if not is_non_finite_loss(error):
             raise
         # Keras's fit. Compiled, an update's iteration count can be applied
