@@ -11,6 +11,7 @@
 - `PeriodicCheckpoint`: a training checkpoint every N epochs.
 """
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -59,6 +60,9 @@ class EpochRecorder(keras.callbacks.Callback):
         self._check_finite = check_finite
 
     def on_train_begin(self, logs=None):
+        # Where training ends is not known yet: a checkpoint written during this fit
+        # goes on from its own weights, not from where a fit it resumed had ended.
+        self.history.end_weights = None
         if self._record_start:
             before = {name: None for name in self._validation}
             if self._start_validation is not None:
@@ -262,6 +266,10 @@ def output_callbacks(save, history: History, checkpoints: tuple, steps_per_epoch
     epochs, every N batches, keep the newest N), and `on_epoch_end(history)`."""
     directory, every, every_batches, keep = checkpoints
     callbacks = []
+    if directory is not None and every_batches >= steps_per_epoch:
+        warnings.warn(f"checkpoints every {every_batches} batches (train.checkpoint_every_batches)"
+                      f" but an epoch has {steps_per_epoch}: none is written inside an epoch",
+                      stacklevel=3)
     if directory is not None:
         callbacks.append(PeriodicCheckpoint(save, directory, every, keep, every_batches,
                                             steps_per_epoch))

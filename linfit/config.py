@@ -366,3 +366,19 @@ def _hint(name: str, known: Iterable[str], section: str | None = None) -> str:
     if close:
         return f": did you mean '{prefix}{close[0]}'?"
     return f": known keys are {', '.join(prefix + k for k in known)}"
+
+
+def config_callbacks(train: TrainConfig, tensorboard_dir: Path | None) -> list:
+    """The Keras callbacks a config asks for, for one run."""
+    import keras  # only when training
+
+    callbacks = []
+    stopping = train.early_stopping
+    if stopping.monitor:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=stopping.monitor, mode="min", patience=stopping.patience,
+            min_delta=stopping.min_delta, restore_best_weights=stopping.restore_best_weights))
+    if train.tensorboard and tensorboard_dir is not None:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir),
+                                                     write_graph=False))
+    return callbacks

@@ -145,6 +145,8 @@ def streams_because(config: DataConfig) -> str:
         return ""
     if config.streaming is True:
         return "data.streaming = true"
+    if config.validation_split or (config.shuffle and not config.shuffle_buffer):
+        return ""  # "auto" streams only what can stream: these need the rows in memory
     paths = shard_paths(config.path) if is_sharded(config.path) else [Path(config.path)]
     try:
         if not paths[0].is_file() or is_npz(paths[0]):

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from linfit.agreement import DEFAULT_RTOL, Agreement, compare_histories
-from linfit.config import Config, TrainConfig
+from linfit.config import Config
 from linfit.data import Data, Standardizer
 from linfit.errors import ConfigError, DivergenceError, TrainingInterrupted
 from linfit.history import History
@@ -223,6 +223,20 @@ def training_inputs(experiment: Experiment, x: np.ndarray, validation: tuple | N
                           outputs)
 
 
+def check_streamable(experiment: Experiment, data: Data) -> None:
+    """Refuse, before any run trains, a streamed full batch the Keras loop would take
+    whole (it holds no more than one chunk of `linfit.pipeline.FULL_PASS_ROWS` rows)."""
+    from linfit import pipeline
+
+    full_batch = experiment.batch_size is None or experiment.batch_size >= data.num_examples
+    if data.files is not None and full_batch and "keras" in experiment.loops and \
+            data.num_examples > pipeline.FULL_PASS_ROWS:
+        raise ConfigError(f"the Keras loop takes a full batch whole, and these "
+                          f"{data.num_examples} streamed rows are more than it can hold: set "
+                          "data.batch_size, or train.loop = \"manual\", which sums a full "
+                          "batch chunk by chunk")
+
+
 def streamed_inputs(experiment: Experiment, data: Data) -> TrainingInputs:
     """`training_inputs` for streamed data: with `experiment.standardize`, the
     means and deviations from a first pass over the files (in float64, summed
@@ -257,6 +271,7 @@ def run_experiment(experiment: Experiment, data: Data, *, strategy=None,
       DivergenceError: when a run's loss is not finite; its `completed`
         holds the runs that finished before it.
     """
+    check_streamable(experiment, data)
     inputs = streamed_inputs(experiment, data) if data.files is not None else replace(
         training_inputs(experiment, data.x, data.validation, data.feature_names, data.outputs),
         shard_rows=data.shard_rows)
@@ -378,19 +393,3 @@ def initial_w(init_w: float | tuple[float, ...], features: int | None):
         raise ConfigError(f"model.init_w has {len(init_w)} values but the data has "
                           f"{features or 1} feature(s): give one value per feature, or one number")
     return init_w[0] if features is None else init_w
-
-
-def config_callbacks(train: TrainConfig, tensorboard_dir: Path | None) -> list:
-    """The Keras callbacks a config asks for, for one run."""
-    import keras
-
-    callbacks = []
-    stopping = train.early_stopping
-    if stopping.monitor:
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor=stopping.monitor, mode="min", patience=stopping.patience,
-            min_delta=stopping.min_delta, restore_best_weights=stopping.restore_best_weights))
-    if train.tensorboard and tensorboard_dir is not None:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir),
-                                                     write_graph=False))
-    return callbacks

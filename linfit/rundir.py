@@ -22,11 +22,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from linfit.checkpoint import list_checkpoints, verify
-from linfit.config import LOOPS, MODEL_CLASS_NAMES, Config, load_config, to_toml
+from linfit.config import LOOPS, MODEL_CLASS_NAMES, Config, config_callbacks, load_config, to_toml
 from linfit.data import Data
 from linfit.data_files import shown
 from linfit.errors import ConfigError, LinfitError, RunDirError, WriteError
-from linfit.experiment import Comparison, RunHooks, RunLabel, RunResult, config_callbacks
+from linfit.experiment import Comparison, RunHooks, RunLabel, RunResult
 from linfit.fileio import TEMPORARY_FILES, remove_matching, write_text
 from linfit.history import History
 from linfit.report import write_report
@@ -297,11 +297,14 @@ class RunDir:
             changed = changed_setting(state, settings)
             if changed:
                 raise ConfigError(_changed_message(path, *changed))
-            if state["epoch"] > config.train.epochs:
+            trained, inside = _position(state)
+            if trained + bool(inside) > config.train.epochs:
+                at_least = trained + bool(inside)
                 raise ConfigError(
                     f"train.epochs = {config.train.epochs}, but {label} in {self.path} has "
-                    f"trained {state['epoch']} epochs: --resume only goes on (set at least "
-                    f"{state['epoch']}, or start a new run to train fewer)")
+                    f"trained {trained} epochs{f' and {inside} batches' if inside else ''}: "
+                    f"--resume only goes on (set at least {at_least}, or start a new run to "
+                    "train fewer)")
             complete &= (state["epoch"] == config.train.epochs and not state.get("batch")) \
                 or bool(state["history"].get("stopped"))
             points[label] = path

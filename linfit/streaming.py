@@ -18,8 +18,9 @@ from linfit.errors import DataError
 from linfit.pipeline import FitData, stream_order
 from linfit.streams import DataFiles
 
-# The message a value that is not finite in float32 stops the stream with.
+# The messages a value that is not finite in float32, or not a number, stops a stream with.
 NOT_FINITE = "linfit: a data value is not finite in float32"
+NOT_A_NUMBER = "linfit: a data value is not a number"
 
 
 @dataclass(frozen=True)
@@ -93,8 +94,9 @@ def _lines(files: DataFiles, seed: int | None, epoch, buffer: int) -> tf.data.Da
     dropped): `rebatch` them into batches."""
     paths = tf.constant([str(path) for path in files.paths])
 
-    def not_blank(lines):
-        return tf.boolean_mask(lines, tf.strings.length(tf.strings.strip(lines)) > 0)
+    def not_blank(lines):  # blank as Python's str.strip() sees it, as linfit's reader
+        return tf.boolean_mask(lines, tf.logical_not(tf.strings.regex_full_match(
+            lines, r"[\s\p{Z}\x{85}\x{1c}-\x{1f}]*")))
 
     def shard_blocks(order):
         return tf.data.Dataset.from_tensor_slices(tf.gather(paths, order)).flat_map(
@@ -113,6 +115,11 @@ def _parsed(line_batches: tf.data.Dataset, files: DataFiles,
     features, targets = list(files.feature_columns), list(files.target_columns)
 
     def parse(lines):
+        # TensorFlow's parser also reads hexadecimal (0x10), which linfit's reader refuses.
+        hexadecimal = tf.strings.regex_full_match(lines, r"(?i).*0x[0-9a-f.]+.*")
+        with tf.control_dependencies([tf.debugging.Assert(
+                tf.logical_not(tf.reduce_any(hexadecimal)), [NOT_A_NUMBER])]):
+            lines = tf.identity(lines)
         table = tf.stack(tf.io.decode_csv(lines, defaults), axis=1)
         checked = tf.debugging.check_numerics(tf.cast(table, tf.float32), NOT_FINITE)
         if dtype == tf.float64:
@@ -156,5 +163,6 @@ def is_data_error(error: BaseException) -> bool:
                           tf.errors.DataLossError)):
         return True
     return isinstance(error, tf.errors.InvalidArgumentError) and (
-        NOT_FINITE in str(error) or "decode_csv" in str(error).lower()
+        NOT_FINITE in str(error) or NOT_A_NUMBER in str(error)
+        or "decode_csv" in str(error).lower()
         or "Field " in str(error) or "Expect " in str(error) or "Quote" in str(error))

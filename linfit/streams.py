@@ -146,9 +146,8 @@ def open_data_files(spec: str | Path | tuple[str, ...], target: str | tuple[str,
     header = read_header(paths[0])
     targets, features = select_columns(paths[0], header, target, feature_names)
     rows = tuple(_count_rows(path) for path in paths)
-    if not sum(rows):
-        raise DataError(f"{describe(spec, paths) if len(paths) > 1 else paths[0]} has a "
-                        "header but no data rows")
+    if 0 in rows:  # as when read into memory
+        raise DataError(f"{shown(paths[rows.index(0)])} has a header but no data rows")
     source = describe(spec, paths) if is_sharded(spec) else str(spec)
     return DataFiles(tuple(paths), tuple(header), tuple(features), tuple(targets), rows, source)
 
@@ -164,9 +163,16 @@ def _count_rows(path: Path) -> int:
                             "endings, or set data.streaming = false")
         f.seek(0)
         for line in f:
-            if not line.isspace():
+            if not _blank(line):
                 rows += 1
     return max(rows, 0)
+
+
+def _blank(line: bytes) -> bool:
+    """Blank as Python's str.strip() sees it (a line of spaces, or of Unicode ones
+    such as a no-break space): the readers skip such lines."""
+    return line.isspace() or (not line.isascii()
+                              and not line.decode("utf-8", "replace").strip())
 
 
 def _check_rows(path: Path, header: list[str]) -> None:

@@ -23,7 +23,6 @@ from linfit.callbacks import (BatchPosition, HistoryLogger, RestoreEpochProgress
                               progress_callbacks)
 from linfit.config import check_value
 from linfit.data import check_features
-from linfit.errors import CheckpointError
 from linfit.fit_inputs import checked, fit_data
 from linfit.history import History
 from linfit.interrupts import STOP
@@ -36,7 +35,7 @@ from linfit.losses import (FiniteLoss, ReplicaLoss, checked_metrics, loss_object
 from linfit.models import as_keras_model, check_saves_whole, is_linear
 from linfit.pipeline import FitData, check_fit_arguments
 from linfit.recording import Recording
-from linfit.training_state import ResumePoint, resume_point, training_state
+from linfit.training_state import ResumePoint, check_middle, resume_point, training_state
 from linfit.variables import (check_created_in_scope, check_trainable, model_variables,
                               trainable_variables)
 
@@ -318,8 +317,7 @@ class Trainer:
         (epochs, loop), variables = span, model_variables(self.model)
         point = resume_point(path, checkpoint.read_state(path), settings,
                              [tuple(v.shape) for v in variables])
-        if point.batch and len(point.epoch_progress) != len(self._epoch_variables(loop)):
-            raise CheckpointError(f"{path} was saved mid-epoch with other metrics: use them")
+        check_middle(path, point, epochs, len(self._epoch_variables(loop)))
         checkpoint.load_checkpoint(path, self.model, self.optimizer)
         # The model as the run left it, in training units: where training goes
         # on from, or, with nothing left to train, its final weights.

@@ -88,6 +88,24 @@ def resume_point(path, state: dict | None, settings: dict, shapes: list[tuple]) 
                        epoch_progress=epoch_progress, **weights)
 
 
+def check_middle(path, point: ResumePoint, epochs: int, variables: int) -> None:
+    """Refuse a checkpoint inside an epoch that a fit of `epochs` epochs, whose epoch
+    logs are held in `variables` variables, cannot go on from.
+
+    Raises:
+      ConfigError: the checkpoint is inside an epoch the fit does not train.
+      CheckpointError: it holds the logs of other metrics.
+    """
+    if not point.batch:
+        return
+    if point.epoch >= epochs:
+        raise ConfigError(f"{path} is inside epoch {point.epoch + 1}: train at least "
+                          f"{point.epoch + 1} epochs to go on from it")
+    if len(point.epoch_progress) != variables:
+        raise CheckpointError(f"{path} was saved inside an epoch with other metrics: "
+                              "resume with the metrics it was trained with")
+
+
 def _middle(path, state: dict) -> tuple[int, list | None]:
     """(batches into the next epoch, its metric variables) of a checkpoint."""
     batch = state.get("batch", 0)

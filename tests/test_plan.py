@@ -61,3 +61,29 @@ def test_a_resumed_run_is_planned_as_the_whole_run():
 def planned(*, steps_per_epoch, epochs, shuffled, values_per_step=0, **others) -> ExecutionPlan:
     return plan_execution(work=Workload(steps_per_epoch, epochs, values_per_step, shuffled),
                           **others)
+
+
+def test_checkpoints_inside_an_epoch_make_calls_that_end_on_them():
+    """Calls end on every checkpoint's batch; Keras's executions divide the epoch (and
+    the rest of an epoch a resumed run starts inside), or Keras runs past its end."""
+    work = Workload(steps_per_epoch=63, epochs=3)
+
+    def plan(**options):
+        return plan_execution(compile="function", work=work, distributed=False, **options)
+
+    checkpointed = plan(steps_per_call=0, checkpoint_batches=15)
+    assert (checkpointed.epochs_per_call, checkpointed.steps_per_call,
+            checkpointed.steps_per_execution) == (0, 15, 3)
+    assert plan(steps_per_call=2, checkpoint_batches=3).steps_per_call == 1
+    assert plan(steps_per_call=0, first_batch=30).steps_per_execution == 3
+
+
+def test_checkpoints_every_more_batches_than_an_epoch_has_are_a_warning(tmp_path):
+    import numpy as np
+
+    from linfit import LinearModule, Trainer
+
+    x = np.linspace(-1, 1, 40, dtype=np.float32)
+    with pytest.warns(UserWarning, match="an epoch has 5: none is written inside an epoch"):
+        Trainer(LinearModule()).fit(x, 2 * x, epochs=1, batch_size=8, checkpoint_dir=tmp_path,
+                                    checkpoint_every_batches=5)

@@ -187,11 +187,18 @@ def test_streaming_refuses_what_it_cannot_do(shards, tmp_path, capfd, arguments,
         assert status == 2 and message in err and "Traceback" not in err
 
 
-def test_the_keras_loop_refuses_a_full_batch_too_large_to_hold(shards, monkeypatch):
+def test_the_keras_loop_refuses_a_full_batch_too_large_to_hold(shards, tmp_path, monkeypatch,
+                                                                capfd):
+    """Before any run trains: the manual run would otherwise train first, for nothing."""
     monkeypatch.setattr(pipeline, "FULL_PASS_ROWS", 1000)
     files = open_data_files(str(shards / "part-*.csv"))
     with pytest.raises(ConfigError, match="loop=\"manual\", which sums it chunk by chunk"):
         Trainer(LinearModule(features=2)).fit(files, None, epochs=1, loop="keras")
+    status = main(["--data", str(shards / "part-*.csv"), "--set", "data.streaming=true",
+                   "--model", "module", "--out", str(tmp_path / "run")])
+    out, err = capfd.readouterr()
+    assert status == 2 and "module-manual" not in out
+    assert err.strip().splitlines()[-1].startswith("error: the Keras loop takes a full batch")
 
 
 def test_auto_streams_files_larger_than_the_memory_share_and_says_so(shards, tmp_path, capsys,
@@ -289,7 +296,7 @@ def test_a_checkpoint_in_the_middle_of_an_epoch_resumes_bitwise(shards, tmp_path
         np.testing.assert_array_equal(saved.numpy(), now.numpy())
     # Without the metric whose progress it holds: refused before anything changes.
     other = Trainer(LinearModule(features=2), optimizer="adam", learning_rate=0.05)
-    with pytest.raises(CheckpointError, match="saved mid-epoch with other metrics"):
+    with pytest.raises(CheckpointError, match="saved inside an epoch with other metrics"):
         other.fit(files, None, resume_from=tmp_path / "epoch-0001-batch-000030.weights.h5",
                   **options)
     assert other.model.w.numpy().tolist() == [5.0, 5.0] and float(other.model.b) == 0.0
@@ -343,3 +350,70 @@ def test_a_shard_that_disappears_while_training_is_one_clear_error(shards, tmp_p
     with pytest.raises(DataError, match=r"part-2.csv cannot be read any more \(No such file"):
         Trainer(LinearModule(features=2)).fit(files, None, epochs=3, batch_size=500,
                                               callbacks=[DeleteAShard()])
+
+
+def test_auto_reads_into_memory_what_cannot_stream(shards, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(data_module, "STREAM_ABOVE", 1e-9)
+    assert main(["--data", str(shards / "part-*.csv"), "--model", "module", "--loop", "manual",
+                 "--set", "data.validation_split=0.2", "--set", "train.epochs=1", "--out",
+                 str(tmp_path / "run")]) == 0
+    assert "Streaming" not in capsys.readouterr().out
+    assert not json.loads((tmp_path / "run" / "metrics.json").read_text())["data"]["streamed"]
+
+
+@pytest.mark.parametrize("line, problem", [
+    ("0x10,1,2", "column 'a': '0x10' is not a number"),  # TensorFlow's parser reads hex
+])
+def test_the_stream_refuses_what_the_reader_refuses(tmp_path, line, problem):
+    write_csv(tmp_path / "a.csv", np.ones((30, 3)))
+    with open(tmp_path / "a.csv", "a") as f:
+        f.write(line + "\n")
+    files = open_data_files(tmp_path / "a.csv")
+    with pytest.raises(DataError, match=f"line 32, {problem}"):
+        Trainer(LinearModule(features=2)).fit(files, None, epochs=1, batch_size=8)
+
+
+def test_blank_lines_and_empty_shards_are_what_the_reader_says(tmp_path):
+    """A line of no-break spaces is blank for both readers; a shard with a header and
+    no rows is refused by both."""
+    table = np.random.default_rng(1).uniform(-1, 1, (40, 3))
+    write_csv(tmp_path / "a.csv", table[:20])
+    with open(tmp_path / "a.csv", "a", encoding="utf-8") as f:
+        f.write("\u00a0\u00a0\n")
+    write_csv(tmp_path / "b.csv", table[20:])
+    files = open_data_files(str(tmp_path / "*.csv"))
+    assert files.rows == (20, 20)
+    x, y = (np.concatenate(p).astype(np.float32) for p in zip(*files.exact_chunks()))
+    streamed = Trainer(LinearModule(features=2)).fit(files, None, epochs=2, batch_size=8)
+    in_memory = Trainer(LinearModule(features=2)).fit(x, y, epochs=2, batch_size=8)
+    np.testing.assert_array_equal(streamed.columns()["full_loss"], in_memory.columns()["full_loss"])
+    write_csv(tmp_path / "c.csv", np.ones((0, 3)))
+    with pytest.raises(DataError, match="c.csv has a header but no data rows"):
+        open_data_files(str(tmp_path / "*.csv"))
+
+
+def test_a_run_resumed_twice_goes_on_from_where_it_was(shards, tmp_path, capsys):
+    """Standardised, resumed to 3 epochs, killed after a checkpoint inside epoch 3 (its
+    final files removed), resumed again: the straight run's numbers. And a checkpoint
+    inside an epoch is refused by a run that would not train that epoch."""
+    import shutil
+
+    args = ["--data", str(shards / "part-*.csv"), "--model", "module", "--loop", "manual",
+            "--set", "data.streaming=true", "--set", "data.batch_size=500", "--set",
+            "data.standardize=true", "--set", "train.checkpoint_every_batches=3"]
+    assert main([*args, "--set", "train.epochs=3", "--out", str(tmp_path / "straight")]) == 0
+    assert main([*args, "--set", "train.epochs=1", "--out", str(tmp_path / "run")]) == 0
+    assert main(["--resume", str(tmp_path / "run"), "--set", "train.epochs=3"]) == 0
+    shutil.copytree(tmp_path / "run", tmp_path / "killed")
+    for name in ("module-manual.weights.h5", "metrics.json"):
+        (tmp_path / "killed" / name).unlink()
+    for newer in [p for p in (tmp_path / "killed" / "checkpoints" / "module-manual").iterdir()
+                  if p.name > "epoch-0002-batch-000006.weights.h5"]:
+        newer.unlink()  # killed just after this checkpoint, inside epoch 3
+    assert main(["--resume", str(tmp_path / "killed"), "--set", "train.epochs=2"]) == 2
+    assert "trained 2 epochs and 6 batches" in capsys.readouterr().err
+    assert main(["--resume", str(tmp_path / "killed"), "--set", "train.epochs=3"]) == 0
+    straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())["runs"]
+    for name in ("run", "killed"):
+        assert json.loads((tmp_path / name / "metrics.json").read_text())["runs"] == straight
+    capsys.readouterr()

@@ -81,8 +81,9 @@ def plan_execution(*, compile: str, steps_per_call: int, work: Workload, distrib
         Keras's executions divide the rest of that epoch too.
     """
     steps_per_epoch = work.steps_per_epoch
-    if checkpoint_batches:
-        steps_per_call = steps_per_call or min(checkpoint_batches, steps_per_epoch)
+    if checkpoint_batches:  # calls that end on every checkpoint's batch
+        steps_per_call = math.gcd(steps_per_call, checkpoint_batches) if steps_per_call \
+            else min(checkpoint_batches, steps_per_epoch)
     if distributed:
         mode = "function"
     elif compile != "auto":
