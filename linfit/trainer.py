@@ -209,11 +209,7 @@ class Trainer:
                          *progress_callbacks(history, callbacks, start.callback_progress),
                          *output_callbacks(self._saver(history, loop), history, schedule,
                                            data.steps_per_epoch, on_epoch_end)]
-        if start.batch:  # resumed in the middle of an epoch
-            callback_list.insert(0, RestoreEpochProgress(lambda: self._epoch_variables(loop),
-                                                         start.epoch_progress))
-        self._run(loop, plan, data, range(initial_epoch, epochs), callback_list, verbose, history,
-                  start.batch)
+        self._run(loop, plan, data, start, range(initial_epoch, epochs), callback_list, verbose)
         note_stopping(history, callbacks, epochs)
         return history
 
@@ -232,8 +228,12 @@ class Trainer:
         self.execution_mode = plan.mode
         return plan
 
-    def _run(self, loop: str, plan: ExecutionPlan, data: FitData, epochs: range,
-             callback_list: list, verbose: int, history: History, first_batch: int = 0) -> None:
+    def _run(self, loop: str, plan: ExecutionPlan, data: FitData, start: ResumePoint,
+             epochs: range, callback_list: list, verbose: int) -> None:
+        history, first_batch = start.history, start.batch
+        if first_batch:  # resumed in the middle of an epoch
+            callback_list = [RestoreEpochProgress(lambda: self._epoch_variables(loop),
+                                                  start.epoch_progress), *callback_list]
         position = BatchPosition()
         # One list for the whole fit, given to Keras's `fit` as it is, so a fit that
         # ends early (see `_end_as_keras`) ends on the callbacks it began.
