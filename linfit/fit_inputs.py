@@ -3,8 +3,10 @@
 """
 
 import dataclasses
+import warnings
 
 import numpy as np
+import tensorflow as tf
 
 from linfit.data import check_features, check_inputs, check_outputs, fingerprint
 from linfit.errors import ConfigError
@@ -26,8 +28,8 @@ def checked(model, x, y) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def fit_data(model, inputs: tuple, validation_data, loop: str,
-             shape: FitData) -> tuple[FitData, tuple]:
+def fit_data(model, inputs: tuple, validation_data, loop: str, shape: FitData,
+             strategy=None) -> tuple[FitData, tuple]:
     """The fit's data, and (x, y) of a few rows to build the model from.
 
     Args:
@@ -36,10 +38,13 @@ def fit_data(model, inputs: tuple, validation_data, loop: str,
       validation_data: (x_val, y_val), or DataFiles with streamed `x`.
       loop: the loop that trains ("manual" or "keras").
       shape: a FitData with the batching settings (and no arrays).
+      strategy: the multi-replica tf.distribute strategy training runs under, or None.
     """
     x, y = inputs
     if isinstance(x, DataFiles):
         data, sample = _stream(model, x, y, validation_data, shape)
+        if strategy is not None:
+            return _worker_share(data, loop, strategy), sample
         if loop == "keras" and data.chunks_per_step > 1:
             raise ConfigError("the Keras loop takes a full batch whole, and this streamed one "
                               "is too large to hold: stream mini-batches (batch_size), or "
@@ -61,9 +66,6 @@ def _stream(model, files: DataFiles, y, validation, shape: FitData) -> tuple[Str
     if validation is not None and not isinstance(validation, DataFiles):
         raise ConfigError("x is files to stream: give validation_data as files too "
                           "(linfit.streams.open_data_files)")
-    if shape.whole_batches:
-        raise ConfigError("streamed data cannot train under a tf.distribute strategy yet: "
-                          "read it into memory (data.streaming = false), or train on one device")
     if shape.shuffle_seed is not None and not shape.shuffle_buffer:
         raise ConfigError("shuffling streamed data needs a bounded window: give "
                           "shuffle_buffer (data.shuffle_buffer), e.g. 100000 rows")
@@ -71,7 +73,33 @@ def _stream(model, files: DataFiles, y, validation, shape: FitData) -> tuple[Str
     if validation is not None:
         checked(model, *validation.sample(SAMPLE_ROWS))
     fields = {field.name: getattr(shape, field.name) for field in dataclasses.fields(FitData)}
-    fields.update(shard_rows=files.rows, fingerprint=files.fingerprint() + (
+    fields.update(shard_rows=files.rows, whole_batches=False, fingerprint=files.fingerprint() + (
         validation.fingerprint() if validation is not None else ""))
     data = StreamData(**fields, files=files, validation_files=validation)
     return data, sample
+
+
+def _worker_share(data: StreamData, loop: str, strategy) -> StreamData:
+    """Streamed data on a worker of a cluster: its share of one full batch.
+
+    Raises:
+      ConfigError: for what a cluster cannot train on streamed data: mini-batches
+        (a global batch would need the same rows however the files are shared),
+        the Keras loop, validation files, or a strategy of one worker's devices.
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        raise ConfigError("streamed data trains under train.strategy = \"multiworker\" (each "
+                          "worker reading its share of the files), not on several local devices:"
+                          " read it into memory (data.streaming = false), or use one device")
+    if data.batch_size is not None and data.batch_size < data.num_examples or \
+            loop != "manual" or data.validation:
+        raise ConfigError("a cluster trains streamed data as one full batch with the manual "
+                          "loop and no validation files (each worker sums its share's "
+                          "gradient): set data.batch_size = 0 and train.loop = \"manual\", or "
+                          "read the data into memory (data.streaming = false)")
+    count = strategy.num_replicas_in_sync
+    index = strategy.cluster_resolver.task_id
+    if len(data.files.paths) < count:
+        warnings.warn(f"{len(data.files.paths)} data file(s) for {count} workers: each worker "
+                      "reads every file and parses its share of the chunks", stacklevel=4)
+    return dataclasses.replace(data, worker=(index, count), strategy=strategy)

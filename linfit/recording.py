@@ -67,14 +67,18 @@ class Recording:
         return tf.cast(self._loss(y, self._model(x)), tf.float64) * \
             tf.cast(tf.shape(y)[0], tf.float64)
 
-    def record_pass(self, chunks, count: int, rows: int) -> dict:
+    def record_pass(self, chunks, count: int, rows: int, over_workers=None) -> dict:
         """`record` for streamed data: the full loss summed over its `count` chunks
-        (an iterator: a dataset given to a tf.function would be copied into its graph)."""
+        (an iterator: a dataset given to a tf.function would be copied into its graph),
+        and, on a worker of a cluster reading its share, `over_workers` (the sum of every
+        worker's)."""
         values = {}
         if self.full_loss:
             total = tf.constant(0.0, tf.float64)
             for _ in tf.range(count):
                 total += self._weighted(*next(chunks))
+            if over_workers is not None:
+                total = over_workers(total)
             values["full_loss"] = tf.cast(total / rows, tf.float32)
         return {**values, **self._weights()}
 
@@ -124,6 +128,6 @@ class Recording:
             self._compiled["pass", eager] = self.record_pass if eager else \
                 tf.function(self.record_pass)
         record_pass = self._compiled["pass", eager]
-        count = -(-data.num_examples // pipeline.FULL_PASS_ROWS)
-        return lambda: record_pass(iter(data.full_pass()) if self.full_loss else None, count,
-                                   data.num_examples)
+        over_workers = data.sum_over_workers if data.worker is not None else None
+        return lambda: record_pass(iter(data.full_pass()) if self.full_loss else None,
+                                   data.local_chunks, data.num_examples, over_workers)

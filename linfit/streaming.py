@@ -30,10 +30,15 @@ class StreamData(FitData):
     Attributes:
       files: the training data's files.
       validation_files: the validation data's, or None.
+      worker: (index, count) of this worker in a cluster that trains one full
+        batch: each worker reads its own share of the files (every count-th
+        shard), or of the chunks when there are fewer shards than workers, and
+        sums that share's gradient; the optimizer adds the workers' sums.
     """
 
     files: DataFiles | None = None
     validation_files: DataFiles | None = None
+    worker: tuple[int, int] | None = None  # (index, count) under a multi-worker strategy
 
     @property
     def num_examples(self) -> int:
@@ -55,10 +60,35 @@ class StreamData(FitData):
     def batches(self, start: int) -> tf.data.Dataset:
         return self._epochs(start, min(self.batch_size or self.num_examples, self.num_examples))
 
+    @property
+    def local_chunks(self) -> int:
+        """The chunks of this worker's share of one full batch (all of them, alone)."""
+        if self.worker is None:
+            return self.chunks_per_step
+        index, count = self.worker
+        share = self.files.share(index, count)
+        if share.paths != self.files.paths:
+            return -(-share.num_examples // pipeline.FULL_PASS_ROWS)
+        return len(range(index, self.chunks_per_step, count))
+
     def update_batches(self, start: int) -> tf.data.Dataset:
+        if self.worker is not None:
+            return self._share(start)
         if self.chunks_per_step == 1:
             return self.batches(start)
         return self._epochs(start, pipeline.FULL_PASS_ROWS)
+
+    def _share(self, start: int) -> tf.data.Dataset:
+        """This worker's chunks of every epoch's full batch, in the files' order."""
+        index, count = self.worker
+        share = self.files.share(index, count)
+
+        def epoch_chunks(_):
+            chunks = _lines(share, None, 0, 0).rebatch(pipeline.FULL_PASS_ROWS)
+            return chunks if share.paths != self.files.paths else chunks.shard(count, index)
+
+        return _parsed(tf.data.Dataset.range(start, self.epochs).flat_map(epoch_chunks),
+                       self.files)
 
     def eager_batches(self, start: int):
         return iter(self.update_batches(start))
@@ -69,7 +99,10 @@ class StreamData(FitData):
         return _parsed(_lines(files, None, 0, 0).rebatch(size), files)
 
     def full_pass(self) -> tf.data.Dataset:
-        """The training data in its order, in chunks of FULL_PASS_ROWS rows."""
+        """The training data in its order, in chunks of FULL_PASS_ROWS rows (a worker's:
+        its share, see `worker`)."""
+        if self.worker is not None:
+            return dataclasses.replace(self, epochs=1)._share(0)
         return _parsed(_lines(self.files, None, 0, 0).rebatch(pipeline.FULL_PASS_ROWS),
                        self.files)
 
@@ -77,6 +110,13 @@ class StreamData(FitData):
         """The DataError of the first bad row of the training or validation files, or None."""
         return self.files.find_bad_row() or (
             self.validation_files.find_bad_row() if self.validation_files is not None else None)
+
+    def sum_over_workers(self, value):
+        """`value` summed over the workers (each holding its share's), or itself."""
+        if self.worker is None:
+            return value
+        return self.strategy.reduce("SUM", self.strategy.run(tf.identity, args=(value,)),
+                                    axis=None)
 
     def distributed(self, strategy) -> "StreamData":
         return dataclasses.replace(self, strategy=strategy)

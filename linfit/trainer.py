@@ -27,8 +27,8 @@ from linfit.fit_inputs import checked, fit_data
 from linfit.history import History
 from linfit.interrupts import STOP
 from linfit.loops import failures, keras_fit
-from linfit.loops.manual import (CompiledMetrics, ManualLoop, distribute, make_accumulating_step,
-                                make_test_step, make_train_step)
+from linfit.loops.manual import CompiledMetrics, ManualLoop
+from linfit.loops.steps import distribute, make_accumulating_step, make_test_step, make_train_step
 from linfit.loops.plan import ExecutionPlan, Workload, plan_execution
 from linfit.losses import (FiniteLoss, ReplicaLoss, checked_metrics, loss_object,
                            optimizer_object, optimizer_settings)
@@ -290,7 +290,8 @@ class Trainer:
     def _prepare(self, x, y, validation_data, loop: str, shape: FitData) -> FitData:
         """The inputs checked, the model built, the data in TensorFlow once (shared
         with NumPy where it can be), never per epoch; or the files to stream."""
-        data, sample = fit_data(self.model, (x, y), validation_data, loop, shape)
+        data, sample = fit_data(self.model, (x, y), validation_data, loop, shape,
+                                self.strategy if self.distributed else None)
         self._build(sample)
         return data
 
@@ -340,8 +341,8 @@ class Trainer:
 
     def _run_manual(self, plan: ExecutionPlan, data: FitData, epochs: range,
                     callbacks: keras.callbacks.CallbackList, first_batch: int = 0) -> None:
-        chunks = None if data.chunks_per_step == 1 else (data.chunks_per_step,
-                                                         data.num_examples)
+        chunks = None if data.chunks_per_step == 1 and getattr(data, "worker", None) is None \
+            else (getattr(data, "local_chunks", data.chunks_per_step), data.num_examples)
         key = (tuple(self.recording.names), plan.mode, chunks)
         if key not in self._manual_loops:
             metrics = CompiledMetrics(self.keras_model)
@@ -349,9 +350,10 @@ class Trainer:
                                      metrics),
                      make_test_step(self.model, ReplicaLoss(self.loss.wrapped), metrics),
                      make_accumulating_step(self.model, self._variables, self.loss,
-                                            self.optimizer, metrics))
+                                            self.optimizer, metrics,
+                                            self.strategy if self.distributed else None))
             if self.distributed:
-                steps = tuple(distribute(step, self.strategy) for step in steps[:2])
+                steps = (*(distribute(step, self.strategy) for step in steps[:2]), steps[2])
             self._manual_loops[key] = ManualLoop(
                 steps, self.recording.record, self.recording.names, self._loss_tracker, metrics,
                 plan.mode, state=[*model_variables(self.model), *self.optimizer.variables],

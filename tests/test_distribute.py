@@ -206,3 +206,49 @@ def test_a_dead_worker_fails_the_run_in_bounded_time_and_resume_completes(tmp_pa
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["status"] == "complete" and len(metrics["runs"][0]["loss"]) == 30
     assert set((tmp_path / "tmp-1").glob("linfit-worker-*")) == left
+
+
+def test_two_workers_streaming_their_share_of_the_files_equal_one_process(tmp_path):
+    """Streamed full-batch gradient descent: each worker reads its share of the three
+    shards (worker 0 the first and third, worker 1 the second) and sums its gradient;
+    the optimizer adds the two. The run equals one process streaming all of it."""
+    rng = np.random.default_rng(21)
+    x = rng.uniform(-2, 2, (3000, 2))
+    table = np.column_stack([x, x @ [1.5, -0.5] + 0.7 + rng.normal(0, 0.1, len(x))])
+    for i, part in enumerate(np.array_split(table, 3)):
+        np.savetxt(tmp_path / f"part-{i}.csv", part, delimiter=",", header="a,b,y",
+                   comments="", fmt="%.9g")
+    settings = ["--data", str(tmp_path / "part-*.csv"), "--model", "module", "--loop", "manual",
+                "--set", "data.streaming=true", "--set", "train.epochs=6"]
+    one = run("-m", "linfit.train", *settings, "--out", tmp_path / "one")
+    assert one.returncode == 0, one.stderr[-2000:]
+    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
+    workers = start_workers(cluster, [*settings, "--set", 'train.strategy="multiworker"',
+                                      "--out", str(tmp_path / "two")], tmp_path)
+    try:
+        outputs = {index: worker.communicate(timeout=300) for index, worker in workers.items()}
+    finally:
+        for worker in workers.values():
+            worker.kill()
+    assert [worker.returncode for worker in workers.values()] == [0, 0], outputs
+    two, alone = (json.loads((tmp_path / name / "metrics.json").read_text())["runs"][0]
+                  for name in ("two", "one"))
+    assert (two["model"], two["loop"]) == ("module", "manual")
+    np.testing.assert_allclose(two["loss"], alone["loss"], rtol=1e-6)
+    for key in ("full_loss", "w", "b"):
+        np.testing.assert_allclose([row[key] for row in two["trajectory"]],
+                                   [row[key] for row in alone["trajectory"]], rtol=1e-6)
+
+
+def test_streaming_on_local_devices_or_in_mini_batches_is_refused_before_training(tmp_path):
+    np.savetxt(tmp_path / "d.csv", np.random.default_rng(2).uniform(size=(50, 2)),
+               delimiter=",", header="x,y", comments="")
+    result = run("-m", "linfit.train", "--data", tmp_path / "d.csv", "--set",
+                 "data.streaming=true", "--devices", "2", "--set", 'train.strategy="mirrored"',
+                 "--out", tmp_path / "run")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        'error: streamed data trains on several devices only with train.strategy = '
+        '"multiworker", data.batch_size = 0, train.loop = "manual" and no validation files: '
+        'change those, or set data.streaming = false')
+    assert "module-manual" not in result.stdout  # refused before any run trained

@@ -417,3 +417,22 @@ def test_a_run_resumed_twice_goes_on_from_where_it_was(shards, tmp_path, capsys)
     for name in ("run", "killed"):
         assert json.loads((tmp_path / name / "metrics.json").read_text())["runs"] == straight
     capsys.readouterr()
+
+
+def test_each_worker_reads_its_share_of_the_shards_or_of_the_chunks(shards, monkeypatch):
+    """Of three shards, worker 0 of 2 reads the first and third, worker 1 the second;
+    of one file, each parses every other chunk. Together: every row, once."""
+    from linfit.streaming import StreamData
+
+    monkeypatch.setattr(pipeline, "FULL_PASS_ROWS", 1000)
+    for pattern, expected in (("part-*.csv", [(2500, 3), (1500, 2)]),
+                              ("part-1.csv", [(1000, 1), (500, 1)])):
+        files = open_data_files(str(shards / pattern))
+        rows = []
+        for index in (0, 1):
+            data = StreamData((), None, None, 1, files=files, worker=(index, 2))
+            chunks = [y.numpy() for _, y in data.full_pass()]
+            assert (sum(map(len, chunks)), data.local_chunks) == expected[index]
+            rows.append(np.concatenate(chunks))
+        everything = np.concatenate([y for _, y in files.exact_chunks()]).astype(np.float32)
+        np.testing.assert_array_equal(np.sort(np.concatenate(rows)), np.sort(everything))
