@@ -30,9 +30,12 @@ BASE = dict(compile="auto", steps_per_call=0, steps_per_epoch=1, epochs=10, shuf
     # and the Keras loop one step per execution.
     ({"compile": "function", "steps_per_epoch": 4, "user_hooks": frozenset({"on_epoch_end"})},
      ("function", 0, 1, 1, False)),
-    # steps_per_call: fewer than an epoch's batches, whole epochs, several epochs.
+    # steps_per_call: fewer than an epoch's batches, whole epochs, several epochs. Keras's
+    # executions divide the epoch (3 of 4 batches ran on into the next epoch's).
     ({"compile": "function", "steps_per_epoch": 4, "steps_per_call": 3},
-     ("function", 0, 3, 3, False)),
+     ("function", 0, 3, 1, False)),
+    ({"compile": "function", "steps_per_epoch": 6, "steps_per_call": 4},
+     ("function", 0, 4, 2, False)),
     ({"compile": "function", "steps_per_epoch": 4, "steps_per_call": 4},
      ("function", 1, 4, 4, False)),
     ({"compile": "function", "steps_per_epoch": 4, "steps_per_call": 12},

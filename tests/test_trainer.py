@@ -314,3 +314,23 @@ def test_data_is_copied_at_most_once_and_shared_with_tensorflow():
     variable = to_variable(ready)  # shared, not copied: a write shows through
     ready[7] = -1.0
     assert float(variable[7].numpy()) == -1.0
+
+
+def test_the_keras_loop_with_calls_that_do_not_divide_an_epoch_keeps_its_epochs(recwarn):
+    """steps_per_call = 3 of 16 batches: Keras would run its last execution of an epoch
+    into the next one's batches ("Your input ran out of data"); the executions divide
+    the epoch instead, and the run is bitwise the one-step-a-call run."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1000, 2)).astype(np.float32)
+    y = (x @ [1.5, -0.5] + 0.3).astype(np.float32)
+    histories = []
+    for steps_per_call in (1, 3):
+        keras.utils.set_random_seed(0)
+        trainer = Trainer(LinearModule(features=2), steps_per_call=steps_per_call)
+        histories.append(trainer.fit(x, y, epochs=3, batch_size=64, shuffle_seed=1,
+                                     loop="keras").columns())
+    for name in histories[0]:
+        np.testing.assert_array_equal(histories[0][name], histories[1][name], err_msg=name)
+    assert not [w for w in recwarn if "ran out of data" in str(w.message)]

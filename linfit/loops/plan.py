@@ -75,10 +75,8 @@ def plan_execution(*, compile: str, steps_per_call: int, work: Workload, distrib
       checkpoint_every: periodic checkpoints are written between calls, at
         their epochs (0: none).
       checkpoint_batches: and after every that many batches of an epoch: calls
-        of that many batches, epoch by epoch (0: none); Keras's executions
-        divide the epoch (it would run past the epoch's end).
-      first_batch: a run resumed in the middle of an epoch starts it here;
-        Keras's executions divide the rest of that epoch too.
+        of that many batches, epoch by epoch (0: none).
+      first_batch: a run resumed in the middle of an epoch starts it here.
     """
     steps_per_epoch = work.steps_per_epoch
     if checkpoint_batches:  # calls that end on every checkpoint's batch
@@ -102,11 +100,11 @@ def plan_execution(*, compile: str, steps_per_call: int, work: Workload, distrib
         steps_per_call=steps_per_call or (
             1 if work.in_variables or user_hooks or distributed
             else min(FUSED_STEPS, steps_per_epoch)),
+        # Keras's executions divide the epoch (and what is left of one a resumed run
+        # starts inside): Keras runs an execution past an epoch's end, into the next.
         steps_per_execution=1 if distributed else math.gcd(
-            checkpoint_batches or steps_per_call or (1 if user_hooks else steps_per_epoch),
-            steps_per_epoch, steps_per_epoch - first_batch)
-        if checkpoint_batches or first_batch else min(
-            steps_per_call or (1 if user_hooks else steps_per_epoch), steps_per_epoch),
+            min(steps_per_call or (1 if user_hooks else steps_per_epoch), steps_per_epoch),
+            steps_per_epoch, steps_per_epoch - first_batch),
         full_batch=steps_per_epoch == 1 and not work.shuffled and work.in_variables)
 
 
