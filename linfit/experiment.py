@@ -223,25 +223,6 @@ def training_inputs(experiment: Experiment, x: np.ndarray, validation: tuple | N
                           outputs)
 
 
-def check_streamable(experiment: Experiment, data: Data, strategy=None) -> None:
-    """Refuse, before any run trains, streamed data a run could not train (see the errors)."""
-    from linfit import pipeline
-
-    if data.files is None:
-        return
-    full_batch = experiment.batch_size is None or experiment.batch_size >= data.num_examples
-    if strategy is not None and strategy.num_replicas_in_sync > 1 and (
-            not full_batch or "keras" in experiment.loops or data.validation_files
-            or type(strategy).__name__ != "MultiWorkerMirroredStrategy"):
-        raise ConfigError("streamed data trains on several devices only with train.strategy = "
-                          "\"multiworker\", data.batch_size = 0, train.loop = \"manual\" and "
-                          "no validation files: change those, or set data.streaming = false")
-    if full_batch and "keras" in experiment.loops and data.num_examples > pipeline.FULL_PASS_ROWS:
-        raise ConfigError(f"the Keras loop takes a full batch whole, and {data.num_examples} "
-                          "streamed rows are more than it can hold: set data.batch_size, or "
-                          "train.loop = \"manual\" (it sums a full batch chunk by chunk)")
-
-
 def streamed_inputs(experiment: Experiment, data: Data) -> TrainingInputs:
     """`training_inputs` for streamed data: with `experiment.standardize`, the
     means and deviations from a first pass over the files (in float64, summed
@@ -276,7 +257,11 @@ def run_experiment(experiment: Experiment, data: Data, *, strategy=None,
       DivergenceError: when a run's loss is not finite; its `completed`
         holds the runs that finished before it.
     """
-    check_streamable(experiment, data, strategy)
+    if data.files is not None:
+        from linfit.fit_inputs import check_streamable  # TensorFlow: only when training
+
+        check_streamable(data.num_examples, experiment.batch_size, experiment.loops,
+                         data.validation_files is not None, strategy)
     inputs = streamed_inputs(experiment, data) if data.files is not None else replace(
         training_inputs(experiment, data.x, data.validation, data.feature_names, data.outputs),
         shard_rows=data.shard_rows)

@@ -11,6 +11,7 @@ import tensorflow as tf
 from linfit.data import check_features, check_inputs, check_outputs, fingerprint
 from linfit.errors import ConfigError
 from linfit.models import is_linear
+from linfit import pipeline
 from linfit.pipeline import FitData, to_variable
 from linfit.streaming import StreamData
 from linfit.streams import DataFiles
@@ -43,14 +44,8 @@ def fit_data(model, inputs: tuple, validation_data, loop: str, shape: FitData,
     x, y = inputs
     if isinstance(x, DataFiles):
         data, sample = _stream(model, x, y, validation_data, shape)
-        if strategy is not None:
-            return _worker_share(data, loop, strategy), sample
-        if loop == "keras" and data.chunks_per_step > 1:
-            raise ConfigError("the Keras loop takes a full batch whole, and this streamed one "
-                              "is too large to hold: stream mini-batches (batch_size), or "
-                              "train the full batch with loop=\"manual\", which sums it "
-                              "chunk by chunk")
-        return data, sample
+        check_streamable(data.num_examples, data.batch_size, (loop,), data.validation, strategy)
+        return (data if strategy is None else _worker_share(data, strategy)), sample
     if isinstance(validation_data, DataFiles):
         raise ConfigError("validation_data is files to stream but x is arrays: stream both, "
                           "or read both into memory")
@@ -79,27 +74,30 @@ def _stream(model, files: DataFiles, y, validation, shape: FitData) -> tuple[Str
     return data, sample
 
 
-def _worker_share(data: StreamData, loop: str, strategy) -> StreamData:
-    """Streamed data on a worker of a cluster: its share of one full batch.
-
-    Raises:
-      ConfigError: for what a cluster cannot train on streamed data: mini-batches
-        (a global batch would need the same rows however the files are shared),
-        the Keras loop, validation files, or a strategy of one worker's devices.
-    """
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        raise ConfigError("streamed data trains under train.strategy = \"multiworker\" (each "
-                          "worker reading its share of the files), not on several local devices:"
-                          " read it into memory (data.streaming = false), or use one device")
-    if data.batch_size is not None and data.batch_size < data.num_examples or \
-            loop != "manual" or data.validation:
-        raise ConfigError("a cluster trains streamed data as one full batch with the manual "
-                          "loop and no validation files (each worker sums its share's "
-                          "gradient): set data.batch_size = 0 and train.loop = \"manual\", or "
-                          "read the data into memory (data.streaming = false)")
+def _worker_share(data: StreamData, strategy) -> StreamData:
+    """Streamed data on a worker of a cluster: its share of one full batch (mini-batches
+    are refused: a global batch would need the same rows however the files are shared)."""
     count = strategy.num_replicas_in_sync
     index = strategy.cluster_resolver.task_id
     if len(data.files.paths) < count:
         warnings.warn(f"{len(data.files.paths)} data file(s) for {count} workers: each worker "
                       "reads every file and parses its share of the chunks", stacklevel=4)
     return dataclasses.replace(data, worker=(index, count), strategy=strategy)
+
+
+def check_streamable(rows: int, batch_size: int | None, loops: tuple[str, ...],
+                     validation: bool, strategy=None) -> None:
+    """Refuse, before any run of an experiment trains, streamed data one of its runs
+    could not train: a full batch above one chunk (`FULL_PASS_ROWS`) for the Keras
+    loop, which takes it whole; on several devices, anything but `_worker_share`'s."""
+    full_batch = batch_size is None or batch_size >= rows
+    if strategy is not None and strategy.num_replicas_in_sync > 1 and (
+            not full_batch or "keras" in loops or validation
+            or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)):
+        raise ConfigError("streamed data trains on several devices only with train.strategy = "
+                          "\"multiworker\", data.batch_size = 0, train.loop = \"manual\" and "
+                          "no validation files: change those, or set data.streaming = false")
+    if full_batch and "keras" in loops and rows > pipeline.FULL_PASS_ROWS:
+        raise ConfigError(f"the Keras loop takes a full batch whole, and {rows} streamed rows "
+                          "are more than it can hold: set data.batch_size, or train.loop = "
+                          "\"manual\" (it sums a full batch chunk by chunk)")

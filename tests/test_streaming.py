@@ -192,7 +192,7 @@ def test_the_keras_loop_refuses_a_full_batch_too_large_to_hold(shards, tmp_path,
     """Before any run trains: the manual run would otherwise train first, for nothing."""
     monkeypatch.setattr(pipeline, "FULL_PASS_ROWS", 1000)
     files = open_data_files(str(shards / "part-*.csv"))
-    with pytest.raises(ConfigError, match="loop=\"manual\", which sums it chunk by chunk"):
+    with pytest.raises(ConfigError, match="it sums a full batch chunk by chunk"):
         Trainer(LinearModule(features=2)).fit(files, None, epochs=1, loop="keras")
     status = main(["--data", str(shards / "part-*.csv"), "--set", "data.streaming=true",
                    "--model", "module", "--out", str(tmp_path / "run")])
