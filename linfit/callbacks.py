@@ -266,11 +266,11 @@ def output_callbacks(save, history: History, checkpoints: tuple, steps_per_epoch
     epochs, every N batches, keep the newest N), and `on_epoch_end(history)`."""
     directory, every, every_batches, keep = checkpoints
     callbacks = []
-    if directory is not None and every_batches >= steps_per_epoch:
-        warnings.warn(f"checkpoints every {every_batches} batches (train.checkpoint_every_batches)"
-                      f" but an epoch has {steps_per_epoch}: none is written inside an epoch",
-                      stacklevel=3)
     if directory is not None:
+        if every_batches >= steps_per_epoch:
+            warnings.warn(f"checkpoints every {every_batches} batches (train."
+                          f"checkpoint_every_batches) but an epoch has {steps_per_epoch}: "
+                          "none is written inside an epoch", stacklevel=3)
         callbacks.append(PeriodicCheckpoint(save, directory, every, keep, every_batches,
                                             steps_per_epoch))
     if on_epoch_end is not None:

@@ -183,7 +183,7 @@ def stream_data(config: DataConfig, note: str) -> Data:
     x, y = files.sample(STREAM_SAMPLE_ROWS)
     targets = () if y.ndim == 1 else tuple(files.header[i] for i in files.target_columns)
     return Data(x=x, y=y, source=files.source, feature_names=files.feature_names,
-                target_names=targets, exact=ExactValues(files.exact_chunks), files=files,
+                target_names=targets, files=files,
                 validation_files=validation, shard_rows=files.rows, note=note)
 
 

@@ -51,21 +51,6 @@ def read_table(path: str | Path, target: str | tuple[str, ...] = "",
     return x, y, tuple(header[i] for i in feature_columns)
 
 
-def read_features(path: str | Path, feature_names: tuple[str, ...] | None,
-                  features: int | None, target: str | tuple[str, ...] = ""
-                  ) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
-    """Read a CSV for prediction: features for a model, and the target if present.
-
-    The columns are `prediction_columns`'s. Returns:
-      x ([N] when `features` is None, else [N, features]), y or None, and
-      the names of the feature columns used.
-    """
-    path, header, columns, target_columns = prediction_columns(path, feature_names, features,
-                                                               target)
-    x, y = read_columns(path, header, columns, target_columns)
-    return (x if features is not None else x[:, 0]), y, [header[i] for i in columns]
-
-
 def prediction_columns(path: str | Path, feature_names: tuple[str, ...] | None,
                        features: int | None, target: str | tuple[str, ...] = ""
                        ) -> tuple[Path, list[str], list[int], list[int]]:

@@ -86,12 +86,6 @@ def prediction_model(inputs: PredictionInputs):
     return model
 
 
-def predict(inputs: PredictionInputs) -> np.ndarray:
-    """The predictions of the checkpoint's model for every row, in memory."""
-    model = prediction_model(inputs)
-    return np.concatenate([np.asarray(model(x)) for x, _ in inputs.chunks()])
-
-
 def checkpoint_shape(path: str | Path) -> tuple[int | None, int | None]:
     """The features and outputs of the linear model in a checkpoint (None: the
     scalar x; one output). A w of shape [1, k] takes a scalar x."""
@@ -110,12 +104,10 @@ class PredictionWriter:
         self._writer = csv.writer(out, lineterminator="\n")
         self._inputs = inputs
         self.rows, self.squared_error, self.values = 0, 0.0, 0
-        self._header_written = False
 
     def write(self, x: np.ndarray, y: np.ndarray | None, predictions: np.ndarray) -> None:
-        if not self._header_written:
+        if not self.rows:  # the first chunk: the header, named after its predictions
             self._writer.writerow(self._names(predictions))
-            self._header_written = True
         rows = len(predictions)
         columns = list(x.reshape(rows, -1).T) + ([] if y is None else list(y.reshape(rows, -1).T))
         for row in zip(*columns, *predictions.reshape(rows, -1).T):

@@ -2,7 +2,7 @@
 
 Each epoch reads the shards' lines (`tf.data.TextLineDataset`, in C++), in
 blocks, in the order `linfit.pipeline.stream_order` gives, rebatches them, and
-parses each batch in parallel (`tf.io.decode_csv`, as float64, then float32:
+parses each batch whole (`tf.io.decode_csv`, as float64, then float32:
 the rounding of linfit's own reader, so a row streamed is bitwise the row
 read into memory). A few batches are read ahead (prefetch). Memory holds
 the shuffle window, the batches in flight and nothing else.
@@ -65,11 +65,16 @@ class StreamData(FitData):
         """The chunks of this worker's share of one full batch (all of them, alone)."""
         if self.worker is None:
             return self.chunks_per_step
-        index, count = self.worker
-        share = self.files.share(index, count)
-        if share.paths != self.files.paths:
-            return -(-share.num_examples // pipeline.FULL_PASS_ROWS)
-        return len(range(index, self.chunks_per_step, count))
+        share, by_chunks = self._worker_files()
+        if by_chunks:
+            return len(range(self.worker[0], self.chunks_per_step, self.worker[1]))
+        return -(-share.num_examples // pipeline.FULL_PASS_ROWS)
+
+    def _worker_files(self) -> tuple[DataFiles, bool]:
+        """This worker's files, and whether it shares them by chunks (fewer files
+        than workers: each reads every file and parses every count-th chunk)."""
+        share = self.files.share(*self.worker)
+        return share, share.paths == self.files.paths
 
     def update_batches(self, start: int) -> tf.data.Dataset:
         if self.worker is not None:
@@ -80,12 +85,11 @@ class StreamData(FitData):
 
     def _share(self, start: int) -> tf.data.Dataset:
         """This worker's chunks of every epoch's full batch, in the files' order."""
-        index, count = self.worker
-        share = self.files.share(index, count)
+        (index, count), (share, by_chunks) = self.worker, self._worker_files()
 
         def epoch_chunks(_):
             chunks = _lines(share, None, 0, 0).rebatch(pipeline.FULL_PASS_ROWS)
-            return chunks if share.paths != self.files.paths else chunks.shard(count, index)
+            return chunks.shard(count, index) if by_chunks else chunks
 
         return _parsed(tf.data.Dataset.range(start, self.epochs).flat_map(epoch_chunks),
                        self.files)
@@ -191,7 +195,9 @@ def value_chunks(files: DataFiles):
     try:
         for x, y in _parsed(lines, files, tf.float64):
             yield x.numpy(), y.numpy()
-    except tf.errors.InvalidArgumentError as error:
+    except tf.errors.OpError as error:
+        if not is_data_error(error):
+            raise
         raise files.find_bad_row() or DataError(
             f"{files.source} could not be read: {str(error).splitlines()[0]}") from None
 

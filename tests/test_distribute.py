@@ -143,6 +143,18 @@ def assert_checkpoints_load_on_one_device(run_dir):
             assert float(model.b.numpy()) == final["b"]
 
 
+def assert_all_succeed(workers: dict, timeout: int) -> dict:
+    """Wait for every worker (killing any left after the wait); each must exit 0.
+    Returns index -> (stdout, stderr)."""
+    try:
+        outputs = {index: worker.communicate(timeout=timeout) for index, worker in workers.items()}
+    finally:
+        for worker in workers.values():
+            worker.kill()
+    assert [worker.returncode for worker in workers.values()] == [0, 0], outputs
+    return outputs
+
+
 def start_workers(cluster, args, cwd, indexes=(0, 1)):
     """Worker processes of `cluster`, each with its own TF_CONFIG and its own
     TMPDIR (cwd/tmp-INDEX), so what a worker leaves there can be checked."""
@@ -197,12 +209,7 @@ def test_a_dead_worker_fails_the_run_in_bounded_time_and_resume_completes(tmp_pa
 
     left = set((tmp_path / "tmp-1").glob("linfit-worker-*"))  # by a SIGKILLed worker 1
     workers = start_workers(cluster, ["--resume", "run"], tmp_path)
-    try:
-        outputs = {index: worker.communicate(timeout=180) for index, worker in workers.items()}
-    finally:
-        for worker in workers.values():
-            worker.kill()
-    assert [worker.returncode for worker in workers.values()] == [0, 0], outputs
+    assert_all_succeed(workers, timeout=180)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["status"] == "complete" and len(metrics["runs"][0]["loss"]) == 30
     assert set((tmp_path / "tmp-1").glob("linfit-worker-*")) == left
@@ -225,12 +232,7 @@ def test_two_workers_streaming_their_share_of_the_files_equal_one_process(tmp_pa
     cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
     workers = start_workers(cluster, [*settings, "--set", 'train.strategy="multiworker"',
                                       "--out", str(tmp_path / "two")], tmp_path)
-    try:
-        outputs = {index: worker.communicate(timeout=300) for index, worker in workers.items()}
-    finally:
-        for worker in workers.values():
-            worker.kill()
-    assert [worker.returncode for worker in workers.values()] == [0, 0], outputs
+    assert_all_succeed(workers, timeout=300)
     two, alone = (json.loads((tmp_path / name / "metrics.json").read_text())["runs"][0]
                   for name in ("two", "one"))
     assert (two["model"], two["loop"]) == ("module", "manual")
