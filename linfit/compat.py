@@ -31,6 +31,21 @@ def tracked_loss(loss):
     return unscale_loss_for_distribution(loss)
 
 
+def update_metric_share(keras_model: keras.Model, y, prediction, share) -> None:
+    """Update the compiled metrics with a worker's rows of a batch, `share` of its
+    rows, so that the workers' updates add up to the batch's.
+
+    Assumes: the compiled metrics are `keras_model._compile_metrics.metrics`,
+    and they ignore sample weights (only `weighted_metrics` take them), so each
+    is updated here. A `MeanMetricWrapper` (mae, mse, ...) of 1-D targets takes
+    one value per batch, its mean (it averages the last axis), so the worker's
+    counts as `share` of one; other metrics add the worker's rows as they are.
+    """
+    for metric in keras_model._compile_metrics.metrics:
+        per_batch = len(y.shape) == 1 and isinstance(metric, keras.metrics.MeanMetricWrapper)
+        metric.update_state(y, prediction, sample_weight=share if per_batch else None)
+
+
 @contextlib.contextmanager
 def strategy_from_scope(keras_model: keras.Model, strategy):
     """Run `fit` in `strategy`'s scope with the model's remembered strategy unset.

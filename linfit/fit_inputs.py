@@ -75,13 +75,13 @@ def _stream(model, files: DataFiles, y, validation, shape: FitData) -> tuple[Str
 
 
 def _worker_share(data: StreamData, strategy) -> StreamData:
-    """Streamed data on a worker of a cluster: its share of one full batch (mini-batches
-    are refused: a global batch would need the same rows however the files are shared)."""
+    """Streamed data on a worker of a cluster: its share of every global batch."""
     count = strategy.num_replicas_in_sync
     index = strategy.cluster_resolver.task_id
     if len(data.files.paths) < count:
         warnings.warn(f"{len(data.files.paths)} data file(s) for {count} workers: each worker "
-                      "reads every file and parses its share of the chunks", stacklevel=4)
+                      "reads every file and parses its share of the blocks of lines",
+                      stacklevel=4)
     return dataclasses.replace(data, worker=(index, count), strategy=strategy)
 
 
@@ -92,11 +92,11 @@ def check_streamable(rows: int, batch_size: int | None, loops: tuple[str, ...],
     loop, which takes it whole; on several devices, anything but `_worker_share`'s."""
     full_batch = batch_size is None or batch_size >= rows
     if strategy is not None and strategy.num_replicas_in_sync > 1 and (
-            not full_batch or "keras" in loops or validation
+            "keras" in loops or validation
             or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)):
         raise ConfigError("streamed data trains on several devices only with train.strategy = "
-                          "\"multiworker\", data.batch_size = 0, train.loop = \"manual\" and "
-                          "no validation files: change those, or set data.streaming = false")
+                          "\"multiworker\", train.loop = \"manual\" and no validation files: "
+                          "change those, or set data.streaming = false")
     if full_batch and "keras" in loops and rows > pipeline.FULL_PASS_ROWS:
         raise ConfigError(f"the Keras loop takes a full batch whole, and {rows} streamed rows "
                           "are more than it can hold: set data.batch_size, or train.loop = "

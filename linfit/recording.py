@@ -76,7 +76,9 @@ class Recording:
         if self.full_loss:
             total = tf.constant(0.0, tf.float64)
             for _ in tf.range(count):
-                total += self._weighted(*next(chunks))
+                x, y = next(chunks)  # a worker's share of a chunk may be no rows
+                total += tf.cond(tf.size(y) > 0, lambda: self._weighted(x, y),
+                                 lambda: tf.constant(0.0, tf.float64))
             if over_workers is not None:
                 total = over_workers(total)
             values["full_loss"] = tf.cast(total / rows, tf.float32)
@@ -130,4 +132,4 @@ class Recording:
         record_pass = self._compiled["pass", eager]
         over_workers = data.sum_over_workers if data.worker is not None else None
         return lambda: record_pass(iter(data.full_pass()) if self.full_loss else None,
-                                   data.local_chunks, data.num_examples, over_workers)
+                                   data.full_pass_chunks, data.num_examples, over_workers)

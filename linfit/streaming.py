@@ -30,10 +30,13 @@ class StreamData(FitData):
     Attributes:
       files: the training data's files.
       validation_files: the validation data's, or None.
-      worker: (index, count) of this worker in a cluster that trains one full
-        batch: each worker reads its own share of the files (every count-th
-        shard), or of the chunks when there are fewer shards than workers, and
-        sums that share's gradient; the optimizer adds the workers' sums.
+      worker: (index, count) of this worker in a cluster. Every worker steps
+        through the same global batches in the same order, but reads and parses
+        only its share of their rows (those of every count-th shard from the
+        index-th, or of every count-th block of lines when there are fewer
+        shards than workers; see `_worker_blocks`), and sums that share's
+        gradient; the optimizer adds the workers' sums. Its batches are (x, y,
+        the batch's rows, every worker's).
     """
 
     files: DataFiles | None = None
@@ -61,38 +64,14 @@ class StreamData(FitData):
         return self._epochs(start, min(self.batch_size or self.num_examples, self.num_examples))
 
     @property
-    def local_chunks(self) -> int:
-        """The chunks of this worker's share of one full batch (all of them, alone)."""
-        if self.worker is None:
-            return self.chunks_per_step
-        share, by_chunks = self._worker_files()
-        if by_chunks:
-            return len(range(self.worker[0], self.chunks_per_step, self.worker[1]))
-        return -(-share.num_examples // pipeline.FULL_PASS_ROWS)
-
-    def _worker_files(self) -> tuple[DataFiles, bool]:
-        """This worker's files, and whether it shares them by chunks (fewer files
-        than workers: each reads every file and parses every count-th chunk)."""
-        share = self.files.share(*self.worker)
-        return share, share.paths == self.files.paths
+    def full_pass_chunks(self) -> int:
+        """The chunks `full_pass` reads."""
+        return -(-self.num_examples // pipeline.FULL_PASS_ROWS)
 
     def update_batches(self, start: int) -> tf.data.Dataset:
-        if self.worker is not None:
-            return self._share(start)
         if self.chunks_per_step == 1:
             return self.batches(start)
         return self._epochs(start, pipeline.FULL_PASS_ROWS)
-
-    def _share(self, start: int) -> tf.data.Dataset:
-        """This worker's chunks of every epoch's full batch, in the files' order."""
-        (index, count), (share, by_chunks) = self.worker, self._worker_files()
-
-        def epoch_chunks(_):
-            chunks = _lines(share, None, 0, 0).rebatch(pipeline.FULL_PASS_ROWS)
-            return chunks.shard(count, index) if by_chunks else chunks
-
-        return _parsed(tf.data.Dataset.range(start, self.epochs).flat_map(epoch_chunks),
-                       self.files)
 
     def eager_batches(self, start: int):
         return iter(self.update_batches(start))
@@ -105,10 +84,8 @@ class StreamData(FitData):
     def full_pass(self) -> tf.data.Dataset:
         """The training data in its order, in chunks of FULL_PASS_ROWS rows (a worker's:
         its share, see `worker`)."""
-        if self.worker is not None:
-            return dataclasses.replace(self, epochs=1)._share(0)
-        return _parsed(_lines(self.files, None, 0, 0).rebatch(pipeline.FULL_PASS_ROWS),
-                       self.files)
+        chunks = _lines(self.files, None, 0, 0, self.worker).rebatch(pipeline.FULL_PASS_ROWS)
+        return _parsed(chunks, self.files) if self.worker is None else _own_rows(chunks, self.files)
 
     def find_bad_row(self):
         """The DataError of the first bad row of the training or validation files, or None."""
@@ -127,27 +104,72 @@ class StreamData(FitData):
 
     def _epochs(self, start: int, size: int) -> tf.data.Dataset:
         def epoch_batches(epoch):
-            return _lines(self.files, self.shuffle_seed, epoch, self.shuffle_buffer).rebatch(size)
+            return _lines(self.files, self.shuffle_seed, epoch, self.shuffle_buffer,
+                          self.worker).rebatch(size)
 
         lines = tf.data.Dataset.range(start, self.epochs).flat_map(epoch_batches)
-        return self._split(_parsed(lines, self.files))
+        if self.worker is None:
+            return self._split(_parsed(lines, self.files))
+        # A worker's batches go to its own replica whole: a distributed dataset would split them.
+        return _own_rows(lines, self.files, with_rows=True)
 
 
-def _lines(files: DataFiles, seed: int | None, epoch, buffer: int) -> tf.data.Dataset:
+def _lines(files: DataFiles, seed: int | None, epoch, buffer: int,
+           worker: tuple[int, int] | None = None) -> tf.data.Dataset:
     """The data lines of one epoch, in the stream's order, in blocks (blank lines
-    dropped): `rebatch` them into batches."""
+    dropped): `rebatch` them into batches. A worker's: see `_worker_blocks`."""
     paths = tf.constant([str(path) for path in files.paths])
 
+    def shard_blocks(order):
+        return tf.data.Dataset.from_tensor_slices(tf.gather(paths, order)).flat_map(_read)
+
+    if worker is not None:
+        shard_blocks = _worker_blocks(files, *worker)
+    return stream_order(shard_blocks, len(files.paths), seed, epoch, buffer)
+
+
+def _read(path) -> tf.data.Dataset:
+    """A shard's data lines, in blocks of STREAM_BLOCK lines less the blank ones."""
     def not_blank(lines):  # blank as Python's str.strip() sees it, as linfit's reader
         return tf.boolean_mask(lines, tf.logical_not(tf.strings.regex_full_match(
             lines, r"[\s\p{Z}\x{85}\x{1c}-\x{1f}]*")))
 
-    def shard_blocks(order):
-        return tf.data.Dataset.from_tensor_slices(tf.gather(paths, order)).flat_map(
-            lambda path: tf.data.TextLineDataset(path).skip(1).batch(
-                pipeline.STREAM_BLOCK).map(not_blank))
+    return tf.data.TextLineDataset(path).skip(1).batch(pipeline.STREAM_BLOCK).map(not_blank)
 
-    return stream_order(shard_blocks, len(files.paths), seed, epoch, buffer)
+
+def _worker_blocks(files: DataFiles, index: int, count: int):
+    """`stream_order`'s shard_blocks for worker `index` of `count`: the blocks of
+    every shard, as one process reads them, but with the lines of the rows other
+    workers parse made empty (no data line is empty). So the stream's order, and
+    every global batch, is the same on every worker and in one process.
+
+    The worker reads every count-th shard from the index-th; for the others it
+    makes as many empty lines as the pre-flight counted rows, reading nothing.
+    With fewer shards than workers, it reads every shard and keeps every
+    count-th block of lines from the index-th.
+    """
+    by_blocks = len(files.paths) < count
+    paths = tf.constant([str(path) for path in files.paths])
+    read = tf.constant([by_blocks or shard % count == index for shard in range(len(paths))])
+    rows = tf.constant(files.rows, tf.int64)
+
+    def blocks(path, reads, shard_rows):
+        lines = _read(path)
+        if by_blocks:
+            lines = lines.enumerate().map(lambda block, block_lines: tf.where(
+                tf.equal(block % count, index), block_lines, tf.zeros_like(block_lines)))
+        others = tf.data.Dataset.range(shard_rows).batch(pipeline.STREAM_BLOCK).map(
+            lambda block: tf.fill(tf.shape(block), ""))
+        everything, none = tf.constant(-1, tf.int64), tf.constant(0, tf.int64)
+        return lines.take(tf.where(reads, everything, none)).concatenate(
+            others.take(tf.where(reads, none, everything)))
+
+    def shard_blocks(order):
+        return tf.data.Dataset.from_tensor_slices(
+            (tf.gather(paths, order), tf.gather(read, order), tf.gather(rows, order))
+        ).flat_map(blocks)
+
+    return shard_blocks
 
 
 def _parsed(line_batches: tf.data.Dataset, files: DataFiles,
@@ -155,6 +177,27 @@ def _parsed(line_batches: tf.data.Dataset, files: DataFiles,
     """Batches of lines -> batches (x, y) as linfit's reader gives them (float32,
     standardised if the files are `scaled`), or with `dtype` float64 the values
     as read."""
+    # Parsed on one thread of tf.data's, while training runs on the others: a parallel
+    # map (num_parallel_calls) makes TensorFlow 2.21 log an error line about its own
+    # op ("NodeDef mentions attribute use_unbounded_threadpool"), for no gain here.
+    return line_batches.map(_parser(files, dtype)).prefetch(2)
+
+
+def _own_rows(line_batches: tf.data.Dataset, files: DataFiles,
+              with_rows: bool = False) -> tf.data.Dataset:
+    """A worker's batches of lines (see `_worker_blocks`) -> (x, y) of the rows it
+    parses, the others left out; `with_rows`: (x, y, the batch's rows, every worker's)."""
+    parse = _parser(files, tf.float32)
+
+    def own(lines):
+        x, y = parse(tf.boolean_mask(lines, tf.not_equal(lines, "")))
+        return (x, y, tf.size(lines, tf.int64)) if with_rows else (x, y)
+
+    return line_batches.map(own).prefetch(2)
+
+
+def _parser(files: DataFiles, dtype):
+    """A batch of lines -> (x, y): see `_parsed`."""
     defaults = [tf.constant([], tf.float64)] * len(files.header)  # no default: a hole is an error
     features, targets = list(files.feature_columns), list(files.target_columns)
 
@@ -177,10 +220,7 @@ def _parsed(line_batches: tf.data.Dataset, files: DataFiles,
         return (x[:, 0] if files.features is None else x), (y[:, 0] if files.outputs is None
                                                               else y)
 
-    # Parsed on one thread of tf.data's, while training runs on the others: a parallel
-    # map (num_parallel_calls) makes TensorFlow 2.21 log an error line about its own
-    # op ("NodeDef mentions attribute use_unbounded_threadpool"), for no gain here.
-    return line_batches.map(parse).prefetch(2)
+    return parse
 
 
 def value_chunks(files: DataFiles):

@@ -77,13 +77,6 @@ class DataFiles:
         """The files' bytes."""
         return sum(path.stat().st_size for path in self.paths)
 
-    def share(self, index: int, count: int) -> "DataFiles":
-        """Worker `index` of `count`'s share: every count-th shard from the index-th
-        (all of them, when there are fewer shards than workers: see `by_chunks`)."""
-        if len(self.paths) < count:
-            return self
-        return replace(self, paths=self.paths[index::count], rows=self.rows[index::count])
-
     def fingerprint(self) -> str:
         """A digest of the files: header, row counts, sizes and both ends of each."""
         digest = hashlib.blake2b(digest_size=12)

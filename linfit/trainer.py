@@ -342,7 +342,7 @@ class Trainer:
     def _run_manual(self, plan: ExecutionPlan, data: FitData, epochs: range,
                     callbacks: keras.callbacks.CallbackList, first_batch: int = 0) -> None:
         chunks = None if data.chunks_per_step == 1 and getattr(data, "worker", None) is None \
-            else (getattr(data, "local_chunks", data.chunks_per_step), data.num_examples)
+            else (data.chunks_per_step, data.num_examples)
         key = (tuple(self.recording.names), plan.mode, chunks)
         if key not in self._manual_loops:
             metrics = CompiledMetrics(self.keras_model)

@@ -116,3 +116,38 @@ def test_many_trainers_in_one_process_log_no_retracing_warning(guide_data):
     assert [m for m in records if "retracing" in m] == [
         "5 out of the last 5 calls to <function user_fn at 0x1> triggered tf.function "
         "retracing. Tracing is expensive"]
+
+
+def test_metric_shares_of_a_batch_add_up_to_the_batch():
+    """A worker's rows of a batch, updated as their share of it: the two workers'
+    updates (3 and 5 of 8 rows) give the metrics of one update with the batch,
+    for 1-D targets (mae: one value per batch) and 2-D (one per row), and for a
+    metric that sums rows (R2Score)."""
+    rng = np.random.default_rng(3)
+    for outputs in (None, 2):
+        model = LinearModel(features=1, outputs=outputs)
+        extra = [keras.metrics.R2Score()] if outputs else []  # it takes 2-D targets only
+        Trainer(model, metrics=["mae", "mse", *extra]).fit(
+            rng.normal(size=(8, 1)).astype(np.float32),
+            rng.normal(size=(8,) if outputs is None else (8, 2)).astype(np.float32),
+            epochs=1, verbose=0)
+        shape = (8,) if outputs is None else (8, 2)
+        y, prediction = (tf.constant(rng.normal(size=shape), tf.float32) for _ in range(2))
+        results = []
+        for parts in ((slice(0, 8),), (slice(0, 3), slice(3, 8))):
+            for metric in model.metrics:
+                metric.reset_state()
+            for part in parts:
+                compat.update_metric_share(model, y[part], prediction[part],
+                                           (part.stop - part.start) / 8)
+            results.append({name: value for name, value in model.get_metrics_result().items()
+                            if name != "loss"})
+        assert set(results[0]) == {"mae", "mse", *(["r2_score"] if outputs else [])}
+        for name in results[0]:
+            np.testing.assert_allclose(results[1][name], results[0][name], rtol=1e-6)
+        for metric in model.metrics:  # and one update is Keras's own
+            metric.reset_state()
+        model.compute_metrics(None, y, prediction)
+        for name in results[0]:
+            np.testing.assert_allclose(model.get_metrics_result()[name], results[0][name],
+                                       rtol=1e-6)

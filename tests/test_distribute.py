@@ -215,10 +215,19 @@ def test_a_dead_worker_fails_the_run_in_bounded_time_and_resume_completes(tmp_pa
     assert set((tmp_path / "tmp-1").glob("linfit-worker-*")) == left
 
 
-def test_two_workers_streaming_their_share_of_the_files_equal_one_process(tmp_path):
-    """Streamed full-batch gradient descent: each worker reads its share of the three
-    shards (worker 0 the first and third, worker 1 the second) and sums its gradient;
-    the optimizer adds the two. The run equals one process streaming all of it."""
+STREAMED_ON_WORKERS = {
+    "full batch": ["train.epochs=6"],
+    "shuffled mini-batches": ["train.epochs=3", "data.batch_size=128", "data.shuffle=true",
+                              "data.shuffle_buffer=500", 'train.metrics=["mae"]',
+                              'train.optimizer="adam"'],
+}
+
+
+@pytest.mark.parametrize("case", STREAMED_ON_WORKERS)
+def test_two_workers_streaming_their_share_of_the_files_equal_one_process(tmp_path, case):
+    """Each worker reads its share of the three shards (worker 0 the first and third,
+    worker 1 the second) and sums its share of each global batch's gradient; the
+    optimizer adds the two. The run equals one process streaming all of it."""
     rng = np.random.default_rng(21)
     x = rng.uniform(-2, 2, (3000, 2))
     table = np.column_stack([x, x @ [1.5, -0.5] + 0.7 + rng.normal(0, 0.1, len(x))])
@@ -226,7 +235,8 @@ def test_two_workers_streaming_their_share_of_the_files_equal_one_process(tmp_pa
         np.savetxt(tmp_path / f"part-{i}.csv", part, delimiter=",", header="a,b,y",
                    comments="", fmt="%.9g")
     settings = ["--data", str(tmp_path / "part-*.csv"), "--model", "module", "--loop", "manual",
-                "--set", "data.streaming=true", "--set", "train.epochs=6"]
+                "--set", "data.streaming=true",
+                *[item for s in STREAMED_ON_WORKERS[case] for item in ("--set", s)]]
     one = run("-m", "linfit.train", *settings, "--out", tmp_path / "one")
     assert one.returncode == 0, one.stderr[-2000:]
     cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
@@ -240,9 +250,14 @@ def test_two_workers_streaming_their_share_of_the_files_equal_one_process(tmp_pa
     for key in ("full_loss", "w", "b"):
         np.testing.assert_allclose([row[key] for row in two["trajectory"]],
                                    [row[key] for row in alone["trajectory"]], rtol=1e-6)
+    histories = [(tmp_path / name / "history.csv").read_text().splitlines()
+                 for name in ("two", "one")]
+    assert histories[0][0] == histories[1][0]  # the same columns: mae with mini-batches
+    np.testing.assert_allclose(*[[[float(v) if v else np.nan for v in line.split(",")[2:]]
+                                  for line in history[1:]] for history in histories], rtol=1e-6)
 
 
-def test_streaming_on_local_devices_or_in_mini_batches_is_refused_before_training(tmp_path):
+def test_streaming_on_local_devices_is_refused_before_training(tmp_path):
     np.savetxt(tmp_path / "d.csv", np.random.default_rng(2).uniform(size=(50, 2)),
                delimiter=",", header="x,y", comments="")
     result = run("-m", "linfit.train", "--data", tmp_path / "d.csv", "--set",
@@ -251,6 +266,6 @@ def test_streaming_on_local_devices_or_in_mini_batches_is_refused_before_trainin
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         'error: streamed data trains on several devices only with train.strategy = '
-        '"multiworker", data.batch_size = 0, train.loop = "manual" and no validation files: '
+        '"multiworker", train.loop = "manual" and no validation files: '
         'change those, or set data.streaming = false')
     assert "module-manual" not in result.stdout  # refused before any run trained

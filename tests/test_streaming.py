@@ -69,9 +69,10 @@ CASES = {
     "full batch in chunks": (["train.loop=\"manual\"", "train.epochs=6"], 1000),
     # Both loops take the full batch whole when it fits in one chunk.
     "full batch": (["train.epochs=6", "data.validation_path=\"VAL\""], None),
+    # full_loss summed over 4 chunks of 1000 rows after each epoch.
     "shuffled mini-batches": (["data.batch_size=256", "data.shuffle=true",
                                "data.shuffle_buffer=700", "train.epochs=3",
-                               "data.validation_path=\"VAL\"", "data.standardize=true"], None),
+                               "data.validation_path=\"VAL\"", "data.standardize=true"], 1000),
 }
 
 
@@ -89,7 +90,8 @@ def test_streamed_runs_equal_runs_in_memory_bitwise(shards, tmp_path, monkeypatc
     for key in ("w", "b", "loss", "lr_limit"):  # one streaming pass against the float64 table
         np.testing.assert_allclose(streamed["reference"][key], in_memory["reference"][key],
                                    rtol=1e-10)
-    assert len(streamed["runs"]) == (2 if chunk else 4)  # the Keras loop takes no chunks
+    # The Keras loop takes no chunks of a full batch.
+    assert len(streamed["runs"]) == (2 if case == "full batch in chunks" else 4)
     capsys.readouterr()
 
 
@@ -419,20 +421,40 @@ def test_a_run_resumed_twice_goes_on_from_where_it_was(shards, tmp_path, capsys)
     capsys.readouterr()
 
 
-def test_each_worker_reads_its_share_of_the_shards_or_of_the_chunks(shards, monkeypatch):
-    """Of three shards, worker 0 of 2 reads the first and third, worker 1 the second;
-    of one file, each parses every other chunk. Together: every row, once."""
+@pytest.mark.parametrize("pattern", ["part-*.csv", "part-1.csv"])
+def test_every_worker_steps_through_the_global_batches_parsing_only_its_rows(
+        shards, tmp_path, monkeypatch, pattern):
+    """Shuffled mini-batches on 2 workers: each global batch is one process's batch,
+    its rows split between the workers. Of three shards worker 1 reads only the
+    second (the others are deleted here); of one file, each parses every other block."""
+    import shutil
+
     from linfit.streaming import StreamData
 
-    monkeypatch.setattr(pipeline, "FULL_PASS_ROWS", 1000)
-    for pattern, expected in (("part-*.csv", [(2500, 3), (1500, 2)]),
-                              ("part-1.csv", [(1000, 1), (500, 1)])):
-        files = open_data_files(str(shards / pattern))
-        rows = []
-        for index in (0, 1):
-            data = StreamData((), None, None, 1, files=files, worker=(index, 2))
-            chunks = [y.numpy() for _, y in data.full_pass()]
-            assert (sum(map(len, chunks)), data.local_chunks) == expected[index]
-            rows.append(np.concatenate(chunks))
-        everything = np.concatenate([y for _, y in files.exact_chunks()]).astype(np.float32)
-        np.testing.assert_array_equal(np.sort(np.concatenate(rows)), np.sort(everything))
+    monkeypatch.setattr(pipeline, "STREAM_BLOCK", 500)
+    for path in shards.glob("part-*.csv"):
+        shutil.copy(path, tmp_path)
+    files = open_data_files(str(tmp_path / pattern))
+    shape = dict(arrays=(), batch_size=256, shuffle_seed=5, epochs=2, shuffle_buffer=700,
+                 files=files)
+    alone = list(StreamData(**shape).update_batches(0))
+    if pattern == "part-*.csv":
+        for other in ("part-0.csv", "part-2.csv"):
+            (tmp_path / other).unlink()
+    worker_1 = list(StreamData(**shape, worker=(1, 2)).update_batches(0))
+    if pattern == "part-*.csv":
+        shutil.copy(shards / "part-0.csv", tmp_path)
+        shutil.copy(shards / "part-2.csv", tmp_path)
+    worker_0 = list(StreamData(**shape, worker=(0, 2)).update_batches(0))
+    steps = -(-files.num_examples // 256)
+    assert len(alone) == len(worker_0) == len(worker_1) == 2 * steps
+    parsed = [0, 0]
+    for (x, y), *shares in zip(alone, worker_0, worker_1):
+        assert [int(rows) for _, _, rows in shares] == [len(y)] * 2
+        for index, (x_part, _, _) in enumerate(shares):
+            parsed[index] += len(x_part)
+        together = np.concatenate([x_part.numpy() for x_part, _, _ in shares])
+        assert len(together) == len(y)
+        np.testing.assert_array_equal(np.unique(together, axis=0), np.unique(x, axis=0))
+    expected = [2 * 2500, 2 * 1500] if pattern == "part-*.csv" else [2 * 1000, 2 * 500]
+    assert parsed == expected

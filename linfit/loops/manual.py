@@ -24,6 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from linfit import compat
 from linfit.callbacks import overridden_hooks
 from linfit.losses import NonFiniteBatch, is_non_finite_loss
 from linfit.loops.steps import (distribute, make_accumulating_step,  # noqa: F401 (as before)
@@ -41,6 +42,12 @@ class CompiledMetrics:
     def update(self, x, y, prediction) -> None:
         if self.names:
             self._model.compute_metrics(x, y, prediction)
+
+    def update_share(self, y, prediction, share) -> None:
+        """Update with a worker's rows of a batch, `share` of its rows: the
+        workers' updates add up to the batch's (`compat.update_metric_share`)."""
+        if self.names:
+            compat.update_metric_share(self._model, y, prediction, share)
 
     def reset(self) -> None:
         for metric in self._model.metrics:

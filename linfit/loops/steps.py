@@ -1,6 +1,7 @@
 """The steps the manual loop runs, each one update or evaluation: `make_train_step`
 (the only GradientTape code for a batch), `make_accumulating_step` (a full batch
-read in chunks), `make_test_step`, and `distribute` (a step on every replica).
+read in chunks), `make_worker_update` (a worker's share of streamed batches),
+`make_test_step`, and `distribute` (a step on every replica).
 """
 
 import tensorflow as tf
@@ -40,40 +41,83 @@ def make_accumulating_step(model, variables, loss_fn, optimizer, metrics=None, s
       update(iterator, chunks, rows) -> (the batch's loss, before the update;
       its size), reading `chunks` chunks of `rows` rows in all from `iterator`.
       A chunk whose loss is not finite stops it before the update. With a
-      multi-worker `strategy`, each worker reads its share of the chunks and the
-      optimizer adds the workers' gradients (and the loss is summed too).
+      multi-worker `strategy`, `make_worker_update`'s.
     """
+    if strategy is not None:
+        return make_worker_update(model, variables, loss_fn, optimizer, metrics, strategy)
 
-    tracked = compat.tracked_loss
-    if strategy is not None:  # each worker's own chunks: no collective per chunk
-        wrapped, tracked = loss_fn.wrapped, tf.identity  # the loss is the chunk's own mean
-        loss_fn = lambda y, p: tf.debugging.check_numerics(  # noqa: E731
-            wrapped(y, p), NON_FINITE_LOSS)
+    def chunk(x, y, rows):
+        """The chunk's gradient, as its share of the update's, and its loss times its rows."""
+        size = tf.shape(y)[0]
+        with tf.GradientTape() as tape:
+            prediction = model(x)
+            loss = loss_fn(y, prediction)
+            share = loss * (tf.cast(size, loss.dtype) / tf.cast(rows, loss.dtype))
+        if metrics is not None:
+            metrics.update(x, y, prediction)
+        return tape.gradient(share, variables), \
+            tf.cast(compat.tracked_loss(loss), tf.float64) * tf.cast(size, tf.float64)
 
     def local_update(iterator, chunks, rows):
         sums = [tf.zeros_like(variable) for variable in variables]
         total = tf.constant(0.0, tf.float64)
         for _ in tf.range(chunks):
-            x, y = next(iterator)
-            size = tf.shape(y)[0]
-            with tf.GradientTape() as tape:
-                prediction = model(x)
-                loss = loss_fn(y, prediction)
-                share = loss * (tf.cast(size, loss.dtype) / tf.cast(rows, loss.dtype))
-            sums = [a + g for a, g in zip(sums, tape.gradient(share, variables))]
-            total += tf.cast(tracked(loss), tf.float64) * tf.cast(size, tf.float64)
-            if metrics is not None:
-                metrics.update(x, y, prediction)
-        # Under a strategy, in each replica: the optimizer sums the replicas' gradients.
+            gradients, weighted = chunk(*next(iterator), rows)
+            sums = [a + g for a, g in zip(sums, gradients)]
+            total += weighted
         optimizer.apply_gradients(zip(sums, variables))
         return total
 
     def update(iterator, chunks, rows):
-        if strategy is None:
-            total = local_update(iterator, chunks, rows)
-        else:
-            total = strategy.reduce("SUM", strategy.run(
-                lambda: local_update(iterator, chunks, rows)), axis=None)
+        total = local_update(iterator, chunks, rows)
+        return tf.cast(total / tf.cast(rows, tf.float64), tf.float32), rows
+
+    return update
+
+
+def make_worker_update(model, variables, loss_fn, optimizer, metrics, strategy):
+    """`make_accumulating_step` on a worker of a multi-worker `strategy` reading
+    streamed data (`linfit.streaming.StreamData.worker`), for mini-batches and
+    full batches alike: update(iterator, chunks, _) -> (the update's loss, its rows).
+
+    Each chunk is (x, y, chunk_rows): the worker's rows of a chunk of
+    `chunk_rows` rows, every worker's (maybe none of them its own). The worker
+    sums its rows' loss and gradient over the update's chunks in its own replica
+    (no collective per chunk); the optimizer adds the workers' gradients. The
+    metrics take the worker's rows as their share of the chunk, so that summed
+    over the workers (Keras sums a metric's variables) they are the chunk's.
+    """
+    wrapped = loss_fn.wrapped  # the worker's own mean: `linfit.losses.ReplicaLoss` would share it
+
+    def chunk_share(x, y, chunk_rows):
+        """(the gradient of the loss summed over the rows, that sum)."""
+        size = tf.cast(tf.shape(y)[0], tf.float32)
+        with tf.GradientTape() as tape:
+            prediction = model(x)
+            loss = tf.cond(size > 0, lambda: tf.debugging.check_numerics(
+                wrapped(y, prediction), NON_FINITE_LOSS), lambda: tf.zeros([]))
+            summed = loss * size
+        if metrics is not None:
+            share = size / tf.cast(chunk_rows, tf.float32)
+            tf.cond(size > 0, lambda: metrics.update_share(y, prediction, share) or 0, lambda: 0)
+        return tape.gradient(summed, variables), \
+            tf.cast(loss, tf.float64) * tf.cast(size, tf.float64)
+
+    def local_update(iterator, chunks):
+        sums = [tf.zeros_like(variable) for variable in variables]
+        total, rows = tf.constant(0.0, tf.float64), tf.constant(0, tf.int64)
+        for _ in tf.range(chunks):
+            x, y, chunk_rows = next(iterator)
+            gradients, summed = chunk_share(x, y, chunk_rows)
+            sums = [a + g for a, g in zip(sums, gradients)]
+            total, rows = total + summed, rows + chunk_rows
+        optimizer.apply_gradients((a / tf.cast(rows, a.dtype), v) for a, v in zip(sums, variables))
+        return total, rows
+
+    def update(iterator, chunks, _):
+        totals, rows = strategy.run(lambda: local_update(iterator, chunks))
+        total = strategy.reduce("SUM", totals, axis=None)
+        rows = strategy.experimental_local_results(rows)[0]  # the same on every worker
         return tf.cast(total / tf.cast(rows, tf.float64), tf.float32), rows
 
     return update
