@@ -223,38 +223,80 @@ STREAMED_ON_WORKERS = {
 }
 
 
+def streamed_settings(directory, settings: list[str]) -> list[str]:
+    """The CLI arguments of a streamed run of three shards written in `directory`."""
+    rng = np.random.default_rng(21)
+    x = rng.uniform(-2, 2, (3000, 2))
+    table = np.column_stack([x, x @ [1.5, -0.5] + 0.7 + rng.normal(0, 0.1, len(x))])
+    for i, part in enumerate(np.array_split(table, 3)):
+        np.savetxt(directory / f"part-{i}.csv", part, delimiter=",", header="a,b,y",
+                   comments="", fmt="%.9g")
+    return ["--data", str(directory / "part-*.csv"), "--model", "module", "--loop", "manual",
+            "--set", "data.streaming=true", *[item for s in settings for item in ("--set", s)]]
+
+
+def assert_same_numbers(run_dir, alone_dir):
+    """Every epoch's numbers of two runs, in metrics.json and history.csv, to 1e-6."""
+    two, alone = (json.loads((d / "metrics.json").read_text())["runs"][0]
+                  for d in (run_dir, alone_dir))
+    assert (two["model"], two["loop"]) == ("module", "manual")
+    np.testing.assert_allclose(two["loss"], alone["loss"], rtol=1e-6)
+    for key in ("full_loss", "w", "b"):
+        np.testing.assert_allclose([row[key] for row in two["trajectory"]],
+                                   [row[key] for row in alone["trajectory"]], rtol=1e-6)
+    histories = [(d / "history.csv").read_text().splitlines() for d in (run_dir, alone_dir)]
+    assert histories[0][0] == histories[1][0]  # the same columns: mae with mini-batches
+    np.testing.assert_allclose(*[[[float(v) if v else np.nan for v in line.split(",")[2:]]
+                                  for line in history[1:]] for history in histories], rtol=1e-6)
+
+
 @pytest.mark.parametrize("case", STREAMED_ON_WORKERS)
 def test_two_workers_streaming_their_share_of_the_files_equal_one_process(tmp_path, case):
     """Each worker reads its share of the three shards (worker 0 the first and third,
     worker 1 the second) and sums its share of each global batch's gradient; the
     optimizer adds the two. The run equals one process streaming all of it."""
-    rng = np.random.default_rng(21)
-    x = rng.uniform(-2, 2, (3000, 2))
-    table = np.column_stack([x, x @ [1.5, -0.5] + 0.7 + rng.normal(0, 0.1, len(x))])
-    for i, part in enumerate(np.array_split(table, 3)):
-        np.savetxt(tmp_path / f"part-{i}.csv", part, delimiter=",", header="a,b,y",
-                   comments="", fmt="%.9g")
-    settings = ["--data", str(tmp_path / "part-*.csv"), "--model", "module", "--loop", "manual",
-                "--set", "data.streaming=true",
-                *[item for s in STREAMED_ON_WORKERS[case] for item in ("--set", s)]]
+    settings = streamed_settings(tmp_path, STREAMED_ON_WORKERS[case])
     one = run("-m", "linfit.train", *settings, "--out", tmp_path / "one")
     assert one.returncode == 0, one.stderr[-2000:]
     cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
     workers = start_workers(cluster, [*settings, "--set", 'train.strategy="multiworker"',
                                       "--out", str(tmp_path / "two")], tmp_path)
     assert_all_succeed(workers, timeout=300)
-    two, alone = (json.loads((tmp_path / name / "metrics.json").read_text())["runs"][0]
-                  for name in ("two", "one"))
-    assert (two["model"], two["loop"]) == ("module", "manual")
-    np.testing.assert_allclose(two["loss"], alone["loss"], rtol=1e-6)
-    for key in ("full_loss", "w", "b"):
-        np.testing.assert_allclose([row[key] for row in two["trajectory"]],
-                                   [row[key] for row in alone["trajectory"]], rtol=1e-6)
-    histories = [(tmp_path / name / "history.csv").read_text().splitlines()
-                 for name in ("two", "one")]
-    assert histories[0][0] == histories[1][0]  # the same columns: mae with mini-batches
-    np.testing.assert_allclose(*[[[float(v) if v else np.nan for v in line.split(",")[2:]]
-                                  for line in history[1:]] for history in histories], rtol=1e-6)
+    assert_same_numbers(tmp_path / "two", tmp_path / "one")
+
+
+def test_two_streaming_workers_killed_in_the_middle_of_an_epoch_resume_as_one_process(tmp_path):
+    """Both workers SIGKILLed once a checkpoint inside epoch 4 exists; resumed from it
+    (newer ones removed), the run equals one process's straight run."""
+    import signal
+    import time
+
+    settings = streamed_settings(tmp_path, [*STREAMED_ON_WORKERS["shuffled mini-batches"][1:],
+                                            "train.epochs=8", "train.checkpoint_every_batches=7"])
+    one = run("-m", "linfit.train", *settings, "--out", tmp_path / "one")
+    assert one.returncode == 0, one.stderr[-2000:]
+    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
+    workers = start_workers(cluster, [*settings, "--set", 'train.strategy="multiworker"',
+                                      "--out", "two"], tmp_path)
+    checkpoints = tmp_path / "two" / "checkpoints" / "module-manual"
+    inside = "epoch-0003-batch-000014.weights.h5"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (checkpoints / inside).exists():
+            time.sleep(0.02)
+    finally:
+        for worker in workers.values():
+            worker.send_signal(signal.SIGKILL)
+            worker.communicate()
+    assert (checkpoints / inside).exists()
+    assert not (tmp_path / "two" / "module-manual.weights.h5").exists()  # killed while training
+    for newer in [p for p in checkpoints.iterdir() if p.name > inside]:
+        newer.unlink()
+    older = {p.name: p.stat().st_mtime_ns for p in checkpoints.iterdir() if p.name <= inside}
+    workers = start_workers(cluster, ["--resume", "two"], tmp_path)
+    assert_all_succeed(workers, timeout=300)
+    assert {name: (checkpoints / name).stat().st_mtime_ns for name in older} == older  # resumed
+    assert_same_numbers(tmp_path / "two", tmp_path / "one")
 
 
 def test_streaming_on_local_devices_is_refused_before_training(tmp_path):
