@@ -246,8 +246,12 @@ def streamed_inputs(experiment: Experiment, data: Data) -> TrainingInputs:
 
 
 def run_experiment(experiment: Experiment, data: Data, *, strategy=None,
-                   hooks: RunHooks = RunHooks(), rtol: float = DEFAULT_RTOL) -> Comparison:
+                   hooks: RunHooks = RunHooks(), rtol: float = DEFAULT_RTOL,
+                   reference: bool = True) -> Comparison:
     """Train every run of `experiment` on `data`, from the same start, and compare.
+
+    `reference=False` skips the float64 reference (a pass over all the data):
+    on a worker of a cluster other than the chief, which reports it.
 
     Returns:
       A Comparison. With MSE and full-batch SGD at a learning rate at or
@@ -265,7 +269,7 @@ def run_experiment(experiment: Experiment, data: Data, *, strategy=None,
     inputs = streamed_inputs(experiment, data) if data.files is not None else replace(
         training_inputs(experiment, data.x, data.validation, data.feature_names, data.outputs),
         shard_rows=data.shard_rows)
-    reference = _reference(experiment, data, inputs)
+    reference = _reference(experiment, data, inputs) if reference else None
     full_batch_sgd = experiment.full_batch_sgd(data.num_examples)
     if reference is not None and full_batch_sgd:
         message = reference.stability_warning(experiment.learning_rate)

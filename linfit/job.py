@@ -177,7 +177,8 @@ def train_into(job: Job, strategy, hooks: RunHooks, console: LiveConsole) -> int
             # A warning (such as an unstable learning rate) is one line, shown
             # before training starts.
             warnings.showwarning = lambda *warning, **_: _print_warning(console, *warning)
-            comparison = run_experiment(job.experiment, data, strategy=strategy, hooks=hooks)
+            comparison = run_experiment(job.experiment, data, strategy=strategy, hooks=hooks,
+                                        reference=job.chief)
         if len(comparison.runs) > 1:
             say("\n".join(agreement_lines(comparison.agreement)))
         devices = device_summary(strategy)

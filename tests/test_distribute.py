@@ -261,8 +261,11 @@ def test_two_workers_streaming_their_share_of_the_files_equal_one_process(tmp_pa
     cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
     workers = start_workers(cluster, [*settings, "--set", 'train.strategy="multiworker"',
                                       "--out", str(tmp_path / "two")], tmp_path)
-    assert_all_succeed(workers, timeout=300)
+    outputs = assert_all_succeed(workers, timeout=300)
     assert_same_numbers(tmp_path / "two", tmp_path / "one")
+    # Only the chief reports the float64 reference: no other worker reads all the data for it.
+    assert [bool(re.search(r"^\s*optimum\s", outputs[index][0], flags=re.M))
+            for index in (0, 1)] == [True, False]
 
 
 def test_two_streaming_workers_killed_in_the_middle_of_an_epoch_resume_as_one_process(tmp_path):
