@@ -325,19 +325,22 @@ def _train_one(experiment: Experiment, inputs: TrainingInputs, y, label: RunLabe
     import keras
     import tensorflow as tf
 
+    from linfit.loops.failures import lost_workers
     from linfit.models import MODELS
     from linfit.trainer import Trainer
 
     kind, loop = label.model, label.loop
     shape = {"features": inputs.features, "outputs": inputs.outputs}
     keras.utils.set_random_seed(experiment.seed)
-    with (strategy or tf.distribute.get_strategy()).scope():
+    with lost_workers(strategy), (strategy or tf.distribute.get_strategy()).scope():
         model = MODELS[kind](**shape, init_w=inputs.init_w, init_b=inputs.init_b)
-    trainer = Trainer(model, loss=experiment.loss, optimizer=experiment.optimizer,
-                      learning_rate=experiment.learning_rate, metrics=list(experiment.metrics),
-                      compile=experiment.compile, steps_per_call=experiment.steps_per_call,
-                      strategy=strategy, standardizer=inputs.standardizer,
-                      record_full_loss=experiment.record_full_loss)
+    with lost_workers(strategy):
+        trainer = Trainer(model, loss=experiment.loss, optimizer=experiment.optimizer,
+                          learning_rate=experiment.learning_rate,
+                          metrics=list(experiment.metrics), compile=experiment.compile,
+                          steps_per_call=experiment.steps_per_call, strategy=strategy,
+                          standardizer=inputs.standardizer,
+                          record_full_loss=experiment.record_full_loss)
     trainer.run_settings = dict(hooks.settings)
     start = time.perf_counter()
     history = trainer.fit(

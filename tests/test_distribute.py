@@ -302,6 +302,27 @@ def test_two_streaming_workers_killed_in_the_middle_of_an_epoch_resume_as_one_pr
     assert_same_numbers(tmp_path / "two", tmp_path / "one")
 
 
+def test_a_bad_row_in_the_chiefs_share_stops_both_workers_with_one_line_each(tmp_path):
+    """The chief finds the row (its reference pass reads every file); the other worker,
+    which skips that pass, loses the chief while making its variables: exit 4, one line."""
+    settings = streamed_settings(tmp_path, ["train.epochs=2", "data.batch_size=100",
+                                            "train.worker_timeout=5"])
+    lines = (tmp_path / "part-2.csv").read_text().splitlines()
+    lines[800] = "1,abc,2"
+    (tmp_path / "part-2.csv").write_text("\n".join(lines) + "\n")
+    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
+    workers = start_workers(cluster, [*settings, "--set", 'train.strategy="multiworker"',
+                                      "--out", "two"], tmp_path)
+    outputs = {index: worker.communicate(timeout=120) for index, worker in workers.items()}
+    assert [workers[index].returncode for index in (0, 1)] == [2, 4]
+    errors = [[line for line in outputs[index][1].splitlines() if line.startswith("error:")]
+              for index in (0, 1)]
+    assert errors[0] == [f"error: {tmp_path / 'part-2.csv'}, line 801, column 'b': "
+                         "'abc' is not a number"]
+    assert len(errors[1]) == 1 and "a worker of the cluster stopped responding" in errors[1][0]
+    assert all("Traceback" not in outputs[index][1] for index in (0, 1))
+
+
 def test_streaming_on_local_devices_is_refused_before_training(tmp_path):
     np.savetxt(tmp_path / "d.csv", np.random.default_rng(2).uniform(size=(50, 2)),
                delimiter=",", header="x,y", comments="")

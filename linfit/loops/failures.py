@@ -21,6 +21,27 @@ from linfit.losses import (NonFiniteBatch, NonFiniteRecord, divergence_error,
 from linfit.streaming import is_data_error
 
 
+def worker_lost(error: tf.errors.OpError) -> WorkerLostError:
+    """The error of a collective that gave up on a silent worker of the cluster."""
+    return WorkerLostError(
+        "a worker of the cluster stopped responding "
+        f"({type(error).__name__}), so training stopped: start every worker again "
+        "with --resume RUN_DIR (or resume_from=) to continue from the last "
+        "checkpoint")
+
+
+@contextlib.contextmanager
+def lost_workers(strategy):
+    """Under a multi-worker `strategy`, a worker lost before training (while the
+    variables are made, which is collective) as a WorkerLostError too."""
+    try:
+        yield
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:
+        if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            raise
+        raise worker_lost(error) from None
+
+
 @dataclass
 class NonFiniteStep:
     """Where a step's loss was not finite: epoch, batch (None: one of the epoch's)."""
@@ -53,11 +74,7 @@ def training_errors(trainer, history, position, plan, shape: tuple[int, int],
     except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:
         if not trainer.distributed:
             raise
-        raise WorkerLostError(
-            "a worker of the cluster stopped responding "
-            f"({type(error).__name__}), so training stopped: start every worker again "
-            "with --resume RUN_DIR (or resume_from=) to continue from the last "
-            "checkpoint") from None
+        raise worker_lost(error) from None
     except NonFiniteRecord as error:
         raise divergence_error(error.epochs_completed - 1, None, history,
                                error.values) from None
