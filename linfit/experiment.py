@@ -264,8 +264,7 @@ def run_experiment(experiment: Experiment, data: Data, *, strategy=None,
     if data.files is not None:
         from linfit.fit_inputs import check_streamable  # TensorFlow: only when training
 
-        check_streamable(data.num_examples, experiment.batch_size, experiment.loops,
-                         data.validation_files is not None, strategy)
+        check_streamable(data.num_examples, experiment.batch_size, experiment.loops, strategy)
     inputs = streamed_inputs(experiment, data) if data.files is not None else replace(
         training_inputs(experiment, data.x, data.validation, data.feature_names, data.outputs),
         shard_rows=data.shard_rows)

@@ -44,7 +44,7 @@ def fit_data(model, inputs: tuple, validation_data, loop: str, shape: FitData,
     x, y = inputs
     if isinstance(x, DataFiles):
         data, sample = _stream(model, x, y, validation_data, shape)
-        check_streamable(data.num_examples, data.batch_size, (loop,), data.validation, strategy)
+        check_streamable(data.num_examples, data.batch_size, (loop,), strategy)
         return (data if strategy is None else _worker_share(data, strategy)), sample
     if isinstance(validation_data, DataFiles):
         raise ConfigError("validation_data is files to stream but x is arrays: stream both, "
@@ -86,17 +86,17 @@ def _worker_share(data: StreamData, strategy) -> StreamData:
 
 
 def check_streamable(rows: int, batch_size: int | None, loops: tuple[str, ...],
-                     validation: bool, strategy=None) -> None:
+                     strategy=None) -> None:
     """Refuse, before any run of an experiment trains, streamed data one of its runs
     could not train: a full batch above one chunk (`FULL_PASS_ROWS`) for the Keras
     loop, which takes it whole; on several devices, anything but `_worker_share`'s."""
     full_batch = batch_size is None or batch_size >= rows
     if strategy is not None and strategy.num_replicas_in_sync > 1 and (
-            "keras" in loops or validation
+            "keras" in loops
             or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)):
         raise ConfigError("streamed data trains on several devices only with train.strategy = "
-                          "\"multiworker\", train.loop = \"manual\" and no validation files: "
-                          "change those, or set data.streaming = false")
+                          "\"multiworker\" and train.loop = \"manual\": change those, or set "
+                          "data.streaming = false")
     if full_batch and "keras" in loops and rows > pipeline.FULL_PASS_ROWS:
         raise ConfigError(f"the Keras loop takes a full batch whole, and {rows} streamed rows "
                           "are more than it can hold: set data.batch_size, or train.loop = "

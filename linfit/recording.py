@@ -92,6 +92,11 @@ class Recording:
 
     def validation_loss(self, data: FitData, eager: bool) -> float:
         """The loss on the validation batches, as an evaluation computes it."""
+        if getattr(data, "worker", None) is not None:  # its rows' share, added over the workers
+            total = tf.constant(0.0, tf.float64)
+            for x, y, _ in data.validation_batches():
+                total += self._weighted(x, y) if tf.size(y) > 0 else 0.0
+            return float(data.sum_over_workers(total)) / data.validation_files.num_examples
         loss = self._loss if eager else self._batch_loss_function(data)
         mean = keras.metrics.Mean()
         for x, y in data.validation_batches():

@@ -79,7 +79,8 @@ class StreamData(FitData):
     def validation_batches(self) -> tf.data.Dataset:
         files = self.validation_files
         size = min(self.validation_size or files.num_examples, files.num_examples)
-        return _parsed(_lines(files, None, 0, 0).rebatch(size), files)
+        lines = _lines(files, None, 0, 0, self.worker).rebatch(size)
+        return _parsed(lines, files) if self.worker is None else _own_rows(lines, files, True)
 
     def full_pass(self) -> tf.data.Dataset:
         """The training data in its order, in chunks of FULL_PASS_ROWS rows (a worker's:

@@ -28,9 +28,9 @@ from linfit.history import History
 from linfit.interrupts import STOP
 from linfit.loops import failures, keras_fit
 from linfit.loops.manual import CompiledMetrics, ManualLoop
-from linfit.loops.steps import distribute, make_accumulating_step, make_test_step, make_train_step
+from linfit.loops.steps import manual_steps
 from linfit.loops.plan import ExecutionPlan, Workload, plan_execution
-from linfit.losses import (FiniteLoss, ReplicaLoss, checked_metrics, loss_object,
+from linfit.losses import (FiniteLoss, checked_metrics, loss_object,
                            optimizer_object, optimizer_settings)
 from linfit.models import as_keras_model, check_saves_whole, is_linear
 from linfit.pipeline import FitData, check_fit_arguments
@@ -341,19 +341,14 @@ class Trainer:
 
     def _run_manual(self, plan: ExecutionPlan, data: FitData, epochs: range,
                     callbacks: keras.callbacks.CallbackList, first_batch: int = 0) -> None:
-        chunks = None if data.chunks_per_step == 1 and getattr(data, "worker", None) is None \
+        worker = getattr(data, "worker", None) is not None  # streamed, on a cluster
+        chunks = None if data.chunks_per_step == 1 and not worker \
             else (data.chunks_per_step, data.num_examples)
         key = (tuple(self.recording.names), plan.mode, chunks)
         if key not in self._manual_loops:
             metrics = CompiledMetrics(self.keras_model)
-            steps = (make_train_step(self.model, self._variables, self.loss, self.optimizer,
-                                     metrics),
-                     make_test_step(self.model, ReplicaLoss(self.loss.wrapped), metrics),
-                     make_accumulating_step(self.model, self._variables, self.loss,
-                                            self.optimizer, metrics,
-                                            self.strategy if self.distributed else None))
-            if self.distributed:
-                steps = (*(distribute(step, self.strategy) for step in steps[:2]), steps[2])
+            steps = manual_steps(self.model, self._variables, self.loss, self.optimizer, metrics,
+                                 self.strategy if self.distributed else None, worker)
             self._manual_loops[key] = ManualLoop(
                 steps, self.recording.record, self.recording.names, self._loss_tracker, metrics,
                 plan.mode, state=[*model_variables(self.model), *self.optimizer.variables],

@@ -219,18 +219,23 @@ STREAMED_ON_WORKERS = {
     "full batch": ["train.epochs=6"],
     "shuffled mini-batches": ["train.epochs=3", "data.batch_size=128", "data.shuffle=true",
                               "data.shuffle_buffer=500", 'train.metrics=["mae"]',
-                              'train.optimizer="adam"'],
+                              'train.optimizer="adam"', 'data.validation_path="VAL"'],
 }
 
 
 def streamed_settings(directory, settings: list[str]) -> list[str]:
     """The CLI arguments of a streamed run of three shards written in `directory`."""
     rng = np.random.default_rng(21)
-    x = rng.uniform(-2, 2, (3000, 2))
-    table = np.column_stack([x, x @ [1.5, -0.5] + 0.7 + rng.normal(0, 0.1, len(x))])
-    for i, part in enumerate(np.array_split(table, 3)):
-        np.savetxt(directory / f"part-{i}.csv", part, delimiter=",", header="a,b,y",
+    tables = []
+    for rows in (3000, 700):  # training rows, validation rows
+        x = rng.uniform(-2, 2, (rows, 2))
+        tables.append(np.column_stack([x, x @ [1.5, -0.5] + 0.7 + rng.normal(0, 0.1, rows)]))
+    parts = {**{f"part-{i}": part for i, part in enumerate(np.array_split(tables[0], 3))},
+             "val-0": tables[1][:400], "val-1": tables[1][400:]}
+    for name, part in parts.items():
+        np.savetxt(directory / f"{name}.csv", part, delimiter=",", header="a,b,y",
                    comments="", fmt="%.9g")
+    settings = [s.replace("VAL", str(directory / "val-*.csv")) for s in settings]
     return ["--data", str(directory / "part-*.csv"), "--model", "module", "--loop", "manual",
             "--set", "data.streaming=true", *[item for s in settings for item in ("--set", s)]]
 
@@ -241,11 +246,11 @@ def assert_same_numbers(run_dir, alone_dir):
                   for d in (run_dir, alone_dir))
     assert (two["model"], two["loop"]) == ("module", "manual")
     np.testing.assert_allclose(two["loss"], alone["loss"], rtol=1e-6)
-    for key in ("full_loss", "w", "b"):
+    for key in ("full_loss", "w", "b", *(["val_loss"] if "val_loss" in alone["final"] else [])):
         np.testing.assert_allclose([row[key] for row in two["trajectory"]],
                                    [row[key] for row in alone["trajectory"]], rtol=1e-6)
     histories = [(d / "history.csv").read_text().splitlines() for d in (run_dir, alone_dir)]
-    assert histories[0][0] == histories[1][0]  # the same columns: mae with mini-batches
+    assert histories[0][0] == histories[1][0]  # the same columns: mae, val_loss, val_mae
     np.testing.assert_allclose(*[[[float(v) if v else np.nan for v in line.split(",")[2:]]
                                   for line in history[1:]] for history in histories], rtol=1e-6)
 
@@ -263,6 +268,8 @@ def test_two_workers_streaming_their_share_of_the_files_equal_one_process(tmp_pa
                                       "--out", str(tmp_path / "two")], tmp_path)
     outputs = assert_all_succeed(workers, timeout=300)
     assert_same_numbers(tmp_path / "two", tmp_path / "one")
+    header = (tmp_path / "two" / "history.csv").read_text().splitlines()[0]
+    assert ("val_mae" in header) == (case == "shuffled mini-batches")
     # Only the chief reports the float64 reference: no other worker reads all the data for it.
     assert [bool(re.search(r"^\s*optimum\s", outputs[index][0], flags=re.M))
             for index in (0, 1)] == [True, False]
@@ -332,6 +339,6 @@ def test_streaming_on_local_devices_is_refused_before_training(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         'error: streamed data trains on several devices only with train.strategy = '
-        '"multiworker", train.loop = "manual" and no validation files: '
-        'change those, or set data.streaming = false')
+        '"multiworker" and train.loop = "manual": change those, or set '
+        'data.streaming = false')
     assert "module-manual" not in result.stdout  # refused before any run trained

@@ -271,8 +271,7 @@ class ManualLoop:
     def _each_batch(self, step, iterator, steps):
         """`step` on the next `steps` batches, each batch's loss into the tracker."""
         for _ in tf.range(steps):
-            x, y = next(iterator)
-            loss, size = step(x, y)
+            loss, size = step(*next(iterator))  # (x, y), or a worker's (x, y, rows)
             self._tracker.update_state(loss, sample_weight=size)
         return self._tracker.result()
 

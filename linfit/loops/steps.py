@@ -1,13 +1,14 @@
-"""The steps the manual loop runs, each one update or evaluation: `make_train_step`
-(the only GradientTape code for a batch), `make_accumulating_step` (a full batch
-read in chunks), `make_worker_update` (a worker's share of streamed batches),
-`make_test_step`, and `distribute` (a step on every replica).
+"""The steps the manual loop runs (`manual_steps`), each one update or evaluation:
+`make_train_step` (the GradientTape code for a batch), `make_accumulating_step`
+(a full batch read in chunks), `make_test_step`, `distribute` (a step on every
+replica), and a worker's share of streamed batches (`make_worker_update`,
+`make_worker_test_step`).
 """
 
 import tensorflow as tf
 
 from linfit import compat
-from linfit.losses import NON_FINITE_LOSS
+from linfit.losses import NON_FINITE_LOSS, ReplicaLoss
 
 
 def make_train_step(model, variables, loss_fn, optimizer, metrics=None):
@@ -33,18 +34,31 @@ def make_train_step(model, variables, loss_fn, optimizer, metrics=None):
     return train_step
 
 
-def make_accumulating_step(model, variables, loss_fn, optimizer, metrics=None, strategy=None):
+def manual_steps(model, variables, loss_fn, optimizer, metrics, strategy=None,
+                 worker: bool = False) -> tuple:
+    """The manual loop's (train_step, test_step, update of a batch read in chunks):
+    one device's; under a multi-replica `strategy`, the first two run on every
+    replica (`distribute`); on a `worker` of a cluster reading streamed data,
+    its shares of every batch (`make_worker_update`, `make_worker_test_step`)."""
+    train = make_train_step(model, variables, loss_fn, optimizer, metrics)
+    test = make_test_step(model, ReplicaLoss(loss_fn.wrapped), metrics)
+    if strategy is None:
+        return train, test, make_accumulating_step(model, variables, loss_fn, optimizer, metrics)
+    if worker:
+        return (train, make_worker_test_step(model, loss_fn, metrics, strategy),
+                make_worker_update(model, variables, loss_fn, optimizer, metrics, strategy))
+    return distribute(train, strategy), distribute(test, strategy), None
+
+
+def make_accumulating_step(model, variables, loss_fn, optimizer, metrics=None):
     """One update of a full batch read in chunks: each chunk's gradient, weighted by
     its share of the rows, summed over the chunks, then one optimizer step.
 
     Returns:
       update(iterator, chunks, rows) -> (the batch's loss, before the update;
       its size), reading `chunks` chunks of `rows` rows in all from `iterator`.
-      A chunk whose loss is not finite stops it before the update. With a
-      multi-worker `strategy`, `make_worker_update`'s.
+      A chunk whose loss is not finite stops it before the update.
     """
-    if strategy is not None:
-        return make_worker_update(model, variables, loss_fn, optimizer, metrics, strategy)
 
     def chunk(x, y, rows):
         """The chunk's gradient, as its share of the update's, and its loss times its rows."""
@@ -78,49 +92,75 @@ def make_accumulating_step(model, variables, loss_fn, optimizer, metrics=None, s
 def make_worker_update(model, variables, loss_fn, optimizer, metrics, strategy):
     """`make_accumulating_step` on a worker of a multi-worker `strategy` reading
     streamed data (`linfit.streaming.StreamData.worker`), for mini-batches and
-    full batches alike: update(iterator, chunks, _) -> (the update's loss, its rows).
+    full batches alike: update(iterator, chunks, rows) -> (the update's loss, its rows).
 
     Each chunk is (x, y, chunk_rows): the worker's rows of a chunk of
-    `chunk_rows` rows, every worker's (maybe none of them its own). The worker
-    sums its rows' loss and gradient over the update's chunks in its own replica
-    (no collective per chunk); the optimizer adds the workers' gradients. The
-    metrics take the worker's rows as their share of the chunk, so that summed
-    over the workers (Keras sums a metric's variables) they are the chunk's.
+    `chunk_rows` rows, every worker's (maybe none of them its own). An update
+    is one chunk (a batch: its rows are the chunk's) or `chunks` chunks of a
+    full batch of `rows` rows. The worker sums its rows' losses and their
+    gradient over the update's chunks, in its own replica (no collective per
+    chunk), and divides by the update's rows; the optimizer adds the workers'
+    gradients.
     """
-    wrapped = loss_fn.wrapped  # the worker's own mean: `linfit.losses.ReplicaLoss` would share it
+    summed_loss = _worker_loss(model, loss_fn, metrics)
 
-    def chunk_share(x, y, chunk_rows):
-        """(the gradient of the loss summed over the rows, that sum)."""
-        size = tf.cast(tf.shape(y)[0], tf.float32)
-        with tf.GradientTape() as tape:
-            prediction = model(x)
-            loss = tf.cond(size > 0, lambda: tf.debugging.check_numerics(
-                wrapped(y, prediction), NON_FINITE_LOSS), lambda: tf.zeros([]))
-            summed = loss * size
-        if metrics is not None:
-            share = size / tf.cast(chunk_rows, tf.float32)
-            tf.cond(size > 0, lambda: metrics.update_share(y, prediction, share) or 0, lambda: 0)
-        return tape.gradient(summed, variables), \
-            tf.cast(loss, tf.float64) * tf.cast(size, tf.float64)
-
-    def local_update(iterator, chunks):
+    def local_update(iterator, chunks, rows):
         sums = [tf.zeros_like(variable) for variable in variables]
-        total, rows = tf.constant(0.0, tf.float64), tf.constant(0, tf.int64)
+        total, rows = tf.constant(0.0, tf.float64), tf.cast(rows, tf.int64)
         for _ in tf.range(chunks):
             x, y, chunk_rows = next(iterator)
-            gradients, summed = chunk_share(x, y, chunk_rows)
-            sums = [a + g for a, g in zip(sums, gradients)]
-            total, rows = total + summed, rows + chunk_rows
+            if chunks == 1:
+                rows = chunk_rows
+            with tf.GradientTape() as tape:
+                summed = summed_loss(x, y, chunk_rows)
+            sums = [a + g for a, g in zip(sums, tape.gradient(summed, variables))]
+            total += tf.cast(summed, tf.float64)
         optimizer.apply_gradients((a / tf.cast(rows, a.dtype), v) for a, v in zip(sums, variables))
         return total, rows
 
-    def update(iterator, chunks, _):
-        totals, rows = strategy.run(lambda: local_update(iterator, chunks))
+    def update(iterator, chunks, rows):
+        totals, rows = strategy.run(lambda: local_update(iterator, chunks, rows))
         total = strategy.reduce("SUM", totals, axis=None)
         rows = strategy.experimental_local_results(rows)[0]  # the same on every worker
         return tf.cast(total / tf.cast(rows, tf.float64), tf.float32), rows
 
     return update
+
+
+def make_worker_test_step(model, loss_fn, metrics, strategy):
+    """`make_test_step` on a worker reading streamed data: test_step(x, y, rows) of
+    its rows of a batch of `rows` rows -> (the batch's loss, added over the
+    workers; rows)."""
+    summed_loss = _worker_loss(model, loss_fn, metrics)
+
+    def test_step(x, y, rows):
+        total = strategy.reduce("SUM", strategy.run(lambda: summed_loss(x, y, rows)), axis=None)
+        return total / tf.cast(rows, total.dtype), rows
+
+    return test_step
+
+
+def _worker_loss(model, loss_fn, metrics):
+    """(x, y, chunk_rows) -> the loss summed over a worker's rows (x, y) of a chunk
+    of `chunk_rows` rows (maybe none), in its own replica. The metrics take the
+    rows as their share of the chunk, so that added over the workers (Keras adds
+    a metric's variables) they are the chunk's."""
+    per_example = loss_fn.wrapped.call  # unreduced, as `linfit.losses.ReplicaLoss` takes it
+
+    def summed_loss(x, y, chunk_rows):
+        prediction = model(x)
+        if len(y.shape) == 1:  # keep a loss that averages the last axis per example
+            losses = per_example(y[:, None], tf.reshape(prediction, [-1, 1]))
+        else:
+            losses = per_example(y, prediction)
+        summed = tf.debugging.check_numerics(tf.reduce_sum(losses), NON_FINITE_LOSS)
+        if metrics is not None:
+            size = tf.cast(tf.shape(y)[0], tf.float32)
+            share = size / tf.cast(chunk_rows, tf.float32)
+            tf.cond(size > 0, lambda: metrics.update_share(y, prediction, share) or 0, lambda: 0)
+        return summed
+
+    return summed_loss
 
 
 def make_test_step(model, loss_fn, metrics=None):
