@@ -215,12 +215,9 @@ def test_a_dead_worker_fails_the_run_in_bounded_time_and_resume_completes(tmp_pa
     assert set((tmp_path / "tmp-1").glob("linfit-worker-*")) == left
 
 
-STREAMED_ON_WORKERS = {
-    "full batch": ["train.epochs=6"],
-    "shuffled mini-batches": ["train.epochs=3", "data.batch_size=128", "data.shuffle=true",
-                              "data.shuffle_buffer=500", 'train.metrics=["mae"]',
-                              'train.optimizer="adam"', 'data.validation_path="VAL"'],
-}
+# Shuffled mini-batches with validation files, a metric and Adam, on two workers.
+MINI_BATCHES = ["data.batch_size=128", "data.shuffle=true", "data.shuffle_buffer=500",
+                'train.metrics=["mae"]', 'train.optimizer="adam"', 'data.validation_path="VAL"']
 
 
 def streamed_settings(directory, settings: list[str]) -> list[str]:
@@ -255,12 +252,12 @@ def assert_same_numbers(run_dir, alone_dir):
                                   for line in history[1:]] for history in histories], rtol=1e-6)
 
 
-@pytest.mark.parametrize("case", STREAMED_ON_WORKERS)
-def test_two_workers_streaming_their_share_of_the_files_equal_one_process(tmp_path, case):
-    """Each worker reads its share of the three shards (worker 0 the first and third,
-    worker 1 the second) and sums its share of each global batch's gradient; the
-    optimizer adds the two. The run equals one process streaming all of it."""
-    settings = streamed_settings(tmp_path, STREAMED_ON_WORKERS[case])
+def test_two_workers_streaming_their_share_of_the_files_equal_one_process(tmp_path):
+    """Full-batch gradient descent: each worker reads its share of the three shards
+    (worker 0 the first and third, worker 1 the second) and sums its rows' gradient;
+    the optimizer adds the two. The run equals one process streaming all of it.
+    (Mini-batches: the next test.)"""
+    settings = streamed_settings(tmp_path, ["train.epochs=6"])
     one = run("-m", "linfit.train", *settings, "--out", tmp_path / "one")
     assert one.returncode == 0, one.stderr[-2000:]
     cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
@@ -268,21 +265,21 @@ def test_two_workers_streaming_their_share_of_the_files_equal_one_process(tmp_pa
                                       "--out", str(tmp_path / "two")], tmp_path)
     outputs = assert_all_succeed(workers, timeout=300)
     assert_same_numbers(tmp_path / "two", tmp_path / "one")
-    header = (tmp_path / "two" / "history.csv").read_text().splitlines()[0]
-    assert ("val_mae" in header) == (case == "shuffled mini-batches")
     # Only the chief reports the float64 reference: no other worker reads all the data for it.
     assert [bool(re.search(r"^\s*optimum\s", outputs[index][0], flags=re.M))
             for index in (0, 1)] == [True, False]
 
 
 def test_two_streaming_workers_killed_in_the_middle_of_an_epoch_resume_as_one_process(tmp_path):
-    """Both workers SIGKILLed once a checkpoint inside epoch 4 exists; resumed from it
-    (newer ones removed), the run equals one process's straight run."""
+    """Shuffled mini-batches with validation files, `mae` and Adam: every global batch
+    is one process's, each worker parsing its rows of it. Both workers SIGKILLed once a
+    checkpoint inside epoch 4 exists and resumed from it (newer ones removed): the run
+    equals one process's straight run, every column of history.csv."""
     import signal
     import time
 
-    settings = streamed_settings(tmp_path, [*STREAMED_ON_WORKERS["shuffled mini-batches"][1:],
-                                            "train.epochs=8", "train.checkpoint_every_batches=7"])
+    settings = streamed_settings(tmp_path, [*MINI_BATCHES, "train.epochs=8",
+                                            "train.checkpoint_every_batches=7"])
     one = run("-m", "linfit.train", *settings, "--out", tmp_path / "one")
     assert one.returncode == 0, one.stderr[-2000:]
     cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
@@ -307,6 +304,23 @@ def test_two_streaming_workers_killed_in_the_middle_of_an_epoch_resume_as_one_pr
     assert_all_succeed(workers, timeout=300)
     assert {name: (checkpoints / name).stat().st_mtime_ns for name in older} == older  # resumed
     assert_same_numbers(tmp_path / "two", tmp_path / "one")
+    assert {"mae", "val_loss", "val_mae"} <= set(
+        (tmp_path / "two" / "history.csv").read_text().splitlines()[0].split(","))
+
+
+def test_streaming_workers_that_diverge_stop_together_at_the_same_batch(tmp_path):
+    """In order, batches 0-9 are all worker 0's rows: worker 1, which has none of
+    batch 9's, still stops there with the divergence, not on a lost peer."""
+    settings = streamed_settings(tmp_path, ["data.batch_size=100", "train.learning_rate=40",
+                                            "train.worker_timeout=10"])
+    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
+    workers = start_workers(cluster, [*settings, "--set", 'train.strategy="multiworker"',
+                                      "--out", "two"], tmp_path)
+    outputs = {index: worker.communicate(timeout=120) for index, worker in workers.items()}
+    assert [workers[index].returncode for index in (0, 1)] == [3, 3]
+    errors = [outputs[index][1].strip().splitlines()[-1] for index in (0, 1)]
+    assert errors[0] == errors[1] and errors[0].startswith(
+        "error: module-manual: training diverged at epoch 0, batch 9:")
 
 
 def test_a_bad_row_in_the_chiefs_share_stops_both_workers_with_one_line_each(tmp_path):

@@ -115,13 +115,17 @@ def make_worker_update(model, variables, loss_fn, optimizer, metrics, strategy):
                 summed = summed_loss(x, y, chunk_rows)
             sums = [a + g for a, g in zip(sums, tape.gradient(summed, variables))]
             total += tf.cast(summed, tf.float64)
+        # Checked summed over the workers, so that all stop at a non-finite loss
+        # together: a worker's rows of the batch may be none of those that made it.
+        total = tf.debugging.check_numerics(
+            tf.distribute.get_replica_context().all_reduce("SUM", total), NON_FINITE_LOSS)
         optimizer.apply_gradients((a / tf.cast(rows, a.dtype), v) for a, v in zip(sums, variables))
         return total, rows
 
     def update(iterator, chunks, rows):
-        totals, rows = strategy.run(lambda: local_update(iterator, chunks, rows))
-        total = strategy.reduce("SUM", totals, axis=None)
-        rows = strategy.experimental_local_results(rows)[0]  # the same on every worker
+        # Each worker has one replica: its local results are the values.
+        total, rows = (strategy.experimental_local_results(value)[0] for value in
+                       strategy.run(lambda: local_update(iterator, chunks, rows)))
         return tf.cast(total / tf.cast(rows, tf.float64), tf.float32), rows
 
     return update
@@ -153,7 +157,7 @@ def _worker_loss(model, loss_fn, metrics):
             losses = per_example(y[:, None], tf.reshape(prediction, [-1, 1]))
         else:
             losses = per_example(y, prediction)
-        summed = tf.debugging.check_numerics(tf.reduce_sum(losses), NON_FINITE_LOSS)
+        summed = tf.reduce_sum(losses)
         if metrics is not None:
             size = tf.cast(tf.shape(y)[0], tf.float32)
             share = size / tf.cast(chunk_rows, tf.float32)
