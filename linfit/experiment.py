@@ -331,32 +331,32 @@ def _train_one(experiment: Experiment, inputs: TrainingInputs, y, label: RunLabe
     kind, loop = label.model, label.loop
     shape = {"features": inputs.features, "outputs": inputs.outputs}
     keras.utils.set_random_seed(experiment.seed)
-    with lost_workers(strategy), (strategy or tf.distribute.get_strategy()).scope():
-        model = MODELS[kind](**shape, init_w=inputs.init_w, init_b=inputs.init_b)
-    with lost_workers(strategy):
+    with lost_workers(strategy):  # making variables is collective too, and fit's set-up
+        with (strategy or tf.distribute.get_strategy()).scope():
+            model = MODELS[kind](**shape, init_w=inputs.init_w, init_b=inputs.init_b)
         trainer = Trainer(model, loss=experiment.loss, optimizer=experiment.optimizer,
                           learning_rate=experiment.learning_rate,
                           metrics=list(experiment.metrics), compile=experiment.compile,
                           steps_per_call=experiment.steps_per_call, strategy=strategy,
                           standardizer=inputs.standardizer,
                           record_full_loss=experiment.record_full_loss)
-    trainer.run_settings = dict(hooks.settings)
-    start = time.perf_counter()
-    history = trainer.fit(
-        inputs.x, y, epochs=experiment.epochs, loop=loop, batch_size=experiment.batch_size,
-        shuffle_seed=experiment.shuffle_seed, shuffle_buffer=experiment.shuffle_buffer,
-        shard_rows=inputs.shard_rows, validation_data=inputs.validation,
-        verbose=hooks.verbose, resume_from=hooks.resume_from.get(label),
-        checkpoint_dir=(hooks.checkpoint_dir / label
-                        if hooks.checkpoint_dir is not None and (
-                            experiment.checkpoint_every or experiment.checkpoint_every_batches)
-                        else None),
-        checkpoint_every=experiment.checkpoint_every,
-        checkpoint_every_batches=experiment.checkpoint_every_batches,
-        keep_checkpoints=experiment.keep_checkpoints,
-        callbacks=hooks.callbacks(label) if hooks.callbacks else None,
-        on_epoch_end=(None if hooks.on_epoch_end is None
-                      else lambda history: hooks.on_epoch_end(label, history)))
+        trainer.run_settings = dict(hooks.settings)
+        start = time.perf_counter()
+        history = trainer.fit(
+            inputs.x, y, epochs=experiment.epochs, loop=loop, batch_size=experiment.batch_size,
+            shuffle_seed=experiment.shuffle_seed, shuffle_buffer=experiment.shuffle_buffer,
+            shard_rows=inputs.shard_rows, validation_data=inputs.validation,
+            verbose=hooks.verbose, resume_from=hooks.resume_from.get(label),
+            checkpoint_dir=(hooks.checkpoint_dir / label
+                            if hooks.checkpoint_dir is not None and (
+                                experiment.checkpoint_every
+                                or experiment.checkpoint_every_batches) else None),
+            checkpoint_every=experiment.checkpoint_every,
+            checkpoint_every_batches=experiment.checkpoint_every_batches,
+            keep_checkpoints=experiment.keep_checkpoints,
+            callbacks=hooks.callbacks(label) if hooks.callbacks else None,
+            on_epoch_end=(None if hooks.on_epoch_end is None
+                          else lambda history: hooks.on_epoch_end(label, history)))
     seconds = time.perf_counter() - start
     final = history.final()
     in_data_units = model if inputs.standardizer is None else MODELS[kind](

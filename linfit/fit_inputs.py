@@ -76,13 +76,24 @@ def _stream(model, files: DataFiles, y, validation, shape: FitData) -> tuple[Str
 
 def _worker_share(data: StreamData, strategy) -> StreamData:
     """Streamed data on a worker of a cluster: its share of every global batch."""
-    count = strategy.num_replicas_in_sync
-    index = strategy.cluster_resolver.task_id
-    if len(data.files.paths) < count:
-        warnings.warn(f"{len(data.files.paths)} data file(s) for {count} workers: each worker "
-                      "reads every file and parses its share of the blocks of lines",
-                      stacklevel=4)
+    index, count = worker_position(strategy)
+    for files in (data.files, data.validation_files):
+        if files is not None and len(files.paths) < count:
+            warnings.warn(f"{files.source}: {len(files.paths)} file(s) for {count} workers: "
+                          "each worker reads every file and parses its share of the blocks "
+                          "of lines", stacklevel=4)
     return dataclasses.replace(data, worker=(index, count), strategy=strategy)
+
+
+def worker_position(strategy) -> tuple[int, int]:
+    """(index, count) of this process among the tasks of a multi-worker cluster, which
+    all train: the chief first, when there is one, then the workers in order."""
+    resolver = strategy.cluster_resolver
+    spec = resolver.cluster_spec()
+    chiefs = spec.num_tasks("chief") if "chief" in spec.jobs else 0
+    count = chiefs + (spec.num_tasks("worker") if "worker" in spec.jobs else 0)
+    return (resolver.task_id if resolver.task_type == "chief"
+            else chiefs + resolver.task_id), count
 
 
 def check_streamable(rows: int, batch_size: int | None, loops: tuple[str, ...],
@@ -97,6 +108,11 @@ def check_streamable(rows: int, batch_size: int | None, loops: tuple[str, ...],
         raise ConfigError("streamed data trains on several devices only with train.strategy = "
                           "\"multiworker\" and train.loop = \"manual\": change those, or set "
                           "data.streaming = false")
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and \
+            len(strategy.extended.worker_devices) > 1:
+        raise ConfigError(f"streamed data trains on one device per worker, and this worker "
+                          f"has {len(strategy.extended.worker_devices)}: make one visible "
+                          "(e.g. CUDA_VISIBLE_DEVICES=0), or set data.streaming = false")
     if full_batch and "keras" in loops and rows > pipeline.FULL_PASS_ROWS:
         raise ConfigError(f"the Keras loop takes a full batch whole, and {rows} streamed rows "
                           "are more than it can hold: set data.batch_size, or train.loop = "

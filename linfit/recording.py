@@ -53,7 +53,7 @@ class Recording:
 
     def _full_loss(self, x, y):
         """The loss on (x, y): at once, or above FULL_PASS_ROWS rows summed over chunks
-        of that many, as a streamed pass sums it (`_pass_loss`), to the bit."""
+        of that many, as a streamed pass sums it (`record_pass`), to the bit."""
         rows, size = int(y.shape[0]), pipeline.FULL_PASS_ROWS
         if rows <= size:
             return self._loss(y, self._model(x))

@@ -133,7 +133,7 @@ def _read(path) -> tf.data.Dataset:
     """A shard's data lines, in blocks of STREAM_BLOCK lines less the blank ones."""
     def not_blank(lines):  # blank as Python's str.strip() sees it, as linfit's reader
         return tf.boolean_mask(lines, tf.logical_not(tf.strings.regex_full_match(
-            lines, r"[\s\p{Z}\x{85}\x{1c}-\x{1f}]*")))
+            lines, r"[\s\p{Z}\x{0b}\x{85}\x{1c}-\x{1f}]*")))  # RE2's \s leaves out \v
 
     return tf.data.TextLineDataset(path).skip(1).batch(pipeline.STREAM_BLOCK).map(not_blank)
 

@@ -168,11 +168,16 @@ def _count_rows(path: Path) -> int:
     return max(rows, 0)
 
 
+# The ASCII characters str.strip() strips (bytes.isspace() leaves out \x1c-\x1f).
+ASCII_BLANK = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
+
+
 def _blank(line: bytes) -> bool:
     """Blank as Python's str.strip() sees it (a line of spaces, or of Unicode ones
-    such as a no-break space): the readers skip such lines."""
-    return line.isspace() or (not line.isascii()
-                              and not line.decode("utf-8", "replace").strip())
+    such as a no-break space): the readers skip such lines, and so does the stream
+    (`linfit.streaming._read`), which must read as many rows as this counts."""
+    rest = line.strip(ASCII_BLANK)
+    return not rest or (not rest.isascii() and not rest.decode("utf-8", "replace").strip())
 
 
 def _check_rows(path: Path, header: list[str]) -> None:

@@ -243,6 +243,7 @@ class Trainer:
             steps=data.steps_per_epoch)
         end = None
         if failures.terminate_on_nan(callback_list):
+            failures.check_ends_as_keras(data)
             end = lambda step: self._end_as_keras(loop, data, callbacks, step)  # noqa: E731
         trained = False
         try:

@@ -310,9 +310,10 @@ def test_two_streaming_workers_killed_in_the_middle_of_an_epoch_resume_as_one_pr
 
 def test_streaming_workers_that_diverge_stop_together_at_the_same_batch(tmp_path):
     """In order, batches 0-9 are all worker 0's rows: worker 1, which has none of
-    batch 9's, still stops there with the divergence, not on a lost peer."""
+    batch 9's, still stops there with the divergence, not on a lost peer. Four
+    updates a call: the call that meets it is undone and run again one by one."""
     settings = streamed_settings(tmp_path, ["data.batch_size=100", "train.learning_rate=40",
-                                            "train.worker_timeout=10"])
+                                            "train.worker_timeout=10", "train.steps_per_call=4"])
     cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
     workers = start_workers(cluster, [*settings, "--set", 'train.strategy="multiworker"',
                                       "--out", "two"], tmp_path)

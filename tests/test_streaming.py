@@ -376,16 +376,23 @@ def test_the_stream_refuses_what_the_reader_refuses(tmp_path, line, problem):
 
 
 def test_blank_lines_and_empty_shards_are_what_the_reader_says(tmp_path):
-    """A line of no-break spaces is blank for both readers; a shard with a header and
-    no rows is refused by both."""
+    """Lines of no-break spaces, a vertical tab, ASCII separators or a line separator
+    are blank for both readers, and the pre-flight does not count them (a worker
+    stands in that many lines for a shard it does not read); a shard with a header
+    and no rows is refused by both."""
+    from linfit.streaming import StreamData
+
     table = np.random.default_rng(1).uniform(-1, 1, (40, 3))
     write_csv(tmp_path / "a.csv", table[:20])
     with open(tmp_path / "a.csv", "a", encoding="utf-8") as f:
-        f.write("\u00a0\u00a0\n")
+        f.write("\u00a0\u00a0\n\x0b\n\x1c\x1f \n\t\u2028\n")
     write_csv(tmp_path / "b.csv", table[20:])
     files = open_data_files(str(tmp_path / "*.csv"))
     assert files.rows == (20, 20)
+    streamed_rows = [len(y) for _, y in StreamData((), 16, None, 1, files=files).batches(0)]
+    assert streamed_rows == [16, 16, 8]
     x, y = (np.concatenate(p).astype(np.float32) for p in zip(*files.exact_chunks()))
+    assert len(y) == 40
     streamed = Trainer(LinearModule(features=2)).fit(files, None, epochs=2, batch_size=8)
     in_memory = Trainer(LinearModule(features=2)).fit(x, y, epochs=2, batch_size=8)
     np.testing.assert_array_equal(streamed.columns()["full_loss"], in_memory.columns()["full_loss"])
@@ -458,3 +465,35 @@ def test_every_worker_steps_through_the_global_batches_parsing_only_its_rows(
         np.testing.assert_array_equal(np.unique(together, axis=0), np.unique(x, axis=0))
     expected = [2 * 2500, 2 * 1500] if pattern == "part-*.csv" else [2 * 1000, 2 * 500]
     assert parsed == expected
+
+
+def test_a_workers_place_counts_the_chief_first():
+    """Each task of a cluster with a chief reads its own share: none share an index."""
+    from types import SimpleNamespace
+
+    import tensorflow as tf
+
+    from linfit.fit_inputs import worker_position
+
+    def position(cluster, task_type, task_id):
+        resolver = SimpleNamespace(cluster_spec=lambda: tf.train.ClusterSpec(cluster),
+                                   task_type=task_type, task_id=task_id)
+        return worker_position(SimpleNamespace(cluster_resolver=resolver))
+
+    chief = {"chief": ["a:1"], "worker": ["b:1", "c:1"]}
+    assert [position(chief, "chief", 0), position(chief, "worker", 0),
+            position(chief, "worker", 1)] == [(0, 3), (1, 3), (2, 3)]
+    workers = {"worker": ["a:1", "b:1"]}
+    assert [position(workers, "worker", index) for index in (0, 1)] == [(0, 2), (1, 2)]
+
+
+def test_terminate_on_nan_is_refused_on_a_workers_share(shards):
+    """Keras's ending reads the diverging batch again whole, which a worker does not hold."""
+    from linfit.loops.failures import check_ends_as_keras
+    from linfit.streaming import StreamData
+
+    files = open_data_files(str(shards / "part-*.csv"))
+    check_ends_as_keras(StreamData((), 100, None, 1, files=files))  # one process: fine
+    with pytest.raises(ConfigError, match="TerminateOnNaN does not run on streamed data on "
+                                          "several workers"):
+        check_ends_as_keras(StreamData((), 100, None, 1, files=files, worker=(0, 2)))

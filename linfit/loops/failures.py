@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
-from linfit.errors import DataError, WorkerLostError
+from linfit.errors import ConfigError, DataError, WorkerLostError
 from linfit.losses import (NonFiniteBatch, NonFiniteRecord, divergence_error,
                            is_non_finite_loss)
 from linfit.streaming import is_data_error
@@ -110,6 +110,15 @@ def training_errors(trainer, history, position, plan, shape: tuple[int, int],
 def terminate_on_nan(callbacks: list) -> bool:
     """Whether the user asked for Keras's ending of a non-finite loss."""
     return any(isinstance(callback, keras.callbacks.TerminateOnNaN) for callback in callbacks)
+
+
+def check_ends_as_keras(data) -> None:
+    """Refuse Keras's ending (TerminateOnNaN) where the batch cannot be read again
+    whole: a worker's share of streamed data."""
+    if getattr(data, "worker", None) is not None:
+        raise ConfigError("TerminateOnNaN does not run on streamed data on several workers: "
+                          "leave it out (linfit stops a diverging run itself, keeping every "
+                          "finite epoch), or set data.streaming = false")
 
 
 def end_as_keras(callbacks: keras.callbacks.CallbackList, step: NonFiniteStep, loss: float,

@@ -27,8 +27,6 @@ import tensorflow as tf
 from linfit import compat
 from linfit.callbacks import overridden_hooks
 from linfit.losses import NonFiniteBatch, is_non_finite_loss
-from linfit.loops.steps import (distribute, make_accumulating_step,  # noqa: F401 (as before)
-                                make_test_step, make_train_step)
 
 
 class CompiledMetrics:
@@ -62,11 +60,12 @@ class ManualLoop:
     """The manual loop of one Trainer: its compiled functions, and the epochs it runs.
 
     Args:
-      steps: (train_step, test_step), from `make_train_step` and
-        `make_test_step` (or `distribute` of them), and for full batches
-        read in chunks a third, from `make_accumulating_step`.
-      chunks: (chunks per update, rows per update) for a full batch read in
-        chunks (see `linfit.pipeline.FULL_PASS_ROWS`); None otherwise.
+      steps: (train_step, test_step, update), from
+        `linfit.loops.steps.manual_steps`: an update reads a batch in chunks.
+      chunks: (chunks per update, rows per update) for the updates: a full
+        batch read in chunks (see `linfit.pipeline.FULL_PASS_ROWS`), or on a
+        worker reading streamed data every batch (`make_worker_update`: (1, _)
+        takes a batch's rows from the batch); None: train_step per batch.
       record: record(data) -> the dict of float32 tensors the History records
         per epoch (full_loss, w, b), where `data` is the fit's tuple of data
         variables. The data is an argument, not a capture, so a later fit on

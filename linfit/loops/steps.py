@@ -40,13 +40,13 @@ def manual_steps(model, variables, loss_fn, optimizer, metrics, strategy=None,
     one device's; under a multi-replica `strategy`, the first two run on every
     replica (`distribute`); on a `worker` of a cluster reading streamed data,
     its shares of every batch (`make_worker_update`, `make_worker_test_step`)."""
+    if worker:  # every update is `make_worker_update`'s: no train step
+        return (None, make_worker_test_step(model, loss_fn, metrics, strategy),
+                make_worker_update(model, variables, loss_fn, optimizer, metrics, strategy))
     train = make_train_step(model, variables, loss_fn, optimizer, metrics)
     test = make_test_step(model, ReplicaLoss(loss_fn.wrapped), metrics)
     if strategy is None:
         return train, test, make_accumulating_step(model, variables, loss_fn, optimizer, metrics)
-    if worker:
-        return (train, make_worker_test_step(model, loss_fn, metrics, strategy),
-                make_worker_update(model, variables, loss_fn, optimizer, metrics, strategy))
     return distribute(train, strategy), distribute(test, strategy), None
 
 
@@ -114,12 +114,15 @@ def make_worker_update(model, variables, loss_fn, optimizer, metrics, strategy):
             with tf.GradientTape() as tape:
                 summed = summed_loss(x, y, chunk_rows)
             sums = [a + g for a, g in zip(sums, tape.gradient(summed, variables))]
-            total += tf.cast(summed, tf.float64)
+            total += summed
         # Checked summed over the workers, so that all stop at a non-finite loss
-        # together: a worker's rows of the batch may be none of those that made it.
+        # together (a worker's rows of the batch may be none of those that made it),
+        # and before the update, which waits for the check.
         total = tf.debugging.check_numerics(
             tf.distribute.get_replica_context().all_reduce("SUM", total), NON_FINITE_LOSS)
-        optimizer.apply_gradients((a / tf.cast(rows, a.dtype), v) for a, v in zip(sums, variables))
+        with tf.control_dependencies([total]):
+            sums = [a / tf.cast(rows, a.dtype) for a in sums]
+        optimizer.apply_gradients(zip(sums, variables))
         return total, rows
 
     def update(iterator, chunks, rows):
@@ -139,7 +142,7 @@ def make_worker_test_step(model, loss_fn, metrics, strategy):
 
     def test_step(x, y, rows):
         total = strategy.reduce("SUM", strategy.run(lambda: summed_loss(x, y, rows)), axis=None)
-        return total / tf.cast(rows, total.dtype), rows
+        return tf.cast(total / tf.cast(rows, total.dtype), tf.float32), rows
 
     return test_step
 
@@ -157,7 +160,7 @@ def _worker_loss(model, loss_fn, metrics):
             losses = per_example(y[:, None], tf.reshape(prediction, [-1, 1]))
         else:
             losses = per_example(y, prediction)
-        summed = tf.reduce_sum(losses)
+        summed = tf.reduce_sum(tf.cast(losses, tf.float64))  # a sum of many rows: no overflow
         if metrics is not None:
             size = tf.cast(tf.shape(y)[0], tf.float32)
             share = size / tf.cast(chunk_rows, tf.float32)
