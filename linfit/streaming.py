@@ -97,8 +97,7 @@ class StreamData(FitData):
         """`value` summed over the workers (each holding its share's), or itself."""
         if self.worker is None:
             return value
-        return self.strategy.reduce("SUM", self.strategy.run(tf.identity, args=(value,)),
-                                    axis=None)
+        return _summed(self.strategy, value)
 
     def distributed(self, strategy) -> "StreamData":
         return dataclasses.replace(self, strategy=strategy)
@@ -113,6 +112,11 @@ class StreamData(FitData):
             return self._split(_parsed(lines, self.files))
         # A worker's batches go to its own replica whole: a distributed dataset would split them.
         return _own_rows(lines, self.files, with_rows=True)
+
+
+@tf.function  # run eagerly, a collective strategy warns of its overhead
+def _summed(strategy, value):
+    return strategy.reduce("SUM", strategy.run(tf.identity, args=(value,)), axis=None)
 
 
 def _lines(files: DataFiles, seed: int | None, epoch, buffer: int,
