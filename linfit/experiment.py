@@ -223,20 +223,25 @@ def training_inputs(experiment: Experiment, x: np.ndarray, validation: tuple | N
                           outputs)
 
 
-def streamed_inputs(experiment: Experiment, data: Data) -> TrainingInputs:
+def streamed_inputs(experiment: Experiment, data: Data, strategy=None) -> TrainingInputs:
     """`training_inputs` for streamed data: with `experiment.standardize`, the
     means and deviations from a first pass over the files (in float64, summed
-    as for data in memory), applied as the files are read."""
+    as for data in memory; on a cluster, each worker's share added up), applied
+    as the files are read."""
     files, validation = data.files, data.validation_files
     if not experiment.standardize:
         return TrainingInputs(files, validation, experiment.init_w, experiment.init_b, None,
                               data.outputs, files.rows)
-    from linfit.models import initial_values  # TensorFlow: only when training
+    from linfit.fit_inputs import worker_pass  # TensorFlow: only when training
+    from linfit.loops.failures import lost_workers
+    from linfit.models import initial_values
     from linfit.streaming import value_chunks
 
-    standardizer = Standardizer.from_chunks(
-        lambda: (x.astype(np.float32).astype(np.float64) for x, _ in value_chunks(files)),
-        files.feature_names)
+    share, summed = worker_pass(files, strategy)
+    with lost_workers(strategy):
+        standardizer = Standardizer.from_chunks(
+            lambda: (x.astype(np.float32).astype(np.float64) for x, _ in value_chunks(share)),
+            files.feature_names, summed)
     start_w, start_b = standardizer.from_original(*initial_values(
         files.features, experiment.init_w, experiment.init_b, data.outputs))
     scaled = [f if f is None else f.scaled(standardizer.mean, standardizer.std)
@@ -265,7 +270,7 @@ def run_experiment(experiment: Experiment, data: Data, *, strategy=None,
         from linfit.fit_inputs import check_streamable  # TensorFlow: only when training
 
         check_streamable(data.num_examples, experiment.batch_size, experiment.loops, strategy)
-    inputs = streamed_inputs(experiment, data) if data.files is not None else replace(
+    inputs = streamed_inputs(experiment, data, strategy) if data.files is not None else replace(
         training_inputs(experiment, data.x, data.validation, data.feature_names, data.outputs),
         shard_rows=data.shard_rows)
     reference = _reference(experiment, data, inputs) if reference else None

@@ -13,7 +13,7 @@ from linfit.errors import ConfigError
 from linfit.models import is_linear
 from linfit import pipeline
 from linfit.pipeline import FitData, to_variable
-from linfit.streaming import StreamData
+from linfit.streaming import StreamData, summed_over_workers
 from linfit.streams import DataFiles
 
 # Rows of streamed data read to build the model (its shapes), never trained on.
@@ -83,6 +83,22 @@ def _worker_share(data: StreamData, strategy) -> StreamData:
                           "each worker reads every file and parses its share of the blocks "
                           "of lines", stacklevel=4)
     return dataclasses.replace(data, worker=(index, count), strategy=strategy)
+
+
+def worker_pass(files: DataFiles, strategy) -> tuple[DataFiles, object]:
+    """For a pass over `files` whose sums add up over a cluster's workers: the files
+    this process reads (its share: every count-th from its index) and the function
+    that adds a sum over the workers; (files, None) when it reads them all (one
+    process, or fewer files than workers)."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return files, None
+    index, count = worker_position(strategy)
+    if len(files.paths) < count:
+        return files, None
+    share = dataclasses.replace(files, paths=files.paths[index::count],
+                                rows=files.rows[index::count])
+    return share, lambda value: summed_over_workers(strategy,
+                                                    tf.constant(value, tf.float64)).numpy()
 
 
 def worker_position(strategy) -> tuple[int, int]:

@@ -31,18 +31,22 @@ class Standardizer:
 
     @classmethod
     def from_chunks(cls, chunks: Callable[[], Iterator[np.ndarray]],
-                    feature_names: tuple[str, ...] = ()) -> "Standardizer":
+                    feature_names: tuple[str, ...] = (),
+                    summed: Callable[[np.ndarray], np.ndarray] | None = None) -> "Standardizer":
         """From the features in chunks of CHUNK_ROWS rows (`chunks()` gives them
         again for the second pass): means and deviations in float64, summed chunk
-        by chunk, so streamed data and the same data in memory give the same bits."""
+        by chunk, so streamed data and the same data in memory give the same bits.
+        On a worker of a cluster reading its share of the rows, `summed` adds each
+        pass's sums over the workers."""
+        summed = summed or (lambda sums: sums)
         total, rows = 0.0, 0
         for chunk in chunks():
             total, rows = total + chunk.sum(axis=0), rows + len(chunk)
-        mean = total / rows
+        mean = summed(total) / summed(rows)
         squares = 0.0
         for chunk in chunks():
             squares = squares + ((chunk - mean) ** 2).sum(axis=0)
-        std = np.sqrt(squares / rows)
+        std = np.sqrt(summed(squares) / summed(rows))
         constant = np.flatnonzero(np.atleast_1d(std) == 0)
         if constant.size:
             names = [feature_names[i] if i < len(feature_names) else str(i) for i in constant]

@@ -97,7 +97,7 @@ class StreamData(FitData):
         """`value` summed over the workers (each holding its share's), or itself."""
         if self.worker is None:
             return value
-        return _summed(self.strategy, value)
+        return summed_over_workers(self.strategy, value)
 
     def distributed(self, strategy) -> "StreamData":
         return dataclasses.replace(self, strategy=strategy)
@@ -115,7 +115,8 @@ class StreamData(FitData):
 
 
 @tf.function  # run eagerly, a collective strategy warns of its overhead
-def _summed(strategy, value):
+def summed_over_workers(strategy, value):
+    """`value`, each worker's own, summed over the workers of `strategy`'s cluster."""
     return strategy.reduce("SUM", strategy.run(tf.identity, args=(value,)), axis=None)
 
 

@@ -497,3 +497,23 @@ def test_terminate_on_nan_is_refused_on_a_workers_share(shards):
     with pytest.raises(ConfigError, match="TerminateOnNaN does not run on streamed data on "
                                           "several workers"):
         check_ends_as_keras(StreamData((), 100, None, 1, files=files, worker=(0, 2)))
+
+
+def test_a_workers_pass_for_standardisation_reads_its_share(shards, monkeypatch):
+    """Worker 1 of 2 sums its shard's rows (the second of three) for the means and
+    deviations, and adds them over the workers; of fewer files than workers, all."""
+    from unittest import mock
+
+    import tensorflow as tf
+
+    from linfit import fit_inputs
+
+    strategy = mock.create_autospec(tf.distribute.MultiWorkerMirroredStrategy, instance=True)
+    monkeypatch.setattr(fit_inputs, "worker_position", lambda _: (1, 2))
+    files = open_data_files(str(shards / "part-*.csv"))
+    share, summed = fit_inputs.worker_pass(files, strategy)
+    assert ([p.name for p in share.paths], share.rows, callable(summed)) == (
+        ["part-1.csv"], (1500,), True)
+    one = open_data_files(str(shards / "part-0.csv"))
+    assert fit_inputs.worker_pass(one, strategy) == (one, None)
+    assert fit_inputs.worker_pass(files, None) == (files, None)
