@@ -282,7 +282,7 @@ def test_two_streaming_workers_killed_in_the_middle_of_an_epoch_resume_as_one_pr
     import signal
     import time
 
-    settings = streamed_settings(tmp_path, [*MINI_BATCHES, "train.epochs=5",
+    settings = streamed_settings(tmp_path, [*MINI_BATCHES, "train.epochs=4",
                                             "train.checkpoint_every_batches=7"])
     one = run("-m", "linfit.train", *settings, "--out", tmp_path / "one")
     assert one.returncode == 0, one.stderr[-2000:]

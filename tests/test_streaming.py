@@ -304,10 +304,10 @@ def test_a_checkpoint_in_the_middle_of_an_epoch_resumes_bitwise(shards, tmp_path
     assert other.model.w.numpy().tolist() == [5.0, 5.0] and float(other.model.b) == 0.0
 
 
-@pytest.mark.parametrize("label", ["module-manual", "module-keras"])
-def test_a_streamed_run_killed_in_the_middle_of_an_epoch_resumes_bitwise(shards, tmp_path, label):
-    """SIGKILL once the run `label` has a checkpoint in the middle of epoch 2, then
-    --resume: the run directory's numbers are those of a run never stopped."""
+def test_a_streamed_run_killed_in_the_middle_of_an_epoch_resumes_bitwise(shards, tmp_path):
+    """SIGKILL once module-manual has a checkpoint in the middle of epoch 2; --resume,
+    and SIGKILL again once module-keras has one; --resume: the run directory's numbers
+    are those of a run never stopped (both loops resumed inside an epoch)."""
     import signal
     import subprocess
     import time
@@ -318,23 +318,26 @@ def test_a_streamed_run_killed_in_the_middle_of_an_epoch_resumes_bitwise(shards,
             "train.epochs=3", "--set", "train.checkpoint_every_batches=50"]
     subprocess.run([*args, "--out", str(tmp_path / "straight")], check=True,
                    capture_output=True)
-    process = subprocess.Popen([*args, "--out", str(tmp_path / "killed")],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoints = tmp_path / "killed" / "checkpoints" / label
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None and \
-            not list(checkpoints.glob("epoch-0001-batch-*.weights.h5")):
-        time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (tmp_path / "killed" / "metrics.json").exists()  # it was killed, mid-run
-    resumed = subprocess.run([sys.executable, "-m", "linfit.train", "--resume",
-                              str(tmp_path / "killed")], capture_output=True, text=True)
+    killed = tmp_path / "killed"
+    resume = [sys.executable, "-m", "linfit.train", "--resume", str(killed)]
+    for label, command in (("module-manual", [*args, "--out", str(killed)]),
+                           ("module-keras", resume)):
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        checkpoints = killed / "checkpoints" / label
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None and \
+                not list(checkpoints.glob("epoch-0001-batch-*.weights.h5")):
+            time.sleep(0.005)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert not (killed / "metrics.json").exists()  # it was killed, mid-run
+        assert not (killed / f"{label}.weights.h5").exists()  # inside that run
+    resumed = subprocess.run(resume, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())
-    killed = json.loads((tmp_path / "killed" / "metrics.json").read_text())
-    assert killed["runs"] == straight["runs"]
-    assert (tmp_path / "killed" / "history.csv").read_text() == \
+    assert json.loads((killed / "metrics.json").read_text())["runs"] == straight["runs"]
+    assert (killed / "history.csv").read_text() == \
         (tmp_path / "straight" / "history.csv").read_text()
 
 
