@@ -66,10 +66,14 @@ class ReplicaLoss(keras.losses.Loss):
     def __call__(self, y_true, y_pred, sample_weight=None):
         context = tf.distribute.get_replica_context()
         if sample_weight is None and context is not None and context.num_replicas_in_sync > 1:
-            if len(y_true.shape) == 1:  # keep a loss that averages the last axis per example
-                y_true, y_pred = y_true[:, None], tf.reshape(y_pred, [-1, 1])
-            return replica_share(self.wrapped.call(y_true, y_pred), context)
+            return replica_share(self.per_example(y_true, y_pred), context)
         return self.wrapped(y_true, y_pred, sample_weight)
+
+    def per_example(self, y_true, y_pred):
+        """The wrapped loss of each example, unreduced."""
+        if len(y_true.shape) == 1:  # keep a loss that averages the last axis per example
+            y_true, y_pred = y_true[:, None], tf.reshape(y_pred, [-1, 1])
+        return self.wrapped.call(y_true, y_pred)
 
     def get_config(self):
         return {"loss": keras.losses.serialize(self.wrapped)}

@@ -152,14 +152,9 @@ def _worker_loss(model, loss_fn, metrics):
     of `chunk_rows` rows (maybe none), in its own replica. The metrics take the
     rows as their share of the chunk, so that added over the workers (Keras adds
     a metric's variables) they are the chunk's."""
-    per_example = loss_fn.wrapped.call  # unreduced, as `linfit.losses.ReplicaLoss` takes it
-
     def summed_loss(x, y, chunk_rows):
         prediction = model(x)
-        if len(y.shape) == 1:  # keep a loss that averages the last axis per example
-            losses = per_example(y[:, None], tf.reshape(prediction, [-1, 1]))
-        else:
-            losses = per_example(y, prediction)
+        losses = loss_fn.per_example(y, prediction)  # unreduced: `ReplicaLoss` would share it
         summed = tf.reduce_sum(tf.cast(losses, tf.float64))  # a sum of many rows: no overflow
         if metrics is not None:
             size = tf.cast(tf.shape(y)[0], tf.float32)
