@@ -8,7 +8,9 @@
 - `CallbackProgress` (after them too): the progress of stateful Keras
   callbacks (EarlyStopping's patience, ...), kept for checkpoints and put
   back when a run resumes.
-- `PeriodicCheckpoint`: a training checkpoint every N epochs.
+- `PeriodicCheckpoint`: a training checkpoint every N epochs (and every N
+  batches inside an epoch); `RestoreEpochProgress` puts an epoch's loss and
+  metric variables back when a run resumes inside it.
 """
 
 import warnings

@@ -114,7 +114,7 @@ def worker_position(strategy) -> tuple[int, int]:
 
 def check_streamable(rows: int, batch_size: int | None, loops: tuple[str, ...],
                      strategy=None) -> None:
-    """Refuse, before any run of an experiment trains, streamed data one of its runs
+    """Refuse streamed data a fit (or, before any trains, a run of an experiment)
     could not train: a full batch above one chunk (`FULL_PASS_ROWS`) for the Keras
     loop, which takes it whole; on several devices, anything but `_worker_share`'s."""
     full_batch = batch_size is None or batch_size >= rows

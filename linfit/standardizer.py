@@ -42,11 +42,12 @@ class Standardizer:
         total, rows = 0.0, 0
         for chunk in chunks():
             total, rows = total + chunk.sum(axis=0), rows + len(chunk)
-        mean = summed(total) / summed(rows)
+        rows = summed(rows)
+        mean = summed(total) / rows
         squares = 0.0
         for chunk in chunks():
             squares = squares + ((chunk - mean) ** 2).sum(axis=0)
-        std = np.sqrt(summed(squares) / summed(rows))
+        std = np.sqrt(summed(squares) / rows)
         constant = np.flatnonzero(np.atleast_1d(std) == 0)
         if constant.size:
             names = [feature_names[i] if i < len(feature_names) else str(i) for i in constant]

@@ -80,13 +80,13 @@ class StreamData(FitData):
         files = self.validation_files
         size = min(self.validation_size or files.num_examples, files.num_examples)
         lines = _lines(files, None, 0, 0, self.worker).rebatch(size)
-        return _parsed(lines, files) if self.worker is None else _own_rows(lines, files, True)
+        return self._parse(lines, files, with_rows=True)
 
     def full_pass(self) -> tf.data.Dataset:
         """The training data in its order, in chunks of FULL_PASS_ROWS rows (a worker's:
         its share, see `worker`)."""
         chunks = _lines(self.files, None, 0, 0, self.worker).rebatch(pipeline.FULL_PASS_ROWS)
-        return _parsed(chunks, self.files) if self.worker is None else _own_rows(chunks, self.files)
+        return self._parse(chunks, self.files)
 
     def find_bad_row(self):
         """The DataError of the first bad row of the training or validation files, or None."""
@@ -111,7 +111,14 @@ class StreamData(FitData):
         if self.worker is None:
             return self._split(_parsed(lines, self.files))
         # A worker's batches go to its own replica whole: a distributed dataset would split them.
-        return _own_rows(lines, self.files, with_rows=True)
+        return self._parse(lines, self.files, with_rows=True)
+
+    def _parse(self, lines: tf.data.Dataset, files: DataFiles,
+               with_rows: bool = False) -> tf.data.Dataset:
+        """Batches of lines -> (x, y), or a worker's rows of them (`_own_rows`)."""
+        if self.worker is None:
+            return _parsed(lines, files)
+        return _own_rows(lines, files, with_rows)
 
 
 @tf.function  # run eagerly, a collective strategy warns of its overhead

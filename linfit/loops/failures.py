@@ -51,7 +51,7 @@ class NonFiniteStep:
 
 
 @contextlib.contextmanager
-def training_errors(trainer, history, position, plan, shape: tuple[int, int],
+def training_errors(trainer, history, position, plan, shape: tuple[int, int, int],
                     on_non_finite=None, find_bad_row=None):
     """TensorFlow's errors during training, as linfit's.
 

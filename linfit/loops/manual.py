@@ -1,7 +1,7 @@
-"""The hand-written loop: one GradientTape `train_step`, driven epoch by epoch.
+"""The hand-written loop: the steps of `linfit.loops.steps`, driven epoch by epoch.
 
-As in Keras's own trainer, `train_step` is the only GradientTape code and
-`ManualLoop` wraps it in `tf.function`; as in Orbit, running N steps is a
+As in Keras's own trainer, the GradientTape code is in the steps and
+`ManualLoop` wraps them in `tf.function`; as in Orbit, running N steps is a
 plain loop over that step, and everything else (recording, progress,
 stopping, checkpoints) lives in the callbacks the loop drives, with the hooks
 `fit` calls: training batches, then (with validation data) an evaluation
