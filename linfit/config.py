@@ -57,7 +57,7 @@ class DataConfig:
     validation_split: float = 0.0  # fraction held out for val_loss
     validation_path: str = ""  # or a separate validation file (or a glob of them)
     standardize: bool = False  # train on standardised features; report original units
-    streaming: Switch = "auto"  # read batches from the files as training goes (CSV)
+    streaming: Switch = "auto"  # read batches from the files as training goes
     shuffle_buffer: int = 0  # 0 shuffles all rows; N: shards reordered, then windows of N rows
     validate: str = "header"  # "full" reads every row of every file before training
 

@@ -42,9 +42,9 @@ KEYS = {
                              "\"\", a path or a glob"),
     "data.standardize": ("train on features scaled to mean 0 and variance 1; W and b are "
                          "reported and saved in the data's units", "true or false"),
-    "data.streaming": ("read batches from the CSV files as training goes, never the whole "
-                       "table: \"auto\" streams files larger than a quarter of the memory "
-                       "available, and says so", "true, false or \"auto\""),
+    "data.streaming": ("read batches from the CSV or NPZ files as training goes, never the "
+                       "whole table: \"auto\" streams files larger than a quarter of the "
+                       "memory available, and says so", "true, false or \"auto\""),
     "data.shuffle_buffer": ("with data.shuffle: 0 shuffles all rows (in memory); N reorders "
                             "the shards, then shuffles each window of N rows, as a stream "
                             "can (needed to shuffle streamed data)", "an integer >= 0"),

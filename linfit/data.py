@@ -16,6 +16,7 @@ from linfit.config import DataConfig
 from linfit.data_files import (TF_ALIGNMENT, aligned_empty, available_memory,
                                float64_chunks, is_npz, read_table)
 from linfit.errors import ConfigError, DataError
+from linfit.npz_files import is_stored
 from linfit.shards import describe, is_sharded, read_shards, shard_chunks, shard_paths
 from linfit.standardizer import Standardizer  # noqa: F401 (linfit.data.Standardizer)
 from linfit.streams import DataFiles, open_data_files
@@ -149,7 +150,7 @@ def streams_because(config: DataConfig) -> str:
         return ""  # "auto" streams only what can stream: these need the rows in memory
     paths = shard_paths(config.path) if is_sharded(config.path) else [Path(config.path)]
     try:
-        if not paths[0].is_file() or is_npz(paths[0]):
+        if not paths[0].is_file() or (is_npz(paths[0]) and not is_stored(paths[0])):
             return ""
         size = sum(path.stat().st_size for path in paths)
     except OSError:

@@ -7,8 +7,10 @@ to gigabytes is one `DataError`, not a MemoryError. NumPy and the standard
 library only.
 """
 
+import struct
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,35 +35,136 @@ def read_npz(path: Path, dtype=np.float32, memory_limit: int | None = None
     Raises:
       DataError: naming the file and what is wrong with it.
     """
+    def read(archive, headers):
+        _check_shapes(path, headers, dtype, memory_limit)
+        return tuple(_read_array(path, archive, name) for name in ("x", "y"))
+
+    x, y = _with_archive(path, read)
+    with np.errstate(over="ignore"):  # an overflow is named below
+        converted = [np.ascontiguousarray(array, dtype=dtype) for array in (x, y)]
+    for name, original, array in zip(("x", "y"), (x, y), converted):
+        check_finite(path, name, original, array)
+    return converted[0], converted[1]
+
+
+def check_finite(path: Path, name: str, original: np.ndarray, converted: np.ndarray,
+                 first_row: int = 0) -> None:
+    """Refuse array `name`'s rows (from row `first_row`) if a value, as `converted`
+    holds it, is not finite, naming the row.
+
+    Raises:
+      DataError: for a value that is not finite, or overflows float32.
+    """
+    bad = ~np.isfinite(converted)
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
+        value = original.reshape(len(original), -1)[row][bad.reshape(len(bad), -1)[row]][0]
+        if np.isfinite(value):
+            raise DataError(f"{path}: {name} in row {first_row + row}: {value:g} overflows "
+                            "float32 (largest 3.4e+38): rescale it")
+        raise DataError(f"{path}: {name} is not finite in row {first_row + row}: remove or "
+                        "fix it")
+
+
+@dataclass(frozen=True)
+class StoredArray:
+    """An array stored uncompressed in an NPZ file, where a stream reads it in place.
+
+    Attributes:
+      shape, dtype: as its header says (C order).
+      offset: bytes from the start of the file to its first value.
+      file_bytes: the file's size.
+    """
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    offset: int
+    file_bytes: int
+
+    @property
+    def row_bytes(self) -> int:
+        return int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+
+    def chunks(self, path: Path, rows: int):
+        """Its values, `rows` rows at a time, read from the file as needed (memory-mapped)."""
+        values = np.memmap(path, self.dtype, "r", self.offset, self.shape)
+        for start in range(0, self.shape[0], rows):
+            yield values[start:start + rows]
+
+
+# What a stream cannot decode in place (tf.io.decode_raw has no such type).
+UNSTREAMABLE = ("uint32", "uint64", "float128", "longdouble")
+
+
+def stored_arrays(path: Path) -> tuple[StoredArray, StoredArray]:
+    """x and y of an NPZ file, checked as `read_npz` checks them, and located.
+
+    Raises:
+      DataError: for what `read_npz` refuses, and for arrays a stream cannot read
+        in place: compressed (numpy.savez_compressed), in Fortran order, or of a
+        type it cannot decode.
+    """
+    def locate(archive, headers):
+        _check_shapes(path, headers, np.float32, None)
+        return tuple(_located(path, archive, name, headers[name]) for name in ("x", "y"))
+
+    return _with_archive(path, locate)
+
+
+def _with_archive(path: Path, use):
+    """use(the archive, its x and y headers (see `_header`)), for an NPZ file that is
+    not trusted: what is wrong with it is one DataError."""
     if not is_zip(path):
         raise DataError(f"{path} is not an NPZ archive (NumPy's numpy.savez writes one: a zip "
                         "of arrays x and y); a CSV file should end in .csv")
     try:
         with zipfile.ZipFile(path) as archive:
-            headers = {name: _header(path, archive, name) for name in ("x", "y")}
-            _check_shapes(path, headers, dtype, memory_limit)
-            x, y = (_read_array(path, archive, name) for name in ("x", "y"))
+            return use(archive, {name: _header(path, archive, name) for name in ("x", "y")})
     except DataError:
         raise
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as error:
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError,
+            struct.error) as error:
         raise DataError(f"{path} is damaged or truncated ({error}): write it again with "
                         "numpy.savez") from None
-    with np.errstate(over="ignore"):  # an overflow is named below
-        converted = [np.ascontiguousarray(array, dtype=dtype) for array in (x, y)]
-    for name, original, array in zip(("x", "y"), (x, y), converted):
-        bad = ~np.isfinite(array)
-        if bad.any():
-            row = int(np.argwhere(bad)[0][0])
-            value = original.reshape(len(original), -1)[row][bad.reshape(len(bad), -1)[row]][0]
-            if np.isfinite(value):
-                raise DataError(f"{path}: {name} in row {row}: {value:g} overflows float32 "
-                                "(largest 3.4e+38): rescale it")
-            raise DataError(f"{path}: {name} is not finite in row {row}: remove or fix it")
-    return converted[0], converted[1]
+
+
+def is_stored(path: Path) -> bool:
+    """Whether an NPZ file's arrays can be streamed in place (see `stored_arrays`)."""
+    try:
+        stored_arrays(path)
+    except DataError:
+        return False
+    return True
+
+
+def _located(path: Path, archive: zipfile.ZipFile, name: str, header: tuple) -> StoredArray:
+    shape, dtype, _, fortran_order, header_bytes = header
+    info = archive.getinfo(f"{name}.npy")
+    cannot = ("is compressed (numpy.savez_compressed)" if info.compress_type != zipfile.ZIP_STORED
+              else "is stored in Fortran order" if fortran_order and len(shape) == 2
+              and shape[1] > 1 else f"holds {dtype}" if dtype.name in UNSTREAMABLE else "")
+    if cannot:
+        raise DataError(f"{path}: {name} {cannot}, which a stream cannot read in place: write "
+                        "it with numpy.savez(path, x=np.ascontiguousarray(x, np.float32), "
+                        "y=...), or set data.streaming = false")
+    with path.open("rb") as f:  # the member's own header: its size is not in the directory
+        f.seek(info.header_offset)
+        local = f.read(30)
+    if local[:4] != ZIP_MAGIC:
+        raise DataError(f"{path} is damaged: {name}.npy's entry is not where the archive "
+                        "says: write it again with numpy.savez")
+    name_bytes, extra_bytes = struct.unpack("<HH", local[26:30])
+    start = info.header_offset + 30 + name_bytes + extra_bytes + header_bytes
+    stored = StoredArray(tuple(shape), dtype, start, path.stat().st_size)
+    if start + stored.shape[0] * stored.row_bytes > stored.file_bytes:
+        raise DataError(f"{path} is truncated: {name} ends past the end of the file: write "
+                        "it again with numpy.savez")
+    return stored
 
 
 def _header(path: Path, archive: zipfile.ZipFile, name: str) -> tuple:
-    """(shape, dtype, uncompressed size) of member `name`.npy, from its header."""
+    """(shape, dtype, uncompressed size, Fortran order, the header's bytes) of member
+    `name`.npy, from its header."""
     member = f"{name}.npy"
     if member not in archive.namelist():
         found = ", ".join(n.removesuffix(".npy") for n in archive.namelist()) or "nothing"
@@ -72,12 +175,14 @@ def _header(path: Path, archive: zipfile.ZipFile, name: str) -> tuple:
         version = np.lib.format.read_magic(f)
         read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                 else np.lib.format.read_array_header_2_0)
-        shape, _, dtype = read(f)
-    return shape, dtype, archive.getinfo(member).file_size
+        shape, fortran_order, dtype = read(f)
+        header_bytes = f.tell()
+    return shape, dtype, archive.getinfo(member).file_size, fortran_order, header_bytes
 
 
 def _check_shapes(path: Path, headers: dict, dtype, memory_limit: int | None) -> None:
-    (x_shape, x_dtype, x_size), (y_shape, y_dtype, y_size) = headers["x"], headers["y"]
+    (x_shape, x_dtype, x_size), (y_shape, y_dtype, y_size) = (headers[name][:3]
+                                                              for name in ("x", "y"))
     for name, kind in (("x", x_dtype), ("y", y_dtype)):
         if kind.hasobject or not np.issubdtype(kind, np.number) or \
                 np.issubdtype(kind, np.complexfloating):

@@ -1,8 +1,9 @@
-"""Streamed data: batches read from CSV files by tf.data, never the whole table.
+"""Streamed data: batches read from CSV or NPZ files by tf.data, never the whole table.
 
-Each epoch reads the shards' lines (`tf.data.TextLineDataset`, in C++), in
-blocks, in the order `linfit.pipeline.stream_order` gives, rebatches them, and
-parses each batch whole (`tf.io.decode_csv`, as float64, then float32:
+Each epoch reads the shards' rows (a CSV file's lines, `tf.data.TextLineDataset`,
+in C++; an NPZ file's rows as stored: see `linfit.stream_formats`), in
+blocks, in the order `linfit.pipeline.stream_order` gives, rebatches them,
+and decodes each batch whole (`tf.io.decode_csv` as float64, then float32:
 the rounding of linfit's own reader, so a row streamed is bitwise the row
 read into memory). A few batches are read ahead (prefetch). Memory holds
 the shuffle window, the batches in flight and nothing else.
@@ -16,11 +17,8 @@ import tensorflow as tf
 from linfit import data_files, pipeline
 from linfit.errors import DataError
 from linfit.pipeline import FitData, stream_order
+from linfit.stream_formats import NOT_A_NUMBER, NOT_FINITE, shard_reader, values_reader
 from linfit.streams import DataFiles
-
-# The messages a value that is not finite in float32, or not a number, stops a stream with.
-NOT_FINITE = "linfit: a data value is not finite in float32"
-NOT_A_NUMBER = "linfit: a data value is not a number"
 
 
 @dataclass(frozen=True)
@@ -129,25 +127,17 @@ def summed_over_workers(strategy, value):
 
 def _lines(files: DataFiles, seed: int | None, epoch, buffer: int,
            worker: tuple[int, int] | None = None) -> tf.data.Dataset:
-    """The data lines of one epoch, in the stream's order, in blocks (blank lines
-    dropped): `rebatch` them into batches. A worker's: see `_worker_blocks`."""
-    paths = tf.constant([str(path) for path in files.paths])
+    """The rows of one epoch (lines, or NPZ rows' bytes: see `linfit.stream_formats`),
+    in the stream's order, in blocks: `rebatch` them into batches. A worker's:
+    see `_worker_blocks`."""
+    read = shard_reader(files)
 
     def shard_blocks(order):
-        return tf.data.Dataset.from_tensor_slices(tf.gather(paths, order)).flat_map(_read)
+        return tf.data.Dataset.from_tensor_slices(order).flat_map(read)
 
     if worker is not None:
         shard_blocks = _worker_blocks(files, *worker)
     return stream_order(shard_blocks, len(files.paths), seed, epoch, buffer)
-
-
-def _read(path) -> tf.data.Dataset:
-    """A shard's data lines, in blocks of STREAM_BLOCK lines less the blank ones."""
-    def not_blank(lines):  # blank as Python's str.strip() sees it, as linfit's reader
-        return tf.boolean_mask(lines, tf.logical_not(tf.strings.regex_full_match(
-            lines, r"[\s\p{Z}\x{0b}\x{85}\x{1c}-\x{1f}]*")))  # RE2's \s leaves out \v
-
-    return tf.data.TextLineDataset(path).skip(1).batch(pipeline.STREAM_BLOCK).map(not_blank)
 
 
 def _worker_blocks(files: DataFiles, index: int, count: int):
@@ -162,25 +152,23 @@ def _worker_blocks(files: DataFiles, index: int, count: int):
     count-th block of lines from the index-th.
     """
     by_blocks = len(files.paths) < count
-    paths = tf.constant([str(path) for path in files.paths])
-    read = tf.constant([by_blocks or shard % count == index for shard in range(len(paths))])
+    read = shard_reader(files)
+    reads = tf.constant([by_blocks or shard % count == index for shard in range(len(files.paths))])
     rows = tf.constant(files.rows, tf.int64)
 
-    def blocks(path, reads, shard_rows):
-        lines = _read(path)
+    def blocks(shard):
+        lines = read(shard)
         if by_blocks:
             lines = lines.enumerate().map(lambda block, block_lines: tf.where(
                 tf.equal(block % count, index), block_lines, tf.zeros_like(block_lines)))
-        others = tf.data.Dataset.range(shard_rows).batch(pipeline.STREAM_BLOCK).map(
+        others = tf.data.Dataset.range(rows[shard]).batch(pipeline.STREAM_BLOCK).map(
             lambda block: tf.fill(tf.shape(block), ""))
         everything, none = tf.constant(-1, tf.int64), tf.constant(0, tf.int64)
-        return lines.take(tf.where(reads, everything, none)).concatenate(
-            others.take(tf.where(reads, none, everything)))
+        return lines.take(tf.where(reads[shard], everything, none)).concatenate(
+            others.take(tf.where(reads[shard], none, everything)))
 
     def shard_blocks(order):
-        return tf.data.Dataset.from_tensor_slices(
-            (tf.gather(paths, order), tf.gather(read, order), tf.gather(rows, order))
-        ).flat_map(blocks)
+        return tf.data.Dataset.from_tensor_slices(order).flat_map(blocks)
 
     return shard_blocks
 
@@ -210,24 +198,11 @@ def _own_rows(line_batches: tf.data.Dataset, files: DataFiles,
 
 
 def _parser(files: DataFiles, dtype):
-    """A batch of lines -> (x, y): see `_parsed`."""
-    defaults = [tf.constant([], tf.float64)] * len(files.header)  # no default: a hole is an error
-    features, targets = list(files.feature_columns), list(files.target_columns)
+    """A batch of rows -> (x, y): see `_parsed`."""
+    values = values_reader(files, dtype)
 
-    def parse(lines):
-        # TensorFlow's parser also reads hexadecimal (0x10), which linfit's reader refuses.
-        hexadecimal = tf.strings.regex_full_match(lines, r"(?i).*0x[0-9a-f.]+.*")
-        with tf.control_dependencies([tf.debugging.Assert(
-                tf.logical_not(tf.reduce_any(hexadecimal)), [NOT_A_NUMBER])]):
-            lines = tf.identity(lines)
-        table = tf.stack(tf.io.decode_csv(lines, defaults), axis=1)
-        checked = tf.debugging.check_numerics(tf.cast(table, tf.float32), NOT_FINITE)
-        if dtype == tf.float64:
-            with tf.control_dependencies([checked]):
-                table = tf.identity(table)
-        else:
-            table = checked
-        x, y = tf.gather(table, features, axis=1), tf.gather(table, targets, axis=1)
+    def parse(rows):
+        x, y = values(rows)
         if files.mean is not None and dtype == tf.float32:
             x = tf.cast((tf.cast(x, tf.float64) - files.mean) / files.std, tf.float32)
         return (x[:, 0] if files.features is None else x), (y[:, 0] if files.outputs is None

@@ -1,4 +1,4 @@
-"""CSV files to be streamed: what is known of them before training (the pre-flight),
+"""CSV or NPZ files to be streamed: what is known of them before training (the pre-flight),
 and the careful pass that names a bad row. NumPy only; `linfit.streaming`
 reads the rows with tf.data.
 
@@ -6,9 +6,10 @@ reads the rows with tf.data.
     files.num_examples, files.features, files.rows   # counted, nothing held
 
 The pre-flight reads every shard's header (they must agree) and counts its
-rows; it holds no row. `validate()` reads every row as `data.validate =
-"full"` asks, and `find_bad_row()` runs the same checks after the stream
-met a value it could not use, to say which file, line and column it was.
+rows (an NPZ file's arrays' headers give both); it holds no row.
+`validate()` reads every row as `data.validate = "full"` asks, and
+`find_bad_row()` runs the same checks after the stream met a value it could
+not use, to say which file, line and column (or array and row) it was.
 """
 
 import hashlib
@@ -17,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from linfit.data_files import (checked_file, column_chunks, csv_chunks, is_npz, read_header,
-                               select_columns, shown)
+from linfit.data_files import (CHUNK_ROWS, checked_file, column_chunks, csv_chunks, is_npz,
+                               read_header, select_columns, shown)
 from linfit.errors import DataError
+from linfit.npz_files import StoredArray, check_finite, stored_arrays
 from linfit.shards import check_shards, describe, is_sharded, shard_paths
 
 # Bytes of each end of each file that the fingerprint reads.
@@ -28,7 +30,7 @@ FINGERPRINT_BYTES = 1 << 16
 
 @dataclass(frozen=True)
 class DataFiles:
-    """One table in one or more CSV files (shards), read in order, never held whole.
+    """One table in one or more CSV or NPZ files (shards), read in order, never held whole.
 
     Attributes:
       paths: the shards, in order.
@@ -38,6 +40,8 @@ class DataFiles:
       source: how reports name the data ("data/part-*.csv (3 files)").
       mean, std: standardisation to apply to the features as they are read
         (see `scaled`), or None.
+      arrays: for NPZ shards, each one's x and y as stored (the header then
+        names x's columns, then y's, as linfit's reader names them); None for CSV.
     """
 
     paths: tuple[Path, ...]
@@ -48,6 +52,7 @@ class DataFiles:
     source: str
     mean: np.ndarray | None = field(default=None, compare=False)
     std: np.ndarray | None = field(default=None, compare=False)
+    arrays: tuple[tuple[StoredArray, StoredArray], ...] | None = None
 
     def scaled(self, mean: np.ndarray, std: np.ndarray) -> "DataFiles":
         """These files, their features read as (x − mean) / std (in float64, then
@@ -69,7 +74,9 @@ class DataFiles:
 
     @property
     def outputs(self) -> int | None:
-        """None for one target (y is [N]), else k (y is [N, k])."""
+        """None for one target (y is [N]), else k (y is [N, k]; an NPZ's y of [N, 1] too)."""
+        if self.arrays is not None and len(self.arrays[0][1].shape) == 2:
+            return self.arrays[0][1].shape[1]
         return None if len(self.target_columns) == 1 else len(self.target_columns)
 
     @property
@@ -93,6 +100,9 @@ class DataFiles:
     def exact_chunks(self):
         """(x [rows, d], y [rows] or [rows, k]) in float64, chunk by chunk, in order:
         the values as read, for exact sums (the least-squares reference)."""
+        if self.arrays is not None:
+            yield from self._stored_chunks()
+            return
         for path in self.paths:
             for chunk in csv_chunks(path, list(self.header)):
                 y = chunk[:, self.target_columns]
@@ -112,9 +122,26 @@ class DataFiles:
 
     def validate(self) -> None:
         """Read every row: a row that is not numbers, or a value that is not finite
-        in float32, is a DataError naming its file, line and column."""
+        in float32, is a DataError naming its file, line and column (of an NPZ
+        file: the array and the row)."""
+        if self.arrays is not None:
+            for _ in self._stored_chunks(check=True):
+                pass
+            return
         for path in self.paths:
             _check_rows(path, list(self.header))
+
+    def _stored_chunks(self, check: bool = False):
+        """`exact_chunks` of NPZ shards; `check`: each chunk checked as `validate` says."""
+        for path, stored in zip(self.paths, self.arrays):
+            first_row = 0
+            for x, y in zip(*(array.chunks(path, CHUNK_ROWS) for array in stored)):
+                for name, values in ((("x", x), ("y", y)) if check else ()):
+                    with np.errstate(over="ignore"):  # named by check_finite
+                        converted = values.astype(np.float32)
+                    check_finite(path, name, values, converted, first_row)
+                first_row += len(y)
+                yield x.reshape(len(x), -1).astype(np.float64), y.astype(np.float64)
 
     def find_bad_row(self) -> DataError | None:
         """The error of the first bad row of any shard (or of a shard that cannot be
@@ -135,21 +162,48 @@ def open_data_files(spec: str | Path | tuple[str, ...], target: str | tuple[str,
     rows counted.
 
     Raises:
-      DataError: for a missing or unreadable shard, an NPZ file, headers that
-        differ, unknown columns, line endings a stream cannot split, or no rows.
+      DataError: for a missing or unreadable shard, headers (or NPZ arrays) that
+        differ, unknown columns, line endings a stream cannot split, NPZ arrays a
+        stream cannot read in place (`linfit.npz_files.stored_arrays`), or no rows.
     """
     paths = shard_paths(spec) if is_sharded(spec) else [checked_file(spec)]
     check_shards(paths)
+    source = describe(spec, paths) if is_sharded(spec) else str(spec)
     if is_npz(paths[0]):
-        raise DataError(f"{shown(paths[0])} is an NPZ file: streaming reads CSV files; set "
-                        "data.streaming = false to read NPZ files into memory")
+        return _open_npz(paths, source)
     header = read_header(paths[0])
     targets, features = select_columns(paths[0], header, target, feature_names)
     rows = tuple(_count_rows(path) for path in paths)
     if 0 in rows:  # as when read into memory
         raise DataError(f"{shown(paths[rows.index(0)])} has a header but no data rows")
-    source = describe(spec, paths) if is_sharded(spec) else str(spec)
     return DataFiles(tuple(paths), tuple(header), tuple(features), tuple(targets), rows, source)
+
+
+def _open_npz(paths: list[Path], source: str) -> DataFiles:
+    """NPZ shards' pre-flight: each one's arrays checked and located, all of one kind.
+    Their columns are named as linfit's reader names them (x or x0, x1, ...; y or
+    y0, y1, ...); data.target and data.features do not apply, as in memory."""
+    arrays = tuple(stored_arrays(path) for path in paths)
+    first = [(array.shape[1:], array.dtype) for array in arrays[0]]
+    for path, stored in zip(paths[1:], arrays[1:]):
+        found = [(array.shape[1:], array.dtype) for array in stored]
+        if found != first:
+            raise DataError(
+                f"shard {shown(path)} holds x {_kind(*found[0])} and y {_kind(*found[1])} but "
+                f"{shown(paths[0])} holds x {_kind(*first[0])} and y {_kind(*first[1])}: a "
+                "stream needs every shard's arrays of the same shapes and types (or set "
+                "data.streaming = false)")
+    x, y = arrays[0]
+    width = int(np.prod(x.shape[1:], dtype=np.int64))
+    features = ("x",) if width == 1 else tuple(f"x{i}" for i in range(width))
+    targets = ("y",) if len(y.shape) == 1 else tuple(f"y{j}" for j in range(y.shape[1]))
+    return DataFiles(tuple(paths), features + targets, tuple(range(len(features))),
+                     tuple(range(len(features), len(features) + len(targets))),
+                     tuple(stored[1].shape[0] for stored in arrays), source, arrays=arrays)
+
+
+def _kind(shape: tuple[int, ...], dtype: np.dtype) -> str:
+    return f"[N{''.join(f', {n}' for n in shape)}] of {dtype}"
 
 
 def _count_rows(path: Path) -> int:
@@ -175,7 +229,7 @@ ASCII_BLANK = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
 def _blank(line: bytes) -> bool:
     """Blank as Python's str.strip() sees it (a line of spaces, or of Unicode ones
     such as a no-break space): the readers skip such lines, and so does the stream
-    (`linfit.streaming._read`), which must read as many rows as this counts."""
+    (`linfit.stream_formats._csv_lines`), which must read as many rows as this counts."""
     rest = line.strip(ASCII_BLANK)
     return not rest or (not rest.isascii() and not rest.decode("utf-8", "replace").strip())
 

@@ -22,7 +22,7 @@ LAYERS = [
     ["weights_file", "npz_files", "data_files", "shards", "standardizer", "streams",
      "agreement", "reference", "training_state"],
     ["checkpoint", "data", "losses"],
-    ["models", "pipeline", "streaming"],
+    ["models", "pipeline", "stream_formats", "streaming"],
     ["callbacks", "fit_inputs", "loops", "loops.plan", "loops.steps", "loops.manual",
      "loops.keras_fit"],
     ["recording", "loops.failures"],

@@ -1,5 +1,5 @@
-"""Data larger than memory (issue 18): CSV shards streamed through tf.data train
-bitwise as the same shards read into memory, and a bad row is named."""
+"""Data larger than memory (issue 18): CSV and NPZ shards streamed through tf.data
+train bitwise as the same shards read into memory, and a bad row is named."""
 
 import csv
 import json
@@ -28,7 +28,8 @@ def write_csv(path, table, newline="\n"):
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     """4000 training rows in three shards (one with \\r\\n line endings and a blank
-    line), 600 validation rows in two."""
+    line), 600 validation rows in two; and the same in NPZ files (part-*.npz,
+    val-*.npz: x float64, y float32)."""
     root = tmp_path_factory.mktemp("stream")
     rng = np.random.default_rng(18)
     x = rng.uniform(-2, 2, (4600, 2))
@@ -41,11 +42,17 @@ def shards(tmp_path_factory):
         f.write("   \n")
     write_csv(root / "val-0.csv", table[4000:4300])
     write_csv(root / "val-1.csv", table[4300:])
+    for name, (start, end) in {"part-0": (0, 1200), "part-1": (1200, 2700),
+                               "part-2": (2700, 4000), "val-0": (4000, 4300),
+                               "val-1": (4300, 4600)}.items():
+        np.savez(root / f"{name}.npz", x=table[start:end, :2],
+                 y=table[start:end, 2].astype(np.float32))
     return root
 
 
-def train(shards, out, *settings, streaming):
-    status = main(["--data", str(shards / "part-*.csv"), "--set", f"data.streaming={streaming}",
+def train(shards, out, *settings, streaming, kind="csv"):
+    status = main(["--data", str(shards / f"part-*.{kind}"),
+                   "--set", f"data.streaming={streaming}",
                    "--out", str(out), *[item for s in settings for item in ("--set", s)]])
     assert status == 0
     return json.loads((out / "metrics.json").read_text())
@@ -64,26 +71,27 @@ def same_run_directories(a, b):
     return metrics_a, metrics_b
 
 
+MINI_BATCHES = ["data.batch_size=256", "data.shuffle=true", "data.shuffle_buffer=700",
+                "train.epochs=3", "data.validation_path=\"VAL\"", "data.standardize=true"]
 CASES = {
     # A full batch of 4000 rows summed in chunks of 1000 (one update per epoch).
-    "full batch in chunks": (["train.loop=\"manual\"", "train.epochs=6"], 1000),
+    "full batch in chunks": (["train.loop=\"manual\"", "train.epochs=6"], 1000, "csv"),
     # Both loops take the full batch whole when it fits in one chunk.
-    "full batch": (["train.epochs=6", "data.validation_path=\"VAL\""], None),
+    "full batch": (["train.epochs=6", "data.validation_path=\"VAL\""], None, "csv"),
     # full_loss summed over 4 chunks of 1000 rows after each epoch.
-    "shuffled mini-batches": (["data.batch_size=256", "data.shuffle=true",
-                               "data.shuffle_buffer=700", "train.epochs=3",
-                               "data.validation_path=\"VAL\"", "data.standardize=true"], 1000),
+    "shuffled mini-batches": (MINI_BATCHES, 1000, "csv"),
+    "NPZ shuffled mini-batches": (MINI_BATCHES, 1000, "npz"),
 }
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_streamed_runs_equal_runs_in_memory_bitwise(shards, tmp_path, monkeypatch, capsys, case):
-    settings, chunk = CASES[case]
-    settings = [s.replace("VAL", str(shards / "val-*.csv")) for s in settings]
+    settings, chunk, kind = CASES[case]
+    settings = [s.replace("VAL", str(shards / f"val-*.{kind}")) for s in settings]
     if chunk:
         monkeypatch.setattr(pipeline, "FULL_PASS_ROWS", chunk)
-    streamed = train(shards, tmp_path / "streamed", *settings, streaming="true")
-    in_memory = train(shards, tmp_path / "memory", *settings, streaming="false")
+    streamed = train(shards, tmp_path / "streamed", *settings, streaming="true", kind=kind)
+    in_memory = train(shards, tmp_path / "memory", *settings, streaming="false", kind=kind)
     same_run_directories(tmp_path / "streamed", tmp_path / "memory")
     assert streamed["data"]["streamed"] and not in_memory["data"]["streamed"]
     assert streamed["data"]["num_examples"] == 4000
@@ -226,9 +234,85 @@ def test_the_preflight_counts_rows_and_refuses_what_a_stream_cannot_split(shards
     old_mac.write_bytes(b"a,b,y\r1,2,3\r4,5,6\r")
     with pytest.raises(DataError, match=r"ends its lines with \\r alone"):
         open_data_files(old_mac)
-    np.savez(tmp_path / "d.npz", x=np.ones((3, 2)), y=np.ones(3))
-    with pytest.raises(DataError, match="streaming reads CSV files"):
-        open_data_files(tmp_path / "d.npz")
+    npz = open_data_files(str(shards / "part-*.npz"))  # counted from the arrays' headers
+    assert npz.rows == SHARD_ROWS and npz.header == ("x0", "x1", "y")
+
+
+@pytest.mark.parametrize("x, y", [
+    (np.linspace(-3, 3, 50).astype(">f8").reshape(25, 2), np.arange(25, dtype=np.float32)),
+    (np.arange(-60, 60, 2, dtype=np.int16)[:30], np.ones((30, 2), dtype=">f4")),
+    (np.arange(20, dtype=np.uint8).reshape(20, 1), np.arange(20, dtype=np.int64).reshape(20, 1)),
+])
+def test_npz_rows_stream_as_the_reader_reads_them(tmp_path, monkeypatch, x, y):
+    """Any byte order, integer types, x of [N] or [N, 1], y of [N, k]: the values and
+    shapes linfit's reader gives, in blocks that do not divide the rows (7)."""
+    from linfit.data_files import read_table
+    from linfit.streaming import StreamData
+
+    monkeypatch.setattr(pipeline, "STREAM_BLOCK", 7)
+    np.savez(tmp_path / "a.npz", x=x, y=y)
+    x_read, y_read, names = read_table(tmp_path / "a.npz")
+    files = open_data_files(tmp_path / "a.npz")
+    assert files.feature_names == names and files.num_examples == len(y)
+    batches = list(StreamData((), 8, None, 1, files=files).batches(0))
+    assert [len(y_part) for _, y_part in batches] == [8] * (len(y) // 8) + (
+        [len(y) % 8] if len(y) % 8 else [])
+    streamed_x, streamed_y = (np.concatenate([part[i].numpy() for part in batches])
+                              for i in (0, 1))
+    assert streamed_x.shape == x_read.shape and streamed_y.shape == y_read.shape
+    np.testing.assert_array_equal(streamed_x, x_read)
+    np.testing.assert_array_equal(streamed_y, y_read)
+    exact_x, exact_y = (np.concatenate(parts) for parts in zip(*files.exact_chunks()))
+    np.testing.assert_array_equal(exact_x, x.reshape(len(x), -1).astype(np.float64))
+    np.testing.assert_array_equal(exact_y, y.astype(np.float64))
+
+
+def test_npz_a_stream_cannot_read_in_place_is_one_line(shards, tmp_path, capfd, monkeypatch):
+    """Compressed, Fortran order, shards of other types: refused before training,
+    naming the file and what to do; "auto" reads a compressed file into memory."""
+    x, y = np.random.default_rng(2).normal(size=(40, 3)), np.ones(40)
+    np.savez_compressed(tmp_path / "small.npz", x=x, y=y)
+    np.savez(tmp_path / "fortran.npz", x=np.asfortranarray(x), y=y)
+    (tmp_path / "mixed").mkdir()
+    np.savez(tmp_path / "mixed" / "a.npz", x=x, y=y)
+    np.savez(tmp_path / "mixed" / "b.npz", x=x.astype(np.float32), y=y)
+    for data, problem in [
+            ("small.npz", "small.npz: x is compressed (numpy.savez_compressed), which a stream "
+                          "cannot read in place: write it with numpy.savez("),
+            ("fortran.npz", "fortran.npz: x is stored in Fortran order, which a stream"),
+            ("mixed/*.npz", "b.npz holds x [N, 3] of float32 and y [N] of float64 but ")]:
+        status = main(["--data", str(tmp_path / data), "--set", "data.streaming=true",
+                       "--out", str(tmp_path / "run")])
+        out, err = capfd.readouterr()
+        assert status == 2 and err.count("\n") == 1 and problem in err
+        assert "Traceback" not in out + err and not (tmp_path / "run").exists()
+    monkeypatch.setattr(data_module, "STREAM_ABOVE", 1e-9)
+    assert main(["--data", str(tmp_path / "small.npz"), "--model", "module", "--loop",
+                 "manual", "--set", "train.epochs=1", "--out", str(tmp_path / "run")]) == 0
+    assert "Streaming" not in capfd.readouterr().out
+
+
+@pytest.mark.parametrize("value, problem", [
+    (np.nan, "x is not finite in row 1000: remove or fix it"),
+    (4e38, "x in row 1000: 4e+38 overflows float32 (largest 3.4e+38): rescale it"),
+])
+def test_a_bad_value_in_a_late_npz_shard_is_named_by_file_array_and_row(
+        shards, tmp_path, capfd, value, problem):
+    """As the reader names it in memory; the run is marked failed."""
+    for name in ("part-0.npz", "part-1.npz"):
+        (tmp_path / name).write_bytes((shards / name).read_bytes())
+    with np.load(shards / "part-2.npz") as late:
+        x, y = late["x"].copy(), late["y"]
+    x[1000, 1] = value
+    np.savez(tmp_path / "part-2.npz", x=x, y=y)
+    status = main(["--data", str(tmp_path / "part-*.npz"), "--set", "data.streaming=true",
+                   "--set", "data.batch_size=500", "--model", "module", "--out",
+                   str(tmp_path / "run")])
+    out, err = capfd.readouterr()
+    assert status == 2 and "Traceback" not in out + err
+    assert err.strip().splitlines()[-1] == f"error: {tmp_path / 'part-2.npz'}: {problem}"
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "row 1000" in metrics["error"]
 
 
 def test_predict_reads_and_writes_chunk_by_chunk(shards, tmp_path, monkeypatch, capsys):
@@ -263,14 +347,14 @@ def test_predict_reads_and_writes_chunk_by_chunk(shards, tmp_path, monkeypatch, 
     assert not list(tmp_path.glob("*.tmp*"))
 
 
-@pytest.mark.parametrize("loop", ["manual", "keras"])
-def test_a_checkpoint_in_the_middle_of_an_epoch_resumes_bitwise(shards, tmp_path, loop):
+@pytest.mark.parametrize("loop, kind", [("manual", "csv"), ("keras", "csv"), ("keras", "npz")])
+def test_a_checkpoint_in_the_middle_of_an_epoch_resumes_bitwise(shards, tmp_path, loop, kind):
     """From a checkpoint after 30 batches of epoch 2 (what a run killed there
     leaves), with Adam, a metric and validation files, streamed and shuffled."""
     import keras
 
-    files = open_data_files(str(shards / "part-*.csv"))
-    validation = open_data_files(str(shards / "val-*.csv"))
+    files = open_data_files(str(shards / f"part-*.{kind}"))
+    validation = open_data_files(str(shards / f"val-*.{kind}"))
     options = dict(epochs=3, loop=loop, batch_size=64, shuffle_seed=3, shuffle_buffer=900,
                    validation_data=validation)
 
@@ -431,30 +515,33 @@ def test_a_run_resumed_twice_goes_on_from_where_it_was(shards, tmp_path, capsys)
     capsys.readouterr()
 
 
-@pytest.mark.parametrize("pattern", ["part-*.csv", "part-1.csv"])
+@pytest.mark.parametrize("pattern", ["part-*.csv", "part-1.csv", "part-*.npz"])
 def test_every_worker_steps_through_the_global_batches_parsing_only_its_rows(
         shards, tmp_path, monkeypatch, pattern):
     """Shuffled mini-batches on 2 workers: each global batch is one process's batch,
     its rows split between the workers. Of three shards worker 1 reads only the
-    second (the others are deleted here); of one file, each parses every other block."""
+    second (the others are deleted here); of one file, each parses every other block.
+    NPZ shards are shared out as CSV shards are."""
     import shutil
 
     from linfit.streaming import StreamData
 
     monkeypatch.setattr(pipeline, "STREAM_BLOCK", 500)
-    for path in shards.glob("part-*.csv"):
+    suffix = pattern[-4:]
+    for path in shards.glob(f"part-*{suffix}"):
         shutil.copy(path, tmp_path)
     files = open_data_files(str(tmp_path / pattern))
     shape = dict(arrays=(), batch_size=256, shuffle_seed=5, epochs=2, shuffle_buffer=700,
                  files=files)
     alone = list(StreamData(**shape).update_batches(0))
-    if pattern == "part-*.csv":
-        for other in ("part-0.csv", "part-2.csv"):
-            (tmp_path / other).unlink()
+    sharded = "*" in pattern
+    if sharded:
+        for other in ("part-0", "part-2"):
+            (tmp_path / f"{other}{suffix}").unlink()
     worker_1 = list(StreamData(**shape, worker=(1, 2)).update_batches(0))
-    if pattern == "part-*.csv":
-        shutil.copy(shards / "part-0.csv", tmp_path)
-        shutil.copy(shards / "part-2.csv", tmp_path)
+    if sharded:
+        shutil.copy(shards / f"part-0{suffix}", tmp_path)
+        shutil.copy(shards / f"part-2{suffix}", tmp_path)
     worker_0 = list(StreamData(**shape, worker=(0, 2)).update_batches(0))
     steps = -(-files.num_examples // 256)
     assert len(alone) == len(worker_0) == len(worker_1) == 2 * steps
@@ -466,7 +553,7 @@ def test_every_worker_steps_through_the_global_batches_parsing_only_its_rows(
         together = np.concatenate([x_part.numpy() for x_part, _, _ in shares])
         assert len(together) == len(y)
         np.testing.assert_array_equal(np.unique(together, axis=0), np.unique(x, axis=0))
-    expected = [2 * 2500, 2 * 1500] if pattern == "part-*.csv" else [2 * 1000, 2 * 500]
+    expected = [2 * 2500, 2 * 1500] if sharded else [2 * 1000, 2 * 500]
     assert parsed == expected
 
 
