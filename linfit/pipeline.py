@@ -220,8 +220,8 @@ def epoch_permutation(n: int, seed: int, epoch):
 
 def stream_order(shard_blocks, shards: int, seed: int | None, epoch,
                  buffer: int) -> tf.data.Dataset:
-    """One epoch of a stream of shards, in its order, as blocks (1-D tensors of
-    elements, of any sizes: `rebatch` them into batches): the shards in a
+    """One epoch of a stream of shards, in its order, as blocks (tensors whose first
+    axis is the elements, of any sizes: `rebatch` them into batches): the shards in a
     permutation seeded by (seed, epoch), then each window of `buffer`
     consecutive elements permuted (seeded by (seed, epoch) and its place).
     None for `seed` keeps the shards' order. A function of (seed, epoch) only,
@@ -229,7 +229,7 @@ def stream_order(shard_blocks, shards: int, seed: int | None, epoch,
 
     Args:
       shard_blocks: order (int64 [shards]) -> the dataset of the shards'
-        elements (row indexes, or lines of files) in that order, in blocks.
+        elements (row indexes, or rows of files) in that order, in blocks.
     """
     if seed is None:
         return shard_blocks(tf.range(shards, dtype=tf.int64))

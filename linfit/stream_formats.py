@@ -1,13 +1,18 @@
-"""How a stream reads each kind of data file: a shard's rows, in blocks, and a batch
-of rows -> their values.
+"""How a stream holds each kind of data file's rows: a shard's rows, in blocks, and
+a batch of rows -> their values.
 
-A row travels as one string: a CSV file's line, or an NPZ file's row of x
-and y as stored (their bytes, read in place by
-`tf.data.FixedLengthRecordDataset`, decoded by `tf.io.decode_raw`, never
-parsed). So `linfit.streaming` orders, shuffles, batches and shares out the
-rows of either kind alike. No row is an empty string: a worker stands in
-empty strings for the rows other workers parse.
+A CSV row travels as its line (a string, parsed by `tf.io.decode_csv` once
+batched); an NPZ row as its bytes, x's then y's as stored, after a byte that
+says it is present (uint8 [1 + row bytes]: read in place by
+`tf.data.FixedLengthRecordDataset`, never parsed). Either way the rows are
+the first axis, so `linfit.streaming` orders, shuffles, batches and shares
+out both kinds alike. A worker stands in empty rows ("", or bytes of zeros)
+for the rows other workers parse (`RowFormat.stand_ins`).
 """
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
@@ -20,21 +25,38 @@ NOT_FINITE = "linfit: a data value is not finite in float32"
 NOT_A_NUMBER = "linfit: a data value is not a number"
 
 
-def shard_reader(files: DataFiles):
-    """shard (an int64 index into `files.paths`) -> the dataset of its rows, in
-    blocks (1-D string tensors) of up to STREAM_BLOCK rows."""
+@dataclass(frozen=True)
+class RowFormat:
+    """How a stream holds one kind of file's rows.
+
+    Attributes:
+      read: shard (an int64 index into `files.paths`) -> the dataset of its
+        rows, in blocks of up to STREAM_BLOCK rows.
+      values: (a batch of rows, dtype) -> (x [rows, d], y [rows, k]) in dtype:
+        every value as linfit's reader reads it, checked to be finite in float32.
+      stand_ins: count -> `count` empty rows.
+      present: rows -> which of them are rows, not stand-ins.
+    """
+
+    read: Callable
+    values: Callable
+    stand_ins: Callable
+    present: Callable
+
+
+def row_format(files: DataFiles) -> RowFormat:
+    """The `RowFormat` of `files`' kind."""
     paths = tf.constant([str(path) for path in files.paths])
     if files.arrays is None:
-        return lambda shard: _csv_lines(tf.gather(paths, shard))
-    return _npz_rows(files, paths)
-
-
-def values_reader(files: DataFiles, dtype):
-    """A batch of rows (1-D strings) -> (x [rows, d], y [rows, k]) in `dtype`: every
-    value as linfit's reader reads it, checked to be finite in float32."""
-    if files.arrays is None:
-        return _csv_values(files, dtype)
-    return _npz_values(files, dtype)
+        return RowFormat(read=lambda shard: _csv_lines(tf.gather(paths, shard)),
+                         values=_csv_values(files),
+                         stand_ins=lambda count: tf.fill([count], ""),
+                         present=lambda rows: tf.not_equal(rows, ""))
+    x, y = files.arrays[0]
+    return RowFormat(read=_npz_rows(files, paths), values=_npz_values(files),
+                     stand_ins=lambda count: tf.zeros([count, 1 + x.row_bytes + y.row_bytes],
+                                                      tf.uint8),
+                     present=lambda rows: tf.equal(rows[:, 0], 1))
 
 
 def _csv_lines(path) -> tf.data.Dataset:
@@ -46,11 +68,11 @@ def _csv_lines(path) -> tf.data.Dataset:
     return tf.data.TextLineDataset(path).skip(1).batch(pipeline.STREAM_BLOCK).map(not_blank)
 
 
-def _csv_values(files: DataFiles, dtype):
+def _csv_values(files: DataFiles):
     defaults = [tf.constant([], tf.float64)] * len(files.header)  # no default: a hole is an error
     features, targets = list(files.feature_columns), list(files.target_columns)
 
-    def values(lines):
+    def values(lines, dtype):
         # TensorFlow's parser also reads hexadecimal (0x10), which linfit's reader refuses.
         hexadecimal = tf.strings.regex_full_match(lines, r"(?i).*0x[0-9a-f.]+.*")
         with tf.control_dependencies([tf.debugging.Assert(
@@ -63,8 +85,8 @@ def _csv_values(files: DataFiles, dtype):
 
 
 def _npz_rows(files: DataFiles, paths):
-    """`shard_reader` for NPZ shards: each block of x's rows and of y's, read whole,
-    cut into rows and joined (x's bytes, then y's)."""
+    """`RowFormat.read` for NPZ shards: each block of x's rows and of y's, read whole,
+    as rows of bytes: present (1), x's, y's."""
     x, y = files.arrays[0]
     x_offsets, y_offsets = (tf.constant([arrays[i].offset for arrays in files.arrays], tf.int64)
                             for i in (0, 1))
@@ -72,12 +94,9 @@ def _npz_rows(files: DataFiles, paths):
     rows = tf.constant(files.rows, tf.int64)
 
     def rows_of(x_block, y_block):
-        count = tf.strings.length(y_block) // y.row_bytes
-        starts = tf.range(count)
-        return tf.strings.join([tf.strings.substr(x_block, starts * x.row_bytes,
-                                                  tf.fill([count], x.row_bytes)),
-                                tf.strings.substr(y_block, starts * y.row_bytes,
-                                                  tf.fill([count], y.row_bytes))])
+        x_rows = tf.reshape(tf.io.decode_raw(x_block, tf.uint8), [-1, x.row_bytes])
+        y_rows = tf.reshape(tf.io.decode_raw(y_block, tf.uint8), [-1, y.row_bytes])
+        return tf.concat([tf.ones([tf.shape(y_rows)[0], 1], tf.uint8), x_rows, y_rows], axis=1)
 
     def read(shard):
         stored = (paths[shard], sizes[shard], rows[shard])
@@ -102,17 +121,22 @@ def _blocks(path, size, rows, offset, row_bytes: int) -> tf.data.Dataset:
     return blocks.concatenate(last.take(tf.minimum(rest, 1)))
 
 
-def _npz_values(files: DataFiles, dtype):
+def _npz_values(files: DataFiles):
     x, y = files.arrays[0]
+    native = "<" if sys.byteorder == "little" else ">"
 
-    def decoded(strings, stored):
+    def decoded(row_bytes, stored, dtype):
         kind = np.dtype(stored.dtype)
-        raw = tf.io.decode_raw(strings, tf.as_dtype(kind.type), little_endian=kind.byteorder != ">")
-        return _finite(tf.reshape(raw, [-1, stored.row_bytes // kind.itemsize]), dtype)
+        width = stored.row_bytes // kind.itemsize
+        values = tf.reshape(row_bytes, [-1, width, kind.itemsize])
+        if kind.byteorder not in ("=", "|", native):
+            values = tf.reverse(values, axis=[2])
+        values = tf.reshape(tf.bitcast(values, tf.as_dtype(kind.type)), [-1, width])
+        return _finite(values, dtype)
 
-    def values(rows):
-        return (decoded(tf.strings.substr(rows, 0, x.row_bytes), x),
-                decoded(tf.strings.substr(rows, x.row_bytes, y.row_bytes), y))
+    def values(rows, dtype):
+        return (decoded(rows[:, 1:1 + x.row_bytes], x, dtype),
+                decoded(rows[:, 1 + x.row_bytes:], y, dtype))
 
     return values
 

@@ -3,9 +3,9 @@
 Each epoch reads the shards' rows (a CSV file's lines, `tf.data.TextLineDataset`,
 in C++; an NPZ file's rows as stored: see `linfit.stream_formats`), in
 blocks, in the order `linfit.pipeline.stream_order` gives, rebatches them,
-and decodes each batch whole (`tf.io.decode_csv` as float64, then float32:
-the rounding of linfit's own reader, so a row streamed is bitwise the row
-read into memory). A few batches are read ahead (prefetch). Memory holds
+and decodes each batch whole (CSV: `tf.io.decode_csv` as float64, then
+float32, the rounding of linfit's own reader), so a row streamed is bitwise
+the row read into memory. A few batches are read ahead (prefetch). Memory holds
 the shuffle window, the batches in flight and nothing else.
 """
 
@@ -17,7 +17,7 @@ import tensorflow as tf
 from linfit import data_files, pipeline
 from linfit.errors import DataError
 from linfit.pipeline import FitData, stream_order
-from linfit.stream_formats import NOT_A_NUMBER, NOT_FINITE, shard_reader, values_reader
+from linfit.stream_formats import NOT_A_NUMBER, NOT_FINITE, row_format
 from linfit.streams import DataFiles
 
 
@@ -113,7 +113,7 @@ class StreamData(FitData):
 
     def _parse(self, lines: tf.data.Dataset, files: DataFiles,
                with_rows: bool = False) -> tf.data.Dataset:
-        """Batches of lines -> (x, y), or a worker's rows of them (`_own_rows`)."""
+        """Batches of rows -> (x, y), or a worker's rows of them (`_own_rows`)."""
         if self.worker is None:
             return _parsed(lines, files)
         return _own_rows(lines, files, with_rows)
@@ -130,7 +130,7 @@ def _lines(files: DataFiles, seed: int | None, epoch, buffer: int,
     """The rows of one epoch (lines, or NPZ rows' bytes: see `linfit.stream_formats`),
     in the stream's order, in blocks: `rebatch` them into batches. A worker's:
     see `_worker_blocks`."""
-    read = shard_reader(files)
+    read = row_format(files).read
 
     def shard_blocks(order):
         return tf.data.Dataset.from_tensor_slices(order).flat_map(read)
@@ -142,27 +142,27 @@ def _lines(files: DataFiles, seed: int | None, epoch, buffer: int,
 
 def _worker_blocks(files: DataFiles, index: int, count: int):
     """`stream_order`'s shard_blocks for worker `index` of `count`: the blocks of
-    every shard, as one process reads them, but with the lines of the rows other
-    workers parse made empty (no data line is empty). So the stream's order, and
-    every global batch, is the same on every worker and in one process.
+    every shard, as one process reads them, but with the rows other workers
+    parse replaced by empty rows (`RowFormat.stand_ins`). So the stream's order,
+    and every global batch, is the same on every worker and in one process.
 
     The worker reads every count-th shard from the index-th; for the others it
-    makes as many empty lines as the pre-flight counted rows, reading nothing.
-    With fewer shards than workers, it reads every shard and keeps every
-    count-th block of lines from the index-th.
+    makes as many empty rows as the pre-flight counted, reading nothing. With
+    fewer shards than workers, it reads every shard and keeps every count-th
+    block of rows from the index-th.
     """
     by_blocks = len(files.paths) < count
-    read = shard_reader(files)
+    rows_as = row_format(files)
     reads = tf.constant([by_blocks or shard % count == index for shard in range(len(files.paths))])
     rows = tf.constant(files.rows, tf.int64)
 
     def blocks(shard):
-        lines = read(shard)
+        lines = rows_as.read(shard)
         if by_blocks:
             lines = lines.enumerate().map(lambda block, block_lines: tf.where(
                 tf.equal(block % count, index), block_lines, tf.zeros_like(block_lines)))
         others = tf.data.Dataset.range(rows[shard]).batch(pipeline.STREAM_BLOCK).map(
-            lambda block: tf.fill(tf.shape(block), ""))
+            lambda block: rows_as.stand_ins(tf.size(block)))
         everything, none = tf.constant(-1, tf.int64), tf.constant(0, tf.int64)
         return lines.take(tf.where(reads[shard], everything, none)).concatenate(
             others.take(tf.where(reads[shard], none, everything)))
@@ -175,7 +175,7 @@ def _worker_blocks(files: DataFiles, index: int, count: int):
 
 def _parsed(line_batches: tf.data.Dataset, files: DataFiles,
             dtype=tf.float32) -> tf.data.Dataset:
-    """Batches of lines -> batches (x, y) as linfit's reader gives them (float32,
+    """Batches of rows -> batches (x, y) as linfit's reader gives them (float32,
     standardised if the files are `scaled`), or with `dtype` float64 the values
     as read."""
     # Parsed on one thread of tf.data's, while training runs on the others: a parallel
@@ -186,23 +186,23 @@ def _parsed(line_batches: tf.data.Dataset, files: DataFiles,
 
 def _own_rows(line_batches: tf.data.Dataset, files: DataFiles,
               with_rows: bool = False) -> tf.data.Dataset:
-    """A worker's batches of lines (see `_worker_blocks`) -> (x, y) of the rows it
+    """A worker's batches of rows (see `_worker_blocks`) -> (x, y) of the rows it
     parses, the others left out; `with_rows`: (x, y, the batch's rows, every worker's)."""
-    parse = _parser(files, tf.float32)
+    parse, present = _parser(files, tf.float32), row_format(files).present
 
     def own(lines):
-        x, y = parse(tf.boolean_mask(lines, tf.not_equal(lines, "")))
-        return (x, y, tf.size(lines, tf.int64)) if with_rows else (x, y)
+        x, y = parse(tf.boolean_mask(lines, present(lines)))
+        return (x, y, tf.shape(lines, tf.int64)[0]) if with_rows else (x, y)
 
     return line_batches.map(own).prefetch(2)
 
 
 def _parser(files: DataFiles, dtype):
     """A batch of rows -> (x, y): see `_parsed`."""
-    values = values_reader(files, dtype)
+    values = row_format(files).values
 
     def parse(rows):
-        x, y = values(rows)
+        x, y = values(rows, dtype)
         if files.mean is not None and dtype == tf.float32:
             x = tf.cast((tf.cast(x, tf.float64) - files.mean) / files.std, tf.float32)
         return (x[:, 0] if files.features is None else x), (y[:, 0] if files.outputs is None
