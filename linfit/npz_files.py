@@ -198,6 +198,9 @@ def _check_shapes(path: Path, headers: dict, dtype, memory_limit: int | None) ->
     if len(x_shape) == 2 and x_shape[1] == 0:
         raise DataError(f"{path}: x has 0 features (shape {list(x_shape)}): it needs at least "
                         "one column")
+    if len(y_shape) == 2 and y_shape[1] == 0:
+        raise DataError(f"{path}: y has 0 targets (shape {list(y_shape)}): it needs at least "
+                        "one column")
     for name, shape, kind, size in (("x", x_shape, x_dtype, x_size),
                                     ("y", y_shape, y_dtype, y_size)):
         if int(np.prod(shape)) * kind.itemsize > size:
