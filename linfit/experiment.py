@@ -304,23 +304,20 @@ def _reference(experiment: Experiment, data: Data, inputs: TrainingInputs) -> Re
     compute it), in its units; the curvature of the data as trained on."""
     if experiment.loss not in ("mse", "mean_squared_error"):
         return None
-    if data.files is not None:
-        from linfit.streaming import value_chunks  # TensorFlow's CSV parser: one fast pass
+    standardizer = inputs.standardizer
+    if data.files is not None:  # one pass of TensorFlow's parser
+        from linfit.streaming import value_chunks
 
-        reference = reference_from_chunks(value_chunks(data.files), data.features is None)
-    elif data.exact is not None:
+        return reference_from_chunks(  # standardised as trained on: from float32, as in memory
+            value_chunks(data.files), data.features is None, None if standardizer is None
+            else lambda x: standardizer.transform(x.astype(np.float32)))
+    if data.exact is not None:
         reference = reference_from_chunks(data.exact.chunks(), scalar_model=data.x.ndim == 1)
     else:
         reference = least_squares_reference(data.x, data.y)
-    if inputs.standardizer is None:
+    if standardizer is None:
         return reference
-    if data.files is not None:
-        transform = inputs.standardizer.transform
-        curvature = reference_from_chunks(  # of the features as trained on, as in memory
-            ((transform(x.astype(np.float32)), y) for x, y in value_chunks(data.files)),
-            data.features is None)
-    else:
-        curvature = least_squares_reference(inputs.x, data.y)
+    curvature = least_squares_reference(inputs.x, data.y)
     return replace(reference, eigenvalues=curvature.eigenvalues)
 
 

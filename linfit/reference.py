@@ -3,7 +3,7 @@ stability limit of full-batch gradient descent and its predicted contraction.
 NumPy only, no training.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -78,33 +78,59 @@ def least_squares_reference(x, y, chunk_rows: int = 65536) -> Reference:
     return reference_from_chunks(chunks, scalar_model=np.ndim(x) == 1)
 
 
-def reference_from_chunks(chunks, scalar_model: bool = False) -> Reference:
+def reference_from_chunks(chunks, scalar_model: bool = False, trained_as=None) -> Reference:
     """`least_squares_reference` of data given as (x [rows, d], y [rows] or
-    [rows, k]) chunks.
+    [rows, k]) chunks (see `RFactor`).
 
-    The design matrix [X 1 Y] is reduced to its 12×12 (for 10 features, one
-    output) R factor chunk by chunk (a tall-skinny QR), so memory stays small
-    for millions of rows and the data can be read as it is used;
+    Args:
+      trained_as: x -> the features as training sees them (standardised, say):
+        the eigenvalues, and so the stability limit, are then theirs, from
+        the same pass over the chunks.
+    """
+    read, trained = RFactor(), RFactor()
+    for x, y in chunks:
+        read.add(x, y)
+        if trained_as is not None:
+            trained.add(trained_as(x), y)
+    reference = read.reference(scalar_model)
+    if trained_as is None:
+        return reference
+    return replace(reference, eigenvalues=trained.reference().eigenvalues)
+
+
+class RFactor:
+    """The R factor of the design matrix [X 1 Y], reduced chunk by chunk (a
+    tall-skinny QR: 12×12 for 10 features and one output), so memory stays
+    small for millions of rows and the data can be read as it is used.
+
     `numpy.linalg.lstsq` then solves R θ = QᵀY, which has the same
     (minimum-norm) solution as lstsq on [X 1] itself, one column per output.
     """
-    r, n, outputs = None, 0, None
-    for x, y in chunks:
+
+    def __init__(self):
+        self.r, self.rows, self.outputs = None, 0, None
+
+    def add(self, x, y) -> None:
         y = np.asarray(y, dtype=np.float64)
-        outputs = None if y.ndim == 1 else y.shape[1]
+        self.outputs = None if y.ndim == 1 else y.shape[1]
         block = np.column_stack([np.asarray(x, dtype=np.float64), np.ones(len(y)),
                                  y.reshape(len(y), -1)])
-        r = np.linalg.qr(block if r is None else np.vstack([r, block]), mode="r")
-        n += len(y)
-    k = outputs or 1
-    columns = r.shape[1]
-    r = np.vstack([r, np.zeros((max(columns - len(r), 0), columns))])
-    p = columns - k  # parameters per output: d weights and b
-    r_a, q_t_y, residual = r[:p, :p], r[:p, p:], r[p:, p:]
-    theta, *_ = np.linalg.lstsq(r_a, q_t_y, rcond=None)
-    loss = float((np.sum((r_a @ theta - q_t_y) ** 2) + np.sum(residual ** 2)) / (n * k))
-    eigenvalues = np.linalg.eigvalsh((2.0 / (n * k)) * r_a.T @ r_a)
-    if outputs is not None:
-        return Reference(w=theta[:-1], b=theta[-1], loss=loss, eigenvalues=eigenvalues)
-    w = theta[0, 0] if scalar_model else theta[:-1, 0]
-    return Reference(w=np.asarray(w), b=float(theta[-1, 0]), loss=loss, eigenvalues=eigenvalues)
+        self.r = np.linalg.qr(block if self.r is None else np.vstack([self.r, block]), mode="r")
+        self.rows += len(y)
+
+    def reference(self, scalar_model: bool = False) -> Reference:
+        """The optimum, its loss and the Hessian's eigenvalues of the rows added."""
+        n, outputs = self.rows, self.outputs
+        k = outputs or 1
+        columns = self.r.shape[1]
+        r = np.vstack([self.r, np.zeros((max(columns - len(self.r), 0), columns))])
+        p = columns - k  # parameters per output: d weights and b
+        r_a, q_t_y, residual = r[:p, :p], r[:p, p:], r[p:, p:]
+        theta, *_ = np.linalg.lstsq(r_a, q_t_y, rcond=None)
+        loss = float((np.sum((r_a @ theta - q_t_y) ** 2) + np.sum(residual ** 2)) / (n * k))
+        eigenvalues = np.linalg.eigvalsh((2.0 / (n * k)) * r_a.T @ r_a)
+        if outputs is not None:
+            return Reference(w=theta[:-1], b=theta[-1], loss=loss, eigenvalues=eigenvalues)
+        w = theta[0, 0] if scalar_model else theta[:-1, 0]
+        return Reference(w=np.asarray(w), b=float(theta[-1, 0]), loss=loss,
+                         eigenvalues=eigenvalues)

@@ -86,11 +86,20 @@ CASES = {
 
 @pytest.mark.parametrize("case", CASES)
 def test_streamed_runs_equal_runs_in_memory_bitwise(shards, tmp_path, monkeypatch, capsys, case):
+    """And before training the files are read once for the reference (with
+    standardisation, the curvature in the same pass), and twice more for the
+    means and deviations."""
+    from linfit import streaming
+
     settings, chunk, kind = CASES[case]
     settings = [s.replace("VAL", str(shards / f"val-*.{kind}")) for s in settings]
     if chunk:
         monkeypatch.setattr(pipeline, "FULL_PASS_ROWS", chunk)
+    passes, value_chunks = [], streaming.value_chunks
+    monkeypatch.setattr(streaming, "value_chunks",
+                        lambda files: passes.append(files.num_examples) or value_chunks(files))
     streamed = train(shards, tmp_path / "streamed", *settings, streaming="true", kind=kind)
+    assert passes == [4000] * (3 if "data.standardize=true" in settings else 1)
     in_memory = train(shards, tmp_path / "memory", *settings, streaming="false", kind=kind)
     same_run_directories(tmp_path / "streamed", tmp_path / "memory")
     assert streamed["data"]["streamed"] and not in_memory["data"]["streamed"]
@@ -607,3 +616,4 @@ def test_a_workers_pass_for_standardisation_reads_its_share(shards, monkeypatch)
     one = open_data_files(str(shards / "part-0.csv"))
     assert fit_inputs.worker_pass(one, strategy) == (one, None)
     assert fit_inputs.worker_pass(files, None) == (files, None)
+
