@@ -1,9 +1,10 @@
-"""`linfit` (or `python -m linfit`): the version, or one of the three commands.
+"""`linfit` (or `python -m linfit`): the version, or one of the commands.
 
     linfit --version
     linfit train [...]      same as python -m linfit.train
     linfit compare A B      same as python -m linfit.compare
     linfit predict [...]    same as python -m linfit.predict
+    linfit convert [...]    same as python -m linfit.convert
     linfit config keys      every config key, its default and meaning
 """
 
@@ -16,10 +17,11 @@ import linfit
 COMMANDS = {"train": "train a model (the guide by default)",
             "compare": "compare two run directories",
             "predict": "predict with a checkpoint",
+            "convert": "convert CSV shards to NPZ files a stream reads fast",
             "config": "list the config keys (linfit config keys)"}
 # The module of each command.
 MODULES = {"train": "linfit.train", "compare": "linfit.compare", "predict": "linfit.predict",
-           "config": "linfit.config_help"}
+           "convert": "linfit.convert", "config": "linfit.config_help"}
 
 
 def main(argv=None) -> int:

@@ -32,7 +32,7 @@ LAYERS = [
     ["report", "plots", "plot_comparison", "console", "run_records"],
     ["rundir"],
     ["job"],
-    ["config_help", "train", "predict", "compare", "__main__", "__init__"],
+    ["config_help", "train", "predict", "compare", "convert", "__main__", "__init__"],
 ]
 # Slow to import: a function-local import may delay these (numpy and h5py too,
 # so that --help, --print-config and config mistakes answer at once).

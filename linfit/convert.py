@@ -1,0 +1,146 @@
+"""`python -m linfit.convert`: CSV shards to NPZ files a stream reads without parsing.
+
+    python -m linfit.convert --data 'data/part-*.csv' --out data/npz
+    python -m linfit.train --data 'data/npz/part-*.npz' --set data.streaming=true ...
+
+Parsing CSV text costs several times what training a linear model on it
+does, every epoch. Each CSV shard becomes one NPZ file of the same name
+(uncompressed: x float32 [N, d], y float32 [N] or [N, k]), whose rows a
+stream reads in place. The values are those linfit's readers give, so a run
+on the NPZ files equals one on the CSV files bitwise; only the column names
+are not kept (NPZ columns are x0, x1, ... and y).
+
+Each shard is parsed once, chunk by chunk (tf.data, as a stream parses
+it), its arrays written to temporary files beside the output and then put
+in the archive: memory holds a chunk. Nothing is written before every
+shard's header has been checked and its rows counted; a file is complete
+or absent, and an existing file is never replaced.
+"""
+
+import argparse
+import sys
+import zipfile
+from dataclasses import replace
+from pathlib import Path
+
+from linfit.data_files import shown
+from linfit.errors import DataError, LinfitError, RunDirError
+from linfit.fileio import atomic_write, write_error
+from linfit.runtime import import_tensorflow
+from linfit.streams import DataFiles, open_data_files
+
+
+def main(argv=None, prog: str = "python -m linfit.convert") -> int:
+    args = parse_args(argv, prog)
+    written, outputs = [], []
+    try:
+        target = tuple(args.target.split(",")) if "," in args.target else args.target
+        features = tuple(args.features.split(",")) if args.features else ()
+        files = open_data_files(args.data, target, features)
+        if files.arrays is not None:
+            raise DataError(f"{files.source} is NPZ already: give CSV files")
+        outputs = output_paths(files, Path(args.out))
+        import_tensorflow()
+        for shard, out in enumerate(outputs):
+            write_npz(_one_shard(files, shard), out)
+            written.append(out)
+            print(f"Wrote {out} ({files.rows[shard]} rows)")
+    except LinfitError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: {len(written)} of {len(outputs)} files written, each complete; "
+              "the one being written was removed", file=sys.stderr)
+        return 130
+    print(f"Train on them with --data '{Path(args.out) / '*.npz'}' (columns x0, x1, ... and "
+          "y: --set data.streaming=true streams them)")
+    return 0
+
+
+def output_paths(files: DataFiles, out: Path) -> list[Path]:
+    """The NPZ file each shard becomes, in `out` (made if missing).
+
+    Raises:
+      RunDirError: for an output that exists, two shards of one name, or an
+        `out` that is not a directory this process can write in.
+    """
+    outputs = [out / f"{path.stem}.npz" for path in files.paths]
+    twice = sorted({p.name for p in outputs if outputs.count(p) > 1})
+    if twice:
+        raise RunDirError(f"two shards would both become {twice[0]}: convert them into "
+                          "different --out directories")
+    existing = [p for p in outputs if p.exists()]
+    if existing:
+        raise RunDirError(f"{shown(existing[0])} exists: remove it, or choose another --out "
+                          "(no file is replaced)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise RunDirError(f"--out {out} is a file: give a directory") from None
+    except OSError as error:
+        raise write_error(out, error) from None
+    return outputs
+
+
+def write_npz(files: DataFiles, out: Path) -> None:
+    """One shard's rows as x and y float32 arrays in an uncompressed NPZ file `out`.
+
+    Raises:
+      DataError: naming the file, line and column of a row that is not numbers.
+      WriteError: when the file system refuses (the partial files removed).
+    """
+    def write(temporary: Path) -> None:
+        arrays = {name: temporary.with_name(f"{temporary.name}.{name}.npy") for name in "xy"}
+        try:
+            _write_arrays(files, arrays)
+            with zipfile.ZipFile(temporary, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+                for name, path in arrays.items():
+                    archive.write(path, f"{name}.npy")
+        finally:
+            for path in arrays.values():
+                path.unlink(missing_ok=True)
+
+    atomic_write(out, write)
+
+
+def _write_arrays(files: DataFiles, arrays: dict[str, Path]) -> None:
+    """x and y, chunk by chunk, into `arrays`' two .npy files (the rows known)."""
+    import numpy as np
+
+    from linfit.streaming import value_chunks
+
+    rows = files.num_examples
+    x_shape = (rows, len(files.feature_columns))
+    y_shape = (rows,) if files.outputs is None else (rows, files.outputs)
+    with arrays["x"].open("wb") as x_file, arrays["y"].open("wb") as y_file:
+        for f, shape in ((x_file, x_shape), (y_file, y_shape)):
+            np.lib.format.write_array_header_2_0(
+                f, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        for x, y in value_chunks(files):
+            x_file.write(x.reshape(len(x), -1).astype("<f4").tobytes())
+            y_file.write(y.astype("<f4").tobytes())
+
+
+def _one_shard(files: DataFiles, shard: int) -> DataFiles:
+    path = files.paths[shard]
+    return replace(files, paths=(path,), rows=(files.rows[shard],), source=str(path))
+
+
+def parse_args(argv=None, prog: str = "python -m linfit.convert") -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Convert CSV shards to NPZ files (float32 x and y, "
+        "uncompressed), which a stream reads without parsing text.")
+    parser.add_argument("--data", required=True, metavar="CSV",
+                        help="a CSV file, or a glob of several ('data/part-*.csv', quoted)")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="the directory for the NPZ files (one per CSV file, same name)")
+    parser.add_argument("--target", default="", metavar="COLUMN",
+                        help="the target column (default: y, else the last); several, "
+                             "comma-separated, for several outputs")
+    parser.add_argument("--features", default="", metavar="COLUMNS",
+                        help="the feature columns, comma-separated (default: all the others)")
+    return parser.parse_args(None if argv is None else [str(arg) for arg in argv])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

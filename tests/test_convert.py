@@ -1,0 +1,106 @@
+"""`python -m linfit.convert`: CSV shards become NPZ files that stream as the CSV
+files train, bitwise; a bad row, a full disk or an existing file leaves nothing
+half-written."""
+
+import os
+import resource
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from linfit import LinearModule, Trainer
+from linfit.convert import main
+from linfit.fileio import TEMPORARY_FILES
+from linfit.streams import open_data_files
+
+
+def write_shards(folder, rows=(700, 500), bad_line=None):
+    """Shards of a, b, c and two targets t1, t2; `bad_line` (file line of the last
+    shard) holds text where c belongs."""
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(9)
+    for i, n in enumerate(rows):
+        x = rng.uniform(-2, 2, (n, 3))
+        lines = ["a,t1,b,c,t2"] + [f"{a:.9g},{a + 2 * b:.9g},{b:.9g},{c:.9g},{c - a:.9g}"
+                                   for a, b, c in x]
+        if bad_line and i == len(rows) - 1:
+            lines[bad_line - 1] = "1,2,3,x,5"
+        (folder / f"part-{i}.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_converted_shards_stream_as_the_csv_files_train(tmp_path):
+    """Converted in a fresh process (as a user runs it), then trained streamed and
+    shuffled, with two targets and chosen features: the CSV's history and weights."""
+    data = write_shards(tmp_path / "csv")
+    out = subprocess.run([sys.executable, "-m", "linfit.convert", "--data",
+                          str(data / "part-*.csv"), "--out", str(tmp_path / "npz"),
+                          "--target", "t1,t2", "--features", "c,a,b"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert f"Wrote {tmp_path / 'npz' / 'part-1.npz'} (500 rows)" in out.stdout
+    with np.load(tmp_path / "npz" / "part-0.npz") as arrays:
+        assert arrays["x"].dtype == np.float32 and arrays["x"].shape == (700, 3)
+        assert arrays["y"].shape == (700, 2)
+    csv_files = open_data_files(str(data / "part-*.csv"), ("t1", "t2"), ("c", "a", "b"))
+    npz_files = open_data_files(str(tmp_path / "npz" / "part-*.npz"))
+    assert npz_files.rows == csv_files.rows == (700, 500)
+    options = dict(epochs=2, batch_size=64, shuffle_seed=1, shuffle_buffer=300, loop="keras")
+    runs = []
+    for files in (csv_files, npz_files):
+        trainer = Trainer(LinearModule(features=3, outputs=2), metrics=["mae"])
+        runs.append((trainer.fit(files, None, **options).columns(), trainer.model))
+    (a, model_a), (b, model_b) = runs
+    assert a.keys() == b.keys() and "w_2_1" in a
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    np.testing.assert_array_equal(model_a.w.numpy(), model_b.w.numpy())
+
+
+def test_a_bad_row_or_an_existing_file_leaves_no_half_written_file(tmp_path, capsys):
+    data = write_shards(tmp_path / "csv", bad_line=300)
+    assert main(["--data", str(data / "part-*.csv"), "--out", str(tmp_path / "npz")]) == 2
+    out, err = capsys.readouterr()
+    assert err == f"error: {data / 'part-1.csv'}, line 300, column 'c': 'x' is not a number\n"
+    # The shard before it is complete; the bad one absent; no temporary file left.
+    assert sorted(p.name for p in (tmp_path / "npz").iterdir()) == ["part-0.npz"]
+    assert len(np.load(tmp_path / "npz" / "part-0.npz")["y"]) == 700
+    (data / "part-1.csv").unlink()
+    before = (tmp_path / "npz" / "part-0.npz").read_bytes()
+    assert main(["--data", str(data / "part-*.csv"), "--out", str(tmp_path / "npz")]) == 2
+    assert capsys.readouterr().err == (f"error: {tmp_path / 'npz' / 'part-0.npz'} exists: "
+                                       "remove it, or choose another --out (no file is "
+                                       "replaced)\n")
+    assert (tmp_path / "npz" / "part-0.npz").read_bytes() == before
+    assert main(["--data", str(tmp_path / "npz" / "*.npz"), "--out", str(tmp_path)]) == 2
+    assert "is NPZ already: give CSV files" in capsys.readouterr().err
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
+    """Under a file-size limit smaller than the arrays (ulimit -f)."""
+    data = write_shards(tmp_path / "csv", rows=(3000,))
+    limit = 20_000  # bytes: x alone is 36,000
+    out = subprocess.run([sys.executable, "-m", "linfit.convert", "--data",
+                          str(data / "part-0.csv"), "--out", str(tmp_path / "npz")],
+                         capture_output=True, text=True, timeout=120, env=os.environ,
+                         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE,
+                                                               (limit, limit)))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.startswith(f"error: cannot write {tmp_path / 'npz' / 'part-0.npz'}: the "
+                                 "file would pass the file-size limit (ulimit -f)")
+    assert out.stderr.count("\n") == 1
+    assert not list((tmp_path / "npz").iterdir())
+    assert not list((tmp_path / "npz").glob(TEMPORARY_FILES))
+
+
+@pytest.mark.parametrize("out, message", [
+    ("file", "is a file: give a directory"),
+])
+def test_an_output_that_is_not_a_directory_is_refused(tmp_path, capsys, out, message):
+    data = write_shards(tmp_path / "csv", rows=(20,))
+    (tmp_path / "file").write_text("mine")
+    assert main(["--data", str(data / "part-0.csv"), "--out", str(tmp_path / out)]) == 2
+    assert message in capsys.readouterr().err
+    assert (tmp_path / "file").read_text() == "mine"
