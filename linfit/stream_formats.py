@@ -2,12 +2,14 @@
 a batch of rows -> their values.
 
 A CSV row travels as its line (a string, parsed by `tf.io.decode_csv` once
-batched); an NPZ row as its bytes, x's then y's as stored, after a byte that
-says it is present (uint8 [1 + row bytes]: read in place by
-`tf.data.FixedLengthRecordDataset`, never parsed). Either way the rows are
-the first axis, so `linfit.streaming` orders, shuffles, batches and shares
-out both kinds alike. A worker stands in empty rows ("", or bytes of zeros)
-for the rows other workers parse (`RowFormat.stand_ins`).
+batched); an NPZ row as its bytes, x's then y's as stored (uint8 [row
+bytes]: read in place by `tf.data.FixedLengthRecordDataset`, never parsed).
+Either way the rows are the first axis, so `linfit.streaming` orders,
+shuffles, batches and shares out both kinds alike. A worker stands in empty
+rows for the rows other workers parse (`RowFormat.stand_ins`): "" for CSV,
+which no line is; for NPZ, whose bytes can be anything, its rows then carry
+a first byte that says a row is present (`flagged`; only on workers, as it
+costs a copy of every row).
 """
 
 import sys
@@ -44,8 +46,8 @@ class RowFormat:
     present: Callable
 
 
-def row_format(files: DataFiles) -> RowFormat:
-    """The `RowFormat` of `files`' kind."""
+def row_format(files: DataFiles, flagged: bool = False) -> RowFormat:
+    """The `RowFormat` of `files`' kind; `flagged`: with stand-ins (a worker's)."""
     paths = tf.constant([str(path) for path in files.paths])
     if files.arrays is None:
         return RowFormat(read=lambda shard: _csv_lines(tf.gather(paths, shard)),
@@ -53,8 +55,9 @@ def row_format(files: DataFiles) -> RowFormat:
                          stand_ins=lambda count: tf.fill([count], ""),
                          present=lambda rows: tf.not_equal(rows, ""))
     x, y = files.arrays[0]
-    return RowFormat(read=_npz_rows(files, paths), values=_npz_values(files),
-                     stand_ins=lambda count: tf.zeros([count, 1 + x.row_bytes + y.row_bytes],
+    flag = int(flagged)
+    return RowFormat(read=_npz_rows(files, paths, flag), values=_npz_values(files, flag),
+                     stand_ins=lambda count: tf.zeros([count, flag + x.row_bytes + y.row_bytes],
                                                       tf.uint8),
                      present=lambda rows: tf.equal(rows[:, 0], 1))
 
@@ -84,9 +87,9 @@ def _csv_values(files: DataFiles):
     return values
 
 
-def _npz_rows(files: DataFiles, paths):
+def _npz_rows(files: DataFiles, paths, flag: int):
     """`RowFormat.read` for NPZ shards: each block of x's rows and of y's, read whole,
-    as rows of bytes: present (1), x's, y's."""
+    as rows of bytes: present (1, if `flag`), x's, y's."""
     x, y = files.arrays[0]
     x_offsets, y_offsets = (tf.constant([arrays[i].offset for arrays in files.arrays], tf.int64)
                             for i in (0, 1))
@@ -96,7 +99,8 @@ def _npz_rows(files: DataFiles, paths):
     def rows_of(x_block, y_block):
         x_rows = tf.reshape(tf.io.decode_raw(x_block, tf.uint8), [-1, x.row_bytes])
         y_rows = tf.reshape(tf.io.decode_raw(y_block, tf.uint8), [-1, y.row_bytes])
-        return tf.concat([tf.ones([tf.shape(y_rows)[0], 1], tf.uint8), x_rows, y_rows], axis=1)
+        present = [tf.ones([tf.shape(y_rows)[0], 1], tf.uint8)] if flag else []
+        return tf.concat([*present, x_rows, y_rows], axis=1)
 
     def read(shard):
         stored = (paths[shard], sizes[shard], rows[shard])
@@ -121,7 +125,7 @@ def _blocks(path, size, rows, offset, row_bytes: int) -> tf.data.Dataset:
     return blocks.concatenate(last.take(tf.minimum(rest, 1)))
 
 
-def _npz_values(files: DataFiles):
+def _npz_values(files: DataFiles, flag: int):
     x, y = files.arrays[0]
     native = "<" if sys.byteorder == "little" else ">"
 
@@ -135,8 +139,8 @@ def _npz_values(files: DataFiles):
         return _finite(values, dtype)
 
     def values(rows, dtype):
-        return (decoded(rows[:, 1:1 + x.row_bytes], x, dtype),
-                decoded(rows[:, 1 + x.row_bytes:], y, dtype))
+        return (decoded(rows[:, flag:flag + x.row_bytes], x, dtype),
+                decoded(rows[:, flag + x.row_bytes:], y, dtype))
 
     return values
 

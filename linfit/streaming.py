@@ -152,7 +152,7 @@ def _worker_blocks(files: DataFiles, index: int, count: int):
     block of rows from the index-th.
     """
     by_blocks = len(files.paths) < count
-    rows_as = row_format(files)
+    rows_as = row_format(files, flagged=True)
     reads = tf.constant([by_blocks or shard % count == index for shard in range(len(files.paths))])
     rows = tf.constant(files.rows, tf.int64)
 
@@ -188,7 +188,7 @@ def _own_rows(line_batches: tf.data.Dataset, files: DataFiles,
               with_rows: bool = False) -> tf.data.Dataset:
     """A worker's batches of rows (see `_worker_blocks`) -> (x, y) of the rows it
     parses, the others left out; `with_rows`: (x, y, the batch's rows, every worker's)."""
-    parse, present = _parser(files, tf.float32), row_format(files).present
+    parse, present = _parser(files, tf.float32, True), row_format(files, True).present
 
     def own(lines):
         x, y = parse(tf.boolean_mask(lines, present(lines)))
@@ -197,9 +197,9 @@ def _own_rows(line_batches: tf.data.Dataset, files: DataFiles,
     return line_batches.map(own).prefetch(2)
 
 
-def _parser(files: DataFiles, dtype):
-    """A batch of rows -> (x, y): see `_parsed`."""
-    values = row_format(files).values
+def _parser(files: DataFiles, dtype, flagged: bool = False):
+    """A batch of rows -> (x, y): see `_parsed`; `flagged`: a worker's (`_own_rows`)."""
+    values = row_format(files, flagged).values
 
     def parse(rows):
         x, y = values(rows, dtype)
