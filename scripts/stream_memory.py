@@ -2,6 +2,7 @@
 
     python scripts/stream_memory.py                 # a 2 GB CSV: 2e7 rows x 10 features
     python scripts/stream_memory.py --rows 2000000  # a quick look
+    python scripts/stream_memory.py --npz           # NPZ too: the same rows, x and y float32
 
 It writes a CSV of --rows rows (10 features and y; blocks of 100,000 rows
 repeated) to --dir, then measures, each in a fresh process so every peak is
@@ -19,7 +20,13 @@ its own:
 
 Steps 2-4 run --repeats times (default 1: the run stays under 5 minutes),
 alternating, so the ratios compare runs made under the same load; the file
-stays in the page cache after it is written.
+stays in the page cache after it is written. With --npz, the same rows are
+also written to an NPZ file (uncompressed, float32) and steps 2 and 3 are
+measured on it too, in the same alternation, with one more baseline: the
+in-memory path on all --rows rows (loaded from the NPZ file), so that both
+sides of that ratio train the same rows and pay the same fixed costs.
+Writing the NPZ copy takes about 2 minutes, once; `--npz --repeats 2` then
+takes about 7.5 minutes here.
 """
 
 import argparse
@@ -51,6 +58,27 @@ def write_csv(path: Path, rows: int, seed: int = 0) -> None:
             written += n
 
 
+def write_npz(path: Path, csv_path: Path) -> None:
+    """The CSV's rows as an NPZ file (x float32 [N, FEATURES], y float32 [N]), written
+    block by block: no more than a block in memory."""
+    import zipfile
+
+    import numpy as np
+
+    from linfit.streams import open_data_files
+
+    files = open_data_files(csv_path)
+    rows = files.num_examples
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, shape, columns in (("x", (rows, FEATURES), slice(0, FEATURES)),
+                                     ("y", (rows,), FEATURES)):
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array_header_2_0(member, {
+                    "descr": "<f4", "fortran_order": False, "shape": shape})
+                for x, y in files.exact_chunks():
+                    member.write(np.column_stack([x, y])[:, columns].astype("<f4").tobytes())
+
+
 def peak_kb() -> int:
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
@@ -77,14 +105,20 @@ def child(task: str, path: str, memory_rows: int) -> dict:
     trainer.predict(np.zeros((1, FEATURES), np.float32))  # built, traced: at rest
     rest = rss_kb()
     start = time.perf_counter()
-    if task == "stream":
+    if task.startswith("stream"):  # "stream", or "stream npz" on the NPZ copy
+        files = open_data_files(Path(path).with_suffix(".npz")) if "npz" in task else files
         trainer.fit(files, None, epochs=1, batch_size=1024)
         rows = files.num_examples
-    elif task == "tf.data":
+    elif task.startswith("tf.data"):
+        files = open_data_files(Path(path).with_suffix(".npz")) if "npz" in task else files
         data = StreamData((), 1024, None, 1, files=files)
         rows = sum(int(y.shape[0]) for _, y in data.batches(0))
-    elif task == "memory":
-        x, y = files.sample(memory_rows)
+    elif task.startswith("memory"):  # "memory all": every row, loaded from the NPZ copy
+        if "all" in task:
+            with np.load(Path(path).with_suffix(".npz")) as arrays:
+                x, y = arrays["x"], arrays["y"]
+        else:
+            x, y = files.sample(memory_rows)
         start = time.perf_counter()
         trainer.fit(x, y, epochs=1, batch_size=1024)
         rows = len(y)
@@ -127,6 +161,7 @@ def main() -> None:
     # --repeats 3 gives ranges.
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--dir", default="/tmp")
+    parser.add_argument("--npz", action="store_true", help="measure an NPZ copy too")
     parser.add_argument("--child")
     parser.add_argument("--csv")
     args = parser.parse_args()
@@ -139,7 +174,14 @@ def main() -> None:
         write_csv(path, args.rows)
     print(f"{path}: {path.stat().st_size / 1e9:.2f} GB, {args.rows} rows x {FEATURES} features "
           f"(written in {time.perf_counter() - began:.0f} s)")
+    if args.npz and not path.with_suffix(".npz").exists():
+        written = time.perf_counter()
+        write_npz(path.with_suffix(".npz"), path)
+        print(f"{path.with_suffix('.npz')}: {path.with_suffix('.npz').stat().st_size / 1e9:.2f}"
+              f" GB (written in {time.perf_counter() - written:.0f} s)")
     results: dict[str, list[dict]] = {"stream": [], "tf.data": [], "memory": []}
+    if args.npz:
+        results.update({"stream npz": [], "tf.data npz": [], "memory all": []})
     for _ in range(args.repeats):
         for task in results:
             results[task].append(measure(task, path, args.memory_rows))
@@ -158,6 +200,21 @@ def main() -> None:
           "rows/s")
     print(f"streamed / in memory: {spread(ratio_memory)} (target >= 1.0)")
     print(f"streamed / tf.data alone: {spread(ratio_tfdata)} (target >= 0.5)")
+    if args.npz:
+        npz, npz_tfdata, everything = (results[t] for t in ("stream npz", "tf.data npz",
+                                                             "memory all"))
+        print(f"NPZ streamed epoch: peak {spread([s['peak_above_rest_mb'] for s in npz])} MB "
+              f"above rest, {spread([s['rows_per_s'] for s in npz])} rows/s; tf.data alone "
+              f"{spread([t['rows_per_s'] for t in npz_tfdata])} rows/s")
+        print("NPZ streamed / in memory: "
+              f"{spread([s['rows_per_s'] / m['rows_per_s'] for s, m in zip(npz, memory)])}; "
+              "/ tf.data alone: "
+              f"{spread([s['rows_per_s'] / t['rows_per_s'] for s, t in zip(npz, npz_tfdata)])}")
+        print(f"in memory, all {args.rows} rows: "
+              f"{spread([m['rows_per_s'] for m in everything])} rows/s; NPZ streamed / it: "
+              f"{spread([s['rows_per_s'] / m['rows_per_s'] for s, m in zip(npz, everything)])}; "
+              "CSV streamed / it: "
+              f"{spread([s['rows_per_s'] / m['rows_per_s'] for s, m in zip(stream, everything)])}")
     print(f"reference, streamed vs in memory ({args.memory_rows} rows): largest relative "
           f"difference of w {reference['w_rel']:.1e}, of b {reference['b_rel']:.1e} "
           "(target <= 1e-10)")
