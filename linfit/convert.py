@@ -8,13 +8,15 @@ does, every epoch. Each CSV shard becomes one NPZ file of the same name
 (uncompressed: x float32 [N, d], y float32 [N] or [N, k]), whose rows a
 stream reads in place. The values are those linfit's readers give, so a run
 on the NPZ files equals one on the CSV files bitwise; only the column names
-are not kept (NPZ columns are x0, x1, ... and y).
+are not kept (an NPZ file's are x0, x1, ..., or x for one, and y, or y0,
+y1, ... for several).
 
 Each shard is parsed once, chunk by chunk (tf.data, as a stream parses
 it), its arrays written to temporary files beside the output and then put
 in the archive: memory holds a chunk. Nothing is written before every
 shard's header has been checked and its rows counted; a file is complete
-or absent, and an existing file is never replaced.
+or absent, and an existing file is never replaced. A failure names the
+files written before it, which are kept.
 """
 
 import argparse
@@ -32,6 +34,8 @@ from linfit.streams import DataFiles, open_data_files
 
 def main(argv=None, prog: str = "python -m linfit.convert") -> int:
     args = parse_args(argv, prog)
+    out = Path(args.out)
+    made = not out.exists()
     written, outputs = [], []
     try:
         target = tuple(args.target.split(",")) if "," in args.target else args.target
@@ -39,21 +43,24 @@ def main(argv=None, prog: str = "python -m linfit.convert") -> int:
         files = open_data_files(args.data, target, features)
         if files.arrays is not None:
             raise DataError(f"{files.source} is NPZ already: give CSV files")
-        outputs = output_paths(files, Path(args.out))
+        outputs = output_paths(files, out)
         import_tensorflow()
-        for shard, out in enumerate(outputs):
-            write_npz(_one_shard(files, shard), out)
-            written.append(out)
-            print(f"Wrote {out} ({files.rows[shard]} rows)")
-    except LinfitError as error:
-        print(f"error: {error}", file=sys.stderr)
+        for shard, path in enumerate(outputs):
+            write_npz(_one_shard(files, shard), path)
+            written.append(path)
+            print(f"Wrote {path} ({files.rows[shard]} rows)")
+    except (LinfitError, KeyboardInterrupt) as error:
+        if made and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # made for nothing
+        kept = (f" ({len(written)} of {len(outputs)} files were written before it, complete; "
+                "they are kept: remove them, or convert into another --out)") if written else ""
+        if isinstance(error, KeyboardInterrupt):
+            print(f"interrupted: the file being written was removed{kept}", file=sys.stderr)
+            return 130
+        print(f"error: {error}{kept}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"interrupted: {len(written)} of {len(outputs)} files written, each complete; "
-              "the one being written was removed", file=sys.stderr)
-        return 130
-    print(f"Train on them with --data '{Path(args.out) / '*.npz'}' (columns x0, x1, ... and "
-          "y: --set data.streaming=true streams them)")
+    print(f"Train on them with --data '{out / '*.npz'}' --set data.streaming=true (an NPZ "
+          "file names its columns x0, x1, ..., or x for one, and y, or y0, y1, ...)")
     return 0
 
 
@@ -62,7 +69,8 @@ def output_paths(files: DataFiles, out: Path) -> list[Path]:
 
     Raises:
       RunDirError: for an output that exists, two shards of one name, or an
-        `out` that is not a directory this process can write in.
+        `out` that is a file.
+      WriteError: for an `out` that cannot be made.
     """
     outputs = [out / f"{path.stem}.npz" for path in files.paths]
     twice = sorted({p.name for p in outputs if outputs.count(p) > 1})

@@ -150,7 +150,7 @@ def streams_because(config: DataConfig) -> str:
         return ""  # "auto" streams only what can stream: these need the rows in memory
     paths = shard_paths(config.path) if is_sharded(config.path) else [Path(config.path)]
     try:
-        if not paths[0].is_file() or (is_npz(paths[0]) and not is_stored(paths[0])):
+        if not paths[0].is_file() or (is_npz(paths[0]) and not all(map(is_stored, paths))):
             return ""
         size = sum(path.stat().st_size for path in paths)
     except OSError:

@@ -134,6 +134,10 @@ class DataFiles:
     def _stored_chunks(self, check: bool = False):
         """`exact_chunks` of NPZ shards; `check`: each chunk checked as `validate` says."""
         for path, stored in zip(self.paths, self.arrays):
+            if path.stat().st_size != stored[0].file_bytes:
+                raise DataError(f"{shown(path)} has changed since it was checked (it was "
+                                f"{stored[0].file_bytes} bytes, it is {path.stat().st_size}): "
+                                "start the run again")
             first_row = 0
             for x, y in zip(*(array.chunks(path, CHUNK_ROWS) for array in stored)):
                 for name, values in ((("x", x), ("y", y)) if check else ()):

@@ -12,7 +12,6 @@ import pytest
 
 from linfit import LinearModule, Trainer
 from linfit.convert import main
-from linfit.fileio import TEMPORARY_FILES
 from linfit.streams import open_data_files
 
 
@@ -63,7 +62,9 @@ def test_a_bad_row_or_an_existing_file_leaves_no_half_written_file(tmp_path, cap
     data = write_shards(tmp_path / "csv", bad_line=300)
     assert main(["--data", str(data / "part-*.csv"), "--out", str(tmp_path / "npz")]) == 2
     out, err = capsys.readouterr()
-    assert err == f"error: {data / 'part-1.csv'}, line 300, column 'c': 'x' is not a number\n"
+    assert err == (f"error: {data / 'part-1.csv'}, line 300, column 'c': 'x' is not a number "
+                   "(1 of 2 files were written before it, complete; they are kept: remove "
+                   "them, or convert into another --out)\n")
     # The shard before it is complete; the bad one absent; no temporary file left.
     assert sorted(p.name for p in (tmp_path / "npz").iterdir()) == ["part-0.npz"]
     assert len(np.load(tmp_path / "npz" / "part-0.npz")["y"]) == 700
@@ -76,6 +77,11 @@ def test_a_bad_row_or_an_existing_file_leaves_no_half_written_file(tmp_path, cap
     assert (tmp_path / "npz" / "part-0.npz").read_bytes() == before
     assert main(["--data", str(tmp_path / "npz" / "*.npz"), "--out", str(tmp_path)]) == 2
     assert "is NPZ already: give CSV files" in capsys.readouterr().err
+    # A directory made for a conversion that wrote nothing is removed again.
+    one = write_shards(tmp_path / "one", rows=(50,), bad_line=10)
+    assert main(["--data", str(one / "part-0.csv"), "--out", str(tmp_path / "new")]) == 2
+    assert capsys.readouterr().err.endswith("'x' is not a number\n")
+    assert not (tmp_path / "new").exists()
 
 
 def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
@@ -91,8 +97,7 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
     assert out.stderr.startswith(f"error: cannot write {tmp_path / 'npz' / 'part-0.npz'}: the "
                                  "file would pass the file-size limit (ulimit -f)")
     assert out.stderr.count("\n") == 1
-    assert not list((tmp_path / "npz").iterdir())
-    assert not list((tmp_path / "npz").glob(TEMPORARY_FILES))
+    assert not (tmp_path / "npz").exists()  # made by the conversion, removed with its files
 
 
 @pytest.mark.parametrize("out, message", [

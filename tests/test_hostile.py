@@ -356,6 +356,8 @@ BAD_INPUTS = {
                                  "d.npz: x has 0 features"),
     "an NPZ y of shape [N, 0]": ("d.npz", npz_bytes(x=np.zeros((3, 2)), y=np.zeros((3, 0))),
                                  "d.npz: y has 0 targets"),
+    "timedelta NPZ values": ("d.npz", npz_bytes(x=np.arange(3).astype("m8[s]"), y=np.zeros(3)),
+                             "d.npz: x must be real numbers, got timedelta64[s]"),
     "complex NPZ values": ("d.npz", npz_bytes(x=np.arange(3) + 1j, y=np.zeros(3)),
                            "d.npz: x must be real numbers"),
     "1_000 in a cell": ("d.csv", b"x,y\n1,2\n1_000,3\n", "d.csv, line 3, column 'x': '1_000'"),

@@ -251,6 +251,8 @@ def test_the_preflight_counts_rows_and_refuses_what_a_stream_cannot_split(shards
     (np.linspace(-3, 3, 50).astype(">f8").reshape(25, 2), np.arange(25, dtype=np.float32)),
     (np.arange(-60, 60, 2, dtype=np.int16)[:30], np.ones((30, 2), dtype=">f4")),
     (np.arange(20, dtype=np.uint8).reshape(20, 1), np.arange(20, dtype=np.int64).reshape(20, 1)),
+    (np.arange(2**32 - 40, 2**32, dtype=np.uint32).reshape(20, 2),
+     np.arange(2**64 - 20, 2**64, dtype=np.uint64).astype(">u8")),
 ])
 def test_npz_rows_stream_as_the_reader_reads_them(tmp_path, monkeypatch, x, y):
     """Any byte order, integer types, x of [N] or [N, 1], y of [N, k]: the values and
@@ -274,6 +276,18 @@ def test_npz_rows_stream_as_the_reader_reads_them(tmp_path, monkeypatch, x, y):
     exact_x, exact_y = (np.concatenate(parts) for parts in zip(*files.exact_chunks()))
     np.testing.assert_array_equal(exact_x, x.reshape(len(x), -1).astype(np.float64))
     np.testing.assert_array_equal(exact_y, y.astype(np.float64))
+
+
+def test_an_npz_shard_cut_short_while_training_is_one_clear_error(shards, tmp_path):
+    import os
+
+    for name in ("part-0.npz", "part-1.npz"):
+        (tmp_path / name).write_bytes((shards / name).read_bytes())
+    files = open_data_files(str(tmp_path / "part-*.npz"))
+    os.truncate(tmp_path / "part-1.npz", (tmp_path / "part-1.npz").stat().st_size - 5000)
+    with pytest.raises(DataError, match=r"part-1.npz has changed since it was checked \(it "
+                                        r"was \d+ bytes, it is \d+\): start the run again"):
+        Trainer(LinearModule(features=2)).fit(files, None, epochs=1, batch_size=500)
 
 
 def test_npz_a_stream_cannot_read_in_place_is_one_line(shards, tmp_path, capfd, monkeypatch):
