@@ -62,6 +62,9 @@ def prediction_columns(path: str | Path, feature_names: tuple[str, ...] | None,
     and there must be as many as the model takes.
     """
     path = checked_file(path)
+    if is_npz(path):
+        raise DataError(f"{path} is an NPZ file: predictions are made for a CSV file (a header "
+                        "row, then rows of the feature columns)")
     header = read_header(path, min_columns=1)
     target_columns, columns = select_columns(path, header, target, feature_names or (),
                                              for_prediction=True)

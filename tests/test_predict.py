@@ -86,6 +86,16 @@ def test_features_that_do_not_fit_the_checkpoint_exit_2(tmp_path, text, message)
     assert not (tmp_path / "p.csv").exists()
 
 
+def test_an_npz_file_is_refused_in_one_line(tmp_path, capsys):
+    """Not read as text (it said "not UTF-8 text", of a binary file)."""
+    save_weights(LinearModule(), tmp_path / "m.weights.h5")
+    np.savez(tmp_path / "d.npz", x=np.ones(3), y=np.ones(3))
+    assert main(["--checkpoint", tmp_path / "m.weights.h5", "--data", tmp_path / "d.npz"]) == 2
+    assert capsys.readouterr().err == (f"error: {tmp_path / 'd.npz'} is an NPZ file: "
+                                       "predictions are made for a CSV file (a header row, "
+                                       "then rows of the feature columns)\n")
+
+
 def test_more_features_than_the_run_trained_on_is_refused(standardized_run, tmp_path):
     root, _, _ = standardized_run
     (tmp_path / "d.csv").write_text("a,b,c\n1,2,3\n")
