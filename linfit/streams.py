@@ -188,10 +188,14 @@ def _open_npz(paths: list[Path], source: str) -> DataFiles:
     Their columns are named as linfit's reader names them (x or x0, x1, ...; y or
     y0, y1, ...); data.target and data.features do not apply, as in memory."""
     arrays = tuple(stored_arrays(path) for path in paths)
-    first = [(array.shape[1:], array.dtype) for array in arrays[0]]
+
+    def kind(stored):  # x of [N] and of [N, 1] are one feature, as in memory
+        (x, y) = stored
+        return x.row_bytes, x.dtype, y.shape[1:], y.dtype
+
     for path, stored in zip(paths[1:], arrays[1:]):
-        found = [(array.shape[1:], array.dtype) for array in stored]
-        if found != first:
+        if kind(stored) != kind(arrays[0]):
+            found, first = ([(a.shape[1:], a.dtype) for a in s] for s in (stored, arrays[0]))
             raise DataError(
                 f"shard {shown(path)} holds x {_kind(*found[0])} and y {_kind(*found[1])} but "
                 f"{shown(paths[0])} holds x {_kind(*first[0])} and y {_kind(*first[1])}: a "

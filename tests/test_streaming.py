@@ -311,6 +311,11 @@ def test_npz_a_stream_cannot_read_in_place_is_one_line(shards, tmp_path, capfd, 
         out, err = capfd.readouterr()
         assert status == 2 and err.count("\n") == 1 and problem in err
         assert "Traceback" not in out + err and not (tmp_path / "run").exists()
+    # x of [N] and of [N, 1] are one feature, in a stream as in memory.
+    (tmp_path / "one").mkdir()
+    np.savez(tmp_path / "one" / "a.npz", x=x[:, 0], y=y)
+    np.savez(tmp_path / "one" / "b.npz", x=x[:, :1], y=y)
+    assert open_data_files(str(tmp_path / "one" / "*.npz")).header == ("x", "y")
     monkeypatch.setattr(data_module, "STREAM_ABOVE", 1e-9)
     assert main(["--data", str(tmp_path / "small.npz"), "--model", "module", "--loop",
                  "manual", "--set", "train.epochs=1", "--out", str(tmp_path / "run")]) == 0
