@@ -30,16 +30,14 @@ def write_shards(folder, rows=(700, 500), bad_line=None):
     return folder
 
 
-def test_converted_shards_stream_as_the_csv_files_train(tmp_path):
-    """Converted in a fresh process (as a user runs it), then trained streamed and
-    shuffled, with two targets and chosen features: the CSV's history and weights."""
+def test_converted_shards_stream_as_the_csv_files_train(tmp_path, capsys):
+    """Converted, then trained streamed and shuffled, with two targets and chosen
+    features: the CSV's history and weights. (The full-disk test below runs the
+    command in a fresh process.)"""
     data = write_shards(tmp_path / "csv")
-    out = subprocess.run([sys.executable, "-m", "linfit.convert", "--data",
-                          str(data / "part-*.csv"), "--out", str(tmp_path / "npz"),
-                          "--target", "t1,t2", "--features", "c,a,b"],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert f"Wrote {tmp_path / 'npz' / 'part-1.npz'} (500 rows)" in out.stdout
+    assert main(["--data", str(data / "part-*.csv"), "--out", str(tmp_path / "npz"),
+                 "--target", "t1,t2", "--features", "c,a,b"]) == 0
+    assert f"Wrote {tmp_path / 'npz' / 'part-1.npz'} (500 rows)" in capsys.readouterr().out
     with np.load(tmp_path / "npz" / "part-0.npz") as arrays:
         assert arrays["x"].dtype == np.float32 and arrays["x"].shape == (700, 3)
         assert arrays["y"].shape == (700, 2)

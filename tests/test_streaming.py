@@ -317,9 +317,11 @@ def test_npz_a_stream_cannot_read_in_place_is_one_line(shards, tmp_path, capfd, 
     np.savez(tmp_path / "one" / "b.npz", x=x[:, :1], y=y)
     assert open_data_files(str(tmp_path / "one" / "*.npz")).header == ("x", "y")
     monkeypatch.setattr(data_module, "STREAM_ABOVE", 1e-9)
-    assert main(["--data", str(tmp_path / "small.npz"), "--model", "module", "--loop",
-                 "manual", "--set", "train.epochs=1", "--out", str(tmp_path / "run")]) == 0
-    assert "Streaming" not in capfd.readouterr().out
+    from linfit.config import DataConfig
+
+    for data, streams in (("small.npz", False), ("one/*.npz", True)):
+        assert bool(data_module.streams_because(DataConfig(path=str(tmp_path / data)))) \
+            == streams, data
 
 
 @pytest.mark.parametrize("value, problem", [
