@@ -3,8 +3,9 @@
 A file is untrusted: the archive's structure and each array's header (shape,
 dtype) are checked before any array is read, so a truncated archive, a
 header that declares 2**40 elements, or a small archive that would inflate
-to gigabytes is one `DataError`, not a MemoryError. NumPy and the standard
-library only.
+to gigabytes is one `DataError`, not a MemoryError. `stored_arrays` locates
+the values of arrays stored uncompressed, for a stream to read in place
+(`linfit.stream_formats`). NumPy and the standard library only.
 """
 
 import struct
@@ -92,15 +93,13 @@ class StoredArray:
             yield values[start:start + rows]
 
 
-
-
 def stored_arrays(path: Path) -> tuple[StoredArray, StoredArray]:
     """x and y of an NPZ file, checked as `read_npz` checks them, and located.
 
     Raises:
       DataError: for what `read_npz` refuses, and for arrays a stream cannot read
         in place: compressed (numpy.savez_compressed), in Fortran order, or of a
-        type it cannot decode.
+        type wider than 8 bytes.
     """
     def locate(archive, headers):
         _check_shapes(path, headers, np.float32, None)
