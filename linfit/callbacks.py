@@ -194,8 +194,9 @@ class CallbackProgress(keras.callbacks.Callback):
 
 def _to_json(value):
     """A callback's state as JSON: arrays as lists, non-finite floats as strings."""
-    if isinstance(value, (list, tuple)):
-        return [_to_json(item) for item in value]
+    if isinstance(value, (list, tuple)):  # a model's weights: a 0-d one stays an array
+        return [_to_json(np.asarray(item) if isinstance(item, np.generic) else item)
+                for item in value]
     if isinstance(value, np.ndarray):
         return {"array": value.tolist(), "dtype": str(value.dtype)}
     if isinstance(value, (float, np.floating)) and not np.isfinite(value):
@@ -204,8 +205,9 @@ def _to_json(value):
 
 
 def _from_json(value):
-    if isinstance(value, list):
-        return [_from_json(item) for item in value]
+    if isinstance(value, list):  # a model's weights (a 0-d one saved before as a float)
+        return [np.asarray(item, np.float32) if isinstance(item, float) else _from_json(item)
+                for item in value]
     if isinstance(value, dict) and "array" in value:
         return np.asarray(value["array"], dtype=value["dtype"])
     if isinstance(value, dict) and "float" in value:

@@ -310,3 +310,35 @@ def test_recorder_logs_vector_weights_as_scalars(guide_data):
     recorder.on_train_begin()
     recorder.on_epoch_end(0, logs)
     assert logs == {"full_loss": 1.0, "w_0": 5.0, "w_1": 5.0, "b": 0.0}
+
+
+def test_early_stoppings_best_weights_survive_a_checkpoint_as_arrays():
+    """A Keras model's scalar b comes from get_weights as a NumPy scalar, which the
+    checkpoint's JSON once kept as a float: on --resume, set_weights then failed
+    (when no epoch after the resume improved, so the restored weights were used)."""
+    from linfit.callbacks import CallbackProgress
+
+    model = LinearModel(features=2, init_w=[1.5, -0.5], init_b=0.7)
+    stopping = keras.callbacks.EarlyStopping(restore_best_weights=True)
+    stopping.set_model(model)
+    stopping.on_train_begin()
+    stopping.best_weights = model.get_weights()
+    assert any(isinstance(w, np.generic) for w in stopping.best_weights)  # b, 0-d
+    saved = History()
+    CallbackProgress(saved, [stopping]).on_epoch_end(0)
+    progress = json.loads(json.dumps(saved.callback_progress))  # as a checkpoint keeps it
+    resumed = keras.callbacks.EarlyStopping(restore_best_weights=True)
+    resumed.on_train_begin()  # resets it, as fit does, before the progress comes back
+    CallbackProgress(History(), [resumed], restore=progress).on_train_begin()
+    # And a checkpoint written before, whose b is a float, resumes too.
+    older = [dict(progress[0], best_weights=[progress[0]["best_weights"][0],
+                                             float(model.get_weights()[1])])]
+    assert isinstance(older[0]["best_weights"][1], float)
+    from_older = keras.callbacks.EarlyStopping(restore_best_weights=True)
+    from_older.on_train_begin()
+    CallbackProgress(History(), [from_older], restore=older).on_train_begin()
+    for weights in (resumed.best_weights, from_older.best_weights):
+        other = LinearModel(features=2, init_w=[0.0, 0.0], init_b=0.0)
+        other.set_weights(weights)
+        for restored, original in zip(other.get_weights(), model.get_weights()):
+            np.testing.assert_array_equal(restored, original)
