@@ -25,6 +25,8 @@ import zipfile
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from linfit.data_files import shown
 from linfit.errors import DataError, LinfitError, RunDirError
 from linfit.fileio import atomic_write, write_error
@@ -113,8 +115,6 @@ def write_npz(files: DataFiles, out: Path) -> None:
 
 def _write_arrays(files: DataFiles, arrays: dict[str, Path]) -> None:
     """x and y, chunk by chunk, into `arrays`' two .npy files (the rows known)."""
-    import numpy as np
-
     from linfit.streaming import value_chunks
 
     rows = files.num_examples
