@@ -214,8 +214,8 @@ def test_bombs_cost_no_memory(tmp_path):
 
 # 4. Signals.
 
-SLOW = ["--model", "module", "--loop", "manual", "--set", "data.num_examples=4000",
-        "--set", "data.batch_size=20", "--set", "train.epochs=150",
+SLOW = ["--model", "module", "--loop", "manual", "--set", "data.num_examples=2000",
+        "--set", "data.batch_size=20", "--set", "train.epochs=80",
         "--set", "train.checkpoint_every=10", "--set", "train.learning_rate=0.01"]
 
 
@@ -246,7 +246,7 @@ def test_a_signal_stops_at_a_safe_point_and_resume_finishes_the_run(tmp_path, un
     assert stderr.count("\n") == 1 and "Traceback" not in stderr
     assert stderr.startswith("interrupted at epoch ") and "resume with --resume run" in stderr
     epochs = int(stderr.split("interrupted at epoch ")[1].split(":")[0])
-    assert 10 <= epochs < 150
+    assert 10 <= epochs < 80
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["status"] == "interrupted"
     assert metrics["runs"][0]["status"] == "interrupted"
@@ -462,7 +462,8 @@ def test_a_successful_run_says_nothing_on_stderr(tmp_path, capfd, monkeypatch, a
 # 11. Two processes on one run directory.
 
 def test_a_second_process_on_a_running_directory_is_refused(tmp_path):
-    process = subprocess.Popen([sys.executable, "-m", "linfit.train", *SLOW, "--out", "run"],
+    endless = [*SLOW, "--set", "train.epochs=100000"]  # killed below, still running
+    process = subprocess.Popen([sys.executable, "-m", "linfit.train", *endless, "--out", "run"],
                                cwd=tmp_path, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     try:
