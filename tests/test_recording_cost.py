@@ -2,7 +2,7 @@
 
 Counted, not timed: the history cells built while training (history.csv's new
 rows, the console's lines), whole-history conversions (History.columns,
-to_json) and conversions to the data's units, for runs of 20 and 80 epochs.
+to_json) and conversions to the data's units, for runs of 10 and 40 epochs.
 """
 
 import pytest
@@ -46,13 +46,13 @@ def count_recording(monkeypatch, tmp_path, epochs: int) -> dict[str, int]:
 
 def test_the_cost_of_recording_an_epoch_does_not_grow_with_the_run(monkeypatch, tmp_path,
                                                                    capsys):
-    short, long = (count_recording(monkeypatch, tmp_path, epochs) for epochs in (20, 80))
+    short, long = (count_recording(monkeypatch, tmp_path, epochs) for epochs in (10, 40))
     capsys.readouterr()
     # Whole histories are built once per run (to compare it with the first), never
-    # per epoch: as many for 80 epochs as for 20.
+    # per epoch: as many for 40 epochs as for 10.
     assert short["columns"] == long["columns"] <= 4
     assert short["to_json"] == long["to_json"] == 0
     # Rows 0..E of two runs: each built once for history.csv and once for the console.
     for name in ("cells", "to_original"):
         assert short[name] > 0
-        assert long[name] / (2 * 81) == pytest.approx(short[name] / (2 * 21), rel=0.02), name
+        assert long[name] / (2 * 41) == pytest.approx(short[name] / (2 * 11), rel=0.02), name
