@@ -5,11 +5,12 @@
 
 Parsing CSV text costs several times what training a linear model on it
 does, every epoch. Each CSV shard becomes one NPZ file of the same name
-(uncompressed: x float32 [N, d], y float32 [N] or [N, k]), whose rows a
-stream reads in place. The values are those linfit's readers give, so a run
-on the NPZ files equals one on the CSV files bitwise; only the column names
-are not kept (an NPZ file's are x0, x1, ..., or x for one, and y, or y0,
-y1, ... for several).
+(uncompressed: x float32 [N, d], y float32 [N] or [N, k], and x_names, the
+feature columns' names), whose rows a stream reads in place. The values are
+those linfit's readers give, so a run on the NPZ files equals one on the CSV
+files bitwise. The feature names are kept, so the run's checkpoints predict
+on CSV files like the originals; the targets are named y, or y0, y1, ... for
+several.
 
 Each shard is parsed once, chunk by chunk (tf.data, as a stream parses
 it), its arrays written to temporary files beside the output and then put
@@ -20,6 +21,7 @@ files written before it, which are kept.
 """
 
 import argparse
+import io
 import sys
 import zipfile
 from dataclasses import replace
@@ -30,6 +32,7 @@ import numpy as np
 from linfit.data_files import shown
 from linfit.errors import DataError, LinfitError, RunDirError
 from linfit.fileio import atomic_write, write_error
+from linfit.npz_files import NAMES
 from linfit.runtime import import_tensorflow
 from linfit.streams import DataFiles, open_data_files
 
@@ -61,8 +64,8 @@ def main(argv=None, prog: str = "python -m linfit.convert") -> int:
             return 130
         print(f"error: {error}{kept}", file=sys.stderr)
         return 2
-    print(f"Train on them with --data '{out / '*.npz'}' --set data.streaming=true (an NPZ "
-          "file names its columns x0, x1, ..., or x for one, and y, or y0, y1, ...)")
+    print(f"Train on them with --data '{out / '*.npz'}' --set data.streaming=true (the "
+          "targets are named y, or y0, y1, ... for several)")
     return 0
 
 
@@ -106,6 +109,7 @@ def write_npz(files: DataFiles, out: Path) -> None:
             with zipfile.ZipFile(temporary, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
                 for name, path in arrays.items():
                     archive.write(path, f"{name}.npy")
+                archive.writestr(f"{NAMES}.npy", _npy(np.array(files.feature_names)))
         finally:
             for path in arrays.values():
                 path.unlink(missing_ok=True)
@@ -132,6 +136,12 @@ def _write_arrays(files: DataFiles, arrays: dict[str, Path]) -> None:
     if read != rows:  # the headers above said `rows`
         raise DataError(f"{files.source} changed while it was converted ({rows} rows counted, "
                         f"{read} read): convert it again")
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
 
 
 def _one_shard(files: DataFiles, shard: int) -> DataFiles:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from linfit.errors import DataError
-from linfit.npz_files import is_zip, read_npz
+from linfit.npz_files import feature_names, is_zip, read_npz
 
 # Rows parsed at a time.
 CHUNK_ROWS = 65536
@@ -353,8 +353,7 @@ def _read_npz(path: Path, dtype=np.float32) -> tuple[np.ndarray, np.ndarray, tup
     x, y = read_npz(path, dtype, memory_limit=available_memory())
     if x.ndim == 2 and x.shape[1] == 1:
         x = x[:, 0]
-    names = ("x",) if x.ndim == 1 else tuple(f"x{i}" for i in range(x.shape[1]))
-    return x, y, names
+    return x, y, feature_names(path, 1 if x.ndim == 1 else x.shape[1])
 
 
 def available_memory() -> int | None:

@@ -1,4 +1,5 @@
-"""Reading NPZ data files (NumPy's zip of `.npy` arrays): `x` ([N] or [N, d]) and `y` ([N]).
+"""Reading NPZ data files (NumPy's zip of `.npy` arrays): `x` ([N] or [N, d]) and `y` ([N]),
+and optionally `x_names`, the names of x's columns (`feature_names`).
 
 A file is untrusted: the archive's structure and each array's header (shape,
 dtype) are checked before any array is read, so a truncated archive, a
@@ -19,6 +20,7 @@ import numpy as np
 from linfit.errors import DataError
 
 ZIP_MAGIC = b"PK\x03\x04"
+NAMES = "x_names"  # an optional member: the names of x's columns
 
 
 def is_zip(path: Path) -> bool:
@@ -123,6 +125,29 @@ def _with_archive(path: Path, use):
             struct.error) as error:
         raise DataError(f"{path} is damaged or truncated ({error}): write it again with "
                         "numpy.savez") from None
+
+
+def feature_names(path: Path, width: int) -> tuple[str, ...]:
+    """The names of x's `width` columns: the archive's `x_names` (1-D text, one
+    name per column, as linfit.convert writes it), else x for one column and x0,
+    x1, ... for several.
+
+    Raises:
+      DataError: for an `x_names` that does not name each column once.
+    """
+    def read(archive, headers):
+        if f"{NAMES}.npy" not in archive.namelist():
+            return ("x",) if width == 1 else tuple(f"x{i}" for i in range(width))
+        shape, dtype = _header(path, archive, NAMES)[:2]
+        names = _read_array(path, archive, NAMES) if (dtype.kind, shape) == ("U", (width,)) \
+            else np.array([])  # read only once it is known to be small
+        if len(names) != width or len(set(names)) != width or not all(names):
+            raise DataError(f"{path}: {NAMES} must name each of x's {width} column(s) once "
+                            f"(text of shape [{width}]), got {dtype} of shape {list(shape)}"
+                            f"{f' {names.tolist()}' if len(names) else ''}: fix or remove it")
+        return tuple(str(name) for name in names)
+
+    return _with_archive(path, read)
 
 
 def is_stored(path: Path) -> bool:

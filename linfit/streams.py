@@ -21,7 +21,7 @@ import numpy as np
 from linfit.data_files import (CHUNK_ROWS, checked_file, column_chunks, csv_chunks, is_npz,
                                read_header, select_columns, shown)
 from linfit.errors import DataError
-from linfit.npz_files import StoredArray, check_finite, stored_arrays
+from linfit.npz_files import StoredArray, check_finite, feature_names, stored_arrays
 from linfit.shards import check_shards, describe, is_sharded, shard_paths
 
 # Bytes of each end of each file that the fingerprint reads.
@@ -185,8 +185,9 @@ def open_data_files(spec: str | Path | tuple[str, ...], target: str | tuple[str,
 
 def _open_npz(paths: list[Path], source: str) -> DataFiles:
     """NPZ shards' pre-flight: each one's arrays checked and located, all of one kind.
-    Their columns are named as linfit's reader names them (x or x0, x1, ...; y or
-    y0, y1, ...); data.target and data.features do not apply, as in memory."""
+    Their columns are named as linfit's reader names them (x_names, else x or x0,
+    x1, ...; y or y0, y1, ...); data.target and data.features do not apply, as in
+    memory."""
     arrays = tuple(stored_arrays(path) for path in paths)
 
     def kind(stored):  # x of [N] and of [N, 1] are one feature, as in memory
@@ -203,7 +204,12 @@ def _open_npz(paths: list[Path], source: str) -> DataFiles:
                 "data.streaming = false)")
     x, y = arrays[0]
     width = int(np.prod(x.shape[1:], dtype=np.int64))
-    features = ("x",) if width == 1 else tuple(f"x{i}" for i in range(width))
+    features = feature_names(paths[0], width)
+    for path in paths[1:]:
+        if feature_names(path, width) != features:
+            raise DataError(f"shard {shown(path)} names x's columns "
+                            f"{', '.join(feature_names(path, width))} but {shown(paths[0])} "
+                            f"names them {', '.join(features)}: give every shard the same x_names")
     targets = ("y",) if len(y.shape) == 1 else tuple(f"y{j}" for j in range(y.shape[1]))
     return DataFiles(tuple(paths), features + targets, tuple(range(len(features))),
                      tuple(range(len(features), len(features) + len(targets))),

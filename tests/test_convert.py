@@ -2,6 +2,7 @@
 files train, bitwise; a bad row, a full disk or an existing file leaves nothing
 half-written."""
 
+import json
 import os
 import resource
 import subprocess
@@ -44,6 +45,7 @@ def test_converted_shards_stream_as_the_csv_files_train(tmp_path, capsys):
     csv_files = open_data_files(str(data / "part-*.csv"), ("t1", "t2"), ("c", "a", "b"))
     npz_files = open_data_files(str(tmp_path / "npz" / "part-*.npz"))
     assert npz_files.rows == csv_files.rows == (700, 500)
+    assert npz_files.feature_names == ("c", "a", "b")  # kept, in the order chosen
     options = dict(epochs=2, batch_size=64, shuffle_seed=1, shuffle_buffer=300, loop="keras")
     runs = []
     for files in (csv_files, npz_files):
@@ -107,3 +109,70 @@ def test_an_output_that_is_not_a_directory_is_refused(tmp_path, capsys, out, mes
     assert main(["--data", str(data / "part-0.csv"), "--out", str(tmp_path / out)]) == 2
     assert message in capsys.readouterr().err
     assert (tmp_path / "file").read_text() == "mine"
+
+
+@pytest.mark.parametrize("streaming", ["true", "false"])
+def test_a_run_on_converted_files_predicts_on_the_original_csv(tmp_path, capsys, streaming):
+    """The feature names travel in the NPZ files (x_names), so the run records the
+    CSV's, and its checkpoint predicts on the CSV as a run on the CSV would."""
+    from linfit.predict import main as predict
+    from linfit.train import main as train
+
+    data = write_shards(tmp_path / "csv", rows=(300, 200))
+    assert main(["--data", str(data / "part-*.csv"), "--out", str(tmp_path / "npz"),
+                 "--target", "t1", "--features", "b,a"]) == 0
+    assert train(["--data", str(tmp_path / "npz" / "part-*.npz"), "--model", "module",
+                  "--loop", "manual", "--set", f"data.streaming={streaming}",
+                  "--set", "train.epochs=3", "--out", str(tmp_path / "run")]) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["data"]["features"] == ["b", "a"]
+    assert metrics["data"]["streamed"] is (streaming == "true")
+    capsys.readouterr()
+    assert predict(["--checkpoint", str(tmp_path / "run" / "module-manual.weights.h5"),
+                    "--data", str(data / "part-1.csv"), "--target", "t1",
+                    "--out", str(tmp_path / "predictions.csv")]) == 0
+    predictions = np.genfromtxt(tmp_path / "predictions.csv", delimiter=",", names=True)
+    names = predictions.dtype.names
+    assert (names[:2], names[-1], len(names)) == (("b", "a"), "prediction", 4)  # and the target
+    w = np.asarray(metrics["runs"][0]["final"]["w"], dtype=np.float32)
+    b = np.float32(metrics["runs"][0]["final"]["b"])
+    x = np.column_stack([predictions["b"], predictions["a"]]).astype(np.float32)
+    np.testing.assert_allclose(predictions["prediction"], x @ w + b, rtol=1e-5, atol=1e-6)
+
+
+def npz_with_names(path, names, width=2):
+    np.savez(path, x=np.ones((4, width), np.float32), y=np.ones(4, np.float32),
+             x_names=names)
+    return path
+
+
+@pytest.mark.parametrize("names, found", [
+    (np.array(["a"]), "<U1 of shape [1]"),
+    (np.array(["a", "a"]), "<U1 of shape [2] ['a', 'a']"),
+    (np.array(["a", ""]), "<U1 of shape [2] ['a', '']"),
+    (np.array([1, 2]), "int64 of shape [2]"),
+], ids=["too few", "twice", "blank", "numbers"])
+def test_x_names_that_do_not_name_each_column_once_are_refused(tmp_path, names, found):
+    from linfit.data import read_data_file
+    from linfit.errors import DataError
+
+    path = npz_with_names(tmp_path / "d.npz", names)
+    message = (f"{path}: x_names must name each of x's 2 column(s) once (text of shape [2]), "
+               f"got {found}: fix or remove it")
+    for read in (lambda: read_data_file(str(path)), lambda: open_data_files(str(path))):
+        with pytest.raises(DataError) as refused:
+            read()
+        assert str(refused.value) == message
+
+
+def test_shards_that_name_their_columns_differently_are_refused(tmp_path):
+    from linfit.data import read_data_file
+    from linfit.errors import DataError
+
+    npz_with_names(tmp_path / "part-0.npz", np.array(["a", "b"]))
+    npz_with_names(tmp_path / "part-1.npz", np.array(["a", "c"]))
+    with pytest.raises(DataError, match=r"part-1.npz names x's columns a, c but .*part-0.npz "
+                                        r"names them a, b: give every shard the same x_names"):
+        open_data_files(str(tmp_path / "part-*.npz"))
+    with pytest.raises(DataError, match="part-1.npz"):
+        read_data_file(str(tmp_path / "part-*.npz"))
