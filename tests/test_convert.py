@@ -176,3 +176,24 @@ def test_shards_that_name_their_columns_differently_are_refused(tmp_path):
         open_data_files(str(tmp_path / "part-*.npz"))
     with pytest.raises(DataError, match="part-1.npz"):
         read_data_file(str(tmp_path / "part-*.npz"))
+
+
+def test_a_shard_that_changes_while_it_is_converted_is_one_line(tmp_path, capsys,
+                                                                  monkeypatch):
+    """A row appended after the rows were counted (as by a process still writing the
+    file): the conversion stops, and the file it was writing is not left."""
+    from linfit import convert, runtime
+
+    data = write_shards(tmp_path / "csv", rows=(50,))
+
+    def append_a_row_then_import():
+        with (data / "part-0.csv").open("a") as f:
+            f.write("1,2,3,4,5\n")
+        runtime.import_tensorflow()
+
+    monkeypatch.setattr(convert, "import_tensorflow", append_a_row_then_import)
+    assert main(["--data", str(data / "part-0.csv"), "--out", str(tmp_path / "npz")]) == 2
+    assert capsys.readouterr().err == (f"error: {data / 'part-0.csv'} changed while it was "
+                                       "converted (50 rows counted, 51 read): convert it "
+                                       "again\n")
+    assert not (tmp_path / "npz").exists()
