@@ -139,8 +139,8 @@ def feature_names(path: Path, width: int) -> tuple[str, ...]:
         if f"{NAMES}.npy" not in archive.namelist():
             return ("x",) if width == 1 else tuple(f"x{i}" for i in range(width))
         shape, dtype = _header(path, archive, NAMES)[:2]
-        names = _read_array(path, archive, NAMES) if (dtype.kind, shape) == ("U", (width,)) \
-            else np.array([])  # read only once it is known to be small
+        names = _read_array(path, archive, NAMES).astype(str) if dtype.kind in "US" and \
+            shape == (width,) else np.array([])  # read only once it is known to be small
         if len(names) != width or len(set(names)) != width or not all(names):
             raise DataError(f"{path}: {NAMES} must name each of x's {width} column(s) once "
                             f"(text of shape [{width}]), got {dtype} of shape {list(shape)}"

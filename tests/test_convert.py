@@ -115,6 +115,7 @@ def test_an_output_that_is_not_a_directory_is_refused(tmp_path, capsys, out, mes
 def test_a_run_on_converted_files_predicts_on_the_original_csv(tmp_path, capsys, streaming):
     """The feature names travel in the NPZ files (x_names), so the run records the
     CSV's, and its checkpoint predicts on the CSV as a run on the CSV would."""
+    from linfit.data import read_data_file
     from linfit.predict import main as predict
     from linfit.train import main as train
 
@@ -127,6 +128,10 @@ def test_a_run_on_converted_files_predicts_on_the_original_csv(tmp_path, capsys,
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["data"]["features"] == ["b", "a"]
     assert metrics["data"]["streamed"] is (streaming == "true")
+    # Names written as bytes (np.array([b"b", b"a"])) are read as text.
+    read = open_data_files if streaming == "true" else read_data_file
+    np.savez(tmp_path / "bytes.npz", x=np.ones((3, 2)), y=np.ones(3), x_names=[b"b", b"a"])
+    assert read(str(tmp_path / "bytes.npz")).feature_names == ("b", "a")
     capsys.readouterr()
     assert predict(["--checkpoint", str(tmp_path / "run" / "module-manual.weights.h5"),
                     "--data", str(data / "part-1.csv"), "--target", "t1",
