@@ -72,8 +72,7 @@ def read_inputs(checkpoint: str | Path, data: str | Path, target: str = "") -> P
         raise DataError(f"{data}: the target has {len(targets)} column(s) but the "
                         f"checkpoint's model has {outputs or 1} output(s): name its target "
                         "columns with --target")
-    names = tuple(target or run_target) if not isinstance(target or run_target, str) \
-        and len(targets) > 1 else ("y",)
+    names = tuple(header[i] for i in targets) or ("y",)  # the file's names for its targets
     return PredictionInputs(checkpoint, features, outputs, path, header, columns, targets, names)
 
 
