@@ -119,8 +119,8 @@ def load_data(config: DataConfig) -> Data:
     data = read_data_file(config.path, config.target, config.features) if config.path \
         else synthetic_line(config)
     if config.validation_path:
-        x_val, y_val, _ = _read(config.validation_path, config.target,
-                                config.features or data.feature_names)
+        x_val, y_val, names = _read(config.validation_path, config.target,
+                                    config.features or data.feature_names)
         if (x_val.ndim, x_val.shape[1:]) != (data.x.ndim, data.x.shape[1:]):
             raise DataError(f"validation file {config.validation_path} has "
                             f"{_count(x_val)} feature(s) but the training data has "
@@ -129,6 +129,10 @@ def load_data(config: DataConfig) -> Data:
             raise DataError(f"validation file {config.validation_path} has "
                             f"{_count(y_val)} target(s) but the training data has "
                             f"{_count(data.y)}: give it the same columns")
+        if tuple(names) != tuple(data.feature_names):  # an NPZ's x_names, or its x0, x1, ...
+            raise DataError(f"validation file {config.validation_path} names its features "
+                            f"{', '.join(names)} but the training data's are "
+                            f"{', '.join(data.feature_names)}: give it the same columns")
         return replace(data, x_val=x_val, y_val=y_val)
     if config.validation_split:
         return split_validation(data, config.validation_split,

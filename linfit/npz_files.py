@@ -12,6 +12,7 @@ the values of arrays stored uncompressed, for a stream to read in place
 import struct
 import zipfile
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from linfit.errors import DataError
 
 ZIP_MAGIC = b"PK\x03\x04"
 NAMES = "x_names"  # an optional member: the names of x's columns
+MAX_NAME = 256  # characters of one name in x_names
 
 
 def is_zip(path: Path) -> bool:
@@ -128,26 +130,39 @@ def _with_archive(path: Path, use):
 
 
 def feature_names(path: Path, width: int) -> tuple[str, ...]:
-    """The names of x's `width` columns: the archive's `x_names` (1-D text, one
-    name per column, as linfit.convert writes it), else x for one column and x0,
-    x1, ... for several.
+    """The names of x's `width` columns: the archive's `x_names` (1-D text, or
+    UTF-8 bytes, one name per column, as linfit.convert writes it; stripped, as a
+    CSV header's are), else x for one column and x0, x1, ... for several.
 
     Raises:
-      DataError: for an `x_names` that does not name each column once.
+      DataError: for an `x_names` that does not name each column once, or whose
+        names are longer than MAX_NAME characters.
     """
     def read(archive, headers):
         if f"{NAMES}.npy" not in archive.namelist():
             return ("x",) if width == 1 else tuple(f"x{i}" for i in range(width))
-        shape, dtype = _header(path, archive, NAMES)[:2]
-        names = _read_array(path, archive, NAMES).astype(str) if dtype.kind in "US" and \
-            shape == (width,) else np.array([])  # read only once it is known to be small
-        if len(names) != width or len(set(names)) != width or not all(names):
-            raise DataError(f"{path}: {NAMES} must name each of x's {width} column(s) once "
-                            f"(text of shape [{width}]), got {dtype} of shape {list(shape)}"
-                            f"{f' {names.tolist()}' if len(names) else ''}: fix or remove it")
-        return tuple(str(name) for name in names)
+        shape, dtype, size = _header(path, archive, NAMES)[:3]
+        if dtype.kind not in "US" or shape != (width,) or \
+                dtype.itemsize > 4 * MAX_NAME or dtype.itemsize * width > size:
+            # Not read: the header says what is wrong, and the values could be huge.
+            raise _bad_names(path, width, f"{dtype} of shape {list(shape)}")
+        names = _read_array(path, archive, NAMES)
+        try:
+            names = [str(n.decode() if isinstance(n, bytes) else n).strip() for n in names]
+        except UnicodeDecodeError:
+            raise _bad_names(path, width, "bytes that are not UTF-8 text") from None
+        twice = sorted(name for name, count in Counter(names).items() if count > 1)
+        if twice:
+            raise _bad_names(path, width, f"{', '.join(map(repr, twice[:5]))} more than once")
+        return tuple(names)
 
     return _with_archive(path, read)
+
+
+def _bad_names(path: Path, width: int, found: str) -> DataError:
+    return DataError(f"{path}: {NAMES} must name each of x's {width} column(s) once (text of "
+                     f"shape [{width}], names of at most {MAX_NAME} characters), got {found}: "
+                     "fix or remove it")
 
 
 def is_stored(path: Path) -> bool:

@@ -83,12 +83,16 @@ def read_shards(paths: list[Path], target: str | tuple[str, ...] = "",
     parts = []
     for path in paths:
         x, y, names = read_table(path, target, feature_names)
-        if parts and (x.shape[1:], y.shape[1:], names) != (parts[0][0].shape[1:],
-                                                         parts[0][1].shape[1:], parts[0][2]):
+        if parts and (x.shape[1:], y.shape[1:]) != (parts[0][0].shape[1:],
+                                                   parts[0][1].shape[1:]):
             raise DataError(f"shard {shown(path)} has other columns than {shown(paths[0])} "
                             f"(x {x.shape[1:]}, y {y.shape[1:]} against x "
                             f"{parts[0][0].shape[1:]}, y {parts[0][1].shape[1:]}): give every "
                             "shard the same arrays")
+        if parts and names != parts[0][2]:  # NPZ shards' x_names (a CSV's are chosen by name)
+            raise DataError(f"shard {shown(path)} names x's columns {', '.join(names)} but "
+                            f"{shown(paths[0])} names them {', '.join(parts[0][2])}: give every "
+                            "shard the same x_names")
         parts.append((x, y, names))
     return (_joined([x for x, _, _ in parts]), _joined([y for _, y, _ in parts]), parts[0][2],
             tuple(len(y) for _, y, _ in parts))

@@ -152,34 +152,63 @@ def npz_with_names(path, names, width=2):
 
 @pytest.mark.parametrize("names, found", [
     (np.array(["a"]), "<U1 of shape [1]"),
-    (np.array(["a", "a"]), "<U1 of shape [2] ['a', 'a']"),
-    (np.array(["a", ""]), "<U1 of shape [2] ['a', '']"),
+    (np.array(["a", " a "]), "'a' more than once"),  # stripped, as a CSV header is
     (np.array([1, 2]), "int64 of shape [2]"),
-], ids=["too few", "twice", "blank", "numbers"])
+    (np.array(["n" * 257, "b"]), "<U257 of shape [2]"),
+    (np.array([b"\xff", b"b"]), "bytes that are not UTF-8 text"),
+], ids=["too few", "twice", "numbers", "too long", "not UTF-8"])
 def test_x_names_that_do_not_name_each_column_once_are_refused(tmp_path, names, found):
     from linfit.data import read_data_file
     from linfit.errors import DataError
 
     path = npz_with_names(tmp_path / "d.npz", names)
-    message = (f"{path}: x_names must name each of x's 2 column(s) once (text of shape [2]), "
-               f"got {found}: fix or remove it")
+    message = (f"{path}: x_names must name each of x's 2 column(s) once (text of shape [2], "
+               f"names of at most 256 characters), got {found}: fix or remove it")
     for read in (lambda: read_data_file(str(path)), lambda: open_data_files(str(path))):
         with pytest.raises(DataError) as refused:
             read()
         assert str(refused.value) == message
 
 
-def test_shards_that_name_their_columns_differently_are_refused(tmp_path):
+def test_x_names_are_read_as_a_csv_header_is(tmp_path):
+    """Stripped, blank allowed, UTF-8 bytes as text; a name declared huge in a tiny
+    compressed member is refused before it is read (the values would take 93 GB)."""
     from linfit.data import read_data_file
+    from linfit.errors import DataError
+
+    for names, expected in ((np.array([" a", "b "]), ("a", "b")),
+                            (np.array(["", "a"]), ("", "a")),
+                            (np.array(["é".encode(), "β".encode()]), ("é", "β"))):
+        path = npz_with_names(tmp_path / "d.npz", names)
+        for read in (read_data_file, open_data_files):
+            assert read(str(path)).feature_names == expected
+    bomb = tmp_path / "bomb.npz"
+    np.savez_compressed(bomb, x=np.ones((4, 2), np.float32), y=np.ones(4, np.float32),
+                        x_names=np.array(["a", "b"], dtype="<U100000"))
+    assert bomb.stat().st_size < 10_000
+    with pytest.raises(DataError, match="got <U100000 of shape"):
+        read_data_file(str(bomb))
+
+
+def test_shards_or_validation_files_that_name_their_columns_differently_are_refused(tmp_path):
+    from linfit.config import DataConfig
+    from linfit.data import load_data
     from linfit.errors import DataError
 
     npz_with_names(tmp_path / "part-0.npz", np.array(["a", "b"]))
     npz_with_names(tmp_path / "part-1.npz", np.array(["a", "c"]))
-    with pytest.raises(DataError, match=r"part-1.npz names x's columns a, c but .*part-0.npz "
-                                        r"names them a, b: give every shard the same x_names"):
-        open_data_files(str(tmp_path / "part-*.npz"))
-    with pytest.raises(DataError, match="part-1.npz"):
-        read_data_file(str(tmp_path / "part-*.npz"))
+    message = (f"shard {tmp_path / 'part-1.npz'} names x's columns a, c but "
+               f"{tmp_path / 'part-0.npz'} names them a, b: give every shard the same x_names")
+    for streaming in (True, False):
+        with pytest.raises(DataError) as refused:
+            load_data(DataConfig(path=str(tmp_path / "part-*.npz"), streaming=streaming))
+        assert str(refused.value) == message
+    with pytest.raises(DataError) as refused:
+        load_data(DataConfig(path=str(tmp_path / "part-0.npz"),
+                             validation_path=str(tmp_path / "part-1.npz"), streaming=False))
+    assert str(refused.value) == (f"validation file {tmp_path / 'part-1.npz'} names its "
+                                  "features a, c but the training data's are a, b: give it "
+                                  "the same columns")
 
 
 def test_a_shard_that_changes_while_it_is_converted_is_one_line(tmp_path, capsys,
