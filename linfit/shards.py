@@ -52,6 +52,16 @@ def shard_paths(spec: str | tuple[str, ...]) -> list[Path]:
     return paths
 
 
+def check_same_names(paths: list[Path], names: list[tuple[str, ...]]) -> None:
+    """Every shard's feature names the first one's (NPZ shards' x_names: a CSV's
+    columns are chosen by name)."""
+    for path, own in zip(paths[1:], names[1:]):
+        if own != names[0]:
+            raise DataError(f"shard {shown(path)} names x's columns {', '.join(own)} but "
+                            f"{shown(paths[0])} names them {', '.join(names[0])}: give every "
+                            "shard the same x_names")
+
+
 def check_shards(paths: list[Path]) -> None:
     """The pre-flight: every shard readable, all CSV or all NPZ, every CSV header the
     first one's.
@@ -89,11 +99,8 @@ def read_shards(paths: list[Path], target: str | tuple[str, ...] = "",
                             f"(x {x.shape[1:]}, y {y.shape[1:]} against x "
                             f"{parts[0][0].shape[1:]}, y {parts[0][1].shape[1:]}): give every "
                             "shard the same arrays")
-        if parts and names != parts[0][2]:  # NPZ shards' x_names (a CSV's are chosen by name)
-            raise DataError(f"shard {shown(path)} names x's columns {', '.join(names)} but "
-                            f"{shown(paths[0])} names them {', '.join(parts[0][2])}: give every "
-                            "shard the same x_names")
         parts.append((x, y, names))
+    check_same_names(paths, [names for _, _, names in parts])
     return (_joined([x for x, _, _ in parts]), _joined([y for _, y, _ in parts]), parts[0][2],
             tuple(len(y) for _, y, _ in parts))
 

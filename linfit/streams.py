@@ -22,7 +22,7 @@ from linfit.data_files import (CHUNK_ROWS, checked_file, column_chunks, csv_chun
                                read_header, select_columns, shown)
 from linfit.errors import DataError
 from linfit.npz_files import StoredArray, check_finite, feature_names, stored_arrays
-from linfit.shards import check_shards, describe, is_sharded, shard_paths
+from linfit.shards import check_same_names, check_shards, describe, is_sharded, shard_paths
 
 # Bytes of each end of each file that the fingerprint reads.
 FINGERPRINT_BYTES = 1 << 16
@@ -204,12 +204,9 @@ def _open_npz(paths: list[Path], source: str) -> DataFiles:
                 "data.streaming = false)")
     x, y = arrays[0]
     width = int(np.prod(x.shape[1:], dtype=np.int64))
-    features = feature_names(paths[0], width)
-    for path in paths[1:]:
-        if feature_names(path, width) != features:
-            raise DataError(f"shard {shown(path)} names x's columns "
-                            f"{', '.join(feature_names(path, width))} but {shown(paths[0])} "
-                            f"names them {', '.join(features)}: give every shard the same x_names")
+    names = [feature_names(path, width) for path in paths]
+    check_same_names(paths, names)
+    features = names[0]
     targets = ("y",) if len(y.shape) == 1 else tuple(f"y{j}" for j in range(y.shape[1]))
     return DataFiles(tuple(paths), features + targets, tuple(range(len(features))),
                      tuple(range(len(features), len(features) + len(targets))),
