@@ -147,8 +147,9 @@ def _npz_values(files: DataFiles, flag: int):
 
 def _finite(values, dtype):
     """`values` as `dtype`, once every one is known to be finite in float32."""
-    checked = tf.debugging.check_numerics(tf.cast(values, tf.float32), NOT_FINITE)
-    if dtype == tf.float32:
-        return checked
-    with tf.control_dependencies([checked]):
-        return tf.cast(values, dtype)
+    # One reduction and an assertion: `tf.debugging.check_numerics` took as long as
+    # parsing the CSV text did (measured: the parse ran at half the speed with it).
+    as_float32 = tf.cast(values, tf.float32)
+    finite = tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(as_float32)), [NOT_FINITE])
+    with tf.control_dependencies([finite]):
+        return tf.identity(as_float32) if dtype == tf.float32 else tf.cast(values, dtype)
