@@ -145,8 +145,7 @@ def _npy(array: np.ndarray) -> bytes:
 
 
 def _one_shard(files: DataFiles, shard: int) -> DataFiles:
-    path = files.paths[shard]
-    return replace(files, paths=(path,), rows=(files.rows[shard],), source=str(path))
+    return replace(files.select(slice(shard, shard + 1)), source=str(files.paths[shard]))
 
 
 def parse_args(argv=None, prog: str = "python -m linfit.convert") -> argparse.Namespace:

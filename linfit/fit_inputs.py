@@ -95,8 +95,7 @@ def worker_pass(files: DataFiles, strategy) -> tuple[DataFiles, object]:
     index, count = worker_position(strategy)
     if len(files.paths) < count:
         return files, None
-    share = dataclasses.replace(files, paths=files.paths[index::count],
-                                rows=files.rows[index::count])
+    share = files.select(slice(index, None, count))
     return share, lambda value: summed_over_workers(strategy,
                                                     tf.constant(value, tf.float64)).numpy()
 

@@ -13,6 +13,7 @@ not use, to say which file, line and column (or array and row) it was.
 """
 
 import hashlib
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -37,6 +38,8 @@ class DataFiles:
       header: their common header row.
       feature_columns, target_columns: indexes into the header.
       rows: the data rows of each shard (blank lines are no rows).
+      sizes: each shard's bytes when its rows were counted: a stream reads
+        those bytes, and a file whose size has changed is refused.
       source: how reports name the data ("data/part-*.csv (3 files)").
       mean, std: standardisation to apply to the features as they are read
         (see `scaled`), or None.
@@ -49,6 +52,7 @@ class DataFiles:
     feature_columns: tuple[int, ...]
     target_columns: tuple[int, ...]
     rows: tuple[int, ...]
+    sizes: tuple[int, ...]
     source: str
     mean: np.ndarray | None = field(default=None, compare=False)
     std: np.ndarray | None = field(default=None, compare=False)
@@ -58,6 +62,12 @@ class DataFiles:
         """These files, their features read as (x − mean) / std (in float64, then
         float32, as `linfit.standardizer.Standardizer.transform` computes it)."""
         return replace(self, mean=mean, std=std)
+
+    def select(self, shards: slice) -> "DataFiles":
+        """The shards `shards` (a slice of `paths`) of these files, as one table."""
+        return replace(self, paths=self.paths[shards], rows=self.rows[shards],
+                       sizes=self.sizes[shards],
+                       arrays=None if self.arrays is None else self.arrays[shards])
 
     @property
     def num_examples(self) -> int:
@@ -128,16 +138,14 @@ class DataFiles:
             for _ in self._stored_chunks(check=True):
                 pass
             return
-        for path in self.paths:
+        for path, size in zip(self.paths, self.sizes):
+            _check_unchanged(path, size)
             _check_rows(path, list(self.header))
 
     def _stored_chunks(self, check: bool = False):
         """`exact_chunks` of NPZ shards; `check`: each chunk checked as `validate` says."""
-        for path, stored in zip(self.paths, self.arrays):
-            if path.stat().st_size != stored[0].file_bytes:
-                raise DataError(f"{shown(path)} has changed since it was checked (it was "
-                                f"{stored[0].file_bytes} bytes, it is {path.stat().st_size}): "
-                                "start the run again")
+        for path, size, stored in zip(self.paths, self.sizes, self.arrays):
+            _check_unchanged(path, size)
             first_row = 0
             for x, y in zip(*(array.chunks(path, CHUNK_ROWS) for array in stored)):
                 for name, values in ((("x", x), ("y", y)) if check else ()):
@@ -177,10 +185,11 @@ def open_data_files(spec: str | Path | tuple[str, ...], target: str | tuple[str,
         return _open_npz(paths, source)
     header = read_header(paths[0])
     targets, features = select_columns(paths[0], header, target, feature_names)
-    rows = tuple(_count_rows(path) for path in paths)
+    rows, sizes = zip(*(_count_rows(path) for path in paths))
     if 0 in rows:  # as when read into memory
         raise DataError(f"{shown(paths[rows.index(0)])} has a header but no data rows")
-    return DataFiles(tuple(paths), tuple(header), tuple(features), tuple(targets), rows, source)
+    return DataFiles(tuple(paths), tuple(header), tuple(features), tuple(targets), rows, sizes,
+                     source)
 
 
 def _open_npz(paths: list[Path], source: str) -> DataFiles:
@@ -210,31 +219,63 @@ def _open_npz(paths: list[Path], source: str) -> DataFiles:
     targets = ("y",) if len(y.shape) == 1 else tuple(f"y{j}" for j in range(y.shape[1]))
     return DataFiles(tuple(paths), features + targets, tuple(range(len(features))),
                      tuple(range(len(features), len(features) + len(targets))),
-                     tuple(stored[1].shape[0] for stored in arrays), source, arrays=arrays)
+                     tuple(stored[1].shape[0] for stored in arrays),
+                     tuple(stored[0].file_bytes for stored in arrays), source, arrays=arrays)
 
 
 def _kind(shape: tuple[int, ...], dtype: np.dtype) -> str:
     return f"[N{''.join(f', {n}' for n in shape)}] of {dtype}"
 
 
-def _count_rows(path: Path) -> int:
-    """The data rows of a CSV file: lines after the header that are not blank."""
+def _count_rows(path: Path) -> tuple[int, int]:
+    """The data rows of a CSV file (lines after the header that are not blank), and
+    the bytes they were counted in: the file's size when it was opened."""
     rows = -1  # the header
     with path.open("rb") as f:
+        size = os.fstat(f.fileno()).st_size
         start = f.read(FINGERPRINT_BYTES)
         if b"\r" in start.replace(b"\r\n", b""):
             raise DataError(f"{shown(path)} ends its lines with \\r alone (an old Mac "
                             "format): a stream splits lines at \\n; save it with \\n line "
                             "endings, or set data.streaming = false")
         f.seek(0)
-        for line in f:
-            if not _blank(line):
-                rows += 1
-    return max(rows, 0)
+        for block in _line_blocks(f, size):
+            rows += _rows_in(block)
+    return max(rows, 0), size
+
+
+def _line_blocks(f, size: int, block_bytes: int = 1 << 20):
+    """The first `size` bytes of a binary file, in blocks of whole lines (the last
+    one may lack its \\n)."""
+    pieces: list[bytes] = []
+    while size > 0 and (block := f.read(min(block_bytes, size))):
+        size -= len(block)
+        end = block.rfind(b"\n") + 1
+        if not end:  # a line longer than a block
+            pieces.append(block)
+            continue
+        yield b"".join([*pieces, block[:end]])
+        pieces = [block[end:]]
+    if rest := b"".join(pieces):
+        yield rest
 
 
 # The ASCII characters str.strip() strips (bytes.isspace() leaves out \x1c-\x1f).
 ASCII_BLANK = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
+# The bytes a blank line can hold besides \n: ASCII blanks, and the bytes of the
+# Unicode spaces (all non-ASCII). A line of them alone may be blank (`_blank` says).
+MAYBE_BLANK = ASCII_BLANK.replace(b"\n", b"") + bytes(range(0x80, 0x100))
+
+
+def _rows_in(block: bytes) -> int:
+    """The lines of a block of whole lines that are not blank. Counted in C, a block
+    at a time (a line at a time in Python took 7 s for 2 GB); lines that might be
+    blank, rare, are looked at one by one."""
+    ended = block.endswith(b"\n")
+    lines = block.count(b"\n") + (not ended)
+    if b"\n\n" not in b"\n" + block.translate(None, MAYBE_BLANK) + (b"" if ended else b"\n"):
+        return lines  # no line is made of those bytes alone
+    return lines - sum(_blank(line) for line in block.split(b"\n")[:lines])
 
 
 def _blank(line: bytes) -> bool:
@@ -243,6 +284,12 @@ def _blank(line: bytes) -> bool:
     (`linfit.stream_formats._csv_lines`), which must read as many rows as this counts."""
     rest = line.strip(ASCII_BLANK)
     return not rest or (not rest.isascii() and not rest.decode("utf-8", "replace").strip())
+
+
+def _check_unchanged(path: Path, size: int) -> None:
+    if path.stat().st_size != size:
+        raise DataError(f"{shown(path)} has changed since it was checked (it was {size} "
+                        f"bytes, it is {path.stat().st_size}): run the command again")
 
 
 def _check_rows(path: Path, header: list[str]) -> None:

@@ -9,24 +9,24 @@ repeated) to --dir, then measures, each in a fresh process so every peak is
 its own:
 
 1. at rest: the interpreter, TensorFlow and linfit imported, the model built;
-2. one epoch streamed by `Trainer.fit(files, None, batch_size=1024)`: its
-   peak resident memory (VmHWM) above the rest, and its rows per second;
+2. one epoch streamed by `Trainer.fit(files, None, batch_size=1024)`, its
+   pre-flight (`open_data_files`: headers checked, rows counted) included:
+   its peak resident memory (VmHWM) above the rest, and its rows per second;
 3. tf.data alone: the same files read and parsed into the same batches, no
    training: rows per second;
-4. the in-memory path: one epoch of `Trainer.fit(x, y, batch_size=1024)` on
-   the first --memory-rows rows, already in memory: rows per second;
+4. the in-memory path, as `data.streaming = false` takes it: the file read
+   by `read_data_file`, then one epoch of `Trainer.fit(x, y,
+   batch_size=1024)`: rows per second of the two together, and of the epoch
+   alone (the rows already in memory, as when a run trains many epochs);
 5. the float64 least-squares reference from one streaming pass, against the
-   in-memory one, on those --memory-rows rows.
+   in-memory one, on the first --memory-rows rows.
 
 Steps 2-4 run --repeats times (default 1: the run stays under 5 minutes),
 alternating, so the ratios compare runs made under the same load; the file
 stays in the page cache after it is written. With --npz, the same rows are
-also written to an NPZ file (uncompressed, float32) and steps 2 and 3 are
-measured on it too, in the same alternation, with one more baseline: the
-in-memory path on all --rows rows (loaded from the NPZ file), so that both
-sides of that ratio train the same rows and pay the same fixed costs.
-Writing the NPZ copy takes about 2 minutes, once; `--npz --repeats 2` then
-takes about 7.5 minutes here.
+also written to an NPZ file (uncompressed, float32, as `linfit.convert`
+writes them) and steps 2-4 are measured on it too, in the same alternation.
+Writing the NPZ copy takes about 2 minutes, once.
 """
 
 import argparse
@@ -94,34 +94,35 @@ def child(task: str, path: str, memory_rows: int) -> dict:
     import numpy as np
 
     import linfit
-    from linfit import pipeline
     from linfit.streams import open_data_files
     from linfit.streaming import StreamData
 
     linfit.quiet_tensorflow(start_devices=True)
-    files = open_data_files(path)
     trainer = linfit.Trainer(linfit.LinearModule(features=FEATURES), learning_rate=0.01,
                              record_full_loss=False)
     trainer.predict(np.zeros((1, FEATURES), np.float32))  # built, traced: at rest
     rest = rss_kb()
     start = time.perf_counter()
+    source = Path(path).with_suffix(".npz") if "npz" in task else Path(path)
     if task.startswith("stream"):  # "stream", or "stream npz" on the NPZ copy
-        files = open_data_files(Path(path).with_suffix(".npz")) if "npz" in task else files
+        files = open_data_files(source)  # its pre-flight (rows counted) is timed too
         trainer.fit(files, None, epochs=1, batch_size=1024)
         rows = files.num_examples
     elif task.startswith("tf.data"):
-        files = open_data_files(Path(path).with_suffix(".npz")) if "npz" in task else files
+        files = open_data_files(source)
         data = StreamData((), 1024, None, 1, files=files)
         rows = sum(int(y.shape[0]) for _, y in data.batches(0))
-    elif task.startswith("memory"):  # "memory all": every row, loaded from the NPZ copy
-        if "all" in task:
-            with np.load(Path(path).with_suffix(".npz")) as arrays:
-                x, y = arrays["x"], arrays["y"]
-        else:
-            x, y = files.sample(memory_rows)
-        start = time.perf_counter()
+    elif task.startswith("memory"):  # "memory", or "memory npz": the in-memory path
+        from linfit.data import read_data_file  # what data.streaming = false reads with
+
+        data = read_data_file(source)
+        x, y = data.x, data.y
+        read = time.perf_counter() - start
         trainer.fit(x, y, epochs=1, batch_size=1024)
         rows = len(y)
+        epoch = time.perf_counter() - start - read
+        return {**_timed(rows, read + epoch, rest), "read_seconds": read,
+                "epoch_rows_per_s": rows / epoch}
     else:  # the reference, streamed and in memory, on the first memory_rows rows
         from linfit.reference import reference_from_chunks
         from linfit.streaming import value_chunks
@@ -137,9 +138,12 @@ def child(task: str, path: str, memory_rows: int) -> dict:
         head.unlink()
         return {"w_rel": float(np.max(np.abs(streamed.w - in_memory.w) / np.abs(in_memory.w))),
                 "b_rel": abs(streamed.b - in_memory.b) / abs(in_memory.b)}
-    seconds = time.perf_counter() - start
+    return _timed(rows, time.perf_counter() - start, rest)
+
+
+def _timed(rows: int, seconds: float, rest: int) -> dict:
     return {"rows_per_s": rows / seconds, "seconds": seconds, "rest_mb": rest / 1024,
-            "peak_above_rest_mb": (peak_kb() - rest) / 1024, "chunk": pipeline.FULL_PASS_ROWS}
+            "peak_above_rest_mb": (peak_kb() - rest) / 1024}
 
 
 def measure(task: str, path: Path, memory_rows: int) -> dict:
@@ -153,10 +157,31 @@ def spread(values: list[float]) -> str:
     return f"{min(values):.3g}–{max(values):.3g}"
 
 
+def ratios(numerators: list[dict], denominators: list[dict], key: str = "rows_per_s") -> str:
+    """The spread of the ratios of runs made next to each other."""
+    return spread([n["rows_per_s"] / d[key] for n, d in zip(numerators, denominators)])
+
+
+def report(kind: str, stream: list[dict], tfdata: list[dict], memory: list[dict]) -> None:
+    rate = "rows_per_s"
+    print(f"{kind} streamed epoch: peak {spread([s['peak_above_rest_mb'] for s in stream])} MB "
+          f"above rest (target <= 300), {spread([s[rate] for s in stream])} rows/s, "
+          f"{spread([s['seconds'] for s in stream])} s")
+    print(f"{kind} tf.data alone: {spread([t[rate] for t in tfdata])} rows/s; streamed / it: "
+          f"{ratios(stream, tfdata)} (target >= 0.5)")
+    print(f"{kind} in memory: read {spread([m['read_seconds'] for m in memory])} s and one "
+          f"epoch: {spread([m[rate] for m in memory])} rows/s, peak "
+          f"{spread([m['peak_above_rest_mb'] for m in memory])} MB above rest; the epoch "
+          f"alone: {spread([m['epoch_rows_per_s'] for m in memory])} rows/s")
+    print(f"{kind} streamed / in memory (target >= 1.0): read and one epoch "
+          f"{ratios(stream, memory)}; the epoch alone {ratios(stream, memory, 'epoch_rows_per_s')}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=20_000_000)
-    parser.add_argument("--memory-rows", type=int, default=2_000_000)
+    parser.add_argument("--memory-rows", type=int, default=2_000_000,
+                        help="rows of the reference's comparison")
     # One repeat keeps the default run under 5 minutes here (270 s, the file included);
     # --repeats 3 gives ranges.
     parser.add_argument("--repeats", type=int, default=1)
@@ -179,42 +204,20 @@ def main() -> None:
         write_npz(path.with_suffix(".npz"), path)
         print(f"{path.with_suffix('.npz')}: {path.with_suffix('.npz').stat().st_size / 1e9:.2f}"
               f" GB (written in {time.perf_counter() - written:.0f} s)")
-    results: dict[str, list[dict]] = {"stream": [], "tf.data": [], "memory": []}
-    if args.npz:
-        results.update({"stream npz": [], "tf.data npz": [], "memory all": []})
+    kinds = ("", " npz") if args.npz else ("",)
+    results: dict[str, list[dict]] = {f"{task}{kind}": [] for kind in kinds
+                                      for task in ("stream", "tf.data", "memory")}
     for _ in range(args.repeats):
         for task in results:
             results[task].append(measure(task, path, args.memory_rows))
     reference = measure("reference", path, args.memory_rows)
-    stream, tfdata, memory = (results[t] for t in ("stream", "tf.data", "memory"))
-    ratio_memory = [s["rows_per_s"] / m["rows_per_s"] for s, m in zip(stream, memory)]
-    ratio_tfdata = [s["rows_per_s"] / t["rows_per_s"] for s, t in zip(stream, tfdata)]
     print(f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, "
           f"load {os.getloadavg()[0]:.2f}, {args.repeats} alternating repeats")
-    print(f"at rest (interpreter, TensorFlow, model): {spread([s['rest_mb'] for s in stream])} MB")
-    print(f"streamed epoch: peak {spread([s['peak_above_rest_mb'] for s in stream])} MB above "
-          f"rest (target <= 300), {spread([s['rows_per_s'] for s in stream])} rows/s, "
-          f"{spread([s['seconds'] for s in stream])} s")
-    print(f"tf.data alone: {spread([t['rows_per_s'] for t in tfdata])} rows/s")
-    print(f"in memory ({args.memory_rows} rows): {spread([m['rows_per_s'] for m in memory])} "
-          "rows/s")
-    print(f"streamed / in memory: {spread(ratio_memory)} (target >= 1.0)")
-    print(f"streamed / tf.data alone: {spread(ratio_tfdata)} (target >= 0.5)")
-    if args.npz:
-        npz, npz_tfdata, everything = (results[t] for t in ("stream npz", "tf.data npz",
-                                                             "memory all"))
-        print(f"NPZ streamed epoch: peak {spread([s['peak_above_rest_mb'] for s in npz])} MB "
-              f"above rest, {spread([s['rows_per_s'] for s in npz])} rows/s; tf.data alone "
-              f"{spread([t['rows_per_s'] for t in npz_tfdata])} rows/s")
-        print("NPZ streamed / in memory: "
-              f"{spread([s['rows_per_s'] / m['rows_per_s'] for s, m in zip(npz, memory)])}; "
-              "/ tf.data alone: "
-              f"{spread([s['rows_per_s'] / t['rows_per_s'] for s, t in zip(npz, npz_tfdata)])}")
-        print(f"in memory, all {args.rows} rows: "
-              f"{spread([m['rows_per_s'] for m in everything])} rows/s; NPZ streamed / it: "
-              f"{spread([s['rows_per_s'] / m['rows_per_s'] for s, m in zip(npz, everything)])}; "
-              "CSV streamed / it: "
-              f"{spread([s['rows_per_s'] / m['rows_per_s'] for s, m in zip(stream, everything)])}")
+    print(f"at rest (interpreter, TensorFlow, model): "
+          f"{spread([s['rest_mb'] for s in results['stream']])} MB")
+    for kind in kinds:
+        report(kind.strip().upper() or "CSV", *(results[f"{task}{kind}"]
+                                                 for task in ("stream", "tf.data", "memory")))
     print(f"reference, streamed vs in memory ({args.memory_rows} rows): largest relative "
           f"difference of w {reference['w_rel']:.1e}, of b {reference['b_rel']:.1e} "
           "(target <= 1e-10)")

@@ -25,6 +25,15 @@ def write_csv(path, table, newline="\n"):
             f.write(",".join(f"{value:.9g}" for value in row) + newline)
 
 
+@pytest.fixture(autouse=True)
+def small_csv_blocks(monkeypatch):
+    """Streams in this process read CSV files 10,007 bytes at a time (not 1 MiB), so
+    that every shard here spans several blocks, cut inside lines and \\r\\n pairs."""
+    from linfit import stream_formats
+
+    monkeypatch.setattr(stream_formats, "CSV_BLOCK_BYTES", 10_007)
+
+
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     """4000 training rows in three shards (one with \\r\\n line endings and a blank
@@ -280,15 +289,16 @@ def test_npz_rows_stream_as_the_reader_reads_them(tmp_path, monkeypatch, x, y):
     np.testing.assert_array_equal(exact_y, y.astype(np.float64))
 
 
-def test_an_npz_shard_cut_short_while_training_is_one_clear_error(shards, tmp_path):
+@pytest.mark.parametrize("kind", ["npz", "csv"])
+def test_a_shard_cut_short_while_training_is_one_clear_error(shards, tmp_path, kind):
     import os
 
-    for name in ("part-0.npz", "part-1.npz"):
+    for name in (f"part-0.{kind}", f"part-1.{kind}"):
         (tmp_path / name).write_bytes((shards / name).read_bytes())
-    files = open_data_files(str(tmp_path / "part-*.npz"))
-    os.truncate(tmp_path / "part-1.npz", (tmp_path / "part-1.npz").stat().st_size - 5000)
-    with pytest.raises(DataError, match=r"part-1.npz has changed since it was checked \(it "
-                                        r"was \d+ bytes, it is \d+\): start the run again"):
+    files = open_data_files(str(tmp_path / f"part-*.{kind}"))
+    os.truncate(tmp_path / f"part-1.{kind}", (tmp_path / f"part-1.{kind}").stat().st_size - 5000)
+    with pytest.raises(DataError, match=rf"part-1.{kind} has changed since it was checked \(it "
+                                        r"was \d+ bytes, it is \d+\): run the command again"):
         Trainer(LinearModule(features=2)).fit(files, None, epochs=1, batch_size=500)
 
 
@@ -520,6 +530,38 @@ def test_blank_lines_and_empty_shards_are_what_the_reader_says(tmp_path):
         open_data_files(str(tmp_path / "*.csv"))
 
 
+TRICKY_CSV = ("a,b,y\r\n1,2,3\r\n4,5,6\n\r\n  \n\u00a0\u3000\n\x0b\x1c\n" + " " * 40
+              + "7,8,9\r\n\n\u00e9,1,2\r\n10,11,12").encode()
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", ""])
+@pytest.mark.parametrize("block", [1, 2, 3, 7, 64, 1 << 20])
+def test_the_stream_splits_lines_across_blocks_as_python_does(tmp_path, monkeypatch, block,
+                                                               ending):
+    """Read a block of bytes at a time, the lines are Python's: split at \\n, one
+    \\r before it dropped, the header skipped, blank lines (as str.strip() sees
+    them) left out, wherever the blocks cut the lines, a \\r\\n or a character; and
+    the pre-flight counts as many, a block at a time too."""
+    import tensorflow as tf
+
+    from linfit import stream_formats, streams
+
+    content = TRICKY_CSV + ending.encode()
+    (tmp_path / "a.csv").write_bytes(content)
+    lines = content.split(b"\n")[1:len(content.split(b"\n")) - content.endswith(b"\n")]
+    expected = [line.removesuffix(b"\r") for line in lines if line.decode().strip()]
+    assert len(expected) == 5
+    monkeypatch.setattr(stream_formats, "CSV_BLOCK_BYTES", block)
+    read = stream_formats._csv_lines(tf.constant(str(tmp_path / "a.csv")),
+                                     tf.constant(len(content), tf.int64))
+    assert [line for lines in read.as_numpy_iterator() for line in lines] == expected
+    with open(tmp_path / "a.csv", "rb") as f:
+        blocks = list(streams._line_blocks(f, len(content), block_bytes=block))
+    assert b"".join(blocks) == content
+    assert sum(streams._rows_in(part) for part in blocks) - 1 == len(expected)
+    assert streams._count_rows(tmp_path / "a.csv") == (len(expected), len(content))
+
+
 def test_a_run_resumed_twice_goes_on_from_where_it_was(shards, tmp_path, capsys):
     """Standardised, resumed to 3 epochs, killed after a checkpoint inside epoch 3 (its
     final files removed), resumed again: the straight run's numbers. And a checkpoint
@@ -552,13 +594,16 @@ def test_every_worker_steps_through_the_global_batches_parsing_only_its_rows(
         shards, tmp_path, monkeypatch, pattern):
     """Shuffled mini-batches on 2 workers: each global batch is one process's batch,
     its rows split between the workers. Of three shards worker 1 reads only the
-    second (the others are deleted here); of one file, each parses every other block.
-    NPZ shards are shared out as CSV shards are."""
+    second (the others are deleted here); of one file, each parses every other block
+    (of a CSV: the lines that end in every other block of its bytes). NPZ shards are
+    shared out as CSV shards are."""
     import shutil
 
+    from linfit import stream_formats
     from linfit.streaming import StreamData
 
     monkeypatch.setattr(pipeline, "STREAM_BLOCK", 500)
+    monkeypatch.setattr(stream_formats, "CSV_BLOCK_BYTES", 9001)
     suffix = pattern[-4:]
     for path in shards.glob(f"part-*{suffix}"):
         shutil.copy(path, tmp_path)
@@ -585,8 +630,13 @@ def test_every_worker_steps_through_the_global_batches_parsing_only_its_rows(
         together = np.concatenate([x_part.numpy() for x_part, _, _ in shares])
         assert len(together) == len(y)
         np.testing.assert_array_equal(np.unique(together, axis=0), np.unique(x, axis=0))
-    expected = [2 * 2500, 2 * 1500] if sharded else [2 * 1000, 2 * 500]
-    assert parsed == expected
+    if sharded:
+        assert parsed == [2 * 2500, 2 * 1500]
+    else:  # the data lines ending in each block of 9001 bytes (the header's is block 0's)
+        ends = np.flatnonzero(np.frombuffer((shards / pattern).read_bytes(), np.uint8) == 10)
+        blocks = ends[1:] // 9001
+        assert blocks.max() >= 3  # several blocks for each worker
+        assert parsed == [2 * int(np.sum(blocks % 2 == worker)) for worker in (0, 1)]
 
 
 def test_a_workers_place_counts_the_chief_first():
