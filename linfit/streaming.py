@@ -1,7 +1,7 @@
 """Streamed data: batches read from CSV or NPZ files by tf.data, never the whole table.
 
-Each epoch reads the shards' rows (a CSV file's lines, `tf.data.TextLineDataset`,
-in C++; an NPZ file's rows as stored: see `linfit.stream_formats`), in
+Each epoch reads the shards' rows (a CSV file's lines, split from blocks of its
+bytes in C++; an NPZ file's rows as stored: see `linfit.stream_formats`), in
 blocks, in the order `linfit.pipeline.stream_order` gives, rebatches them,
 and decodes each batch whole (CSV: `tf.io.decode_csv` as float64, then
 float32, the rounding of linfit's own reader), so a row streamed is bitwise

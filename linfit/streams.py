@@ -262,20 +262,21 @@ def _line_blocks(f, size: int, block_bytes: int = 1 << 20):
 
 # The ASCII characters str.strip() strips (bytes.isspace() leaves out \x1c-\x1f).
 ASCII_BLANK = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
-# The bytes a blank line can hold besides \n: ASCII blanks, and the bytes of the
-# Unicode spaces (all non-ASCII). A line of them alone may be blank (`_blank` says).
-MAYBE_BLANK = ASCII_BLANK.replace(b"\n", b"") + bytes(range(0x80, 0x100))
-
-
 def _rows_in(block: bytes) -> int:
-    """The lines of a block of whole lines that are not blank. Counted in C, a block
-    at a time (a line at a time in Python took 7 s for 2 GB); lines that might be
-    blank, rare, are looked at one by one."""
-    ended = block.endswith(b"\n")
-    lines = block.count(b"\n") + (not ended)
-    if b"\n\n" not in b"\n" + block.translate(None, MAYBE_BLANK) + (b"" if ended else b"\n"):
-        return lines  # no line is made of those bytes alone
-    return lines - sum(_blank(line) for line in block.split(b"\n")[:lines])
+    """The lines of a block of whole lines that are not blank. Counted with NumPy, a
+    block at a time (line by line in Python took 7 s for 2 GB): a line that starts
+    with a printable character other than a space is not blank; the others (blank
+    lines, or lines indented with spaces) are looked at one by one."""
+    values = np.frombuffer(block, np.uint8)
+    ends = np.flatnonzero(values == ord("\n"))
+    lines = len(ends) + (not block.endswith(b"\n"))
+    if not lines:
+        return 0
+    starts = np.concatenate(([0], ends[:lines - 1] + 1))
+    first = values[starts]
+    maybe = np.flatnonzero((first <= ord(" ")) | (first > ord("~")))
+    ends = np.append(ends, len(values))
+    return lines - sum(_blank(block[starts[i]:ends[i]]) for i in maybe)
 
 
 def _blank(line: bytes) -> bool:
