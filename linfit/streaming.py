@@ -78,13 +78,13 @@ class StreamData(FitData):
         files = self.validation_files
         size = min(self.validation_size or files.num_examples, files.num_examples)
         lines = _lines(files, None, 0, 0, self.worker).rebatch(size)
-        return self._parse(lines, files, with_rows=True)
+        return self._parse(lines, files, size, with_rows=True)
 
     def full_pass(self) -> tf.data.Dataset:
         """The training data in its order, in chunks of FULL_PASS_ROWS rows (a worker's:
         its share, see `worker`)."""
         chunks = _lines(self.files, None, 0, 0, self.worker).rebatch(pipeline.FULL_PASS_ROWS)
-        return self._parse(chunks, self.files)
+        return self._parse(chunks, self.files, pipeline.FULL_PASS_ROWS)
 
     def find_bad_row(self):
         """The DataError of the first bad row of the training or validation files, or None."""
@@ -107,16 +107,16 @@ class StreamData(FitData):
 
         lines = tf.data.Dataset.range(start, self.epochs).flat_map(epoch_batches)
         if self.worker is None:
-            return self._split(_parsed(lines, self.files))
+            return self._split(_parsed(lines, self.files, size))
         # A worker's batches go to its own replica whole: a distributed dataset would split them.
-        return self._parse(lines, self.files, with_rows=True)
+        return self._parse(lines, self.files, size, with_rows=True)
 
-    def _parse(self, lines: tf.data.Dataset, files: DataFiles,
+    def _parse(self, lines: tf.data.Dataset, files: DataFiles, rows: int,
                with_rows: bool = False) -> tf.data.Dataset:
-        """Batches of rows -> (x, y), or a worker's rows of them (`_own_rows`)."""
+        """Batches of `rows` rows -> (x, y), or a worker's rows of them (`_own_rows`)."""
         if self.worker is None:
-            return _parsed(lines, files)
-        return _own_rows(lines, files, with_rows)
+            return _parsed(lines, files, rows)
+        return _own_rows(lines, files, rows, with_rows)
 
 
 @tf.function  # run eagerly, a collective strategy warns of its overhead
@@ -173,18 +173,30 @@ def _worker_blocks(files: DataFiles, index: int, count: int):
     return shard_blocks
 
 
-def _parsed(line_batches: tf.data.Dataset, files: DataFiles,
+def _parsed(line_batches: tf.data.Dataset, files: DataFiles, rows: int,
             dtype=tf.float32) -> tf.data.Dataset:
-    """Batches of rows -> batches (x, y) as linfit's reader gives them (float32,
-    standardised if the files are `scaled`), or with `dtype` float64 the values
-    as read."""
+    """Batches of `rows` rows -> batches (x, y) as linfit's reader gives them
+    (float32, standardised if the files are `scaled`), or with `dtype` float64 the
+    values as read."""
     # Parsed on one thread of tf.data's, while training runs on the others: a parallel
-    # map (num_parallel_calls) makes TensorFlow 2.21 log an error line about its own
-    # op ("NodeDef mentions attribute use_unbounded_threadpool"), for no gain here.
-    return line_batches.map(_parser(files, dtype)).prefetch(2)
+    # map (num_parallel_calls) gained nothing on two cores (CSV epochs: 0.50-0.56 M
+    # rows/s with 2 calls, 0.50-0.52 M without).
+    return line_batches.map(_parser(files, dtype)).prefetch(_read_ahead(files, rows, dtype))
 
 
-def _own_rows(line_batches: tf.data.Dataset, files: DataFiles,
+# Batches read ahead: up to 16 (a training step is short, and a deeper buffer rides
+# out the reading thread's pauses: epochs of 2e7 NPZ rows in batches of 1024 ran at
+# 3.6-4.2 M rows/s with 16, 2.9-4.5 M with 2), within PREFETCH_BYTES, at least 2.
+PREFETCH_BYTES = 16 << 20
+
+
+def _read_ahead(files: DataFiles, rows: int, dtype=tf.float32) -> int:
+    """How many parsed batches of `rows` rows a stream holds ready."""
+    batch_bytes = rows * (len(files.feature_columns) + len(files.target_columns)) * dtype.size
+    return int(min(16, max(2, PREFETCH_BYTES // batch_bytes)))
+
+
+def _own_rows(line_batches: tf.data.Dataset, files: DataFiles, rows: int,
               with_rows: bool = False) -> tf.data.Dataset:
     """A worker's batches of rows (see `_worker_blocks`) -> (x, y) of the rows it
     parses, the others left out; `with_rows`: (x, y, the batch's rows, every worker's)."""
@@ -194,7 +206,7 @@ def _own_rows(line_batches: tf.data.Dataset, files: DataFiles,
         x, y = parse(tf.boolean_mask(lines, present(lines)))
         return (x, y, tf.shape(lines, tf.int64)[0]) if with_rows else (x, y)
 
-    return line_batches.map(own).prefetch(2)
+    return line_batches.map(own).prefetch(_read_ahead(files, rows))
 
 
 def _parser(files: DataFiles, dtype, flagged: bool = False):
@@ -221,7 +233,7 @@ def value_chunks(files: DataFiles):
     """
     lines = _lines(files, None, 0, 0).rebatch(data_files.CHUNK_ROWS)
     try:
-        for x, y in _parsed(lines, files, tf.float64):
+        for x, y in _parsed(lines, files, data_files.CHUNK_ROWS, tf.float64):
             yield x.numpy(), y.numpy()
     except tf.errors.OpError as error:
         if not is_data_error(error):
