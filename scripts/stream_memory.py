@@ -26,7 +26,8 @@ alternating, so the ratios compare runs made under the same load; the file
 stays in the page cache after it is written. With --npz, the same rows are
 also written to an NPZ file (uncompressed, float32, as `linfit.convert`
 writes them) and steps 2-4 are measured on it too, in the same alternation.
-Writing the NPZ copy takes about 2 minutes, once.
+Writing the NPZ copy takes about 2 minutes, once; `--npz --repeats 3` then
+takes about 9.5 minutes here.
 """
 
 import argparse
@@ -182,8 +183,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20_000_000)
     parser.add_argument("--memory-rows", type=int, default=2_000_000,
                         help="rows of the reference's comparison")
-    # One repeat keeps the default run under 5 minutes here (270 s, the file included);
-    # --repeats 3 gives ranges.
+    # One repeat keeps the default run under 5 minutes here (154 s on 2026-11-29, and
+    # about 75 s more to write the CSV first); --repeats 3 gives ranges.
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--dir", default="/tmp")
     parser.add_argument("--npz", action="store_true", help="measure an NPZ copy too")
