@@ -38,8 +38,8 @@ class DataFiles:
       header: their common header row.
       feature_columns, target_columns: indexes into the header.
       rows: the data rows of each shard (blank lines are no rows).
-      sizes: each shard's bytes when its rows were counted: a stream reads
-        those bytes, and a file whose size has changed is refused.
+      sizes: each shard's bytes when its rows were counted: a file whose size
+        has changed since is refused.
       source: how reports name the data ("data/part-*.csv (3 files)").
       mean, std: standardisation to apply to the features as they are read
         (see `scaled`), or None.
@@ -260,8 +260,6 @@ def _line_blocks(f, size: int, block_bytes: int = 1 << 20):
         yield rest
 
 
-# The ASCII characters str.strip() strips (bytes.isspace() leaves out \x1c-\x1f).
-ASCII_BLANK = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
 def _rows_in(block: bytes) -> int:
     """The lines of a block of whole lines that are not blank. Counted with NumPy, a
     block at a time (line by line in Python took 7 s for 2 GB): a line that starts
@@ -277,6 +275,10 @@ def _rows_in(block: bytes) -> int:
     maybe = np.flatnonzero((first <= ord(" ")) | (first > ord("~")))
     ends = np.append(ends, len(values))
     return lines - sum(_blank(block[starts[i]:ends[i]]) for i in maybe)
+
+
+# The ASCII characters str.strip() strips (bytes.isspace() leaves out \x1c-\x1f).
+ASCII_BLANK = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
 
 
 def _blank(line: bytes) -> bool:
