@@ -25,6 +25,9 @@ from linfit.streams import DataFiles
 # The messages a value that is not finite in float32, or not a number, stops a stream with.
 NOT_FINITE = "linfit: a data value is not finite in float32"
 NOT_A_NUMBER = "linfit: a data value is not a number"
+# The message a stream stops with when a shard ends without the rows the pre-flight
+# counted. (No apostrophe: TensorFlow's error text escapes it.)
+CHANGED = "linfit: the rows of a data file are not those counted before training"
 
 
 @dataclass(frozen=True)
@@ -49,18 +52,39 @@ class RowFormat:
 def row_format(files: DataFiles, flagged: bool = False) -> RowFormat:
     """The `RowFormat` of `files`' kind; `flagged`: with stand-ins (a worker's)."""
     paths = tf.constant([str(path) for path in files.paths])
-    sizes = tf.constant(files.sizes, tf.int64)
+    sizes, rows = (tf.constant(counts, tf.int64) for counts in (files.sizes, files.rows))
     if files.arrays is None:
-        return RowFormat(read=lambda shard: _csv_lines(paths[shard], sizes[shard]),
+        return RowFormat(read=lambda shard: _counted(_csv_lines(paths[shard], sizes[shard]),
+                                                     rows[shard]),
                          values=_csv_values(files),
                          stand_ins=lambda count: tf.fill([count], ""),
                          present=lambda rows: tf.not_equal(rows, ""))
     x, y = files.arrays[0]
     flag = int(flagged)
-    return RowFormat(read=_npz_rows(files, paths, sizes, flag), values=_npz_values(files, flag),
+    npz_rows = _npz_rows(files, paths, sizes, flag)
+    return RowFormat(read=lambda shard: _counted(npz_rows(shard), rows[shard]),
+                     values=_npz_values(files, flag),
                      stand_ins=lambda count: tf.zeros([count, flag + x.row_bytes + y.row_bytes],
                                                       tf.uint8),
                      present=lambda rows: tf.equal(rows[:, 0], 1))
+
+
+def _counted(blocks: tf.data.Dataset, rows) -> tf.data.Dataset:
+    """`blocks` (a shard's), checked to hold `rows` rows in all when they end: a file
+    changed since the pre-flight stops the stream, even one grown by whole blocks."""
+    spec = blocks.element_spec
+    end = tf.data.Dataset.from_tensors((tf.zeros([0, *spec.shape[1:]], spec.dtype), True))
+
+    def count(seen, element):
+        block, last = element
+        seen += tf.shape(block, tf.int64)[0]
+        check = tf.debugging.Assert(tf.logical_or(tf.logical_not(last), tf.equal(seen, rows)),
+                                    [CHANGED])
+        with tf.control_dependencies([check]):
+            return seen, tf.identity(block)
+
+    return blocks.map(lambda block: (block, False)).concatenate(end).scan(
+        tf.constant(0, tf.int64), count)
 
 
 # The bytes of a CSV file a stream reads at a time, then splits into lines.

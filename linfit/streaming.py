@@ -10,6 +10,7 @@ the shuffle window, the batches in flight and nothing else.
 """
 
 import dataclasses
+import re
 from dataclasses import dataclass
 
 import tensorflow as tf
@@ -17,7 +18,7 @@ import tensorflow as tf
 from linfit import data_files, pipeline
 from linfit.errors import DataError
 from linfit.pipeline import FitData, stream_order
-from linfit.stream_formats import NOT_A_NUMBER, NOT_FINITE, row_format
+from linfit.stream_formats import CHANGED, NOT_A_NUMBER, NOT_FINITE, row_format
 from linfit.streams import DataFiles
 
 
@@ -86,10 +87,12 @@ class StreamData(FitData):
         chunks = _lines(self.files, None, 0, 0, self.worker).rebatch(pipeline.FULL_PASS_ROWS)
         return self._parse(chunks, self.files, pipeline.FULL_PASS_ROWS)
 
-    def find_bad_row(self):
-        """The DataError of the first bad row of the training or validation files, or None."""
-        return self.files.find_bad_row() or (
-            self.validation_files.find_bad_row() if self.validation_files is not None else None)
+    def data_error(self, error: Exception) -> DataError:
+        """What a TensorFlow error of reading the stream (`is_data_error`) means: the
+        first bad row of the training or validation files, else `unreadable`."""
+        files = [f for f in (self.files, self.validation_files) if f is not None]
+        return next(filter(None, (f.find_bad_row() for f in files)), None) or unreadable(
+            error, " or ".join(f.source for f in files))
 
     def sum_over_workers(self, value):
         """`value` summed over the workers (each holding its share's), or itself."""
@@ -238,8 +241,24 @@ def value_chunks(files: DataFiles):
     except tf.errors.OpError as error:
         if not is_data_error(error):
             raise
-        raise files.find_bad_row() or DataError(
-            f"{files.source} could not be read: {str(error).splitlines()[0]}") from None
+        raise files.find_bad_row() or unreadable(error, files.source) from None
+
+
+def unreadable(error: Exception, source: str) -> DataError:
+    """A stream's reading error that linfit's own reader finds no bad row for."""
+    text = str(error)
+    if CHANGED in text:
+        return DataError(f"{source} changed while it was read (a file's rows are not those "
+                         "counted before training): run the command again")
+    refused = re.search(r"(Field \d+ in record \d+ is not a valid \w+: [^\n]*?"
+                        r"|(?:Unquoted fields|Quote)[^\n]*?)(?:\t|\n|\[|$)", text)
+    if refused:  # decode_csv is stricter than NumPy: spaces or characters around a value
+        return DataError(f"{source}: a value the stream's CSV parser cannot read, though "
+                         f"linfit's in-memory reader can ({refused.group(1).strip()}): write "
+                         "plain numbers (no spaces, quotes or other characters around them), "
+                         "or set data.streaming = false")
+    return DataError(f"{source} could not be read ({text.splitlines()[0]}): check its files "
+                     "and start again, or --resume")
 
 
 def is_data_error(error: BaseException) -> bool:
@@ -249,7 +268,8 @@ def is_data_error(error: BaseException) -> bool:
                           tf.errors.DataLossError)):
         return True
     return isinstance(error, tf.errors.InvalidArgumentError) and (
-        NOT_FINITE in str(error) or NOT_A_NUMBER in str(error)
+        NOT_FINITE in str(error) or NOT_A_NUMBER in str(error) or CHANGED in str(error)
         or "decode_csv" in str(error).lower()
         or "Field " in str(error) or "Expect " in str(error) or "Quote" in str(error)
+        or "Unquoted fields" in str(error)
         or "exact multiple of the record length" in str(error))  # an NPZ file cut short

@@ -127,7 +127,8 @@ class DataFiles:
             seen += len(xs[-1])
             if seen >= rows:
                 break
-        x, y = np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.float32)
+        with np.errstate(over="ignore"):  # a value float32 cannot hold: the stream names it
+            x, y = np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.float32)
         return (x[:, 0] if self.features is None else x), y
 
     def validate(self) -> None:
@@ -227,21 +228,35 @@ def _kind(shape: tuple[int, ...], dtype: np.dtype) -> str:
     return f"[N{''.join(f', {n}' for n in shape)}] of {dtype}"
 
 
-def _count_rows(path: Path) -> tuple[int, int]:
+def _count_rows(path: Path, block_bytes: int = 1 << 20) -> tuple[int, int]:
     """The data rows of a CSV file (lines after the header that are not blank), and
-    the bytes they were counted in: the file's size when it was opened."""
-    rows = -1  # the header
+    the bytes they were counted in: the file's size when it was opened.
+
+    Raises:
+      DataError: for a \\r not followed by \\n, which a stream cannot split at.
+    """
+    rows, lines = -1, 0  # the header is no row
     with path.open("rb") as f:
         size = os.fstat(f.fileno()).st_size
-        start = f.read(FINGERPRINT_BYTES)
-        if b"\r" in start.replace(b"\r\n", b""):
-            raise DataError(f"{shown(path)} ends its lines with \\r alone (an old Mac "
-                            "format): a stream splits lines at \\n; save it with \\n line "
-                            "endings, or set data.streaming = false")
-        f.seek(0)
-        for block in _line_blocks(f, size):
-            rows += _rows_in(block)
+        for block in _line_blocks(f, size, block_bytes):
+            values = np.frombuffer(block, np.uint8)
+            ends = np.flatnonzero(values == ord("\n"))
+            _check_line_ends(path, values, ends, lines)
+            rows += _rows_in(block, values, ends)
+            lines += len(ends)
     return max(rows, 0), size
+
+
+def _check_line_ends(path: Path, values: np.ndarray, ends: np.ndarray, lines: int) -> None:
+    """Refuse a \\r before anything but \\n in a block of whole lines (`values`,
+    its \\n at `ends`, after `lines` lines); one ending the file is a line's end."""
+    returns = np.flatnonzero(values[:-1] == ord("\r"))
+    alone = returns[values[returns + 1] != ord("\n")]
+    if alone.size:
+        line = lines + int(np.searchsorted(ends, alone[0])) + 1
+        raise DataError(f"{shown(path)}, line {line}: a \\r not followed by \\n (as an old Mac "
+                        "file ends its lines): a stream splits lines only at \\n; save the "
+                        "file with \\n line endings, or set data.streaming = false")
 
 
 def _line_blocks(f, size: int, block_bytes: int = 1 << 20):
@@ -260,13 +275,12 @@ def _line_blocks(f, size: int, block_bytes: int = 1 << 20):
         yield rest
 
 
-def _rows_in(block: bytes) -> int:
-    """The lines of a block of whole lines that are not blank. Counted with NumPy, a
-    block at a time (line by line in Python took 7 s for 2 GB): a line that starts
-    with a printable character other than a space is not blank; the others (blank
-    lines, or lines indented with spaces) are looked at one by one."""
-    values = np.frombuffer(block, np.uint8)
-    ends = np.flatnonzero(values == ord("\n"))
+def _rows_in(block: bytes, values: np.ndarray, ends: np.ndarray) -> int:
+    """The lines of a block of whole lines (`values` its bytes, its \\n at `ends`)
+    that are not blank. Counted with NumPy, a block at a time (line by line in
+    Python took 7 s for 2 GB): a line that starts with a printable character other
+    than a space is not blank; the others (blank lines, or lines indented with
+    spaces) are looked at one by one."""
     lines = len(ends) + (not block.endswith(b"\n"))
     if not lines:
         return 0

@@ -249,7 +249,7 @@ class Trainer:
         try:
             with failures.training_errors(self, history, position, plan,
                                           (epochs.start, data.steps_per_epoch, first_batch), end,
-                                          getattr(data, "find_bad_row", None)):
+                                          getattr(data, "data_error", None)):
                 if loop == "manual":
                     self._run_manual(plan, data, epochs, callbacks, first_batch)
                 else:

@@ -252,8 +252,16 @@ def test_the_preflight_counts_rows_and_refuses_what_a_stream_cannot_split(shards
         assert sum(1 for _ in csv.reader(f)) - 1 == SHARD_ROWS[0]
     old_mac = tmp_path / "mac.csv"
     old_mac.write_bytes(b"a,b,y\r1,2,3\r4,5,6\r")
-    with pytest.raises(DataError, match=r"ends its lines with \\r alone"):
+    with pytest.raises(DataError, match=r"mac.csv, line 1: a \\r not followed by \\n \(as an "
+                                        r"old Mac file ends its lines\)"):
         open_data_files(old_mac)
+    # Anywhere in the file (one \r in a line after 64 KiB; a \r\n there is fine).
+    late = tmp_path / "late.csv"
+    late.write_bytes(b"x,y\r\n" + b"1,2\r\n" * 17000 + b"5,6\r7,8\n")
+    with pytest.raises(DataError, match=r"late.csv, line 17002: a \\r not followed by \\n"):
+        open_data_files(late)
+    late.write_bytes(b"x,y\r\n" + b"1,2\r\n" * 17000 + b"5,6\r\n7,8\r")
+    assert open_data_files(late).rows == (17002,)
     npz = open_data_files(str(shards / "part-*.npz"))  # counted from the arrays' headers
     assert npz.rows == SHARD_ROWS and npz.header == ("x0", "x1", "y")
 
@@ -300,6 +308,45 @@ def test_a_shard_cut_short_while_training_is_one_clear_error(shards, tmp_path, k
     with pytest.raises(DataError, match=rf"part-1.{kind} has changed since it was checked \(it "
                                         r"was \d+ bytes, it is \d+\): run the command again"):
         Trainer(LinearModule(features=2)).fit(files, None, epochs=1, batch_size=500)
+
+
+def test_a_file_changed_by_whole_blocks_while_training_is_one_clear_error(tmp_path):
+    """Grown by exactly one block of bytes after the pre-flight (every block whole, so
+    no read fails), or given one more row in the same bytes: the shard's rows are
+    not those counted, and the run stops there, saying so."""
+    from linfit import stream_formats
+
+    block = stream_formats.CSV_BLOCK_BYTES  # 10,007 here (small_csv_blocks)
+    path = tmp_path / "a.csv"
+    rows = "x,y\n" + "1,3\n2,5\n" * 1000 + "   \n"
+    path.write_text(rows + " " * (2 * block - len(rows) - 1) + "\n")  # two whole blocks
+    files = open_data_files(path)
+    with open(path, "a") as f:
+        f.write("7,-1\n" * 2000 + " " * (block - 10_001) + "\n")
+    with pytest.raises(DataError, match=r"a.csv has changed since it was checked \(it was "
+                                        rf"{2 * block} bytes, it is {3 * block}\)"):
+        Trainer(LinearModule()).fit(files, None, epochs=1, batch_size=100)
+    path.write_text(rows)
+    files = open_data_files(path)
+    path.write_text(rows.replace("   \n", "4,9\n"))  # the blank line is a row now
+    with pytest.raises(DataError, match=r"a.csv changed while it was read \(a file's rows "
+                                        r"are not those counted before training\): run the "
+                                        r"command again"):
+        Trainer(LinearModule()).fit(files, None, epochs=1, batch_size=100)
+
+
+@pytest.mark.parametrize("cell", ["\u00a01", "1\x1c", '"1.5" '])
+def test_a_value_only_the_in_memory_reader_takes_is_one_clear_error(tmp_path, cell):
+    """NumPy reads a number with Unicode spaces around it, or a space after quotes;
+    TensorFlow's CSV parser does not: the stream says so, and what to do."""
+    path = tmp_path / "a.csv"
+    path.write_text(f"x,y\n1,2\n{cell},2\n3,4\n", encoding="utf-8")
+    assert len(data_module.read_data_file(path).y) == 3
+    with pytest.raises(DataError, match=r"a.csv: a value the stream's CSV parser cannot read, "
+                                        r"though linfit's in-memory reader can \((Field 0 in "
+                                        r"record \d+ is not a valid double|Quote).*\): write "
+                                        r"plain numbers .*, or set data.streaming = false$"):
+        Trainer(LinearModule()).fit(open_data_files(path), None, epochs=1, batch_size=2)
 
 
 def test_npz_a_stream_cannot_read_in_place_is_one_line(shards, tmp_path, capfd, monkeypatch):
@@ -556,10 +603,8 @@ def test_the_stream_splits_lines_across_blocks_as_python_does(tmp_path, monkeypa
                                      tf.constant(len(content), tf.int64))
     assert [line for lines in read.as_numpy_iterator() for line in lines] == expected
     with open(tmp_path / "a.csv", "rb") as f:
-        blocks = list(streams._line_blocks(f, len(content), block_bytes=block))
-    assert b"".join(blocks) == content
-    assert sum(streams._rows_in(part) for part in blocks) - 1 == len(expected)
-    assert streams._count_rows(tmp_path / "a.csv") == (len(expected), len(content))
+        assert b"".join(streams._line_blocks(f, len(content), block_bytes=block)) == content
+    assert streams._count_rows(tmp_path / "a.csv", block) == (len(expected), len(content))
 
 
 def test_a_run_resumed_twice_goes_on_from_where_it_was(shards, tmp_path, capsys):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
-from linfit.errors import ConfigError, DataError, WorkerLostError
+from linfit.errors import ConfigError, WorkerLostError
 from linfit.losses import (NonFiniteBatch, NonFiniteRecord, divergence_error,
                            is_non_finite_loss)
 from linfit.streaming import is_data_error
@@ -52,7 +52,7 @@ class NonFiniteStep:
 
 @contextlib.contextmanager
 def training_errors(trainer, history, position, plan, shape: tuple[int, int, int],
-                    on_non_finite=None, find_bad_row=None):
+                    on_non_finite=None, data_error=None):
     """TensorFlow's errors during training, as linfit's.
 
     Args:
@@ -63,8 +63,9 @@ def training_errors(trainer, history, position, plan, shape: tuple[int, int, int
         epoch starts at).
       on_non_finite: NonFiniteStep -> None, to end the fit as Keras would
         (with the user's TerminateOnNaN); None raises DivergenceError.
-      find_bad_row: for streamed data, () -> the DataError naming the row the
-        stream could not use (its file, line and column), or None.
+      data_error: for streamed data, (the TensorFlow error) -> the DataError
+        that names the row the stream could not use (its file, line and column),
+        or says what else went wrong (`StreamData.data_error`).
     """
     initial_epoch, steps, first_batch = shape
     optimizer = trainer.optimizer
@@ -81,10 +82,8 @@ def training_errors(trainer, history, position, plan, shape: tuple[int, int, int
     except NonFiniteBatch as error:
         step = NonFiniteStep(error.epoch, error.batch)
     except Exception as error:
-        if find_bad_row is not None and is_data_error(error):
-            raise find_bad_row() or DataError(
-                f"the streamed data could not be read ({str(error).splitlines()[0]}): check "
-                "its files and start again, or --resume") from None
+        if data_error is not None and is_data_error(error):
+            raise data_error(error) from None
         if not is_non_finite_loss(error):
             raise
         # Keras's fit. Compiled, an update's iteration count can be applied
