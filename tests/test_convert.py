@@ -211,24 +211,30 @@ def test_shards_or_validation_files_that_name_their_columns_differently_are_refu
                                   "the same columns")
 
 
+@pytest.mark.parametrize("change", ["appended", "same size"])
 def test_a_shard_that_changes_while_it_is_converted_is_one_line(tmp_path, capsys,
-                                                                  monkeypatch):
+                                                                  monkeypatch, change):
     """A row appended after the rows were counted (as by a process still writing the
-    file): the conversion stops, and the file it was writing is not left. (A file
-    changed without changing its size is caught by its count of rows.)"""
+    file), or a blank line become a row of the same length: the conversion stops,
+    and the file it was writing is not left."""
     from linfit import convert, runtime
 
-    data = write_shards(tmp_path / "csv", rows=(50,))
+    path = write_shards(tmp_path / "csv", rows=(50,)) / "part-0.csv"
+    blank, row = " " * 9 + "\n", "1,2,3,4,5\n"
+    if change == "same size":
+        path.write_text(path.read_text() + blank)
 
-    def append_a_row_then_import():
-        with (data / "part-0.csv").open("a") as f:
-            f.write("1,2,3,4,5\n")
+    def change_then_import():
+        path.write_text(path.read_text().replace(blank, row) if change == "same size"
+                        else path.read_text() + row)
         runtime.import_tensorflow()
 
-    monkeypatch.setattr(convert, "import_tensorflow", append_a_row_then_import)
-    assert main(["--data", str(data / "part-0.csv"), "--out", str(tmp_path / "npz")]) == 2
-    size = (data / "part-0.csv").stat().st_size
-    assert capsys.readouterr().err == (f"error: {data / 'part-0.csv'} has changed since it was "
-                                       f"checked (it was {size - 10} bytes, it is {size}): "
-                                       "run the command again\n")
+    monkeypatch.setattr(convert, "import_tensorflow", change_then_import)
+    assert main(["--data", str(path), "--out", str(tmp_path / "npz")]) == 2
+    size = path.stat().st_size
+    assert capsys.readouterr().err == (
+        f"error: {path} has changed since it was checked (it was {size - 10} bytes, it is "
+        f"{size}): run the command again\n" if change == "appended" else
+        f"error: {path} changed while it was read (a file's rows are not those counted "
+        "before training): run the command again\n")
     assert not (tmp_path / "npz").exists()
