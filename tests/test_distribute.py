@@ -225,8 +225,10 @@ MINI_BATCHES = ["data.batch_size=128", "data.shuffle=true", "data.shuffle_buffer
                 'train.metrics=["mae"]', 'train.optimizer="adam"', 'data.validation_path="VAL"']
 
 
-def streamed_settings(directory, settings: list[str]) -> list[str]:
-    """The CLI arguments of a streamed run of three shards written in `directory`."""
+def streamed_settings(directory, settings: list[str], kind: str = "csv") -> list[str]:
+    """The CLI arguments of a streamed run of three shards written in `directory`:
+    CSV files, or NPZ files (x float64, y float32) whose arrays each start at another
+    offset, as archives written by different programs do."""
     rng = np.random.default_rng(21)
     tables = []
     for rows in (3000, 700):  # training rows, validation rows
@@ -234,12 +236,18 @@ def streamed_settings(directory, settings: list[str]) -> list[str]:
         tables.append(np.column_stack([x, x @ [1.5, -0.5] + 0.7 + rng.normal(0, 0.1, rows)]))
     parts = {**{f"part-{i}": part for i, part in enumerate(np.array_split(tables[0], 3))},
              "val-0": tables[1][:400], "val-1": tables[1][400:]}
-    for name, part in parts.items():
-        np.savetxt(directory / f"{name}.csv", part, delimiter=",", header="a,b,y",
-                   comments="", fmt="%.9g")
-    settings = [s.replace("VAL", str(directory / "val-*.csv")) for s in settings]
-    return ["--data", str(directory / "part-*.csv"), "--model", "module", "--loop", "manual",
-            "--set", "data.streaming=true", *[item for s in settings for item in ("--set", s)]]
+    for index, (name, part) in enumerate(parts.items()):
+        if kind == "npz":
+            extra = {"note": np.arange(index * 7)}  # an array before x: moves x's and y's offsets
+            np.savez(directory / f"{name}.npz", **extra, x=part[:, :2].astype(np.float64),
+                     y=part[:, 2].astype(np.float32))
+        else:
+            np.savetxt(directory / f"{name}.csv", part, delimiter=",", header="a,b,y",
+                       comments="", fmt="%.9g")
+    settings = [s.replace("VAL", str(directory / f"val-*.{kind}")) for s in settings]
+    return ["--data", str(directory / f"part-*.{kind}"), "--model", "module", "--loop",
+            "manual", "--set", "data.streaming=true",
+            *[item for s in settings for item in ("--set", s)]]
 
 
 def assert_same_numbers(run_dir, alone_dir):
@@ -260,13 +268,15 @@ def assert_same_numbers(run_dir, alone_dir):
                                rtol=1e-6, atol=1e-12)
 
 
-def test_two_workers_streaming_their_share_of_the_files_equal_one_process(tmp_path):
+@pytest.mark.parametrize("kind", ["csv", "npz"])
+def test_two_workers_streaming_their_share_of_the_files_equal_one_process(tmp_path, kind):
     """Full-batch gradient descent: each worker reads its share of the three shards
     (worker 0 the first and third, worker 1 the second) and sums its rows' gradient;
     the optimizer adds the two. The run equals one process streaming all of it.
     (Mini-batches: the next test.) Standardised: each worker sums its shards' rows for
-    the means and deviations, and the workers add their sums."""
-    settings = streamed_settings(tmp_path, ["train.epochs=6", "data.standardize=true"])
+    the means and deviations, and the workers add their sums. NPZ shards: each
+    worker reads its shards' arrays at their own offsets."""
+    settings = streamed_settings(tmp_path, ["train.epochs=6", "data.standardize=true"], kind)
     assert main([*settings, "--out", str(tmp_path / "one")]) == 0  # one process: this one
     cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
     workers = start_workers(cluster, [*settings, "--set", 'train.strategy="multiworker"',
