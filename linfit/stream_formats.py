@@ -3,7 +3,9 @@ a batch of rows -> their values.
 
 A CSV row travels as its line (a string, parsed by `tf.io.decode_csv` once
 batched); an NPZ row as its bytes, x's then y's as stored (uint8 [row
-bytes]: read in place by `tf.data.FixedLengthRecordDataset`, never parsed).
+bytes]: read in place by `tf.data.FixedLengthRecordDataset`, never parsed),
+or, when the shards differ in dtype, as its values' bytes in float32 and in
+float64 (a batch mixes the shards' rows, so they must be alike).
 Either way the rows are the first axis, so `linfit.streaming` orders,
 shuffles, batches and shares out both kinds alike. A worker stands in empty
 rows for the rows other workers parse (`RowFormat.stand_ins`): "" for CSV,
@@ -12,6 +14,7 @@ a first byte that says a row is present (`flagged`; only on workers, as it
 costs a copy of every row).
 """
 
+import functools
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,13 +62,13 @@ def row_format(files: DataFiles, flagged: bool = False) -> RowFormat:
                          values=_csv_values(files),
                          stand_ins=lambda count: tf.fill([count], ""),
                          present=lambda rows: tf.not_equal(rows, ""))
-    x, y = files.arrays[0]
     flag = int(flagged)
-    npz_rows = _npz_rows(files, paths, sizes, flag)
+    as_values = len(_dtypes(files)) > 1
+    npz_rows = _npz_rows(files, paths, sizes, flag, as_values)
+    row_bytes = flag + _npz_row_bytes(files, as_values)
     return RowFormat(read=lambda shard: _counted(npz_rows(shard), rows[shard]),
-                     values=_npz_values(files, flag),
-                     stand_ins=lambda count: tf.zeros([count, flag + x.row_bytes + y.row_bytes],
-                                                      tf.uint8),
+                     values=_npz_values(files, flag, as_values),
+                     stand_ins=lambda count: tf.zeros([count, row_bytes], tf.uint8),
                      present=lambda rows: tf.equal(rows[:, 0], 1))
 
 
@@ -131,26 +134,74 @@ def _csv_values(files: DataFiles):
     return values
 
 
-def _npz_rows(files: DataFiles, paths, sizes, flag: int):
-    """`RowFormat.read` for NPZ shards: each block of x's rows and of y's, read whole,
-    as rows of bytes: present (1, if `flag`), x's, y's."""
+def _dtypes(files: DataFiles) -> list[tuple[np.dtype, np.dtype]]:
+    """The (x, y) dtypes of NPZ shards, each once, in the order of the shards."""
+    return list(dict.fromkeys((x.dtype, y.dtype) for x, y in files.arrays))
+
+
+def _widths(files: DataFiles) -> tuple[int, int]:
+    """The values in a row of x and of y."""
+    return len(files.feature_columns), len(files.target_columns)
+
+
+def _npz_row_bytes(files: DataFiles, as_values: bool) -> int:
+    """The bytes of a streamed NPZ row (its present flag aside): see `_npz_rows`."""
+    if as_values:
+        return 12 * sum(_widths(files))
     x, y = files.arrays[0]
+    return x.row_bytes + y.row_bytes
+
+
+def _npz_rows(files: DataFiles, paths, sizes, flag: int, as_values: bool):
+    """`RowFormat.read` for NPZ shards: each block of x's rows and of y's, read whole,
+    as rows of bytes: present (1, if `flag`), then x's and y's as stored, or, for
+    shards of several dtypes (`as_values`), x's and y's values in float32, then in
+    float64 (so that each is rounded once, as linfit's reader rounds it)."""
     x_offsets, y_offsets = (tf.constant([arrays[i].offset for arrays in files.arrays], tf.int64)
                             for i in (0, 1))
     rows = tf.constant(files.rows, tf.int64)
+    dtypes = _dtypes(files)
+    x_width, y_width = _widths(files)
 
-    def rows_of(x_block, y_block):
-        x_rows = tf.reshape(tf.io.decode_raw(x_block, tf.uint8), [-1, x.row_bytes])
-        y_rows = tf.reshape(tf.io.decode_raw(y_block, tf.uint8), [-1, y.row_bytes])
-        present = [tf.ones([tf.shape(y_rows)[0], 1], tf.uint8)] if flag else []
-        return tf.concat([*present, x_rows, y_rows], axis=1)
+    def reader(x_dtype: np.dtype, y_dtype: np.dtype):
+        x_bytes, y_bytes = x_width * x_dtype.itemsize, y_width * y_dtype.itemsize
 
-    def read(shard):
-        stored = (paths[shard], sizes[shard], rows[shard])
-        return tf.data.Dataset.zip(_blocks(*stored, x_offsets[shard], x.row_bytes),
-                                   _blocks(*stored, y_offsets[shard], y.row_bytes)).map(rows_of)
+        def rows_of(x_block, y_block):
+            x_rows = tf.reshape(tf.io.decode_raw(x_block, tf.uint8), [-1, x_bytes])
+            y_rows = tf.reshape(tf.io.decode_raw(y_block, tf.uint8), [-1, y_bytes])
+            present = [tf.ones([tf.shape(y_rows)[0], 1], tf.uint8)] if flag else []
+            if not as_values:
+                return tf.concat([*present, x_rows, y_rows], axis=1)
+            x_values, y_values = _decoded(x_rows, x_dtype, x_width), _decoded(y_rows, y_dtype,
+                                                                               y_width)
+            return tf.concat([*present, *(_as_bytes(values, dtype) for dtype in (
+                tf.float32, tf.float64) for values in (x_values, y_values))], axis=1)
+
+        def read(shard):
+            stored = (paths[shard], sizes[shard], rows[shard])
+            return tf.data.Dataset.zip(_blocks(*stored, x_offsets[shard], x_bytes),
+                                       _blocks(*stored, y_offsets[shard], y_bytes)).map(rows_of)
+
+        return read
+
+    readers = [reader(*kind) for kind in dtypes]
+    if len(readers) == 1:
+        return readers[0]
+    kind_of = tf.constant([dtypes.index((x.dtype, y.dtype)) for x, y in files.arrays])
+
+    def read(shard):  # its kind's reader: the others take none of it (nor open it)
+        everything, none = tf.constant(-1, tf.int64), tf.constant(0, tf.int64)
+        kinds = [read_as(shard).take(tf.where(tf.equal(kind_of[shard], kind), everything, none))
+                 for kind, read_as in enumerate(readers)]
+        return functools.reduce(tf.data.Dataset.concatenate, kinds)
 
     return read
+
+
+def _as_bytes(values, dtype):
+    """Values [rows, width] as `dtype`, as bytes [rows, width * dtype.size]."""
+    return tf.reshape(tf.bitcast(tf.cast(values, dtype), tf.uint8),
+                      [-1, values.shape[1] * dtype.size])
 
 
 def _blocks(path, size, rows, offset, row_bytes: int, block_rows: int | None = None
@@ -170,22 +221,31 @@ def _blocks(path, size, rows, offset, row_bytes: int, block_rows: int | None = N
     return blocks.concatenate(last.take(tf.minimum(rest, 1)))
 
 
-def _npz_values(files: DataFiles, flag: int):
-    x, y = files.arrays[0]
-    native = "<" if sys.byteorder == "little" else ">"
+NATIVE = "<" if sys.byteorder == "little" else ">"
 
-    def decoded(row_bytes, stored, dtype):
-        kind = np.dtype(stored.dtype)
-        width = stored.row_bytes // kind.itemsize
-        values = tf.reshape(row_bytes, [-1, width, kind.itemsize])
-        if kind.byteorder not in ("=", "|", native):
-            values = tf.reverse(values, axis=[2])
-        values = tf.reshape(tf.bitcast(values, tf.as_dtype(kind.type)), [-1, width])
-        return _finite(values, dtype)
+
+def _decoded(row_bytes, dtype: np.dtype, width: int):
+    """Rows of bytes [rows, width * dtype.itemsize] -> their `width` values [rows,
+    width] as stored (`dtype`, in either byte order)."""
+    values = tf.reshape(row_bytes, [-1, width, dtype.itemsize])
+    if dtype.byteorder not in ("=", "|", NATIVE):
+        values = tf.reverse(values, axis=[2])
+    return tf.reshape(tf.bitcast(values, tf.as_dtype(dtype.type)), [-1, width])
+
+
+def _npz_values(files: DataFiles, flag: int, as_values: bool):
+    x, y = files.arrays[0]
+    x_width, y_width = _widths(files)
 
     def values(rows, dtype):
-        return (decoded(rows[:, flag:flag + x.row_bytes], x, dtype),
-                decoded(rows[:, flag + x.row_bytes:], y, dtype))
+        if not as_values:  # as stored
+            return (_finite(_decoded(rows[:, flag:flag + x.row_bytes], x.dtype, x_width), dtype),
+                    _finite(_decoded(rows[:, flag + x.row_bytes:], y.dtype, y_width), dtype))
+        start = flag + (0 if dtype == tf.float32 else 4 * (x_width + y_width))
+        x_end, y_end = start + dtype.size * x_width, start + dtype.size * (x_width + y_width)
+        same = np.dtype(dtype.as_numpy_dtype)  # as `dtype` rounded each value
+        return (_finite(_decoded(rows[:, start:x_end], same, x_width), dtype),
+                _finite(_decoded(rows[:, x_end:y_end], same, y_width), dtype))
 
     return values
 

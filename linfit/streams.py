@@ -194,24 +194,24 @@ def open_data_files(spec: str | Path | tuple[str, ...], target: str | tuple[str,
 
 
 def _open_npz(paths: list[Path], source: str) -> DataFiles:
-    """NPZ shards' pre-flight: each one's arrays checked and located, all of one kind.
+    """NPZ shards' pre-flight: each one's arrays checked and located, all of one shape
+    (of any dtypes: see `linfit.stream_formats`).
     Their columns are named as linfit's reader names them (x_names, else x or x0,
     x1, ...; y or y0, y1, ...); data.target and data.features do not apply, as in
     memory."""
     arrays = tuple(stored_arrays(path) for path in paths)
 
-    def kind(stored):  # x of [N] and of [N, 1] are one feature, as in memory
+    def shape(stored):  # x of [N] and of [N, 1] are one feature, as in memory
         (x, y) = stored
-        return x.row_bytes, x.dtype, y.shape[1:], y.dtype
+        return int(np.prod(x.shape[1:], dtype=np.int64)), y.shape[1:]
 
     for path, stored in zip(paths[1:], arrays[1:]):
-        if kind(stored) != kind(arrays[0]):
-            found, first = ([(a.shape[1:], a.dtype) for a in s] for s in (stored, arrays[0]))
+        if shape(stored) != shape(arrays[0]):
+            found, first = ([a.shape[1:] for a in s] for s in (stored, arrays[0]))
             raise DataError(
-                f"shard {shown(path)} holds x {_kind(*found[0])} and y {_kind(*found[1])} but "
-                f"{shown(paths[0])} holds x {_kind(*first[0])} and y {_kind(*first[1])}: a "
-                "stream needs every shard's arrays of the same shapes and types (or set "
-                "data.streaming = false)")
+                f"shard {shown(path)} holds x {_shape(found[0])} and y {_shape(found[1])} but "
+                f"{shown(paths[0])} holds x {_shape(first[0])} and y {_shape(first[1])}: give "
+                "every shard arrays of the same shapes")
     x, y = arrays[0]
     width = int(np.prod(x.shape[1:], dtype=np.int64))
     names = [feature_names(path, width) for path in paths]
@@ -224,8 +224,8 @@ def _open_npz(paths: list[Path], source: str) -> DataFiles:
                      tuple(stored[0].file_bytes for stored in arrays), source, arrays=arrays)
 
 
-def _kind(shape: tuple[int, ...], dtype: np.dtype) -> str:
-    return f"[N{''.join(f', {n}' for n in shape)}] of {dtype}"
+def _shape(shape: tuple[int, ...]) -> str:
+    return f"[N{''.join(f', {n}' for n in shape)}]"
 
 
 def _count_rows(path: Path, block_bytes: int = 1 << 20) -> tuple[int, int]:

@@ -297,6 +297,47 @@ def test_npz_rows_stream_as_the_reader_reads_them(tmp_path, monkeypatch, x, y):
     np.testing.assert_array_equal(exact_y, y.astype(np.float64))
 
 
+def test_npz_shards_of_different_dtypes_stream_as_the_reader_reads_them(tmp_path, monkeypatch):
+    """Each shard's values rounded once, as in memory, whatever the others hold: x of
+    float64, big-endian float32, int16 and uint64 (2**60 + 2**36 + 1 rounds to float32
+    differently through float64); y of float32, big-endian float64, int64, uint8. A
+    shuffled stream mixes their rows in its batches, on one process and on two workers."""
+    from linfit.streaming import StreamData, value_chunks
+
+    monkeypatch.setattr(pipeline, "STREAM_BLOCK", 7)
+    rng = np.random.default_rng(3)
+    x = [rng.normal(size=(30, 2)), rng.normal(size=(25, 2)).astype(">f4"),
+         rng.integers(-999, 999, (20, 2)).astype(np.int16),
+         np.array([[2**60 + 2**36 + 1, 2**53 + 1]] * 15, np.uint64)]
+    y = [rng.normal(size=30).astype(np.float32), rng.normal(size=25).astype(">f8"),
+         rng.integers(-50, 50, 20), np.arange(15, dtype=np.uint8)]
+    for i, (x_part, y_part) in enumerate(zip(x, y)):
+        np.savez(tmp_path / f"part-{i}.npz", x=x_part, y=y_part)
+    memory = data_module.read_data_file(str(tmp_path / "part-*.npz"))
+    assert np.float32(x[3][0, 0]) != np.float32(np.float64(x[3][0, 0]))  # rounded once
+    files = open_data_files(str(tmp_path / "part-*.npz"))
+    in_order = list(StreamData((), 8, None, 1, files=files).batches(0))
+    for streamed, read in zip(zip(*in_order), (memory.x, memory.y)):
+        np.testing.assert_array_equal(np.concatenate([part.numpy() for part in streamed]), read)
+    exact = [np.concatenate(parts) for parts in zip(*value_chunks(files))]
+    np.testing.assert_array_equal(exact[0], np.concatenate(x).astype(np.float64))
+    np.testing.assert_array_equal(exact[1], np.concatenate(y).astype(np.float64))
+    shape = dict(arrays=(), batch_size=8, shuffle_seed=4, epochs=1, shuffle_buffer=40,
+                 files=files)
+    alone = list(StreamData(**shape).batches(0))
+    workers = [list(StreamData(**shape, worker=(index, 2)).batches(0)) for index in (0, 1)]
+    rows = [np.column_stack([part.numpy() for part in batch]) for batch in alone]
+    table = np.column_stack([memory.x, memory.y])
+    shard_of = {tuple(row): shard for shard, part in enumerate(
+        np.split(table, np.cumsum(files.rows)[:-1])) for row in part}
+    assert any(len({shard_of[tuple(row)] for row in batch}) > 1 for batch in rows)
+    for batch, *shares in zip(rows, *workers):
+        together = np.concatenate([np.column_stack([x_part, y_part]) for x_part, y_part, _
+                                   in shares])
+        np.testing.assert_array_equal(np.unique(together, axis=0), np.unique(batch, axis=0))
+    np.testing.assert_array_equal(np.unique(np.concatenate(rows), axis=0), np.unique(table, axis=0))
+
+
 @pytest.mark.parametrize("kind", ["npz", "csv"])
 def test_a_shard_cut_short_while_training_is_one_clear_error(shards, tmp_path, kind):
     import os
@@ -350,19 +391,19 @@ def test_a_value_only_the_in_memory_reader_takes_is_one_clear_error(tmp_path, ce
 
 
 def test_npz_a_stream_cannot_read_in_place_is_one_line(shards, tmp_path, capfd, monkeypatch):
-    """Compressed, Fortran order, shards of other types: refused before training,
+    """Compressed, Fortran order, shards of other shapes: refused before training,
     naming the file and what to do; "auto" reads a compressed file into memory."""
     x, y = np.random.default_rng(2).normal(size=(40, 3)), np.ones(40)
     np.savez_compressed(tmp_path / "small.npz", x=x, y=y)
     np.savez(tmp_path / "fortran.npz", x=np.asfortranarray(x), y=y)
     (tmp_path / "mixed").mkdir()
     np.savez(tmp_path / "mixed" / "a.npz", x=x, y=y)
-    np.savez(tmp_path / "mixed" / "b.npz", x=x.astype(np.float32), y=y)
+    np.savez(tmp_path / "mixed" / "b.npz", x=x[:, :2].astype(np.float32), y=y)
     for data, problem in [
             ("small.npz", "small.npz: x is compressed (numpy.savez_compressed), which a stream "
                           "cannot read in place: write it with numpy.savez("),
             ("fortran.npz", "fortran.npz: x is stored in Fortran order, which a stream"),
-            ("mixed/*.npz", "b.npz holds x [N, 3] of float32 and y [N] of float64 but ")]:
+            ("mixed/*.npz", "b.npz holds x [N, 2] and y [N] but ")]:
         status = main(["--data", str(tmp_path / data), "--set", "data.streaming=true",
                        "--out", str(tmp_path / "run")])
         out, err = capfd.readouterr()
