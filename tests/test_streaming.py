@@ -528,9 +528,9 @@ def test_a_streamed_run_killed_in_the_middle_of_an_epoch_resumes_bitwise(shards,
     import time
 
     args = ["--data", str(shards / "part-*.csv"), "--model", "module", "--set",
-            "data.streaming=true", "--set", "data.batch_size=20", "--set", "data.shuffle=true",
+            "data.streaming=true", "--set", "data.batch_size=40", "--set", "data.shuffle=true",
             "--set", "data.shuffle_buffer=500", "--set", "train.epochs=3", "--set",
-            "train.checkpoint_every_batches=50"]
+            "train.checkpoint_every_batches=25"]
     # Only the runs that are killed need a process of their own.
     assert main([*args, "--out", str(tmp_path / "straight")]) == 0
     killed = tmp_path / "killed"
