@@ -5,12 +5,11 @@
 
 Parsing CSV text costs several times what training a linear model on it
 does, every epoch. Each CSV shard becomes one NPZ file of the same name
-(uncompressed: x float32 [N, d], y float32 [N] or [N, k], and x_names, the
-feature columns' names), whose rows a stream reads in place. The values are
-those linfit's readers give, so a run on the NPZ files equals one on the CSV
-files bitwise. The feature names are kept, so the run's checkpoints predict
-on CSV files like the originals; the targets are named y, or y0, y1, ... for
-several.
+(uncompressed: x float32 [N, d], y float32 [N] or [N, k], and x_names and
+y_names, the columns' names), whose rows a stream reads in place. The values
+are those linfit's readers give, so a run on the NPZ files equals one on the
+CSV files bitwise. The names are kept, so the run's checkpoints predict on
+CSV files like the originals, finding their features and target by name.
 
 Each shard is parsed once, chunk by chunk (tf.data, as a stream parses
 it), its arrays written to temporary files beside the output and then put
@@ -32,7 +31,7 @@ import numpy as np
 from linfit.data_files import shown
 from linfit.errors import DataError, LinfitError, RunDirError
 from linfit.fileio import atomic_write, write_error
-from linfit.npz_files import NAMES
+from linfit.npz_files import NAMES, TARGET_NAMES
 from linfit.runtime import import_tensorflow
 from linfit.streams import DataFiles, open_data_files
 
@@ -64,8 +63,7 @@ def main(argv=None, prog: str = "python -m linfit.convert") -> int:
             return 130
         print(f"error: {error}{kept}", file=sys.stderr)
         return 2
-    print(f"Train on them with --data '{out / '*.npz'}' --set data.streaming=true (the "
-          "targets are named y, or y0, y1, ... for several)")
+    print(f"Train on them with --data '{out / '*.npz'}' --set data.streaming=true")
     return 0
 
 
@@ -110,6 +108,7 @@ def write_npz(files: DataFiles, out: Path) -> None:
                 for name, path in arrays.items():
                     archive.write(path, f"{name}.npy")
                 archive.writestr(f"{NAMES}.npy", _npy(np.array(files.feature_names)))
+                archive.writestr(f"{TARGET_NAMES}.npy", _npy(np.array(files.target_names)))
         finally:
             for path in arrays.values():
                 path.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ import numpy as np
 
 from linfit.config import DataConfig
 from linfit.data_files import (TF_ALIGNMENT, aligned_empty, available_memory,
-                               float64_chunks, is_npz, read_table)
+                               float64_chunks, is_npz, read_table, read_target_names)
 from linfit.errors import ConfigError, DataError
 from linfit.npz_files import is_stored
 from linfit.shards import describe, is_sharded, read_shards, shard_chunks, shard_paths
@@ -56,7 +56,8 @@ class Data:
 
     `x` is [N] for one feature (the guide's scalar model) and [N, d] for d
     features; `features` is None or d accordingly. `y` is [N], or [N, k] for
-    k outputs (named by `target_names`). `true_w`/`true_b` are the
+    k outputs. `target_names` name y's columns, when it was read from a file
+    (the target column of a CSV, for one). `true_w`/`true_b` are the
     line the data was drawn from, when it is synthetic. `x_val`/`y_val` are
     held-out data for `val_loss`, or None. `exact` gives the values as read
     from a file, in float64 (None: x and y are the data exactly).
@@ -177,7 +178,7 @@ def stream_data(config: DataConfig, note: str) -> Data:
     files = open_data_files(config.path, config.target, config.features)
     validation = None if not config.validation_path else open_data_files(
         config.validation_path, config.target, files.feature_names)
-    if validation is not None and validation.header != files.header:
+    if validation is not None and not _same_columns(validation, files):
         raise DataError(f"validation files {validation.source} have the columns "
                         f"{', '.join(validation.header)} but the training files have "
                         f"{', '.join(files.header)}: give them the same header")
@@ -186,10 +187,19 @@ def stream_data(config: DataConfig, note: str) -> Data:
             if checked is not None:
                 checked.validate()
     x, y = files.sample(STREAM_SAMPLE_ROWS)
-    targets = () if y.ndim == 1 else tuple(files.header[i] for i in files.target_columns)
+    targets = files.target_names
     return Data(x=x, y=y, source=files.source, feature_names=files.feature_names,
                 target_names=targets, files=files,
                 validation_files=validation, shard_rows=files.rows, note=note)
+
+
+def _same_columns(validation: DataFiles, files: DataFiles) -> bool:
+    """Whether validation files fit the training files: a CSV's header (a stream
+    parses each line by position); an NPZ's features and outputs (as in memory: the
+    targets' names do not matter)."""
+    if files.arrays is None:
+        return validation.header == files.header
+    return (validation.feature_names, validation.outputs) == (files.feature_names, files.outputs)
 
 
 def read_data_file(path: str | Path | tuple[str, ...], target: str | tuple[str, ...] = "",
@@ -206,14 +216,17 @@ def read_data_file(path: str | Path | tuple[str, ...], target: str | tuple[str, 
     if not is_sharded(path):
         x, y, names = read_table(path, target, features)
         source, exact = str(path), lambda: float64_chunks(path, target, features)
+        targets = read_target_names(path, target, features, _outputs(y))
     else:
         paths = shard_paths(path)
-        x, y, names, shard_rows = read_shards(paths, target, features)
+        x, y, names, shard_rows, targets = read_shards(paths, target, features)
         source, exact = describe(path, paths), lambda: shard_chunks(paths, target, features)
-    targets = () if y.ndim == 1 else tuple(target) if not isinstance(target, str) and \
-        len(target) == y.shape[1] else tuple(f"y{j}" for j in range(y.shape[1]))
     return Data(x=x, y=y, source=source, feature_names=names, target_names=targets,
                 exact=ExactValues(exact), shard_rows=shard_rows)
+
+
+def _outputs(y: np.ndarray) -> int | None:
+    return None if y.ndim == 1 else y.shape[1]
 
 
 def _read(path, target, features) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:

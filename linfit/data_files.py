@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from linfit.errors import DataError
-from linfit.npz_files import feature_names, is_zip, read_npz
+from linfit.npz_files import feature_names, is_zip, read_npz, target_names
 
 # Rows parsed at a time.
 CHUNK_ROWS = 65536
@@ -51,21 +51,39 @@ def read_table(path: str | Path, target: str | tuple[str, ...] = "",
     return x, y, tuple(header[i] for i in feature_columns)
 
 
+def read_target_names(path: str | Path, target: str | tuple[str, ...] = "",
+                      feature_names: tuple[str, ...] = (), outputs: int | None = None
+                      ) -> tuple[str, ...]:
+    """The names of the target column(s) `read_table` takes from a training file:
+    a CSV's header names; an NPZ file's y_names, else y (y0, y1, ... for `outputs`
+    columns)."""
+    path = checked_file(path)
+    if is_npz(path):
+        return target_names(path, outputs)
+    header = read_header(path)
+    return tuple(header[i] for i in select_columns(path, header, target, feature_names)[0])
+
+
 def prediction_columns(path: str | Path, feature_names: tuple[str, ...] | None,
-                       features: int | None, target: str | tuple[str, ...] = ""
+                       features: int | None, target: str | tuple[str, ...] = "",
+                       trained_target: str | tuple[str, ...] = ""
                        ) -> tuple[Path, list[str], list[int], list[int]]:
     """A CSV's columns for prediction, checked from its header: (path, header, the
     feature columns, the target columns or []).
 
-    The feature columns are `feature_names` (the training data's) when
-    known, else every column but the target (`target`, or `y` if present),
-    and there must be as many as the model takes.
+    The target is `target` (which must be there), else `trained_target` (the
+    training data's) if the file has it, else `y` if present. The feature
+    columns are `feature_names` (the training data's) when known, else every
+    column but the target, and there must be as many as the model takes.
     """
     path = checked_file(path)
     if is_npz(path):
         raise DataError(f"{path} is an NPZ file: predictions are made for a CSV file (a header "
                         "row, then rows of the feature columns)")
     header = read_header(path, min_columns=1)
+    trained = (trained_target,) if isinstance(trained_target, str) else trained_target
+    if not target and all(name in header for name in trained):
+        target = trained_target
     target_columns, columns = select_columns(path, header, target, feature_names or (),
                                              for_prediction=True)
     expected = features or 1

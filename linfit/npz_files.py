@@ -1,5 +1,6 @@
-"""Reading NPZ data files (NumPy's zip of `.npy` arrays): `x` ([N] or [N, d]) and `y` ([N]),
-and optionally `x_names`, the names of x's columns (`feature_names`).
+"""Reading NPZ data files (NumPy's zip of `.npy` arrays): `x` ([N] or [N, d]) and `y` ([N]
+or [N, k]), and optionally `x_names` and `y_names`, the names of their columns
+(`feature_names`, `target_names`).
 
 A file is untrusted: the archive's structure and each array's header (shape,
 dtype) are checked before any array is read, so a truncated archive, a
@@ -21,7 +22,8 @@ import numpy as np
 from linfit.errors import DataError
 
 ZIP_MAGIC = b"PK\x03\x04"
-NAMES = "x_names"  # an optional member: the names of x's columns
+# Optional members: the names of x's columns and of y's (as linfit.convert writes them).
+NAMES, TARGET_NAMES = "x_names", "y_names"
 MAX_NAME = 256  # characters of one name in x_names
 
 
@@ -138,31 +140,51 @@ def feature_names(path: Path, width: int) -> tuple[str, ...]:
       DataError: for an `x_names` that does not name each column once, or whose
         names are longer than MAX_NAME characters.
     """
+    return _column_names(path, "x", width, ("x",) if width == 1 else
+                         tuple(f"x{i}" for i in range(width)))
+
+
+def target_names(path: Path, outputs: int | None) -> tuple[str, ...]:
+    """The names of y's columns (`outputs`: None for y of [N], else k for [N, k]): the
+    archive's `y_names`, as `feature_names` reads x_names, else y, or y0, y1, ...
+
+    Raises:
+      DataError: as `feature_names`.
+    """
+    return _column_names(path, "y", outputs or 1, ("y",) if outputs is None else
+                         tuple(f"y{j}" for j in range(outputs)))
+
+
+def _column_names(path: Path, array: str, width: int, default: tuple[str, ...]
+                  ) -> tuple[str, ...]:
+    member = f"{array}_names"
+
     def read(archive, headers):
-        if f"{NAMES}.npy" not in archive.namelist():
-            return ("x",) if width == 1 else tuple(f"x{i}" for i in range(width))
-        shape, dtype, size = _header(path, archive, NAMES)[:3]
+        if f"{member}.npy" not in archive.namelist():
+            return default
+        shape, dtype, size = _header(path, archive, member)[:3]
         if dtype.kind not in "US" or shape != (width,) or \
                 dtype.itemsize > 4 * MAX_NAME or dtype.itemsize * width > size:
             # Not read: the header says what is wrong, and the values could be huge.
-            raise _bad_names(path, width, f"{dtype} of shape {list(shape)}")
-        names = _read_array(path, archive, NAMES)
+            raise _bad_names(path, array, width, f"{dtype} of shape {list(shape)}")
+        names = _read_array(path, archive, member)
         try:
             names = [str(n.decode() if isinstance(n, bytes) else n).strip() for n in names]
         except UnicodeDecodeError:
-            raise _bad_names(path, width, "bytes that are not UTF-8 text") from None
+            raise _bad_names(path, array, width, "bytes that are not UTF-8 text") from None
         twice = sorted(name for name, count in Counter(names).items() if count > 1)
         if twice:
-            raise _bad_names(path, width, f"{', '.join(map(repr, twice[:5]))} more than once")
+            raise _bad_names(path, array, width,
+                             f"{', '.join(map(repr, twice[:5]))} more than once")
         return tuple(names)
 
     return _with_archive(path, read)
 
 
-def _bad_names(path: Path, width: int, found: str) -> DataError:
-    return DataError(f"{path}: {NAMES} must name each of x's {width} column(s) once (text of "
-                     f"shape [{width}], names of at most {MAX_NAME} characters), got {found}: "
-                     "fix or remove it")
+def _bad_names(path: Path, array: str, width: int, found: str) -> DataError:
+    return DataError(f"{path}: {array}_names must name each of {array}'s {width} column(s) "
+                     f"once (text of shape [{width}], names of at most {MAX_NAME} characters), "
+                     f"got {found}: fix or remove it")
 
 
 def is_stored(path: Path) -> bool:

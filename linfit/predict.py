@@ -66,8 +66,8 @@ def read_inputs(checkpoint: str | Path, data: str | Path, target: str = "") -> P
     checkpoint = Path(checkpoint)
     features, outputs = checkpoint_shape(checkpoint)
     names, run_target = RunDir(checkpoint.parent).training_columns()
-    path, header, columns, targets = prediction_columns(data, names, features,
-                                                        target or run_target)
+    path, header, columns, targets = prediction_columns(data, names, features, target,
+                                                        run_target)
     if targets and (len(targets) == 1) != (outputs is None):
         raise DataError(f"{data}: the target has {len(targets)} column(s) but the "
                         f"checkpoint's model has {outputs or 1} output(s): name its target "
@@ -147,8 +147,9 @@ def parse_args(argv=None, prog: str = "python -m linfit.predict") -> argparse.Na
     parser.add_argument("--data", required=True, metavar="CSV",
                         help="a CSV with a header row and the training data's feature columns")
     parser.add_argument("--target", default="", metavar="COLUMN",
-                        help="the target column, if not the run's (default 'y'); several, "
-                             "comma-separated, for a model of several outputs")
+                        help="the target column (default: the run's, if the file has it, "
+                             "else 'y'); several, comma-separated, for a model of several "
+                             "outputs")
     parser.add_argument("--out", metavar="CSV",
                         help="write the predictions here (default: standard output)")
     return parser.parse_args(None if argv is None else [str(arg) for arg in argv])

@@ -54,10 +54,13 @@ def run_metrics(label: RunLabel, history: History) -> dict:
 
 
 def data_metrics(data: Data) -> dict:
+    """The data's entry: with its columns' names (`targets`: for data from files, which
+    `linfit.predict` then looks for in the files it is given)."""
     return {"data": {"source": data.source, "num_examples": data.num_examples,
                      "validation_examples": data.validation_examples,
                      "streamed": data.files is not None,
-                     "features": list(data.feature_names)}}
+                     "features": list(data.feature_names),
+                     **({"targets": list(data.target_names)} if data.target_names else {})}}
 
 
 def timing(run: RunResult) -> dict:

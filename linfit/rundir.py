@@ -343,21 +343,21 @@ class RunDir:
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
             raise RunDirError(f"{metrics_path} is not a linfit metrics file ({error})") from None
 
-    def training_columns(self) -> tuple[tuple[str, ...] | None, str]:
-        """The feature names and target column the run trained on, where known."""
-        names, target = None, ""
-        if (self.path / self.METRICS).is_file():
-            try:
-                metrics = json.loads((self.path / self.METRICS).read_text())
-                names = tuple(metrics["data"]["features"])
-            except (ValueError, KeyError, TypeError):
-                names = None
-        if (self.path / self.CONFIG).is_file():
-            try:
-                target = load_config(self.path / self.CONFIG).data.target
-            except LinfitError:
-                target = ""
-        return names, target
+    def training_columns(self) -> tuple[tuple[str, ...] | None, str | tuple[str, ...]]:
+        """The feature names and target column(s) the run trained on, where known
+        (the target: metrics.json's, else config.toml's data.target, else "")."""
+        names, targets = None, ()
+        try:
+            data = json.loads((self.path / self.METRICS).read_text())["data"]
+            names, targets = tuple(data["features"]), tuple(data.get("targets", ()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass
+        if targets:
+            return names, targets[0] if len(targets) == 1 else targets
+        try:
+            return names, load_config(self.path / self.CONFIG).data.target
+        except (OSError, LinfitError):
+            return names, ""
 
     def listing(self) -> list[str]:
         """What the directory shows a person (linfit's hidden marker and lock left out)."""

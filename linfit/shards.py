@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from linfit.data_files import (aligned_empty, checked_file, float64_chunks, is_npz, read_header,
-                               read_table, shown)
+                               read_table, read_target_names, shown)
 from linfit.errors import DataError
 
 GLOB_CHARACTERS = frozenset("*?[")
@@ -52,14 +52,15 @@ def shard_paths(spec: str | tuple[str, ...]) -> list[Path]:
     return paths
 
 
-def check_same_names(paths: list[Path], names: list[tuple[str, ...]]) -> None:
-    """Every shard's feature names the first one's (NPZ shards' x_names: a CSV's
-    columns are chosen by name)."""
+def check_same_names(paths: list[Path], names: list[tuple[str, ...]], array: str = "x"
+                     ) -> None:
+    """Every shard's names of `array`'s columns the first one's (NPZ shards' x_names
+    or y_names: a CSV's columns are chosen by name)."""
     for path, own in zip(paths[1:], names[1:]):
         if own != names[0]:
-            raise DataError(f"shard {shown(path)} names x's columns {', '.join(own)} but "
+            raise DataError(f"shard {shown(path)} names {array}'s columns {', '.join(own)} but "
                             f"{shown(paths[0])} names them {', '.join(names[0])}: give every "
-                            "shard the same x_names")
+                            f"shard the same {array}_names")
 
 
 def check_shards(paths: list[Path]) -> None:
@@ -86,9 +87,10 @@ def check_shards(paths: list[Path]) -> None:
 
 def read_shards(paths: list[Path], target: str | tuple[str, ...] = "",
                 feature_names: tuple[str, ...] = ()
-                ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], tuple[int, ...]]:
+                ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], tuple[int, ...],
+                           tuple[str, ...]]:
     """The shards' features, target and feature names, as `read_table` gives one file's,
-    and the rows of each shard."""
+    the rows of each shard, and the target's names (`read_target_names`)."""
     check_shards(paths)
     parts = []
     for path in paths:
@@ -101,8 +103,11 @@ def read_shards(paths: list[Path], target: str | tuple[str, ...] = "",
                             "shard the same arrays")
         parts.append((x, y, names))
     check_same_names(paths, [names for _, _, names in parts])
+    targets = [read_target_names(path, target, feature_names, None if y.ndim == 1 else y.shape[1])
+               for path, (_, y, _) in zip(paths, parts)]
+    check_same_names(paths, targets, "y")
     return (_joined([x for x, _, _ in parts]), _joined([y for _, y, _ in parts]), parts[0][2],
-            tuple(len(y) for _, y, _ in parts))
+            tuple(len(y) for _, y, _ in parts), targets[0])
 
 
 def shard_chunks(paths: list[Path], target: str | tuple[str, ...] = "",

@@ -22,7 +22,8 @@ import numpy as np
 from linfit.data_files import (CHUNK_ROWS, checked_file, column_chunks, csv_chunks, is_npz,
                                read_header, select_columns, shown)
 from linfit.errors import DataError
-from linfit.npz_files import StoredArray, check_finite, feature_names, stored_arrays
+from linfit.npz_files import (StoredArray, check_finite, feature_names, stored_arrays,
+                               target_names)
 from linfit.shards import check_same_names, check_shards, describe, is_sharded, shard_paths
 
 # Bytes of each end of each file that the fingerprint reads.
@@ -76,6 +77,10 @@ class DataFiles:
     @property
     def feature_names(self) -> tuple[str, ...]:
         return tuple(self.header[i] for i in self.feature_columns)
+
+    @property
+    def target_names(self) -> tuple[str, ...]:
+        return tuple(self.header[i] for i in self.target_columns)
 
     @property
     def features(self) -> int | None:
@@ -197,8 +202,8 @@ def _open_npz(paths: list[Path], source: str) -> DataFiles:
     """NPZ shards' pre-flight: each one's arrays checked and located, all of one shape
     (of any dtypes: see `linfit.stream_formats`).
     Their columns are named as linfit's reader names them (x_names, else x or x0,
-    x1, ...; y or y0, y1, ...); data.target and data.features do not apply, as in
-    memory."""
+    x1, ...; y_names, else y or y0, y1, ...); data.target and data.features do not
+    apply, as in memory."""
     arrays = tuple(stored_arrays(path) for path in paths)
 
     def shape(stored):  # x of [N] and of [N, 1] are one feature, as in memory
@@ -216,8 +221,10 @@ def _open_npz(paths: list[Path], source: str) -> DataFiles:
     width = int(np.prod(x.shape[1:], dtype=np.int64))
     names = [feature_names(path, width) for path in paths]
     check_same_names(paths, names)
-    features = names[0]
-    targets = ("y",) if len(y.shape) == 1 else tuple(f"y{j}" for j in range(y.shape[1]))
+    outputs = None if len(y.shape) == 1 else y.shape[1]
+    targets = [target_names(path, outputs) for path in paths]
+    check_same_names(paths, targets, "y")
+    features, targets = names[0], targets[0]
     return DataFiles(tuple(paths), features + targets, tuple(range(len(features))),
                      tuple(range(len(features), len(features) + len(targets))),
                      tuple(stored[1].shape[0] for stored in arrays),

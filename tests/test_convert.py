@@ -113,8 +113,9 @@ def test_an_output_that_is_not_a_directory_is_refused(tmp_path, capsys, out, mes
 
 @pytest.mark.parametrize("streaming", ["true", "false"])
 def test_a_run_on_converted_files_predicts_on_the_original_csv(tmp_path, capsys, streaming):
-    """The feature names travel in the NPZ files (x_names), so the run records the
-    CSV's, and its checkpoint predicts on the CSV as a run on the CSV would."""
+    """The columns' names travel in the NPZ files (x_names, y_names), so the run
+    records the CSV's, and its checkpoint predicts on the CSV as a run on the CSV
+    would: its features and its target found by name."""
     from linfit.data import read_data_file
     from linfit.predict import main as predict
     from linfit.train import main as train
@@ -126,15 +127,17 @@ def test_a_run_on_converted_files_predicts_on_the_original_csv(tmp_path, capsys,
                   "--loop", "manual", "--set", f"data.streaming={streaming}",
                   "--set", "train.epochs=3", "--out", str(tmp_path / "run")]) == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["data"]["features"] == ["b", "a"]
+    assert (metrics["data"]["features"], metrics["data"]["targets"]) == (["b", "a"], ["t1"])
     assert metrics["data"]["streamed"] is (streaming == "true")
+    with np.load(tmp_path / "npz" / "part-0.npz") as converted:
+        assert (list(converted["x_names"]), list(converted["y_names"])) == (["b", "a"], ["t1"])
     # Names written as bytes (np.array([b"b", b"a"])) are read as text.
     read = open_data_files if streaming == "true" else read_data_file
     np.savez(tmp_path / "bytes.npz", x=np.ones((3, 2)), y=np.ones(3), x_names=[b"b", b"a"])
     assert read(str(tmp_path / "bytes.npz")).feature_names == ("b", "a")
     capsys.readouterr()
     assert predict(["--checkpoint", str(tmp_path / "run" / "module-manual.weights.h5"),
-                    "--data", str(data / "part-1.csv"), "--target", "t1",
+                    "--data", str(data / "part-1.csv"),
                     "--out", str(tmp_path / "predictions.csv")]) == 0
     predictions = np.genfromtxt(tmp_path / "predictions.csv", delimiter=",", names=True)
     assert predictions.dtype.names == ("b", "a", "t1", "prediction")
@@ -142,6 +145,9 @@ def test_a_run_on_converted_files_predicts_on_the_original_csv(tmp_path, capsys,
     b = np.float32(metrics["runs"][0]["final"]["b"])
     x = np.column_stack([predictions["b"], predictions["a"]]).astype(np.float32)
     np.testing.assert_allclose(predictions["prediction"], x @ w + b, rtol=1e-5, atol=1e-6)
+    loss = float(capsys.readouterr().out.split("loss=")[1].split()[0])  # against t1
+    assert loss == pytest.approx(np.mean((predictions["prediction"] - predictions["t1"]) ** 2),
+                                 rel=1e-4, abs=1e-5)  # printed to 5 decimals
 
 
 def npz_with_names(path, names, width=2):
@@ -209,6 +215,21 @@ def test_shards_or_validation_files_that_name_their_columns_differently_are_refu
     assert str(refused.value) == (f"validation file {tmp_path / 'part-1.npz'} names its "
                                   "features a, c but the training data's are a, b: give it "
                                   "the same columns")
+    # y_names too, in shards; a validation file's target may be named otherwise.
+    (tmp_path / "y").mkdir()
+    for index, name in enumerate(["price", "cost"]):
+        np.savez(tmp_path / "y" / f"part-{index}.npz", x=np.ones((4, 2)), y=np.ones(4),
+                 y_names=np.array([name]))
+    message = (f"shard {tmp_path / 'y' / 'part-1.npz'} names y's columns cost but "
+               f"{tmp_path / 'y' / 'part-0.npz'} names them price: give every shard the same "
+               "y_names")
+    for streaming in (True, False):
+        with pytest.raises(DataError) as refused:
+            load_data(DataConfig(path=str(tmp_path / "y" / "part-*.npz"), streaming=streaming))
+        assert str(refused.value) == message
+        data = load_data(DataConfig(path=str(tmp_path / "y" / "part-0.npz"), streaming=streaming,
+                                    validation_path=str(tmp_path / "y" / "part-1.npz")))
+        assert data.target_names == ("price",)
 
 
 @pytest.mark.parametrize("change", ["appended", "same size"])

@@ -60,6 +60,39 @@ def test_loss_is_reported_when_the_file_has_a_target(standardized_run, capsys):
     assert loss == pytest.approx(np.mean((predictions - y) ** 2), rel=1e-4)
 
 
+def test_the_runs_target_is_found_by_name_when_the_file_has_it(tmp_path, capsys):
+    """A run on a CSV whose target is its last column, `price` (not `y`), records it;
+    predicting on that file writes and scores it; a file without it (new data) is
+    predicted all the same, as is one without a target named by data.target."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(80, 2))
+    table = np.column_stack([x, x @ [2.0, -1.0] + 0.5])
+    np.savetxt(tmp_path / "houses.csv", table, delimiter=",", header="rooms,age,price",
+               comments="", fmt="%.9g")
+    np.savetxt(tmp_path / "new.csv", table[:, :2], delimiter=",", header="rooms,age",
+               comments="", fmt="%.9g")
+    common = ["--model", "module", "--loop", "manual", "--set", "train.epochs=20"]
+    assert train_main(["--data", tmp_path / "houses.csv", *common, "--out", tmp_path / "a"]) == 0
+    assert train_main(["--data", tmp_path / "houses.csv", *common, "--set",
+                       'data.target="price"', "--out", tmp_path / "b"]) == 0
+    capsys.readouterr()
+    for run in ("a", "b"):
+        checkpoint = tmp_path / run / "module-manual.weights.h5"
+        assert main(["--checkpoint", checkpoint, "--data", tmp_path / "houses.csv",
+                     "--out", tmp_path / "scored.csv"]) == 0
+        rows = read_rows(tmp_path / "scored.csv")
+        assert list(rows[0]) == ["rooms", "age", "price", "prediction"]
+        predictions = np.array([float(r["prediction"]) for r in rows])
+        loss = float(capsys.readouterr().out.split("loss=")[1].split()[0])
+        assert loss == pytest.approx(np.mean((predictions - table[:, 2]) ** 2), abs=1e-5)
+        assert main(["--checkpoint", checkpoint, "--data", tmp_path / "new.csv",
+                     "--out", tmp_path / "new-predictions.csv"]) == 0
+        assert "loss=" not in capsys.readouterr().out
+        new_rows = read_rows(tmp_path / "new-predictions.csv")
+        assert list(new_rows[0]) == ["rooms", "age", "prediction"]
+        assert [r["prediction"] for r in new_rows] == [r["prediction"] for r in rows]
+
+
 def test_a_bare_checkpoint_uses_column_count(tmp_path, capsys):
     save_weights(LinearModule(init_w=2.0, init_b=1.0), tmp_path / "m.weights.h5")
     (tmp_path / "d.csv").write_text("x\n1\n2\n")
