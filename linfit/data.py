@@ -6,6 +6,7 @@ Data is read once into float32 arrays; no epoch copies it again.
 
 import hashlib
 import math
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -321,19 +322,15 @@ def float32_array(values, name: str = "x") -> np.ndarray:
     return copy
 
 
-def fingerprint(*arrays: np.ndarray, samples: int = 4096) -> str:
-    """A short digest of arrays: their shapes and an even sample of their values.
-
-    Cheap for any size (it reads at most `samples` rows of each), so a
-    checkpoint can say which data it was trained on; a change that keeps
-    the shape and misses every sampled row goes unnoticed.
-    """
+def fingerprint(*arrays: np.ndarray) -> str:
+    """A short digest of arrays: their shapes, types and every value (a CRC-32 of
+    their bytes, about 4 GB/s), so a checkpoint says which data it was trained on
+    and a resumed run notices a change anywhere."""
     digest = hashlib.blake2b(digest_size=12)
     for array in arrays:
-        array = np.asarray(array)
-        rows = np.unique(np.linspace(0, len(array) - 1, min(samples, len(array))).astype(int))
+        array = np.ascontiguousarray(array)
         digest.update(repr((array.shape, str(array.dtype))).encode())
-        digest.update(np.ascontiguousarray(array[rows]).tobytes())
+        digest.update(zlib.crc32(array.reshape(-1).view(np.uint8)).to_bytes(4, "little"))
     return digest.hexdigest()
 
 

@@ -6,7 +6,8 @@ reads the rows with tf.data.
     files.num_examples, files.features, files.rows   # counted, nothing held
 
 The pre-flight reads every shard's header (they must agree) and counts its
-rows (an NPZ file's arrays' headers give both); it holds no row.
+rows (an NPZ file's arrays' headers give both), and takes a checksum of its
+bytes (a resumed run then knows whether the files changed); it holds no row.
 `validate()` reads every row as `data.validate = "full"` asks, and
 `find_bad_row()` runs the same checks after the stream met a value it could
 not use, to say which file, line and column (or array and row) it was.
@@ -14,6 +15,7 @@ not use, to say which file, line and column (or array and row) it was.
 
 import hashlib
 import os
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -26,8 +28,8 @@ from linfit.npz_files import (StoredArray, check_finite, feature_names, stored_a
                                target_names)
 from linfit.shards import check_same_names, check_shards, describe, is_sharded, shard_paths
 
-# Bytes of each end of each file that the fingerprint reads.
-FINGERPRINT_BYTES = 1 << 16
+# Bytes of an NPZ file read at a time for its checksum.
+CHECKSUM_BLOCK = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,8 @@ class DataFiles:
       rows: the data rows of each shard (blank lines are no rows).
       sizes: each shard's bytes when its rows were counted: a file whose size
         has changed since is refused.
+      checksums: each shard's CRC-32 then (of all its bytes: about 4 GB/s), so
+        that a resumed run notices a file changed anywhere (`fingerprint`).
       source: how reports name the data ("data/part-*.csv (3 files)").
       mean, std: standardisation to apply to the features as they are read
         (see `scaled`), or None.
@@ -54,6 +58,7 @@ class DataFiles:
     target_columns: tuple[int, ...]
     rows: tuple[int, ...]
     sizes: tuple[int, ...]
+    checksums: tuple[int, ...]
     source: str
     mean: np.ndarray | None = field(default=None, compare=False)
     std: np.ndarray | None = field(default=None, compare=False)
@@ -67,7 +72,7 @@ class DataFiles:
     def select(self, shards: slice) -> "DataFiles":
         """The shards `shards` (a slice of `paths`) of these files, as one table."""
         return replace(self, paths=self.paths[shards], rows=self.rows[shards],
-                       sizes=self.sizes[shards],
+                       sizes=self.sizes[shards], checksums=self.checksums[shards],
                        arrays=None if self.arrays is None else self.arrays[shards])
 
     @property
@@ -100,16 +105,11 @@ class DataFiles:
         return sum(path.stat().st_size for path in self.paths)
 
     def fingerprint(self) -> str:
-        """A digest of the files: header, row counts, sizes and both ends of each."""
+        """A digest of the files as the pre-flight read them: header, columns, and each
+        one's rows, size and checksum (so every byte)."""
         digest = hashlib.blake2b(digest_size=12)
         digest.update(repr((self.header, self.feature_columns, self.target_columns,
-                            self.rows)).encode())
-        for path in self.paths:
-            size = path.stat().st_size
-            with path.open("rb") as f:
-                digest.update(f.read(FINGERPRINT_BYTES))
-                f.seek(max(0, size - FINGERPRINT_BYTES))
-                digest.update(f.read())
+                            self.rows, self.sizes, self.checksums)).encode())
         return digest.hexdigest()
 
     def exact_chunks(self):
@@ -191,11 +191,11 @@ def open_data_files(spec: str | Path | tuple[str, ...], target: str | tuple[str,
         return _open_npz(paths, source)
     header = read_header(paths[0])
     targets, features = select_columns(paths[0], header, target, feature_names)
-    rows, sizes = zip(*(_count_rows(path) for path in paths))
+    rows, sizes, checksums = zip(*(_count_rows(path) for path in paths))
     if 0 in rows:  # as when read into memory
         raise DataError(f"{shown(paths[rows.index(0)])} has a header but no data rows")
     return DataFiles(tuple(paths), tuple(header), tuple(features), tuple(targets), rows, sizes,
-                     source)
+                     checksums, source)
 
 
 def _open_npz(paths: list[Path], source: str) -> DataFiles:
@@ -228,21 +228,23 @@ def _open_npz(paths: list[Path], source: str) -> DataFiles:
     return DataFiles(tuple(paths), features + targets, tuple(range(len(features))),
                      tuple(range(len(features), len(features) + len(targets))),
                      tuple(stored[1].shape[0] for stored in arrays),
-                     tuple(stored[0].file_bytes for stored in arrays), source, arrays=arrays)
+                     tuple(stored[0].file_bytes for stored in arrays),
+                     tuple(_checksum(path, stored[0].file_bytes)
+                           for path, stored in zip(paths, arrays)), source, arrays=arrays)
 
 
 def _shape(shape: tuple[int, ...]) -> str:
     return f"[N{''.join(f', {n}' for n in shape)}]"
 
 
-def _count_rows(path: Path, block_bytes: int = 1 << 20) -> tuple[int, int]:
-    """The data rows of a CSV file (lines after the header that are not blank), and
-    the bytes they were counted in: the file's size when it was opened.
+def _count_rows(path: Path, block_bytes: int = 1 << 20) -> tuple[int, int, int]:
+    """The data rows of a CSV file (lines after the header that are not blank), the
+    bytes they were counted in (the file's size when it was opened), and their CRC-32.
 
     Raises:
       DataError: for a \\r not followed by \\n, which a stream cannot split at.
     """
-    rows, lines = -1, 0  # the header is no row
+    rows, lines, checksum = -1, 0, 0  # the header is no row
     with path.open("rb") as f:
         size = os.fstat(f.fileno()).st_size
         for block in _line_blocks(f, size, block_bytes):
@@ -251,7 +253,18 @@ def _count_rows(path: Path, block_bytes: int = 1 << 20) -> tuple[int, int]:
             _check_line_ends(path, values, ends, lines)
             rows += _rows_in(block, values, ends)
             lines += len(ends)
-    return max(rows, 0), size
+            checksum = zlib.crc32(block, checksum)
+    return max(rows, 0), size, checksum
+
+
+def _checksum(path: Path, size: int) -> int:
+    """The CRC-32 of a file's first `size` bytes."""
+    checksum = 0
+    with path.open("rb") as f:
+        while size > 0 and (block := f.read(min(CHECKSUM_BLOCK, size))):
+            size -= len(block)
+            checksum = zlib.crc32(block, checksum)
+    return checksum
 
 
 def _check_line_ends(path: Path, values: np.ndarray, ends: np.ndarray, lines: int) -> None:

@@ -268,6 +268,23 @@ def test_resume_refuses_data_that_changed(tmp_path, capsys):
     assert "the data is not what the run was trained on" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("streaming", ["false", "true"])
+def test_resume_refuses_data_changed_anywhere_in_a_large_file(tmp_path, capsys, streaming):
+    """One digit of 12,000 rows (260 KB), in the middle, the file's size kept: read
+    into memory or streamed, the run that resumes on it is refused."""
+    data = tmp_path / "d.csv"
+    rows = [f"{i / 1000:.3f},{2 * i / 1000 + 1:.3f}\n" for i in range(12_000)]
+    data.write_text("x,y\n" + "".join(rows))
+    folder = tmp_path / "run"
+    assert main([*RESUMABLE, "--data", data, "--set", "train.epochs=2", "--set",
+                 f"data.streaming={streaming}", "--out", folder]) == 0
+    rows[6001] = rows[6001].replace("6.001", "6.002")
+    data.write_text("x,y\n" + "".join(rows))
+    capsys.readouterr()
+    assert main(["--resume", folder, "--set", "train.epochs=4"]) == 2
+    assert "the data is not what the run was trained on" in capsys.readouterr().err
+
+
 def test_resume_of_a_complete_run_does_nothing(tmp_path, capsys):
     folder = tmp_path / "run"
     assert main([*RESUMABLE, "--set", "train.epochs=4", "--out", folder]) == 0

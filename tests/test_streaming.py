@@ -4,6 +4,7 @@ train bitwise as the same shards read into memory, and a bad row is named."""
 import csv
 import json
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -645,7 +646,8 @@ def test_the_stream_splits_lines_across_blocks_as_python_does(tmp_path, monkeypa
     assert [line for lines in read.as_numpy_iterator() for line in lines] == expected
     with open(tmp_path / "a.csv", "rb") as f:
         assert b"".join(streams._line_blocks(f, len(content), block_bytes=block)) == content
-    assert streams._count_rows(tmp_path / "a.csv", block) == (len(expected), len(content))
+    assert streams._count_rows(tmp_path / "a.csv", block) == (len(expected), len(content),
+                                                              zlib.crc32(content))
 
 
 def test_a_run_resumed_twice_goes_on_from_where_it_was(shards, tmp_path, capsys):
