@@ -182,7 +182,7 @@ def stream_data(config: DataConfig, note: str) -> Data:
     if validation is not None and not _same_columns(validation, files):
         raise DataError(f"validation files {validation.source} have the columns "
                         f"{', '.join(validation.header)} but the training files have "
-                        f"{', '.join(files.header)}: give them the same header")
+                        f"{', '.join(files.header)}: give them the same features and targets")
     if config.validate == "full":
         for checked in (files, validation):
             if checked is not None:
@@ -195,11 +195,9 @@ def stream_data(config: DataConfig, note: str) -> Data:
 
 
 def _same_columns(validation: DataFiles, files: DataFiles) -> bool:
-    """Whether validation files fit the training files: a CSV's header (a stream
-    parses each line by position); an NPZ's features and outputs (as in memory: the
-    targets' names do not matter)."""
-    if files.arrays is None:
-        return validation.header == files.header
+    """Whether validation files fit the training files, as in memory: the same
+    features and as many targets (a CSV's columns are found by name, in any order,
+    each file parsed by its own header)."""
     return (validation.feature_names, validation.outputs) == (files.feature_names, files.outputs)
 
 

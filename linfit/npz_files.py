@@ -114,6 +114,16 @@ def stored_arrays(path: Path) -> tuple[StoredArray, StoredArray]:
     return _with_archive(path, locate)
 
 
+def array_shapes(path: Path) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The shapes of x and y, as their headers say (checked as `read_npz` checks
+    them; no value read)."""
+    def shapes(archive, headers):
+        _check_shapes(path, headers, np.float32, None)
+        return headers["x"][0], headers["y"][0]
+
+    return _with_archive(path, shapes)
+
+
 def _with_archive(path: Path, use):
     """use(the archive, its x and y headers (see `_header`)), for an NPZ file that is
     not trusted: what is wrong with it is one DataError."""

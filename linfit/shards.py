@@ -15,6 +15,7 @@ import numpy as np
 from linfit.data_files import (aligned_empty, checked_file, float64_chunks, is_npz, read_header,
                                read_table, read_target_names, shown)
 from linfit.errors import DataError
+from linfit.npz_files import array_shapes, feature_names, target_names
 
 GLOB_CHARACTERS = frozenset("*?[")
 
@@ -65,7 +66,7 @@ def check_same_names(paths: list[Path], names: list[tuple[str, ...]], array: str
 
 def check_shards(paths: list[Path]) -> None:
     """The pre-flight: every shard readable, all CSV or all NPZ, every CSV header the
-    first one's.
+    first one's, every NPZ file's arrays of the first one's shapes and names.
 
     Raises:
       DataError: naming the first shard that does not fit.
@@ -75,6 +76,7 @@ def check_shards(paths: list[Path]) -> None:
         raise DataError(f"data.path mixes CSV and NPZ files ({shown(paths[0])}, "
                         f"{shown(paths[kinds.index(not kinds[0])])}): give shards of one kind")
     if kinds[0]:
+        _check_npz_shards(paths)
         return
     first = read_header(paths[0])
     for path in paths[1:]:
@@ -85,29 +87,38 @@ def check_shards(paths: list[Path]) -> None:
                             "data.path needs the same header row")
 
 
+def _check_npz_shards(paths: list[Path]) -> None:
+    """NPZ shards' arrays, from their headers: x of one width (x of [N] and of [N, 1]
+    are one feature), y of one shape, and the same x_names and y_names."""
+    shapes = [array_shapes(path) for path in paths]
+    widths = [(int(np.prod(x[1:], dtype=np.int64)), y[1:]) for x, y in shapes]
+    for path, (x, y), width in zip(paths[1:], shapes[1:], widths[1:]):
+        if width != widths[0]:
+            raise DataError(f"shard {shown(path)} holds x {_rows(x)} and y {_rows(y)} but "
+                            f"{shown(paths[0])} holds x {_rows(shapes[0][0])} and y "
+                            f"{_rows(shapes[0][1])}: give every shard arrays of the same shapes")
+    check_same_names(paths, [feature_names(path, widths[0][0]) for path in paths])
+    outputs = widths[0][1][0] if widths[0][1] else None
+    check_same_names(paths, [target_names(path, outputs) for path in paths], "y")
+
+
+def _rows(shape: tuple[int, ...]) -> str:
+    """An array's shape as linfit names it: [N, d]."""
+    return f"[N{''.join(f', {n}' for n in shape[1:])}]"
+
+
 def read_shards(paths: list[Path], target: str | tuple[str, ...] = "",
                 feature_names: tuple[str, ...] = ()
                 ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], tuple[int, ...],
                            tuple[str, ...]]:
     """The shards' features, target and feature names, as `read_table` gives one file's,
     the rows of each shard, and the target's names (`read_target_names`)."""
-    check_shards(paths)
-    parts = []
-    for path in paths:
-        x, y, names = read_table(path, target, feature_names)
-        if parts and (x.shape[1:], y.shape[1:]) != (parts[0][0].shape[1:],
-                                                   parts[0][1].shape[1:]):
-            raise DataError(f"shard {shown(path)} has other columns than {shown(paths[0])} "
-                            f"(x {x.shape[1:]}, y {y.shape[1:]} against x "
-                            f"{parts[0][0].shape[1:]}, y {parts[0][1].shape[1:]}): give every "
-                            "shard the same arrays")
-        parts.append((x, y, names))
-    check_same_names(paths, [names for _, _, names in parts])
-    targets = [read_target_names(path, target, feature_names, None if y.ndim == 1 else y.shape[1])
-               for path, (_, y, _) in zip(paths, parts)]
-    check_same_names(paths, targets, "y")
+    check_shards(paths)  # so every shard's columns are the first one's
+    parts = [read_table(path, target, feature_names) for path in paths]
+    outputs = None if parts[0][1].ndim == 1 else parts[0][1].shape[1]
     return (_joined([x for x, _, _ in parts]), _joined([y for _, y, _ in parts]), parts[0][2],
-            tuple(len(y) for _, y, _ in parts), targets[0])
+            tuple(len(y) for _, y, _ in parts),
+            read_target_names(paths[0], target, feature_names, outputs))
 
 
 def shard_chunks(paths: list[Path], target: str | tuple[str, ...] = "",

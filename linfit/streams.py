@@ -26,7 +26,7 @@ from linfit.data_files import (CHUNK_ROWS, checked_file, column_chunks, csv_chun
 from linfit.errors import DataError
 from linfit.npz_files import (StoredArray, check_finite, feature_names, stored_arrays,
                                target_names)
-from linfit.shards import check_same_names, check_shards, describe, is_sharded, shard_paths
+from linfit.shards import check_shards, describe, is_sharded, shard_paths
 
 # Bytes of an NPZ file read at a time for its checksum.
 CHECKSUM_BLOCK = 1 << 22
@@ -199,42 +199,21 @@ def open_data_files(spec: str | Path | tuple[str, ...], target: str | tuple[str,
 
 
 def _open_npz(paths: list[Path], source: str) -> DataFiles:
-    """NPZ shards' pre-flight: each one's arrays checked and located, all of one shape
-    (of any dtypes: see `linfit.stream_formats`).
+    """NPZ shards' pre-flight: each one's arrays checked and located (`check_shards`
+    has found them all of one shape; of any dtypes: see `linfit.stream_formats`).
     Their columns are named as linfit's reader names them (x_names, else x or x0,
     x1, ...; y_names, else y or y0, y1, ...); data.target and data.features do not
     apply, as in memory."""
-    arrays = tuple(stored_arrays(path) for path in paths)
-
-    def shape(stored):  # x of [N] and of [N, 1] are one feature, as in memory
-        (x, y) = stored
-        return int(np.prod(x.shape[1:], dtype=np.int64)), y.shape[1:]
-
-    for path, stored in zip(paths[1:], arrays[1:]):
-        if shape(stored) != shape(arrays[0]):
-            found, first = ([a.shape[1:] for a in s] for s in (stored, arrays[0]))
-            raise DataError(
-                f"shard {shown(path)} holds x {_shape(found[0])} and y {_shape(found[1])} but "
-                f"{shown(paths[0])} holds x {_shape(first[0])} and y {_shape(first[1])}: give "
-                "every shard arrays of the same shapes")
+    arrays = tuple(stored_arrays(path) for path in paths)  # shapes and names: check_shards
     x, y = arrays[0]
-    width = int(np.prod(x.shape[1:], dtype=np.int64))
-    names = [feature_names(path, width) for path in paths]
-    check_same_names(paths, names)
-    outputs = None if len(y.shape) == 1 else y.shape[1]
-    targets = [target_names(path, outputs) for path in paths]
-    check_same_names(paths, targets, "y")
-    features, targets = names[0], targets[0]
+    features = feature_names(paths[0], int(np.prod(x.shape[1:], dtype=np.int64)))
+    targets = target_names(paths[0], None if len(y.shape) == 1 else y.shape[1])
     return DataFiles(tuple(paths), features + targets, tuple(range(len(features))),
                      tuple(range(len(features), len(features) + len(targets))),
                      tuple(stored[1].shape[0] for stored in arrays),
                      tuple(stored[0].file_bytes for stored in arrays),
                      tuple(_checksum(path, stored[0].file_bytes)
                            for path, stored in zip(paths, arrays)), source, arrays=arrays)
-
-
-def _shape(shape: tuple[int, ...]) -> str:
-    return f"[N{''.join(f', {n}' for n in shape)}]"
 
 
 def _count_rows(path: Path, block_bytes: int = 1 << 20) -> tuple[int, int, int]:

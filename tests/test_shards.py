@@ -104,3 +104,32 @@ def test_a_shard_that_does_not_fit_is_named_before_training(tmp_path, case, mess
     if case == "bad-row":
         assert "line 3" in error
     assert not (root / "out").exists()
+
+
+@pytest.mark.parametrize("late", ["shape", "x_names", "y_names"])
+@pytest.mark.parametrize("streaming", ["false", "true"])
+def test_npz_shards_that_do_not_fit_are_named_before_any_is_read(tmp_path, capsys, late,
+                                                                  streaming):
+    """The last of three NPZ shards does not fit; the second holds a NaN. The misfit
+    is named (read from the archives' headers) before any shard's values are read."""
+    x, y = np.ones((5, 2)), np.ones(5)
+    names = {"x_names": np.array(["a", "b"]), "y_names": np.array(["t"])}
+    np.savez(tmp_path / "p-0.npz", x=x, y=y, **names)
+    np.savez(tmp_path / "p-1.npz", x=np.where(np.eye(5, 2) > 0, np.nan, x), y=y, **names)
+    misfit = {**names, late: np.array(["a", "c"] if late == "x_names" else ["u"])}
+    if late == "shape":
+        misfit = {"x": np.ones((5, 3)), **names, "x_names": np.array(["a", "b", "c"])}
+    np.savez(tmp_path / "p-2.npz", **{"x": x, "y": y, **misfit})
+    assert main([*ONE_RUN, "--data", tmp_path / "p-*.npz", "--set",
+                 f"data.streaming={streaming}", "--out", tmp_path / "out"]) == 2
+    error = capsys.readouterr().err
+    expected = {
+        "shape": f"error: shard {tmp_path}/p-2.npz holds x [N, 3] and y [N] but "
+                 f"{tmp_path}/p-0.npz holds x [N, 2] and y [N]: give every shard arrays of "
+                 "the same shapes",
+        "x_names": f"error: shard {tmp_path}/p-2.npz names x's columns a, c but "
+                   f"{tmp_path}/p-0.npz names them a, b: give every shard the same x_names",
+        "y_names": f"error: shard {tmp_path}/p-2.npz names y's columns u but "
+                   f"{tmp_path}/p-0.npz names them t: give every shard the same y_names"}[late]
+    assert error == expected + "\n"
+    assert not (tmp_path / "out").exists()

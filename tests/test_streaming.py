@@ -778,3 +778,28 @@ def test_a_workers_pass_for_standardisation_reads_its_share(shards, monkeypatch)
     assert fit_inputs.worker_pass(one, strategy) == (one, None)
     assert fit_inputs.worker_pass(files, None) == (files, None)
 
+
+
+def test_validation_files_with_their_columns_in_another_order_stream_as_in_memory(shards,
+                                                                                   tmp_path):
+    """Columns are found by name in each file, so a validation file with other columns
+    in another order is read alike streamed and in memory; another target count is not."""
+    from linfit.config import DataConfig
+    from linfit.streaming import StreamData
+
+    table = np.loadtxt(shards / "val-0.csv", delimiter=",", skiprows=1)
+    reordered = np.column_stack([table[:, 1], np.arange(len(table)), table[:, 0], table[:, 2]])
+    np.savetxt(tmp_path / "val.csv", reordered, delimiter=",", header="b,id,a,y", comments="",
+               fmt="%.9g")
+    config = dict(path=str(shards / "part-*.csv"), validation_path=str(tmp_path / "val.csv"))
+    memory = data_module.load_data(DataConfig(**config, streaming=False))
+    streamed = data_module.load_data(DataConfig(**config, streaming=True))
+    batches = StreamData((), 100, None, 1, files=streamed.files,
+                         validation_files=streamed.validation_files).validation_batches()
+    x, y = (np.concatenate([part[i].numpy() for part in batches]) for i in (0, 1))
+    np.testing.assert_array_equal(x, memory.x_val)
+    np.testing.assert_array_equal(y, memory.y_val)
+    np.savez(tmp_path / "two.npz", x=table[:, :2], y=table[:, 1:])  # two targets
+    with pytest.raises(DataError, match="give them the same features and targets"):
+        data_module.load_data(DataConfig(path=str(shards / "part-*.npz"), streaming=True,
+                                         validation_path=str(tmp_path / "two.npz")))
