@@ -48,10 +48,13 @@ class Standardizer:
         for chunk in chunks():
             squares = squares + ((chunk - mean) ** 2).sum(axis=0)
         std = np.sqrt(summed(squares) / rows)
-        constant = np.flatnonzero(np.atleast_1d(std) == 0)
+        # Below float32's smallest normal number TensorFlow's CPU kernels read values
+        # as 0 (a streamed file's too), and the weights in data units, w / std, overflow.
+        constant = np.flatnonzero(np.atleast_1d(std) < np.finfo(np.float32).tiny)
         if constant.size:
             names = [feature_names[i] if i < len(feature_names) else str(i) for i in constant]
-            raise DataError(f"feature(s) {', '.join(names)} are constant: standardisation "
+            raise DataError(f"feature(s) {', '.join(names)} are constant (or vary by less "
+                            "than 1.2e-38, float32's smallest normal number): standardisation "
                             "cannot scale them; leave them out with data.features")
         return cls(mean=mean, std=std)
 

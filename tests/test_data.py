@@ -149,6 +149,13 @@ def test_standardizer_maps_weights_back_exactly():
     np.testing.assert_allclose(scaler.from_original(w, b)[0], w_s, rtol=1e-12)
     with pytest.raises(DataError, match="feature.* c are constant"):
         Standardizer.fit(np.column_stack([x[:, :2], np.ones(50)]), ("a", "b", "c"))
+    # Varying below float32's smallest normal number: TensorFlow reads such values as 0
+    # (a streamed file's too), and w / std would overflow in the checkpoint.
+    tiny = (x[:, 0] * 1e-39).astype(np.float32)
+    assert 0 < np.std(tiny.astype(np.float64)) < np.finfo(np.float32).tiny
+    with pytest.raises(DataError, match=r"feature\(s\) c are constant \(or vary by less "
+                                        r"than 1.2e-38"):
+        Standardizer.fit(np.column_stack([x[:, :2], tiny]), ("a", "b", "c"))
 
 
 def test_shuffled_batches_are_reproducible_permutations():
