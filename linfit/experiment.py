@@ -20,7 +20,7 @@ import numpy as np
 from linfit.agreement import DEFAULT_RTOL, Agreement, compare_histories
 from linfit.config import Config
 from linfit.data import Data, Standardizer
-from linfit.errors import ConfigError, DivergenceError, TrainingInterrupted
+from linfit.errors import ConfigError, DivergenceError, LinfitError, TrainingInterrupted
 from linfit.history import History
 from linfit.interrupts import STOP
 from linfit.reference import Reference, least_squares_reference, reference_from_chunks
@@ -289,6 +289,9 @@ def run_experiment(experiment: Experiment, data: Data, *, strategy=None,
         except DivergenceError as error:
             raise _with_context(error, label, runs, reference if full_batch_sgd else None,
                                 experiment.learning_rate) from None
+        except LinfitError as error:  # bad data met by this run: the runs before it are kept
+            error.completed = list(runs)
+            raise
         if run.history.interrupted:
             raise TrainingInterrupted(STOP.signal, runs, run)
         if hooks.on_run_end is not None:

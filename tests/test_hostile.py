@@ -478,3 +478,37 @@ def test_a_second_process_on_a_running_directory_is_refused(tmp_path):
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
+
+
+def test_a_file_that_changes_before_the_second_run_keeps_the_first(tmp_path, monkeypatch,
+                                                                    capsys):
+    """A streamed file appended to once module-manual has finished: module-keras stops
+    with one line (exit 2), and the finished run keeps its final checkpoint, its
+    metrics.json entry and its history.csv rows, as a diverged run's would."""
+    from linfit import experiment
+
+    data = tmp_path / "d.csv"
+    data.write_text("x,y\n" + "".join(f"{i / 10},{i / 5 + 1}\n" for i in range(50)))
+    train_one = experiment._train_one
+
+    def appending_before_the_second(experiment_, inputs, y, label, *args):
+        if str(label) == "module-keras":
+            with data.open("a") as f:
+                f.write("9,9\n")
+        return train_one(experiment_, inputs, y, label, *args)
+
+    monkeypatch.setattr(experiment, "_train_one", appending_before_the_second)
+    run = tmp_path / "run"
+    assert main(["--data", data, "--set", "data.streaming=true", "--model", "module",
+                 "--set", "train.epochs=3", "--out", run]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "has changed since it was checked" in err
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "failed"
+    assert [entry["model"] + "-" + entry["loop"] for entry in metrics["runs"]] == [
+        "module-manual"]
+    saved = LinearModule()
+    load_weights(saved, run / "module-manual.weights.h5")
+    assert float(saved.b.numpy()) == metrics["runs"][0]["final"]["b"]
+    history = (run / "history.csv").read_text().splitlines()
+    assert len(history) == 1 + 4 and all(line.startswith("module,manual,") for line in history[1:])
