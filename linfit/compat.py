@@ -106,6 +106,18 @@ def compile_config_kept(keras_model: keras.Model):
         del keras_model.get_compile_config
 
 
+def keras_jit_compile(keras_model: keras.Model, wanted: bool) -> bool:
+    """`jit_compile` for `keras_model.compile`: `wanted`, unless Keras would turn it off
+    with a warning on stderr, as it does while TensorFlow's op determinism is on (the
+    CLI turns it on for bitwise reruns): the Keras loop then runs as a tf.function.
+
+    Assumes: `keras.src.trainers.trainer.model_supports_jit` is what `compile` asks.
+    """
+    from keras.src.trainers.trainer import model_supports_jit
+
+    return wanted and model_supports_jit(keras_model)
+
+
 class _LinfitRetracing:
     """Drops TensorFlow's "triggered tf.function retracing" warnings about linfit's own
     functions: each Trainer traces its steps once for its model's variables, so a

@@ -448,7 +448,8 @@ def test_a_path_of_5000_characters(tmp_path, capfd):
     ["--config", "configs/three_features.toml", "--set", "data.validation_split=0.2",
      "--set", "data.standardize=true"],
     ["--data", "EXACT", "--set", "model.init_w=2", "--set", "model.init_b=0"],
-], ids=["adam-shuffled-validation", "three-features-standardised", "exact-fit-log-scale"])
+    ["--set", "train.compile=xla", "--set", "train.epochs=3"],
+], ids=["adam-shuffled-validation", "three-features-standardised", "exact-fit-log-scale", "xla"])
 def test_a_successful_run_says_nothing_on_stderr(tmp_path, capfd, monkeypatch, args):
     from pathlib import Path
 

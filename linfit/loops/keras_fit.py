@@ -28,7 +28,9 @@ def run_fit(keras_model: keras.Model, data, span: tuple[range, int], callbacks, 
     epochs, first_batch = span
     with compat.compile_config_kept(keras_model):
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
-            keras_model.compile(optimizer=keras_model.optimizer, jit_compile=plan.mode == "xla",
+            keras_model.compile(optimizer=keras_model.optimizer,
+                                jit_compile=compat.keras_jit_compile(keras_model,
+                                                                     plan.mode == "xla"),
                                 run_eagerly=plan.mode == "eager",
                                 steps_per_execution=plan.steps_per_execution, **compile_args)
         if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
