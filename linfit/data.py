@@ -129,8 +129,9 @@ def load_data(config: DataConfig) -> Data:
                             f"{_count(data.x)}: give it the same columns")
         if y_val.shape[1:] != data.y.shape[1:]:
             raise DataError(f"validation file {config.validation_path} has "
-                            f"{_count(y_val)} target(s) but the training data has "
-                            f"{_count(data.y)}: give it the same columns")
+                            f"{_count(y_val)} target(s) (y {_shape(y_val)}) but the training "
+                            f"data has {_count(data.y)} (y {_shape(data.y)}): give it the same "
+                            "columns")
         if tuple(names) != tuple(data.feature_names):  # an NPZ's x_names, or its x0, x1, ...
             raise DataError(f"validation file {config.validation_path} names its features "
                             f"{', '.join(names)} but the training data's are "
@@ -295,6 +296,10 @@ def split_validation(data: Data, fraction: float, seed: int | None) -> Data:
 
 def _count(x: np.ndarray) -> int:
     return 1 if x.ndim == 1 else x.shape[1]
+
+
+def _shape(x: np.ndarray) -> str:
+    return f"[N{''.join(f', {n}' for n in x.shape[1:])}]"
 
 
 def float32_array(values, name: str = "x") -> np.ndarray:

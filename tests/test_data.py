@@ -225,3 +225,19 @@ def test_the_exact_values_are_those_of_the_file_and_follow_the_split(tmp_path):
     assert sorted(x.ravel().tolist()) == [i / 10 for i in training_rows]
     assert sorted(y.tolist()) == [i / 3 for i in training_rows]
     assert any(float(np.float32(v)) != v for v in x.ravel())
+
+
+def test_a_validation_file_whose_y_has_another_shape_is_named_with_both_shapes(tmp_path):
+    """y of [N, 1] is one target, as y of [N] is, yet another shape: the message says
+    which, where "1 target(s) but 1" would not."""
+    from linfit.config import DataConfig
+    from linfit.data import load_data
+
+    np.savez(tmp_path / "train.npz", x=np.ones((5, 2)), y=np.arange(5.0))
+    np.savez(tmp_path / "val.npz", x=np.ones((3, 2)), y=np.ones((3, 1)))
+    with pytest.raises(DataError) as refused:
+        load_data(DataConfig(path=str(tmp_path / "train.npz"), streaming=False,
+                             validation_path=str(tmp_path / "val.npz")))
+    assert str(refused.value) == (f"validation file {tmp_path / 'val.npz'} has 1 target(s) "
+                                  "(y [N, 1]) but the training data has 1 (y [N]): give it the "
+                                  "same columns")
