@@ -208,7 +208,7 @@ def test_overwrite_replaces_only_a_run_directory(tmp_path, capsys):
 def test_kill_test_script_survives_kills():
     """scripts/kill_test.py with a few kills (the note reports a run with 20)."""
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "kill_test.py"),
-                             "--kills", "3", "--epochs", "60", "--seed", "1"],
+                             "--kills", "3", "--epochs", "40", "--seed", "1"],
                             capture_output=True, text=True, timeout=280)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "weights identical, history identical" in result.stdout

@@ -82,12 +82,12 @@ def same_run_directories(a, b):
 
 
 MINI_BATCHES = ["data.batch_size=256", "data.shuffle=true", "data.shuffle_buffer=700",
-                "train.epochs=3", "data.validation_path=\"VAL\"", "data.standardize=true"]
+                "train.epochs=2", "data.validation_path=\"VAL\"", "data.standardize=true"]
 CASES = {
     # A full batch of 4000 rows summed in chunks of 1000 (one update per epoch).
     "full batch in chunks": (["train.loop=\"manual\"", "train.epochs=6"], 1000, "csv"),
     # Both loops take the full batch whole when it fits in one chunk.
-    "full batch": (["train.epochs=6", "data.validation_path=\"VAL\""], None, "csv"),
+    "full batch": (["train.epochs=4", "data.validation_path=\"VAL\""], None, "csv"),
     # full_loss summed over 4 chunks of 1000 rows after each epoch.
     "shuffled mini-batches": (MINI_BATCHES, 1000, "csv"),
     # One model (both loops): the models read the same batches (the CSV cases check that).
