@@ -15,7 +15,7 @@ import numpy as np
 from linfit.data_files import (aligned_empty, checked_file, float64_chunks, is_npz, read_header,
                                read_table, read_target_names, shown)
 from linfit.errors import DataError
-from linfit.npz_files import array_shapes, feature_names, target_names
+from linfit import npz_files
 
 GLOB_CHARACTERS = frozenset("*?[")
 
@@ -90,16 +90,16 @@ def check_shards(paths: list[Path]) -> None:
 def _check_npz_shards(paths: list[Path]) -> None:
     """NPZ shards' arrays, from their headers: x of one width (x of [N] and of [N, 1]
     are one feature), y of one shape, and the same x_names and y_names."""
-    shapes = [array_shapes(path) for path in paths]
+    shapes = [npz_files.array_shapes(path) for path in paths]
     widths = [(int(np.prod(x[1:], dtype=np.int64)), y[1:]) for x, y in shapes]
     for path, (x, y), width in zip(paths[1:], shapes[1:], widths[1:]):
         if width != widths[0]:
             raise DataError(f"shard {shown(path)} holds x {_rows(x)} and y {_rows(y)} but "
                             f"{shown(paths[0])} holds x {_rows(shapes[0][0])} and y "
                             f"{_rows(shapes[0][1])}: give every shard arrays of the same shapes")
-    check_same_names(paths, [feature_names(path, widths[0][0]) for path in paths])
+    check_same_names(paths, [npz_files.feature_names(path, widths[0][0]) for path in paths])
     outputs = widths[0][1][0] if widths[0][1] else None
-    check_same_names(paths, [target_names(path, outputs) for path in paths], "y")
+    check_same_names(paths, [npz_files.target_names(path, outputs) for path in paths], "y")
 
 
 def _rows(shape: tuple[int, ...]) -> str:
