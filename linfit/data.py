@@ -18,7 +18,8 @@ from linfit.data_files import (TF_ALIGNMENT, aligned_empty, available_memory,
                                float64_chunks, is_npz, read_table, read_target_names)
 from linfit.errors import ConfigError, DataError
 from linfit.npz_files import is_stored
-from linfit.shards import describe, is_sharded, read_shards, shard_chunks, shard_paths
+from linfit.shards import (describe, is_sharded, read_shards, shard_chunks, shard_paths,
+                           shown_shape)
 from linfit.standardizer import Standardizer  # noqa: F401 (linfit.data.Standardizer)
 from linfit.streams import DataFiles, open_data_files
 
@@ -129,9 +130,9 @@ def load_data(config: DataConfig) -> Data:
                             f"{_count(data.x)}: give it the same columns")
         if y_val.shape[1:] != data.y.shape[1:]:
             raise DataError(f"validation file {config.validation_path} has "
-                            f"{_count(y_val)} target(s) (y {_shape(y_val)}) but the training "
-                            f"data has {_count(data.y)} (y {_shape(data.y)}): give it the same "
-                            "columns")
+                            f"{_count(y_val)} target(s) (y {shown_shape(y_val.shape)}) but the "
+                            f"training data has {_count(data.y)} (y {shown_shape(data.y.shape)}): "
+                            "give it the same columns")
         if tuple(names) != tuple(data.feature_names):  # an NPZ's x_names, or its x0, x1, ...
             raise DataError(f"validation file {config.validation_path} names its features "
                             f"{', '.join(names)} but the training data's are "
@@ -189,9 +190,8 @@ def stream_data(config: DataConfig, note: str) -> Data:
             if checked is not None:
                 checked.validate()
     x, y = files.sample(STREAM_SAMPLE_ROWS)
-    targets = files.target_names
     return Data(x=x, y=y, source=files.source, feature_names=files.feature_names,
-                target_names=targets, files=files,
+                target_names=files.target_names, files=files,
                 validation_files=validation, shard_rows=files.rows, note=note)
 
 
@@ -296,10 +296,6 @@ def split_validation(data: Data, fraction: float, seed: int | None) -> Data:
 
 def _count(x: np.ndarray) -> int:
     return 1 if x.ndim == 1 else x.shape[1]
-
-
-def _shape(x: np.ndarray) -> str:
-    return f"[N{''.join(f', {n}' for n in x.shape[1:])}]"
 
 
 def float32_array(values, name: str = "x") -> np.ndarray:

@@ -94,15 +94,16 @@ def _check_npz_shards(paths: list[Path]) -> None:
     widths = [(int(np.prod(x[1:], dtype=np.int64)), y[1:]) for x, y in shapes]
     for path, (x, y), width in zip(paths[1:], shapes[1:], widths[1:]):
         if width != widths[0]:
-            raise DataError(f"shard {shown(path)} holds x {_rows(x)} and y {_rows(y)} but "
-                            f"{shown(paths[0])} holds x {_rows(shapes[0][0])} and y "
-                            f"{_rows(shapes[0][1])}: give every shard arrays of the same shapes")
+            first_x, first_y = (shown_shape(shape) for shape in shapes[0])
+            raise DataError(f"shard {shown(path)} holds x {shown_shape(x)} and y "
+                            f"{shown_shape(y)} but {shown(paths[0])} holds x {first_x} and y "
+                            f"{first_y}: give every shard arrays of the same shapes")
     check_same_names(paths, [npz_files.feature_names(path, widths[0][0]) for path in paths])
     outputs = widths[0][1][0] if widths[0][1] else None
     check_same_names(paths, [npz_files.target_names(path, outputs) for path in paths], "y")
 
 
-def _rows(shape: tuple[int, ...]) -> str:
+def shown_shape(shape: tuple[int, ...]) -> str:
     """An array's shape as linfit names it: [N, d]."""
     return f"[N{''.join(f', {n}' for n in shape[1:])}]"
 
