@@ -321,11 +321,13 @@ def float32_array(values, name: str = "x") -> np.ndarray:
     return copy
 
 
-def fingerprint(*arrays: np.ndarray) -> str:
+def fingerprint(*arrays: np.ndarray, names: tuple[str, ...] = ()) -> str:
     """A short digest of arrays: their shapes, types and every value (a CRC-32 of
-    their bytes, about 4 GB/s), so a checkpoint says which data it was trained on
-    and a resumed run notices a change anywhere."""
+    their bytes, about 4 GB/s), and their columns' `names` if given, so a checkpoint
+    says which data it was trained on and a resumed run notices a change anywhere."""
     digest = hashlib.blake2b(digest_size=12)
+    if names:  # as a streamed run's fingerprint holds the header
+        digest.update(repr(names).encode())
     for array in arrays:
         array = np.ascontiguousarray(array)
         digest.update(repr((array.shape, str(array.dtype))).encode())

@@ -150,7 +150,8 @@ def run_settings(config: Config, data: Data) -> dict:
         return {**flat_settings(config), "data.fingerprint": data.files.fingerprint() + (
             data.validation_files.fingerprint() if data.validation_files is not None else "")}
     return {**flat_settings(config),
-            "data.fingerprint": fingerprint(data.x, data.y, *(data.validation or ()))}
+            "data.fingerprint": fingerprint(data.x, data.y, *(data.validation or ()),
+                                            names=data.feature_names + data.target_names)}
 
 
 def with_console(hooks: RunHooks, console: LiveConsole) -> RunHooks:

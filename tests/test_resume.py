@@ -263,6 +263,11 @@ def test_resume_refuses_data_that_changed(tmp_path, capsys):
     folder = tmp_path / "run"
     assert main([*RESUMABLE, "--data", data, "--set", "train.epochs=4",
                  "--set", "train.learning_rate=0.001", "--out", folder]) == 0
+    capsys.readouterr()
+    # The same values under another name: predictions would look for the new name.
+    data.write_text("size,y\n" + "".join(f"{i},{2 * i + 1}\n" for i in range(20)))
+    assert main(["--resume", folder, "--set", "train.epochs=8"]) == 2
+    assert "the data is not what the run was trained on" in capsys.readouterr().err
     data.write_text("x,y\n" + "".join(f"{i},{2 * i + 2}\n" for i in range(20)))
     assert main(["--resume", folder, "--set", "train.epochs=8"]) == 2
     assert "the data is not what the run was trained on" in capsys.readouterr().err
