@@ -2,8 +2,8 @@
 
 import pytest
 
-from linfit.loops.plan import (EAGER_STEPS, EAGER_VALUES, FUSED_STEPS, ExecutionPlan, Workload,
-                               plan_execution)
+from linfit.loops.plan import (EAGER_STEPS, EAGER_VALUES, FUSED_STEPS, FUSED_VALUES,
+                               ExecutionPlan, Workload, plan_execution)
 
 BASE = dict(compile="auto", steps_per_call=0, steps_per_epoch=1, epochs=10, shuffled=False,
             distributed=False, user_hooks=frozenset(), checkpoint_every=0)
@@ -14,8 +14,10 @@ BASE = dict(compile="auto", steps_per_call=0, steps_per_epoch=1, epochs=10, shuf
     ({}, ("eager", 0, 1, 1, True)),
     ({"epochs": EAGER_STEPS}, ("eager", 0, 1, 1, True)),
     ({"epochs": EAGER_STEPS + 1}, ("function", FUSED_STEPS, 1, 1, True)),
-    # A few steps on big data (5 epochs of 10 million rows): compiled, which is cheaper.
-    ({"epochs": 5, "values_per_step": 2 * 10**7}, ("function", FUSED_STEPS, 1, 1, True)),
+    # A few steps on big data (5 epochs of 10 million rows): compiled, which is cheaper,
+    # an epoch a call (a call of 1024 of them would not heed Ctrl-C for minutes).
+    ({"epochs": 5, "values_per_step": 2 * 10**7}, ("function", 1, 1, 1, True)),
+    ({"epochs": 100, "values_per_step": 10**6}, ("function", FUSED_VALUES // 10**6, 1, 1, True)),
     ({"epochs": 5, "values_per_step": EAGER_VALUES}, ("eager", 0, 1, 1, True)),
     # Batches: 4 a epoch; 7 epochs are 28 steps (eager), 100 are 400 (fused, 256 a call).
     ({"steps_per_epoch": 4, "epochs": 7}, ("eager", 0, 1, 4, False)),
@@ -41,7 +43,7 @@ BASE = dict(compile="auto", steps_per_call=0, steps_per_epoch=1, epochs=10, shuf
     ({"compile": "function", "steps_per_epoch": 4, "steps_per_call": 12},
      ("function", 3, 12, 4, False)),
     # Periodic checkpoints are written between calls, at their epochs.
-    ({"compile": "function", "checkpoint_every": 5}, ("function", 5, 1, 1, True)),
+    ({"compile": "function", "checkpoint_every": 5}, ("function", FUSED_STEPS, 1, 1, True, 5)),
     # Shuffled single batches still go through tf.data (the order changes).
     ({"compile": "function", "shuffled": True}, ("function", FUSED_STEPS, 1, 1, False)),
     # Under a strategy: compiled, batch by batch, whatever was asked.
@@ -59,6 +61,39 @@ def test_a_resumed_run_is_planned_as_the_whole_run():
     # the same bits.
     whole = planned(**{**BASE, "epochs": 40})
     assert whole.mode == "function"
+
+
+@pytest.mark.parametrize("per_call, aligned_to, epochs, blocks", [
+    (4, 0, range(0, 10), [(0, 4), (4, 8), (8, 10)]),
+    # Calls end on the checkpoints' epochs (3, 6, 9), also from a resumed run's epoch.
+    (4, 3, range(0, 10), [(0, 3), (3, 6), (6, 9), (9, 10)]),
+    (4, 3, range(4, 10), [(4, 6), (6, 9), (9, 10)]),
+    (1024, 100, range(0, 250), [(0, 100), (100, 200), (200, 250)]),
+])
+def test_calls_of_whole_epochs_end_on_the_checkpoints(per_call, aligned_to, epochs, blocks):
+    plan = ExecutionPlan("function", per_call, 1, 1, True, epochs_aligned_to=aligned_to)
+    assert [(block.start, block.stop) for block in plan.epoch_blocks(epochs)] == blocks
+
+
+def test_a_checkpoint_inside_a_call_of_several_epochs_resumes_as_the_straight_run(tmp_path):
+    """steps_per_call of 10 epochs' batches with checkpoints every 3 epochs: the
+    checkpoint of epoch 3 held epoch 10's weights, and the run resumed from it
+    trained 7 epochs too many."""
+    import numpy as np
+
+    from linfit import LinearModule, Trainer
+
+    x = np.linspace(-2, 2, 100, dtype=np.float32)
+
+    def fit(**options):
+        trainer = Trainer(LinearModule(), learning_rate=0.01, steps_per_call=100)
+        return trainer.fit(x, 3 * x + 2, epochs=10, batch_size=10, loop="manual", **options)
+
+    straight = fit(checkpoint_dir=tmp_path, checkpoint_every=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"epoch-000{e}.weights.h5" for e in (3, 6, 9)]
+    resumed = fit(resume_from=tmp_path / "epoch-0003.weights.h5")
+    assert resumed.loss == straight.loss and resumed.w == straight.w
 
 
 def planned(*, steps_per_epoch, epochs, shuffled, values_per_step=0, **others) -> ExecutionPlan:

@@ -130,13 +130,13 @@ class ManualLoop:
         batches = None if plan.full_batch else iter(data.batches(epochs.start))
         epoch_begin = "on_epoch_begin" in overridden_hooks(callbacks.callbacks)
         logs = {}
-        for start in range(epochs.start, epochs.stop, plan.epochs_per_call):
-            block = range(start, min(start + plan.epochs_per_call, epochs.stop))
+        for block in plan.epoch_blocks(epochs):
             before = self._snapshot()
             values = self._fused_call(plan, data, batches, block)
             if values is None:  # a loss was not finite: redo these epochs one by one
                 self._restore(before)
-                return self._batch_by_batch(plan, data, range(start, epochs.stop), callbacks)
+                return self._batch_by_batch(plan, data, range(block.start, epochs.stop),
+                                            callbacks)
             for index, epoch in enumerate(block):
                 if epoch_begin:
                     callbacks.on_epoch_begin(epoch)

@@ -13,8 +13,11 @@ from dataclasses import dataclass
 # over it: 10 million rows took 492 ms an epoch eagerly, 215 ms compiled).
 EAGER_STEPS = 32
 EAGER_VALUES = 1_000_000
-# With steps_per_call = 0, the manual loop fuses epochs up to about this many steps a call.
+# With steps_per_call = 0, the manual loop fuses epochs up to about this many steps a
+# call, and this many numbers read (about 0.1 s of work here): a stop asked for (Ctrl-C)
+# is honoured between calls, so a call must not run for minutes on big data.
 FUSED_STEPS = 1024
+FUSED_VALUES = 1 << 25
 
 
 @dataclass(frozen=True)
@@ -23,8 +26,10 @@ class ExecutionPlan:
 
     Attributes:
       mode: "eager", "function" (tf.function) or "xla" (also XLA-compiled).
-      epochs_per_call: the manual loop runs this many whole epochs per call,
-        recording each one in the graph; 0 runs it batch by batch.
+      epochs_per_call: the manual loop runs up to this many whole epochs per
+        call, recording each one in the graph; 0 runs it batch by batch.
+      epochs_aligned_to: the calls of whole epochs also end at each multiple of
+        this epoch (a periodic checkpoint's: it is written between calls); 0: none.
       steps_per_call: batches per call when the manual loop runs batch by batch.
       steps_per_execution: Keras's `steps_per_execution` for the Keras loop.
       full_batch: one batch per epoch, in the data's order: the fused
@@ -36,6 +41,17 @@ class ExecutionPlan:
     steps_per_call: int
     steps_per_execution: int
     full_batch: bool
+    epochs_aligned_to: int = 0
+
+    def epoch_blocks(self, epochs: range):
+        """`epochs` (from a resumed run's epoch, maybe) in the calls of whole epochs."""
+        start = epochs.start
+        while start < epochs.stop:
+            stop = min(start + self.epochs_per_call, epochs.stop)
+            if self.epochs_aligned_to:
+                stop = min(stop, (start // self.epochs_aligned_to + 1) * self.epochs_aligned_to)
+            yield range(start, stop)
+            start = stop
 
 
 @dataclass(frozen=True)
@@ -73,7 +89,7 @@ def plan_execution(*, compile: str, steps_per_call: int, work: Workload, distrib
         hook may act during training (stop it, read the model), so the
         loops then go batch by batch, as `fit` does.
       checkpoint_every: periodic checkpoints are written between calls, at
-        their epochs (0: none).
+        their epochs (0: none): the calls of whole epochs end on them.
       checkpoint_batches: and after every that many batches of an epoch: calls
         of that many batches, epoch by epoch (0: none).
       first_batch: a run resumed in the middle of an epoch starts it here.
@@ -93,8 +109,7 @@ def plan_execution(*, compile: str, steps_per_call: int, work: Workload, distrib
     return ExecutionPlan(
         mode=mode,
         epochs_per_call=0 if not work.in_variables or checkpoint_batches else _epochs_per_call(
-            mode, steps_per_call, steps_per_epoch, distributed, bool(user_hooks),
-            checkpoint_every),
+            mode, steps_per_call, work, distributed, bool(user_hooks)),
         # Data not in variables (a stream) goes batch by batch: many batches a call
         # unless a callback of the user's acts between them.
         steps_per_call=steps_per_call or (
@@ -105,15 +120,18 @@ def plan_execution(*, compile: str, steps_per_call: int, work: Workload, distrib
         steps_per_execution=1 if distributed else math.gcd(
             min(steps_per_call or (1 if user_hooks else steps_per_epoch), steps_per_epoch),
             steps_per_epoch, steps_per_epoch - first_batch),
-        full_batch=steps_per_epoch == 1 and not work.shuffled and work.in_variables)
+        full_batch=steps_per_epoch == 1 and not work.shuffled and work.in_variables,
+        epochs_aligned_to=checkpoint_every)
 
 
-def _epochs_per_call(mode: str, steps_per_call: int, steps_per_epoch: int, distributed: bool,
-                     user_hooks: bool, checkpoint_every: int) -> int:
+def _epochs_per_call(mode: str, steps_per_call: int, work: Workload, distributed: bool,
+                     user_hooks: bool) -> int:
+    steps_per_epoch = work.steps_per_epoch
     if mode == "eager" or distributed:
         return 0
     if steps_per_call:
         return steps_per_call // steps_per_epoch if steps_per_call >= steps_per_epoch else 0
     if user_hooks:
         return 0
-    return checkpoint_every or max(1, FUSED_STEPS // steps_per_epoch)
+    values_per_epoch = max(1, steps_per_epoch * work.values_per_step)
+    return max(1, min(FUSED_STEPS // steps_per_epoch, FUSED_VALUES // values_per_epoch))
