@@ -77,9 +77,6 @@ def prediction_columns(path: str | Path, feature_names: tuple[str, ...] | None,
     column but the target, and there must be as many as the model takes.
     """
     path = checked_file(path)
-    if is_npz(path):
-        raise DataError(f"{path} is an NPZ file: predictions are made for a CSV file (a header "
-                        "row, then rows of the feature columns)")
     header = read_header(path, min_columns=1)
     trained = (trained_target,) if isinstance(trained_target, str) else trained_target
     if not target and all(name in header for name in trained):

@@ -124,15 +124,61 @@ def array_shapes(path: Path) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return _with_archive(path, shapes)
 
 
-def _with_archive(path: Path, use):
+def array_shapes_to_predict(path: Path) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+    """The shapes of x and of y (None when the file has no y: new data, to predict
+    on), as their headers say, checked as `read_npz` checks them."""
+    def shapes(archive, headers):
+        _check_shapes(path, headers, np.float32, None)
+        return headers["x"][0], headers["y"][0] if "y" in headers else None
+
+    return _with_archive(path, shapes, optional_y=True)
+
+
+def row_chunks(path: Path, names: tuple[str, ...], rows: int):
+    """The arrays `names` of an NPZ file, `rows` rows at a time, in step, as stored:
+    read from the archive as they are needed, compressed or not, so a file larger
+    than memory takes the memory of a chunk (an array in Fortran order of several
+    columns is read whole). For a file whose headers were checked.
+
+    Raises:
+      DataError: for an archive found damaged while it is read.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            yield from zip(*(_array_rows(path, archive, name, rows) for name in names))
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as error:
+        raise DataError(f"{path} is damaged or truncated ({error}): write it again with "
+                        "numpy.savez") from None
+
+
+def _array_rows(path: Path, archive: zipfile.ZipFile, name: str, rows: int):
+    shape, dtype, _, fortran_order, _ = _header(path, archive, name)
+    if fortran_order and len(shape) == 2 and shape[1] > 1:  # its columns one after another
+        values = _read_array(path, archive, name)
+        yield from (values[start:start + rows] for start in range(0, len(values), rows))
+        return
+    row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+    with archive.open(f"{name}.npy") as f:
+        _header_of(f)
+        for start in range(0, shape[0], rows):
+            count = min(rows, shape[0] - start)
+            values = f.read(count * row_bytes)
+            if len(values) < count * row_bytes:
+                raise EOFError(f"{name} ends at row {start + len(values) // row_bytes}")
+            yield np.frombuffer(values, dtype).reshape((count, *shape[1:]))
+
+
+def _with_archive(path: Path, use, optional_y: bool = False):
     """use(the archive, its x and y headers (see `_header`)), for an NPZ file that is
-    not trusted: what is wrong with it is one DataError."""
+    not trusted: what is wrong with it is one DataError. `optional_y`: a file
+    without y is given x's header alone."""
     if not is_zip(path):
         raise DataError(f"{path} is not an NPZ archive (NumPy's numpy.savez writes one: a zip "
                         "of arrays x and y); a CSV file should end in .csv")
     try:
         with zipfile.ZipFile(path) as archive:
-            return use(archive, {name: _header(path, archive, name) for name in ("x", "y")})
+            names = ("x",) if optional_y and "y.npy" not in archive.namelist() else ("x", "y")
+            return use(archive, {name: _header(path, archive, name) for name in names})
     except DataError:
         raise
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError,
@@ -188,7 +234,7 @@ def _column_names(path: Path, array: str, width: int, default: tuple[str, ...]
                              f"{', '.join(map(repr, twice[:5]))} more than once")
         return tuple(names)
 
-    return _with_archive(path, read)
+    return _with_archive(path, read, optional_y=True)
 
 
 def _bad_names(path: Path, array: str, width: int, found: str) -> DataError:
@@ -241,41 +287,45 @@ def _header(path: Path, archive: zipfile.ZipFile, name: str) -> tuple:
         raise DataError(f"{path} has no array {' or '.join(map(repr, missing))}: an NPZ needs "
                         f"x [N, d] (or [N]) and y [N]; it has {found}")
     with archive.open(member) as f:
-        version = np.lib.format.read_magic(f)
-        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                else np.lib.format.read_array_header_2_0)
-        shape, fortran_order, dtype = read(f)
+        shape, fortran_order, dtype = _header_of(f)
         header_bytes = f.tell()
     return shape, dtype, archive.getinfo(member).file_size, fortran_order, header_bytes
 
 
+def _header_of(f) -> tuple:
+    """(shape, Fortran order, dtype) of the .npy file `f`, read up to its values."""
+    version = np.lib.format.read_magic(f)
+    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+            else np.lib.format.read_array_header_2_0)
+    return read(f)
+
+
 def _check_shapes(path: Path, headers: dict, dtype, memory_limit: int | None) -> None:
-    (x_shape, x_dtype, x_size), (y_shape, y_dtype, y_size) = (headers[name][:3]
-                                                              for name in ("x", "y"))
-    for name, kind in (("x", x_dtype), ("y", y_dtype)):
+    """Check the headers of x and y (or of x alone, for a file to predict on)."""
+    arrays = {name: headers[name][:3] for name in ("x", "y") if name in headers}
+    for name, (_, kind, _) in arrays.items():
         if kind.kind not in "iuf":  # not bool, complex, timedelta, text or objects
             raise DataError(f"{path}: {name} must be real numbers, got {kind}")
-    if len(x_shape) not in (1, 2) or len(y_shape) not in (1, 2):
-        raise DataError(f"{path}: x must be [N] or [N, d] and y [N] or [N, k], got x "
-                        f"{list(x_shape)} and y {list(y_shape)}")
-    if x_shape[0] != y_shape[0]:
-        raise DataError(f"{path}: x has {x_shape[0]} rows but y has {y_shape[0]}: they must "
-                        "match")
-    if y_shape[0] == 0:
+    shapes = {name: shape for name, (shape, _, _) in arrays.items()}
+    if any(len(shape) not in (1, 2) for shape in shapes.values()):
+        raise DataError(f"{path}: x must be [N] or [N, d] and y [N] or [N, k], got " +
+                        " and ".join(f"{name} {list(shape)}" for name, shape in shapes.items()))
+    if len({shape[0] for shape in shapes.values()}) > 1:
+        raise DataError(f"{path}: x has {shapes['x'][0]} rows but y has {shapes['y'][0]}: "
+                        "they must match")
+    if shapes["x"][0] == 0:
         raise DataError(f"{path} holds no examples")
-    if len(x_shape) == 2 and x_shape[1] == 0:
-        raise DataError(f"{path}: x has 0 features (shape {list(x_shape)}): it needs at least "
-                        "one column")
-    if len(y_shape) == 2 and y_shape[1] == 0:
-        raise DataError(f"{path}: y has 0 targets (shape {list(y_shape)}): it needs at least "
-                        "one column")
-    for name, shape, kind, size in (("x", x_shape, x_dtype, x_size),
-                                    ("y", y_shape, y_dtype, y_size)):
+    for name, columns in (("x", "features"), ("y", "targets")):
+        if name in shapes and len(shapes[name]) == 2 and shapes[name][1] == 0:
+            raise DataError(f"{path}: {name} has 0 {columns} (shape {list(shapes[name])}): it "
+                            "needs at least one column")
+    for name, (shape, kind, size) in arrays.items():
         if int(np.prod(shape)) * kind.itemsize > size:
             raise DataError(f"{path}: {name} declares {list(shape)} values of {kind} but holds "
                             "fewer: the file is damaged")
-    values = int(np.prod(x_shape) + np.prod(y_shape))
-    needed = values * (max(x_dtype.itemsize, y_dtype.itemsize) + np.dtype(dtype).itemsize)
+    values = sum(int(np.prod(shape)) for shape in shapes.values())
+    widest = max(kind.itemsize for _, kind, _ in arrays.values())
+    needed = values * (widest + np.dtype(dtype).itemsize)
     if memory_limit is not None and needed > memory_limit:
         raise DataError(f"{path} holds {needed / 2**30:.1f} GB of values, more than this "
                         f"machine's free memory ({memory_limit / 2**30:.1f} GB)")

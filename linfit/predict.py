@@ -1,13 +1,14 @@
-"""`python -m linfit.predict`: a checkpoint's predictions for a CSV file.
+"""`python -m linfit.predict`: a checkpoint's predictions for a CSV or NPZ file.
 
     python -m linfit.predict --checkpoint RUN/module-manual.weights.h5 \
         --data new.csv --out preds.csv
 
 The checkpoint fixes the model (scalar, or d features; one output or k);
-the CSV's feature columns are those the run trained on (read from the run's
-metrics.json beside the checkpoint), else all its columns but the target.
-When the file has the target column(s), the loss is reported too. The checkpoint and the file
-are checked against each other before TensorFlow is imported.
+a CSV's feature columns are those the run trained on (read from the run's
+metrics.json beside the checkpoint), else all its columns but the target; an
+NPZ file's are its x, and y (if it has one) is the target. When the file has
+the target, the loss is reported too. The checkpoint and the file are checked
+against each other before TensorFlow is imported.
 
 The file is read, predicted and written chunk by chunk (`CHUNK_ROWS` rows),
 so a file larger than memory is predicted in the memory of a chunk; with
@@ -18,46 +19,53 @@ import argparse
 import csv
 import os
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from linfit.checkpoint import load_weights, read_line
-from linfit.data_files import column_chunks, prediction_columns
+from linfit.data_files import CHUNK_ROWS, checked_file, column_chunks, is_npz, prediction_columns
 from linfit.errors import DataError, LinfitError, RunDirError
 from linfit.fileio import atomic_write
+from linfit.npz_files import array_shapes_to_predict, check_finite, row_chunks
+from linfit.npz_files import feature_names as npz_feature_names
+from linfit.npz_files import target_names as npz_target_names
 from linfit.rundir import RunDir
 from linfit.runtime import import_tensorflow
 
 
 @dataclass(frozen=True)
 class PredictionInputs:
-    """A checkpoint and the CSV to predict on, checked against each other (from the
-    checkpoint and the CSV's header: the rows are read by `chunks`)."""
+    """A checkpoint and the file to predict on, checked against each other (from the
+    checkpoint and the file's header or arrays' headers: the rows are read by `chunks`).
+
+    Attributes:
+      feature_names: the file's names of the model's features, in its order.
+      target_names: the file's target columns; () when it has none.
+      columns: () -> (x [rows, d], y [rows, k] or None) in float32, chunk by chunk.
+    """
 
     checkpoint: Path
     features: int | None
     outputs: int | None
     path: Path
-    header: list[str]
-    columns: list[int]
-    target_columns: list[int]
-    target_names: tuple[str, ...] = ("y",)
-
-    @property
-    def feature_names(self) -> list[str]:
-        return [self.header[i] for i in self.columns]
+    feature_names: tuple[str, ...]
+    target_names: tuple[str, ...]
+    columns: Callable[[], Iterator[tuple[np.ndarray, np.ndarray | None]]]
 
     def chunks(self):
-        """(x, y or None) chunk by chunk: x [rows] or [rows, d], y [rows] or [rows, k]."""
-        for x, y in column_chunks(self.path, self.header, self.columns, self.target_columns):
+        """(x, y or None) chunk by chunk, shaped as the model takes x and gives its
+        predictions: x [rows] or [rows, d], y [rows] or [rows, k]."""
+        for x, y in self.columns():
             yield (x[:, 0] if self.features is None else x), \
-                (None if y is None else y[:, 0] if y.shape[1] == 1 else y)
+                (None if y is None else y[:, 0] if self.outputs is None else y)
 
 
 def read_inputs(checkpoint: str | Path, data: str | Path, target: str = "") -> PredictionInputs:
-    """Read the checkpoint's shape and the CSV's header; no TensorFlow needed.
+    """Read the checkpoint's shape and the file's header (a CSV's, or an NPZ's arrays'
+    headers); no TensorFlow needed.
 
     Raises:
       CheckpointError, DataError: for a bad checkpoint, a bad file, or a file
@@ -66,14 +74,63 @@ def read_inputs(checkpoint: str | Path, data: str | Path, target: str = "") -> P
     checkpoint = Path(checkpoint)
     features, outputs = checkpoint_shape(checkpoint)
     names, run_target = RunDir(checkpoint.parent).training_columns()
-    path, header, columns, targets = prediction_columns(data, names, features, target,
+    path = checked_file(data)
+    read = _npz_columns if is_npz(path) else _csv_columns
+    feature_names, target_names, columns = read(path, names, features, target, run_target)
+    if target_names and len(target_names) != (outputs or 1):
+        raise DataError(f"{data}: the target has {len(target_names)} column(s) but the "
+                        f"checkpoint's model has {outputs or 1} output(s): "
+                        + ("give y the model's outputs" if is_npz(path)
+                           else "name its target columns with --target"))
+    return PredictionInputs(checkpoint, features, outputs, path, feature_names, target_names,
+                            columns)
+
+
+def _csv_columns(path: Path, names, features: int | None, target, run_target):
+    """A CSV's feature and target names, and its columns' reader
+    (`linfit.data_files.prediction_columns` says which are which)."""
+    path, header, columns, targets = prediction_columns(path, names, features, target,
                                                         run_target)
-    if targets and (len(targets) == 1) != (outputs is None):
-        raise DataError(f"{data}: the target has {len(targets)} column(s) but the "
-                        f"checkpoint's model has {outputs or 1} output(s): name its target "
-                        "columns with --target")
-    names = tuple(header[i] for i in targets) or ("y",)  # the file's names for its targets
-    return PredictionInputs(checkpoint, features, outputs, path, header, columns, targets, names)
+    return (tuple(header[i] for i in columns), tuple(header[i] for i in targets),
+            lambda: column_chunks(path, header, columns, targets))
+
+
+def _npz_columns(path: Path, names, features: int | None, target, run_target):
+    """An NPZ file's: x is the features, y (if there is one) the target, named as
+    linfit's reader names them (x_names, y_names, else x0, x1, ... and y). x's
+    names must be those the run trained on, when the run is known."""
+    x_shape, y_shape = array_shapes_to_predict(path)
+    width = int(np.prod(x_shape[1:], dtype=np.int64))
+    x_names = npz_feature_names(path, width)
+    if width != (features or 1):
+        raise DataError(f"{path}: x has {width} feature column(s) but the checkpoint's model "
+                        f"takes {features or 1}: give x the training data's features")
+    if names and tuple(names) != x_names:
+        raise DataError(f"{path} names x's columns {', '.join(x_names)} but the model was "
+                        f"trained on {', '.join(names)}: store x_names (linfit.convert "
+                        "writes them) with the training data's features in that order")
+    targets = () if y_shape is None else npz_target_names(
+        path, None if len(y_shape) == 1 else y_shape[1])
+    asked = (target,) if isinstance(target, str) else tuple(target)
+    if target and asked != targets:
+        raise DataError(f"{path}: --target {','.join(asked)}: an NPZ file's target is its "
+                        f"array y ({', '.join(targets) or 'which it lacks'}): leave --target out")
+    arrays = ("x",) if y_shape is None else ("x", "y")
+    return x_names, targets, lambda: _npz_chunks(path, arrays)
+
+
+def _npz_chunks(path: Path, arrays: tuple[str, ...]):
+    """(x [rows, d], y [rows, k] or None) of an NPZ file in float32, checked finite."""
+    first_row = 0
+    for chunk in row_chunks(path, arrays, CHUNK_ROWS):
+        converted = []
+        for name, values in zip(arrays, chunk):
+            values = values.reshape(len(values), -1)
+            with np.errstate(over="ignore"):  # named by check_finite
+                converted.append(values.astype(np.float32))
+            check_finite(path, name, values, converted[-1], first_row)
+        first_row += len(converted[0])
+        yield converted[0], converted[1] if len(converted) == 2 else None
 
 
 def prediction_model(inputs: PredictionInputs):
@@ -119,8 +176,7 @@ class PredictionWriter:
 
     def _names(self, predictions: np.ndarray) -> list[str]:
         inputs = self._inputs
-        names = inputs.feature_names + (list(inputs.target_names) if inputs.target_columns
-                                        else [])
+        names = [*inputs.feature_names, *inputs.target_names]
         outputs = 1 if predictions.ndim == 1 else predictions.shape[1]
         suffixes = inputs.target_names if len(inputs.target_names) == outputs else \
             [str(j) for j in range(outputs)]
@@ -144,8 +200,9 @@ def parse_args(argv=None, prog: str = "python -m linfit.predict") -> argparse.Na
         description="Predict with a linfit (or Keras) .weights.h5 checkpoint of f(x) = x·W + b.")
     parser.add_argument("--checkpoint", required=True, metavar="PATH",
                         help="a .weights.h5 file, e.g. runs/<time>/module-manual.weights.h5")
-    parser.add_argument("--data", required=True, metavar="CSV",
-                        help="a CSV with a header row and the training data's feature columns")
+    parser.add_argument("--data", required=True, metavar="FILE",
+                        help="a CSV with a header row and the training data's feature "
+                             "columns, or an NPZ file of x (and y, if known)")
     parser.add_argument("--target", default="", metavar="COLUMN",
                         help="the target column (default: the run's, if the file has it, "
                              "else 'y'); several, comma-separated, for a model of several "

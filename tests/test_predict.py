@@ -119,14 +119,59 @@ def test_features_that_do_not_fit_the_checkpoint_exit_2(tmp_path, text, message)
     assert not (tmp_path / "p.csv").exists()
 
 
-def test_an_npz_file_is_refused_in_one_line(tmp_path, capsys):
-    """Not read as text (it said "not UTF-8 text", of a binary file)."""
-    save_weights(LinearModule(), tmp_path / "m.weights.h5")
-    np.savez(tmp_path / "d.npz", x=np.ones(3), y=np.ones(3))
-    assert main(["--checkpoint", tmp_path / "m.weights.h5", "--data", tmp_path / "d.npz"]) == 2
-    assert capsys.readouterr().err == (f"error: {tmp_path / 'd.npz'} is an NPZ file: "
-                                       "predictions are made for a CSV file (a header row, "
-                                       "then rows of the feature columns)\n")
+def test_an_npz_file_predicts_as_the_csv_it_was_converted_from(standardized_run, tmp_path,
+                                                                capsys):
+    """linfit.convert's NPZ (x_names, y_names) gives the CSV's predictions, columns and
+    loss; new data as x alone (compressed, float64) the same predictions, no loss;
+    x's columns in another order are refused."""
+    from linfit.convert import main as convert_main
+
+    root, x, _ = standardized_run
+    checkpoint = root / "run" / "keras-keras.weights.h5"
+    assert convert_main(["--data", root / "train.csv", "--out", tmp_path]) == 0
+    outputs = {}
+    for data in (root / "train.csv", tmp_path / "train.npz"):
+        capsys.readouterr()
+        assert main(["--checkpoint", checkpoint, "--data", data, "--out",
+                     tmp_path / f"{data.suffix[1:]}.csv"]) == 0
+        outputs[data.suffix] = (tmp_path / f"{data.suffix[1:]}.csv").read_text(), \
+            capsys.readouterr().out.split("loss=")[1]
+    assert outputs[".npz"] == outputs[".csv"]
+    assert outputs[".csv"][0].startswith("size,rate,y,prediction\n")
+    np.savez_compressed(tmp_path / "new.npz", x=x.astype(np.float64),
+                        x_names=np.array(["size", "rate"]))
+    assert main(["--checkpoint", checkpoint, "--data", tmp_path / "new.npz", "--out",
+                 tmp_path / "new.csv"]) == 0
+    assert "loss=" not in capsys.readouterr().out
+    new = read_rows(tmp_path / "new.csv")
+    assert list(new[0]) == ["size", "rate", "prediction"]
+    assert [r["prediction"] for r in new] == [r["prediction"] for r in read_rows(
+        tmp_path / "csv.csv")]
+    np.savez(tmp_path / "swapped.npz", x=x[:, ::-1], x_names=np.array(["rate", "size"]))
+    assert main(["--checkpoint", checkpoint, "--data", tmp_path / "swapped.npz"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {tmp_path / 'swapped.npz'} names x's columns rate, size but the model was "
+        "trained on size, rate: store x_names (linfit.convert writes them) with the training "
+        "data's features in that order\n")
+
+
+def test_a_model_of_one_output_column_scores_a_target_of_one_column(tmp_path, capsys):
+    """w of [d, 1] (trained on an NPZ's y of [N, 1]) against a CSV's target or an NPZ's
+    y of [N]: the loss is the mean over the rows (it was refused, as "1 column(s)
+    but ... 1 output(s)")."""
+    save_weights(LinearModule(features=2, outputs=1, init_w=[[2.0], [-1.0]], init_b=[0.5]),
+                 tmp_path / "m.weights.h5")
+    x = np.array([[1.0, 2.0], [3.0, -1.0], [0.0, 4.0]])
+    y = np.array([1.0, 2.0, 3.0])
+    np.savetxt(tmp_path / "d.csv", np.column_stack([x, y]), delimiter=",", header="a,b,y",
+               comments="")
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    expected = np.mean((x @ [2.0, -1.0] + 0.5 - y) ** 2)
+    for data in ("d.csv", "d.npz"):
+        assert main(["--checkpoint", tmp_path / "m.weights.h5", "--data", tmp_path / data]) == 0
+        captured = capsys.readouterr()
+        assert captured.out.splitlines()[0].endswith(",y,prediction_y")
+        assert float(captured.err.split("loss=")[1].split()[0]) == pytest.approx(expected)
 
 
 def test_more_features_than_the_run_trained_on_is_refused(standardized_run, tmp_path):
