@@ -107,6 +107,11 @@ def select_columns(path: Path, header: list[str], target: str | tuple[str, ...] 
     """
     targets = (target,) if isinstance(target, str) else tuple(target)
     targets = tuple(name for name in targets if name)
+    for names, what in ((targets, "the target"), (tuple(feature_names), "data.features")):
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise DataError(f"{path}: {what} names column {twice[0]!r} more than once: "
+                            "name each column once")
     missing = [name for name in targets if name not in header]
     if missing:
         what = "target column" if for_prediction else "data.target"
@@ -207,15 +212,21 @@ def read_columns(path: Path, header: list[str], feature_columns: list[int],
 
 
 def column_chunks(path: Path, header: list[str], feature_columns: list[int],
-                  target_columns: list[int]):
+                  target_columns: list[int], others_read: bool = True):
     """The feature and target columns of a CSV, chunk by chunk, as float32 arrays
     [rows, d] and [rows, k] (None without target columns).
+
+    Args:
+      others_read: whether the other columns must be numbers too (not for
+        predictions, whose files may hold an id or a name beside the features).
 
     Raises:
       DataError: for a value float32 cannot hold, naming its line and column.
     """
     rows = 0
-    for chunk in csv_chunks(path, header):
+    used = set(feature_columns) | set(target_columns)
+    unread = () if others_read else tuple(i for i in range(len(header)) if i not in used)
+    for chunk in csv_chunks(path, header, unread):
         with np.errstate(over="ignore"):  # checked just below, with the line
             x = chunk[:, feature_columns].astype(np.float32)
             y = chunk[:, target_columns].astype(np.float32) if target_columns else None
@@ -229,20 +240,21 @@ def column_chunks(path: Path, header: list[str], feature_columns: list[int],
         rows += len(chunk)
 
 
-def csv_chunks(path: Path, header: list[str]):
+def csv_chunks(path: Path, header: list[str], unread: tuple[int, ...] = ()):
     """The data rows of a CSV, as float64 arrays [rows, columns] of up to CHUNK_ROWS rows.
 
-    Every row has the header's width and every value is a finite number.
-    NumPy's fast parser reads each chunk; on a failure a second, careful pass
-    says which line and column is wrong.
+    Every row has the header's width and every value is a finite number, but in
+    the columns `unread`, which may hold anything and read as 0. NumPy's fast
+    parser reads each chunk; on a failure a second, careful pass says which
+    line and column is wrong.
     """
     rows = 0
     with path.open(newline="", encoding="utf-8") as f:
         next(f)  # the header
         while lines := _next_lines(path, f):
-            chunk = _parse_chunk(path, header, lines)
+            chunk = _parse_chunk(path, header, lines, unread)
             if chunk.shape[1] != len(header):
-                _raise_parse_error(path, header)  # names the first line that is too wide
+                _raise_parse_error(path, header, unread)  # names the first line too wide
             bad = ~np.isfinite(chunk)
             if bad.any():
                 row, column = np.argwhere(bad)[0]
@@ -311,14 +323,15 @@ def _raise_encoding_error(path: Path) -> None:
     raise DataError(f"{path} is not UTF-8 text: save it as UTF-8")
 
 
-def _parse_chunk(path: Path, header: list[str], lines: list[str]) -> np.ndarray:
+def _parse_chunk(path: Path, header: list[str], lines: list[str], unread: tuple[int, ...] = ()
+                 ) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
             return np.loadtxt(lines, delimiter=",", dtype=np.float64, ndmin=2, comments=None,
-                              quotechar='"')
+                              quotechar='"', converters=dict.fromkeys(unread, _unread))
     except ValueError as error:
-        _raise_parse_error(path, header)
+        _raise_parse_error(path, header, unread)
         raise DataError(f"{path} could not be read as numbers: {error}") from None
 
 
@@ -331,14 +344,18 @@ def _count_lines(path: Path) -> int:
     return count + 1  # a last line without a newline
 
 
-def _raise_parse_error(path: Path, header: list[str]) -> None:
-    """Name the first line, and column, that is not a row of numbers."""
+def _unread(cell: str) -> float:
+    return 0.0
+
+
+def _raise_parse_error(path: Path, header: list[str], unread: tuple[int, ...] = ()) -> None:
+    """Name the first line, and column (not one of `unread`), that is not a row of numbers."""
     for line, row in _rows(path):
         if len(row) != len(header):
             raise DataError(f"{path}, line {line}: {len(row)} values, but the header has "
                             f"{len(header)} columns")
-        for name, cell in zip(header, row):
-            if not NUMBER.fullmatch(cell):
+        for index, (name, cell) in enumerate(zip(header, row)):
+            if index not in unread and not NUMBER.fullmatch(cell):
                 raise DataError(f"{path}, line {line}, column {name!r}: {cell!r} is not a "
                                 "number") from None
 

@@ -29,6 +29,7 @@ from linfit.checkpoint import load_weights, read_line
 from linfit.data_files import CHUNK_ROWS, checked_file, column_chunks, is_npz, prediction_columns
 from linfit.errors import DataError, LinfitError, RunDirError
 from linfit.fileio import atomic_write
+from linfit.interrupts import interrupted_status, sigterm_interrupts
 from linfit.npz_files import array_shapes_to_predict, check_finite, row_chunks
 from linfit.npz_files import feature_names as npz_feature_names
 from linfit.npz_files import target_names as npz_target_names
@@ -45,6 +46,8 @@ class PredictionInputs:
       feature_names: the file's names of the model's features, in its order.
       target_names: the file's target columns; () when it has none.
       columns: () -> (x [rows, d], y [rows, k] or None) in float32, chunk by chunk.
+      output_names: what names each output's predictions (the file's targets, else
+        the run's, else 0, 1, ...).
     """
 
     checkpoint: Path
@@ -54,6 +57,7 @@ class PredictionInputs:
     feature_names: tuple[str, ...]
     target_names: tuple[str, ...]
     columns: Callable[[], Iterator[tuple[np.ndarray, np.ndarray | None]]]
+    output_names: tuple[str, ...] = ()
 
     def chunks(self):
         """(x, y or None) chunk by chunk, shaped as the model takes x and gives its
@@ -73,7 +77,10 @@ def read_inputs(checkpoint: str | Path, data: str | Path, target: str = "") -> P
     """
     checkpoint = Path(checkpoint)
     features, outputs = checkpoint_shape(checkpoint)
-    names, run_target = RunDir(checkpoint.parent).training_columns()
+    names, run_target = _run_of(checkpoint).training_columns()
+    run_targets = tuple(name for name in _names(run_target) if name)
+    if len(_names(target)) > 1 and sorted(_names(target)) == sorted(run_targets):
+        target = run_target  # the model's outputs are in the run's order, not the one asked
     path = checked_file(data)
     read = _npz_columns if is_npz(path) else _csv_columns
     feature_names, target_names, columns = read(path, names, features, target, run_target)
@@ -82,8 +89,24 @@ def read_inputs(checkpoint: str | Path, data: str | Path, target: str = "") -> P
                         f"checkpoint's model has {outputs or 1} output(s): "
                         + ("give y the model's outputs" if is_npz(path)
                            else "name its target columns with --target"))
+    output_names = next((given for given in (target_names, run_targets)
+                         if len(given) == (outputs or 1)),
+                        tuple(str(j) for j in range(outputs or 1)))
     return PredictionInputs(checkpoint, features, outputs, path, feature_names, target_names,
-                            columns)
+                            columns, output_names)
+
+
+def _names(columns: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (columns,) if isinstance(columns, str) else tuple(columns)
+
+
+def _run_of(checkpoint: Path) -> RunDir:
+    """The run directory of a checkpoint: its folder, or for a periodic checkpoint
+    (RUN/checkpoints/<run>/epoch-N.weights.h5) the run's."""
+    folder = checkpoint.resolve().parent
+    if folder.parent.name == RunDir.CHECKPOINTS:
+        return RunDir(folder.parent.parent)
+    return RunDir(folder)
 
 
 def _csv_columns(path: Path, names, features: int | None, target, run_target):
@@ -92,7 +115,7 @@ def _csv_columns(path: Path, names, features: int | None, target, run_target):
     path, header, columns, targets = prediction_columns(path, names, features, target,
                                                         run_target)
     return (tuple(header[i] for i in columns), tuple(header[i] for i in targets),
-            lambda: column_chunks(path, header, columns, targets))
+            lambda: column_chunks(path, header, columns, targets, others_read=False))
 
 
 def _npz_columns(path: Path, names, features: int | None, target, run_target):
@@ -111,7 +134,7 @@ def _npz_columns(path: Path, names, features: int | None, target, run_target):
                         "writes them) with the training data's features in that order")
     targets = () if y_shape is None else npz_target_names(
         path, None if len(y_shape) == 1 else y_shape[1])
-    asked = (target,) if isinstance(target, str) else tuple(target)
+    asked = _names(target)
     if target and asked != targets:
         raise DataError(f"{path}: --target {','.join(asked)}: an NPZ file's target is its "
                         f"array y ({', '.join(targets) or 'which it lacks'}): leave --target out")
@@ -177,11 +200,8 @@ class PredictionWriter:
     def _names(self, predictions: np.ndarray) -> list[str]:
         inputs = self._inputs
         names = [*inputs.feature_names, *inputs.target_names]
-        outputs = 1 if predictions.ndim == 1 else predictions.shape[1]
-        suffixes = inputs.target_names if len(inputs.target_names) == outputs else \
-            [str(j) for j in range(outputs)]
         return names + (["prediction"] if predictions.ndim == 1 else
-                        [f"prediction_{suffix}" for suffix in suffixes])
+                        [f"prediction_{name}" for name in inputs.output_names])
 
 
 def write_predictions(out, inputs: PredictionInputs, model) -> PredictionWriter:
@@ -209,11 +229,16 @@ def parse_args(argv=None, prog: str = "python -m linfit.predict") -> argparse.Na
                              "outputs")
     parser.add_argument("--out", metavar="CSV",
                         help="write the predictions here (default: standard output)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out if it exists (never the data or the checkpoint)")
     return parser.parse_args(None if argv is None else [str(arg) for arg in argv])
 
 
-def checked_out(out: str | None) -> Path | None:
-    """--out, once it is known to be a file that can be written (checked first)."""
+def checked_out(out: str | None, overwrite: bool = False, inputs: dict | None = None
+                ) -> Path | None:
+    """--out, once it is known to be a file that can be written (checked first): a
+    file that exists only with `overwrite`, and never one of `inputs` ({option:
+    path}, the files read)."""
     if out is None:
         return None
     path = Path(out)
@@ -221,6 +246,13 @@ def checked_out(out: str | None) -> Path | None:
         raise RunDirError(f"--out {path} is a directory: give the name of a CSV file to write")
     if path.exists() and not path.is_file():
         raise RunDirError(f"--out {path} is not a regular file: give a CSV file to write")
+    for option, given in (inputs or {}).items():
+        if _same_file(path, given):
+            raise RunDirError(f"--out {path} is the {option} file: write the predictions to "
+                              "another file")
+    if path.exists() and not overwrite:
+        raise RunDirError(f"--out {path} exists: give another file, or add --overwrite to "
+                          "replace it")
     if not path.parent.is_dir():
         raise RunDirError(f"--out {path}: directory {path.parent} does not exist")
     if not os.access(path.parent, os.W_OK):
@@ -230,36 +262,49 @@ def checked_out(out: str | None) -> Path | None:
 
 def main(argv=None, prog: str = "python -m linfit.predict") -> int:
     args = parse_args(argv, prog)
-    try:
-        out = checked_out(args.out)
-        target = tuple(args.target.split(",")) if "," in args.target else args.target
-        inputs = read_inputs(args.checkpoint, args.data, target)
-        import_tensorflow()
-        model = prediction_model(inputs)
-        if out is not None:
-            written = []
-            atomic_write(out, lambda temporary: written.append(_write_file(temporary, inputs,
-                                                                            model)))
-            print(f"Wrote {written[0].rows} predictions to {out}")
-        else:
-            written = [write_predictions(sys.stdout, inputs, model)]
-            sys.stdout.flush()
-        if written[0].values:
-            loss = written[0].squared_error / written[0].values
-            print(f"loss={loss:2.5f} (mean squared error against the target)",
-                  file=sys.stdout if out is not None else sys.stderr)
-    except BrokenPipeError:
-        # The reader stopped reading (`| head`): as for any Unix filter, not an error.
-        # Python would report the pipe again when it flushes stdout at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except LinfitError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: no predictions written", file=sys.stderr)
-        return 130
+    with sigterm_interrupts():
+        try:
+            predict(args)
+        except BrokenPipeError:
+            # The reader stopped reading (`| head`): as for any Unix filter, not an error.
+            # Python would report the pipe again when it flushes stdout at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except LinfitError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM: --out is left as it was
+            print("interrupted: no predictions written", file=sys.stderr)
+            return interrupted_status(interrupt)
     return 0
+
+
+def predict(args: argparse.Namespace) -> None:
+    """The command, its arguments parsed."""
+    out = checked_out(args.out, args.overwrite, {"--data": args.data,
+                                                 "--checkpoint": args.checkpoint})
+    target = tuple(args.target.split(",")) if "," in args.target else args.target
+    inputs = read_inputs(args.checkpoint, args.data, target)
+    import_tensorflow()
+    model = prediction_model(inputs)
+    if out is not None:
+        written = []
+        atomic_write(out, lambda temporary: written.append(_write_file(temporary, inputs,
+                                                                        model)))
+        print(f"Wrote {written[0].rows} predictions to {out}")
+    else:
+        written = [write_predictions(sys.stdout, inputs, model)]
+        sys.stdout.flush()
+    if written[0].values:
+        loss = written[0].squared_error / written[0].values
+        print(f"loss={loss:2.5f} (mean squared error against the target)",
+              file=sys.stdout if out is not None else sys.stderr)
+
+
+def _same_file(path: Path, other) -> bool:
+    try:
+        return os.path.samefile(path, other)
+    except (OSError, ValueError):
+        return False
 
 
 def _write_file(path: Path, inputs: PredictionInputs, model) -> PredictionWriter:

@@ -79,16 +79,16 @@ def test_the_runs_target_is_found_by_name_when_the_file_has_it(tmp_path, capsys)
     for run in ("a", "b"):
         checkpoint = tmp_path / run / "module-manual.weights.h5"
         assert main(["--checkpoint", checkpoint, "--data", tmp_path / "houses.csv",
-                     "--out", tmp_path / "scored.csv"]) == 0
-        rows = read_rows(tmp_path / "scored.csv")
+                     "--out", tmp_path / f"scored-{run}.csv"]) == 0
+        rows = read_rows(tmp_path / f"scored-{run}.csv")
         assert list(rows[0]) == ["rooms", "age", "price", "prediction"]
         predictions = np.array([float(r["prediction"]) for r in rows])
         loss = float(capsys.readouterr().out.split("loss=")[1].split()[0])
         assert loss == pytest.approx(np.mean((predictions - table[:, 2]) ** 2), abs=1e-5)
         assert main(["--checkpoint", checkpoint, "--data", tmp_path / "new.csv",
-                     "--out", tmp_path / "new-predictions.csv"]) == 0
+                     "--out", tmp_path / f"new-{run}.csv"]) == 0
         assert "loss=" not in capsys.readouterr().out
-        new_rows = read_rows(tmp_path / "new-predictions.csv")
+        new_rows = read_rows(tmp_path / f"new-{run}.csv")
         assert list(new_rows[0]) == ["rooms", "age", "prediction"]
         assert [r["prediction"] for r in new_rows] == [r["prediction"] for r in rows]
 
@@ -194,3 +194,88 @@ def test_a_checkpoint_that_is_not_a_line_is_refused(tmp_path):
                              tmp_path / "m.weights.h5", "--data", tmp_path / "d.csv"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "is not a checkpoint of f(x) = x·W + b" in result.stderr
+
+
+def test_out_replaces_a_file_only_when_asked_and_never_a_file_it_reads(standardized_run,
+                                                                       tmp_path, capsys):
+    root, _, _ = standardized_run
+    checkpoint = root / "run" / "keras-keras.weights.h5"
+    data = tmp_path / "d.csv"
+    data.write_bytes((root / "train.csv").read_bytes())
+    mine = tmp_path / "mine.csv"
+    mine.write_text("mine\n")
+    files = (data, checkpoint, mine)
+    before = [path.read_bytes() for path in files]
+    for out, extra, message in ((mine, [], f"--out {mine} exists: give another file, or add "
+                                            "--overwrite to replace it"),
+                                (data, ["--overwrite"], f"--out {data} is the --data file"),
+                                (checkpoint, ["--overwrite"], "is the --checkpoint file")):
+        assert main(["--checkpoint", checkpoint, "--data", data, "--out", out, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1
+        assert [path.read_bytes() for path in files] == before
+    assert main(["--checkpoint", checkpoint, "--data", data, "--out", mine, "--overwrite"]) == 0
+    assert mine.read_text().startswith("size,rate,y,prediction\n")
+
+
+def test_a_periodic_checkpoint_finds_its_runs_columns_whatever_their_order(tmp_path, capsys):
+    """RUN/checkpoints/<run>/epoch-N.weights.h5 reads RUN's metrics.json (it fell back to
+    the columns' order: 4 features for 2); the targets named in another order
+    (--target t2,t1) are still the model's t1 and t2; a text column the model does
+    not read (an id) is kept out of it; a file without targets names the
+    predictions after the run's."""
+    from linfit.checkpoint import read_line
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(60, 2))
+    y = np.column_stack([x @ [1.0, 2.0] + 1, x @ [-1.0, 0.5]])
+    np.savetxt(tmp_path / "d.csv", np.column_stack([x, y]), delimiter=",",
+               header="a,b,t1,t2", comments="", fmt="%.9g")
+    assert train_main(["--data", tmp_path / "d.csv", "--model", "module", "--loop", "manual",
+                       "--set", 'data.target=["t1", "t2"]', "--set", "train.epochs=4",
+                       "--set", "train.checkpoint_every=2", "--out", tmp_path / "run"]) == 0
+    checkpoint = tmp_path / "run" / "checkpoints" / "module-manual" / "epoch-0002.weights.h5"
+    w, b = read_line(checkpoint)
+    expected = x.astype(np.float32).astype(np.float64) @ w + b
+    with (tmp_path / "shuffled.csv").open("w") as f:
+        f.write("t2,id,b,t1,a\n" + "".join(f"{t2:.9g},house {i},{bb:.9g},{t1:.9g},{a:.9g}\n"
+                                           for i, ((a, bb), (t1, t2)) in enumerate(zip(x, y))))
+    losses = []
+    for target, out in (([], "p1.csv"), (["--target", "t2,t1"], "p2.csv")):
+        capsys.readouterr()
+        assert main(["--checkpoint", checkpoint, "--data", tmp_path / "shuffled.csv",
+                     "--out", tmp_path / out, *target]) == 0
+        losses.append(capsys.readouterr().out.split("loss=")[1])
+        rows = read_rows(tmp_path / out)
+        assert list(rows[0]) == ["a", "b", "t1", "t2", "prediction_t1", "prediction_t2"]
+        np.testing.assert_allclose([[float(r["prediction_t1"]), float(r["prediction_t2"])]
+                                    for r in rows], expected, rtol=1e-6, atol=1e-6)
+    assert losses[0] == losses[1]
+    np.savetxt(tmp_path / "new.csv", x, delimiter=",", header="a,b", comments="",
+               fmt="%.9g")
+    assert main(["--checkpoint", checkpoint, "--data", tmp_path / "new.csv"]) == 0
+    assert capsys.readouterr().out.startswith("a,b,prediction_t1,prediction_t2\n")
+
+
+def test_sigterm_leaves_no_predictions_and_exits_143(standardized_run, tmp_path, monkeypatch,
+                                                      capsys):
+    """As Ctrl-C does (a scheduler's or `timeout`'s SIGTERM left a hidden temporary file)."""
+    import os
+    import signal
+
+    from linfit import predict
+
+    root, _, _ = standardized_run
+    write = predict.PredictionWriter.write
+
+    def write_then_terminate(self, *args):
+        write(self, *args)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(predict.PredictionWriter, "write", write_then_terminate)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["--checkpoint", root / "run" / "keras-keras.weights.h5", "--data",
+                 root / "train.csv", "--out", tmp_path / "p.csv"]) == 143
+    assert capsys.readouterr().err == "interrupted: no predictions written\n"
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) == before
