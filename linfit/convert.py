@@ -31,13 +31,23 @@ import numpy as np
 from linfit.data_files import shown
 from linfit.errors import DataError, LinfitError, RunDirError
 from linfit.fileio import atomic_write, write_error
-from linfit.npz_files import NAMES, TARGET_NAMES
+from linfit.interrupts import interrupted_status, sigterm_interrupts
+from linfit.npz_files import MAX_NAME, NAMES, TARGET_NAMES
 from linfit.runtime import import_tensorflow
 from linfit.streams import DataFiles, open_data_files
+
+# How a stream's errors end when the in-memory reader would read the file.
+STREAM_ADVICE = "or set data.streaming = false"
 
 
 def main(argv=None, prog: str = "python -m linfit.convert") -> int:
     args = parse_args(argv, prog)
+    with sigterm_interrupts():
+        return convert(args)
+
+
+def convert(args: argparse.Namespace) -> int:
+    """The command, its arguments parsed: its exit status."""
     out = Path(args.out)
     made = not out.exists()
     written, outputs = [], []
@@ -47,6 +57,7 @@ def main(argv=None, prog: str = "python -m linfit.convert") -> int:
         files = open_data_files(args.data, target, features)
         if files.arrays is not None:
             raise DataError(f"{files.source} is NPZ already: give CSV files")
+        check_names(files)
         outputs = output_paths(files, out)
         import_tensorflow()
         for shard, path in enumerate(outputs):
@@ -58,13 +69,26 @@ def main(argv=None, prog: str = "python -m linfit.convert") -> int:
             out.rmdir()  # made for nothing
         kept = (f" ({len(written)} of {len(outputs)} files were written before it, complete; "
                 "they are kept: remove them, or convert into another --out)") if written else ""
-        if isinstance(error, KeyboardInterrupt):
+        if isinstance(error, KeyboardInterrupt):  # Ctrl-C or SIGTERM
             print(f"interrupted: the file being written was removed{kept}", file=sys.stderr)
-            return 130
-        print(f"error: {error}{kept}", file=sys.stderr)
+            return interrupted_status(error)
+        message = str(error).replace(STREAM_ADVICE, "or train on the CSV files themselves "
+                                     "with data.streaming = false (convert reads them as a "
+                                     "stream does)")
+        print(f"error: {message}{kept}", file=sys.stderr)
         return 2
     print(f"Train on them with --data '{out / '*.npz'}' --set data.streaming=true")
     return 0
+
+
+def check_names(files: DataFiles) -> None:
+    """Refuse columns whose names an NPZ file's x_names or y_names cannot hold (as
+    `linfit.npz_files` reads them), before anything is written."""
+    long = [name for name in files.feature_names + files.target_names if len(name) > MAX_NAME]
+    if long:
+        raise DataError(f"{files.source}: column {long[0][:40]!r}... has {len(long[0])} "
+                        f"characters, more than the {MAX_NAME} an NPZ file's names hold: "
+                        "shorten it")
 
 
 def output_paths(files: DataFiles, out: Path) -> list[Path]:

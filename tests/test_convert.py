@@ -259,3 +259,38 @@ def test_a_shard_that_changes_while_it_is_converted_is_one_line(tmp_path, capsys
         f"error: {path} changed while it was read (a file's rows are not those counted "
         "before training): run the command again\n")
     assert not (tmp_path / "npz").exists()
+
+
+@pytest.mark.parametrize("header, options, message", [
+    # A name an NPZ's x_names cannot hold: training on the files was refused.
+    ("a,{long},y", [], "has 300 characters, more than the 256 an NPZ file's names hold"),
+    ("a,b,y", ["--features", "a,a"], "data.features names column 'a' more than once"),
+])
+def test_columns_an_npz_file_cannot_name_are_refused_before_writing(tmp_path, capsys,
+                                                                      header, options, message):
+    path = tmp_path / "d.csv"
+    path.write_text(header.format(long="b" * 300) + "\n1,2,3\n4,5,6\n")
+    assert main(["--data", str(path), "--out", str(tmp_path / "npz"), *options]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "npz").exists()
+
+
+def test_a_file_whose_name_looks_like_a_glob_is_that_file(tmp_path, capsys, monkeypatch):
+    """`sales[2024].csv` exists: it is converted (it "matched no file", as a pattern)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sales[2024].csv").write_text("a,y\n1,2\n3,4\n")
+    assert main(["--data", "sales[2024].csv", "--out", "npz"]) == 0
+    with np.load(tmp_path / "npz" / "sales[2024].npz") as stored:
+        assert stored["x"].tolist() == [[1], [3]] and stored["y"].tolist() == [2, 4]
+
+
+def test_a_stream_error_gives_advice_convert_can_take(tmp_path, capsys):
+    """Old Mac line endings, which linfit's in-memory reader reads and a stream does
+    not: not 'set data.streaming', which convert has no use for."""
+    path = tmp_path / "d.csv"
+    path.write_bytes(b"a,y\r1,2\r3,4\r")
+    assert main(["--data", str(path), "--out", str(tmp_path / "npz")]) == 2
+    err = capsys.readouterr().err
+    assert "or train on the CSV files themselves with data.streaming = false" in err
+    assert "or set data.streaming" not in err
