@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from linfit.agreement import DEFAULT_RTOL, Agreement, compare_columns
-from linfit.config import toml_value
+from linfit.config import load_config, toml_value
+from linfit.console import say
 from linfit.config_help import config_items
 from linfit.errors import LinfitError, RunDirError
 from linfit.rundir import RunDir
@@ -70,23 +71,23 @@ def main(argv=None, prog: str = "python -m linfit.compare") -> int:
     except LinfitError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"A = {args.run_a}\nB = {args.run_b}\n")
+    say(f"A = {args.run_a}\nB = {args.run_b}\n")
     for label, agreement in agreements.items():
-        print(f"{label}:")
+        say(f"{label}:")
         if label in unshared:
-            print(f"They DIFFER: {unshared[label]}. The quantities both record:")
-        print("\n".join(agreement.summary_lines()))
-        print()
+            say(f"They DIFFER: {unshared[label]}. The quantities both record:")
+        say("\n".join(agreement.summary_lines()))
+        say()
     differing = [label for label, agreement in agreements.items()
                  if not agreement.agree or label in unshared]
-    print("They differ in " + ", ".join(differing) + "." if differing else
-          f"All {len(agreements)} compared runs agree.")
+    say("They differ in " + ", ".join(differing) + "." if differing else
+        f"All {len(agreements)} compared runs agree.")
     try:
         changed = config_differences(args.run_a, args.run_b)
     except LinfitError as error:  # the runs are compared all the same
-        print(f"Their configs cannot be compared: {error}")
+        say(f"Their configs cannot be compared: {error}")
     else:
-        print("Config keys that differ: " + "; ".join(
+        say("Config keys that differ: " + "; ".join(
             f"{key} = {a} in A, {b} in B" for key, a, b in changed) if changed else
             "Their configs are the same.")
     return 1 if differing else 0
@@ -94,7 +95,7 @@ def main(argv=None, prog: str = "python -m linfit.compare") -> int:
 
 def config_differences(path_a, path_b) -> list[tuple[str, str, str]]:
     """(key, value in A, value in B) for each config key the two runs set differently."""
-    a, b = (config_items(RunDir(path).read_config()) for path in (path_a, path_b))
+    a, b = (config_items(load_config(Path(path) / RunDir.CONFIG)) for path in (path_a, path_b))
     return [(key, toml_value(value_a), toml_value(value_b))
             for (key, value_a, _), (_, value_b, _) in zip(a, b) if value_a != value_b]
 

@@ -332,7 +332,8 @@ class RunDir:
         """The runs of a finished run directory, by label ("module-manual", ...)."""
         metrics_path = self.path / self.METRICS
         if not self.path.is_dir():
-            raise RunDirError(f"run directory {self.path} does not exist")
+            raise RunDirError(f"{self.path} is a file, not a run directory" if self.path.exists()
+                              else f"run directory {self.path} does not exist")
         if not metrics_path.is_file():
             raise RunDirError(f"{self.path} has no metrics.json: it is not a finished linfit "
                               "run")

@@ -52,7 +52,9 @@ def test_compare_cli_bad_input_exit_2(two_runs, tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "metrics.json").write_text("{not json")
+    (tmp_path / "file.csv").write_text("x,y\n1,2\n")
     for other, message in ((tmp_path / "nope", "does not exist"),
+                           (tmp_path / "file.csv", "is a file, not a run directory"),
                            (tmp_path / "empty", "has no metrics.json"),
                            (tmp_path / "broken", "is not a linfit metrics file")):
         result = subprocess.run([sys.executable, "-m", "linfit.compare", str(two_runs / "a"),
@@ -86,3 +88,26 @@ def test_runs_that_record_other_quantities_differ_and_say_why(two_runs, capsys):
     assert "They differ in module-manual, module-keras." in out
     assert out.rstrip().endswith(
         "Config keys that differ: train.record_full_loss = true in A, false in B")
+
+
+def test_a_reader_that_stops_reading_leaves_the_verdict_in_the_exit_status(two_runs):
+    """`compare A B | head -1`: no traceback; 0 still says they agree, 1 that they differ."""
+    for other, status in (("b", 0), ("c", 1)):
+        result = subprocess.run(
+            f'"{sys.executable}" -m linfit.compare "{two_runs / "a"}" "{two_runs / other}" '
+            '| head -c 1 > /dev/null; exit "${PIPESTATUS[0]}"', shell=True,
+            executable="/bin/bash", capture_output=True, text=True, timeout=60)
+        assert (result.returncode, result.stderr) == (status, "")
+
+
+def test_configs_are_compared_without_the_run_marker(two_runs, tmp_path, capsys):
+    """A run directory copied without linfit's hidden marker (cp -r of its files):
+    its config is compared, not refused as "--resume continues ... only"."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(two_runs / "c", copy)
+    (copy / ".linfit-run").unlink()
+    assert main([str(two_runs / "a"), str(copy)]) == 1
+    assert "Config keys that differ: train.learning_rate = 0.1 in A, 0.11 in B" in \
+        capsys.readouterr().out
