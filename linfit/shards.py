@@ -25,7 +25,12 @@ def is_sharded(spec: str | Path | tuple[str, ...]) -> bool:
     one file, whatever its name."""
     if isinstance(spec, Path):
         return False
-    return not isinstance(spec, str) or bool(GLOB_CHARACTERS & set(spec))
+    return not isinstance(spec, str) or _is_pattern(spec)
+
+
+def _is_pattern(text: str) -> bool:
+    """A glob pattern, unless a file has that very name ("sales[2024].csv")."""
+    return bool(GLOB_CHARACTERS & set(text)) and not Path(text).is_file()
 
 
 def shard_paths(spec: str | tuple[str, ...]) -> list[Path]:
@@ -36,7 +41,7 @@ def shard_paths(spec: str | tuple[str, ...]) -> list[Path]:
     """
     paths = []
     for pattern in [spec] if isinstance(spec, str) else spec:
-        if not GLOB_CHARACTERS & set(pattern):
+        if not _is_pattern(pattern):
             paths.append(Path(pattern))
             continue
         found = sorted(Path(p) for p in glob.glob(pattern, recursive=True)
@@ -132,7 +137,7 @@ def shard_chunks(paths: list[Path], target: str | tuple[str, ...] = "",
 def describe(spec: str | tuple[str, ...], paths: list[Path]) -> str:
     """`data/part-*.csv (3 files)`, as reports name the data."""
     named = spec if isinstance(spec, str) else ", ".join(spec)
-    return f"{named} ({len(paths)} files)"
+    return f"{named} ({len(paths)} file{'s' if len(paths) > 1 else ''})"
 
 
 def _joined(arrays: list[np.ndarray]) -> np.ndarray:

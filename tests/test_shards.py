@@ -133,3 +133,21 @@ def test_npz_shards_that_do_not_fit_are_named_before_any_is_read(tmp_path, capsy
                    f"{tmp_path}/p-0.npz names them t: give every shard the same y_names"}[late]
     assert error == expected + "\n"
     assert not (tmp_path / "out").exists()
+
+
+def test_a_file_named_like_a_pattern_is_read_as_that_file(tmp_path, monkeypatch, capsys):
+    """`data.path = "sales[2024].csv"` names the file when it exists ("matched no file"
+    before), and is a pattern when it does not (sales2.csv)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sales[2024].csv").write_text("x,y\n" + "".join(
+        f"{i},{2 * i + 1}\n" for i in range(10)))
+    common = ["--set", "train.epochs=2", "--set", "train.learning_rate=0.01", "--model",
+              "module", "--loop", "manual"]
+    assert main(["--data", "sales[2024].csv", *common, "--out", "run"]) == 0
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["data"]["source"] == \
+        "sales[2024].csv"
+    (tmp_path / "sales2.csv").write_text((tmp_path / "sales[2024].csv").read_text())
+    (tmp_path / "sales[2024].csv").unlink()
+    assert main(["--data", "sales[2024].csv", *common, "--out", "run2"]) == 0
+    assert json.loads((tmp_path / "run2" / "metrics.json").read_text())["data"]["source"] == \
+        "sales[2024].csv (1 file)"
