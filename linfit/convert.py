@@ -52,6 +52,8 @@ def convert(args: argparse.Namespace) -> int:
     made = not out.exists()
     written, outputs = [], []
     try:
+        if not args.out.strip():  # Path("") is the current directory
+            raise RunDirError("--out is empty: give the directory for the NPZ files")
         target = tuple(args.target.split(",")) if "," in args.target else args.target
         features = tuple(args.features.split(",")) if args.features else ()
         files = open_data_files(args.data, target, features)

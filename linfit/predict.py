@@ -185,6 +185,17 @@ class PredictionWriter:
         self.rows, self.squared_error, self.values = 0, 0.0, 0
 
     def write(self, x: np.ndarray, y: np.ndarray | None, predictions: np.ndarray) -> None:
+        """Write a chunk's rows.
+
+        Raises:
+          DataError: for a prediction float32 cannot hold (features far outside
+            the training data's range), naming its data row.
+        """
+        overflow = ~np.isfinite(predictions.reshape(len(predictions), -1)).all(axis=1)
+        if overflow.any():
+            raise DataError(f"{self._inputs.path}, data row {self.rows + overflow.argmax() + 1}: "
+                            "the prediction overflows float32 (the features are too large "
+                            "for the model): check or rescale that row")
         if not self.rows:  # the first chunk: the header, named after its predictions
             self._writer.writerow(self._names(predictions))
         rows = len(predictions)

@@ -102,13 +102,17 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
 
 @pytest.mark.parametrize("out, message", [
     ("file", "is a file: give a directory"),
+    ("", "--out is empty: give the directory for the NPZ files"),
 ])
-def test_an_output_that_is_not_a_directory_is_refused(tmp_path, capsys, out, message):
+def test_an_output_that_is_not_a_directory_is_refused(tmp_path, capsys, monkeypatch, out,
+                                                      message):
+    monkeypatch.chdir(tmp_path)  # --out "" wrote here
     data = write_shards(tmp_path / "csv", rows=(20,))
     (tmp_path / "file").write_text("mine")
-    assert main(["--data", str(data / "part-0.csv"), "--out", str(tmp_path / out)]) == 2
+    assert main(["--data", str(data / "part-0.csv"), "--out", out]) == 2
     assert message in capsys.readouterr().err
     assert (tmp_path / "file").read_text() == "mine"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["csv", "file"]
 
 
 @pytest.mark.parametrize("streaming", ["true", "false"])

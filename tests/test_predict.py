@@ -101,6 +101,18 @@ def test_a_bare_checkpoint_uses_column_count(tmp_path, capsys):
         "3", "5"]
 
 
+def test_a_prediction_float32_cannot_hold_is_refused(tmp_path, capsys):
+    """3e38 is finite in float32, 5 × 3e38 is not: it was written as inf, with exit 0."""
+    save_weights(LinearModule(), tmp_path / "m.weights.h5")
+    (tmp_path / "d.csv").write_text("x\n1\n3e38\n")
+    assert main(["--checkpoint", tmp_path / "m.weights.h5", "--data", tmp_path / "d.csv",
+                 "--out", tmp_path / "p.csv"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {tmp_path / 'd.csv'}, data row 2: the prediction overflows float32 (the "
+        "features are too large for the model): check or rescale that row\n")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["d.csv", "m.weights.h5"]
+
+
 @pytest.mark.parametrize("text, message", [
     ("a,b,c,d\n1,2,3,4\n",
      "has 4 feature column(s) (a, b, c, d) but the checkpoint's model takes 1"),
