@@ -8,11 +8,11 @@
     linfit config keys      every config key, its default and meaning
 """
 
-import argparse
 import importlib
 import sys
 
 import linfit
+from linfit.arguments import ArgumentParser
 
 COMMANDS = {"train": "train a model (the guide by default)",
             "compare": "compare two run directories",
@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     if argv and argv[0] in COMMANDS:
         command = importlib.import_module(MODULES[argv[0]])
         return command.main(argv[1:], prog=f"linfit {argv[0]}")
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="linfit", description="linfit: the TensorFlow guide 'Basic training loops', "
         "done right. Commands: " + "; ".join(f"{name}: {text}" for name, text in COMMANDS.items()))
     parser.add_argument("--version", action="version", version=f"linfit {linfit.__version__}")

@@ -9,14 +9,14 @@ The comparison itself is `linfit.agreement`; the exact answer runs are
 compared against is `linfit.reference`.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 from linfit.agreement import DEFAULT_RTOL, Agreement, compare_columns
+from linfit.arguments import ArgumentParser
 from linfit.config import load_config, toml_value
-from linfit.console import say
 from linfit.config_help import config_items
+from linfit.console import say
 from linfit.errors import LinfitError, RunDirError
 from linfit.rundir import RunDir
 
@@ -56,7 +56,7 @@ def _unshared(a: dict, b: dict) -> str:
 
 
 def main(argv=None, prog: str = "python -m linfit.compare") -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=prog,
         description="Compare two finished linfit run directories, run by run. Exit status: "
                     "0 when they agree, 1 when they differ, 2 on bad input.")

@@ -3,12 +3,12 @@ resolved config as TOML, a comment on every key) and `linfit config keys` (a
 table of them). No TensorFlow here, so both answer at once.
 """
 
-import argparse
 import dataclasses
 import shutil
 import sys
 import textwrap
 
+from linfit.arguments import ArgumentParser
 from linfit.config import (COMPILE_MODES, LOOPS, MODEL_KINDS, MONITORS, OPTIMIZERS, STRATEGIES,
                            Config, toml_value)
 
@@ -156,7 +156,7 @@ def keys_table() -> str:
 
 
 def main(argv=None, prog: str = "linfit config") -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=prog, description="The config keys of `linfit train` (python -m linfit.train). "
         "To see a resolved config with a comment on every key: "
         "python -m linfit.train --print-config [--config FILE] [--set KEY=VALUE].")

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from linfit.arguments import ArgumentParser
 from linfit.data_files import shown
 from linfit.errors import DataError, LinfitError, RunDirError
 from linfit.fileio import atomic_write, write_error
@@ -171,7 +172,7 @@ def _one_shard(files: DataFiles, shard: int) -> DataFiles:
 
 
 def parse_args(argv=None, prog: str = "python -m linfit.convert") -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=prog, description="Convert CSV shards to NPZ files (float32 x and y, "
         "uncompressed), which a stream reads without parsing text.")
     parser.add_argument("--data", required=True, metavar="CSV",

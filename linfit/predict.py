@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from linfit.arguments import ArgumentParser
 from linfit.checkpoint import load_weights, read_line
 from linfit.data_files import CHUNK_ROWS, checked_file, column_chunks, is_npz, prediction_columns
 from linfit.errors import DataError, LinfitError, RunDirError
@@ -226,7 +227,7 @@ def write_predictions(out, inputs: PredictionInputs, model) -> PredictionWriter:
 
 
 def parse_args(argv=None, prog: str = "python -m linfit.predict") -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=prog,
         description="Predict with a linfit (or Keras) .weights.h5 checkpoint of f(x) = x·W + b.")
     parser.add_argument("--checkpoint", required=True, metavar="PATH",

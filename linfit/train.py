@@ -18,6 +18,7 @@ import json
 import shlex
 import sys
 
+from linfit.arguments import ArgumentParser
 from linfit.config import LOOPS, MODEL_KINDS, Config, load_config
 from linfit.config_help import commented_toml
 from linfit.errors import ConfigError, LinfitError
@@ -25,7 +26,7 @@ from linfit.runtime import command_name
 
 
 def parse_args(argv=None, prog: str | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=prog or command_name("python -m linfit.train"),
         description="Train f(x) = x·W + b as in the TensorFlow guide 'Basic training loops': "
                     "a tf.Module and a keras.Model, each with a GradientTape loop and with "

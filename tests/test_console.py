@@ -192,9 +192,28 @@ def test_help_names_its_own_command_and_points_to_the_config_keys(command, prog)
 
 def test_an_unquoted_list_in_set_says_to_quote_it(tmp_path):
     result = cli("--set", "model.init_w=[1,", "2]", cwd=tmp_path)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.returncode == 2 and result.stderr.startswith("error: ")
+    assert result.stderr.count("\n") == 1  # not argparse's usage first
     assert "unrecognized arguments: 2]" in result.stderr
     assert "must be quoted: --set 'model.init_w=[1, 2]'" in result.stderr
+
+
+@pytest.mark.parametrize("module, argv, message", [
+    ("linfit.train", ["--model", "foo"], "argument --model: invalid choice: 'foo'"),
+    ("linfit.predict", ["--data", "d.csv"], "the following arguments are required: --checkpoint"),
+    ("linfit.compare", ["a", "b", "--rtol", "abc"], "argument --rtol: invalid float value"),
+    ("linfit.convert", ["--out", "o"], "the following arguments are required: --data"),
+    ("linfit.config_help", ["nope"], "argument what: invalid choice: 'nope'"),
+    ("linfit.__main__", ["nope"], "argument command: invalid choice: 'nope'"),
+])
+def test_a_mistake_in_the_arguments_is_one_error_line(module, argv, message, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit) as stopped:
+        importlib.import_module(module).main(argv)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and err.startswith(f"error: {message}")
+    assert err.count("\n") == 1 and err.rstrip().endswith("--help)")
 
 
 def test_nested_keys_can_be_set_on_the_command_line():

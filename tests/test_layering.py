@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "linfit"
 
 # Lowest first. Imports may point to the same layer or lower, never up.
 LAYERS = [
-    ["errors", "interrupts"],
+    ["errors", "interrupts", "arguments"],
     ["config", "toml_text", "fileio", "history", "compat", "variables", "runtime"],
     ["weights_file", "npz_files", "data_files", "shards", "standardizer", "streams",
      "agreement", "reference", "training_state"],
