@@ -353,7 +353,8 @@ class Trainer:
             self._manual_loops[key] = ManualLoop(
                 steps, self.recording.record, self.recording.names, self._loss_tracker, metrics,
                 plan.mode, state=[*model_variables(self.model), *self.optimizer.variables],
-                chunks=chunks)
+                chunks=chunks,
+                finalize=lambda: self.optimizer.finalize_variable_values(self._variables))
         self.manual_loop = self._manual_loops[key]
         self.manual_loop.run(plan, self._for_replicas(data), epochs, callbacks, first_batch)
 

@@ -38,8 +38,9 @@ class CompiledMetrics:
         self.names = [name for name in keras_model.get_metrics_result() if name != "loss"]
 
     def update(self, x, y, prediction) -> None:
-        if self.names:
-            self._model.compute_metrics(x, y, prediction)
+        if self.names:  # tensors, as fit gives them (a full batch's data are variables)
+            self._model.compute_metrics(tf.convert_to_tensor(x), tf.convert_to_tensor(y),
+                                        prediction)
 
     def update_share(self, y, prediction, share) -> None:
         """Update with a worker's rows of a batch, `share` of its rows: the
@@ -79,12 +80,15 @@ class ManualLoop:
       state: every variable a step changes (the model's and the optimizer's):
         a fused call is all or nothing, so a call that meets a non-finite
         loss is undone and its epochs run again one by one, recording each.
+      finalize: what fit does to the variables after the last epoch
+        (`optimizer.finalize_variable_values`).
     """
 
     def __init__(self, steps, record, record_names: list[str], loss_tracker: keras.metrics.Mean,
                  metrics: CompiledMetrics, mode: str = "function", state: list | None = None,
-                 chunks: tuple[int, int] | None = None):
+                 chunks: tuple[int, int] | None = None, finalize=lambda: None):
         self.mode = mode
+        self._finalize = finalize
         self.record = record
         self._record_names = list(record_names)
         self._tracker = loss_tracker
@@ -118,12 +122,16 @@ class ManualLoop:
         """
         callbacks.model.stop_training = False
         callbacks.on_train_begin()
+        # As in fit: a BackupAndRestore restores its epoch in on_train_begin.
+        epochs = range(getattr(callbacks.model, "_initial_epoch", None) or epochs.start,
+                       epochs.stop)
         if first_batch:
             logs = self._batch_by_batch(plan, data, epochs, callbacks, first_batch)
         elif plan.epochs_per_call:
             logs = self._fused(plan, data, epochs, callbacks)
         else:
             logs = self._batch_by_batch(plan, data, epochs, callbacks)
+        self._finalize()  # as fit does: an optimizer's moving average (use_ema) applied
         callbacks.on_train_end(logs)
 
     def _fused(self, plan, data, epochs, callbacks) -> dict:

@@ -5,10 +5,31 @@ replica), and a worker's share of streamed batches (`make_worker_update`,
 `make_worker_test_step`).
 """
 
+import keras
 import tensorflow as tf
 
 from linfit import compat
 from linfit.losses import NON_FINITE_LOSS, ReplicaLoss
+
+
+def training_loss(model, loss_fn):
+    """(x, y) -> (the predictions, the loss) of a batch, as Keras's `train_step`
+    computes them: a Keras model is called with training=True (Dropout drops,
+    BatchNormalization learns), and its `losses` (regularizers, `add_loss`) are
+    added to the loss, as `compute_loss` adds them."""
+    if not isinstance(model, keras.Layer):
+        def module_loss(x, y):
+            prediction = model(x)
+            return prediction, loss_fn(y, prediction)
+        return module_loss
+
+    def keras_loss(x, y):
+        prediction = model(x, training=True)
+        losses = [loss_fn(y, prediction), *(tf.reduce_sum(tf.cast(extra, prediction.dtype))
+                                            for extra in model.losses)]
+        return prediction, losses[0] if len(losses) == 1 else tf.reduce_sum(tf.stack(losses))
+
+    return keras_loss
 
 
 def make_train_step(model, variables, loss_fn, optimizer, metrics=None):
@@ -20,12 +41,13 @@ def make_train_step(model, variables, loss_fn, optimizer, metrics=None):
       it on each replica (see `distribute`). `metrics` (a `CompiledMetrics`)
       are updated with the batch's predictions, as `fit` updates them.
     """
+    forward = training_loss(model, loss_fn)
 
     def train_step(x, y):
         with tf.GradientTape() as tape:
-            prediction = model(x)
-            loss = loss_fn(y, prediction)
-        gradients = tape.gradient(loss, variables)
+            prediction, loss = forward(x, y)
+            scaled = optimizer.scale_loss(loss)  # a LossScaleOptimizer's, as fit scales it
+        gradients = tape.gradient(scaled, variables)
         optimizer.apply_gradients(zip(gradients, variables))
         if metrics is not None:
             metrics.update(x, y, prediction)
@@ -60,13 +82,15 @@ def make_accumulating_step(model, variables, loss_fn, optimizer, metrics=None):
       A chunk whose loss is not finite stops it before the update.
     """
 
+    forward = training_loss(model, loss_fn)
+
     def chunk(x, y, rows):
         """The chunk's gradient, as its share of the update's, and its loss times its rows."""
         size = tf.shape(y)[0]
         with tf.GradientTape() as tape:
-            prediction = model(x)
-            loss = loss_fn(y, prediction)
-            share = loss * (tf.cast(size, loss.dtype) / tf.cast(rows, loss.dtype))
+            prediction, loss = forward(x, y)
+            share = optimizer.scale_loss(
+                loss * (tf.cast(size, loss.dtype) / tf.cast(rows, loss.dtype)))
         if metrics is not None:
             metrics.update(x, y, prediction)
         return tape.gradient(share, variables), \
@@ -113,7 +137,8 @@ def make_worker_update(model, variables, loss_fn, optimizer, metrics, strategy):
                 rows = chunk_rows
             with tf.GradientTape() as tape:
                 summed = summed_loss(x, y, chunk_rows)
-            sums = [a + g for a, g in zip(sums, tape.gradient(summed, variables))]
+                scaled = optimizer.scale_loss(summed)
+            sums = [a + g for a, g in zip(sums, tape.gradient(scaled, variables))]
             total += summed
         # Checked summed over the workers, so that all stop at a non-finite loss
         # together (a worker's rows of the batch may be none of those that made it),
@@ -153,7 +178,7 @@ def _worker_loss(model, loss_fn, metrics):
     rows as their share of the chunk, so that added over the workers (Keras adds
     a metric's variables) they are the chunk's."""
     def summed_loss(x, y, chunk_rows):
-        prediction = model(x)
+        prediction = model(x, training=True) if isinstance(model, keras.Layer) else model(x)
         losses = loss_fn.per_example(y, prediction)  # unreduced: `ReplicaLoss` would share it
         summed = tf.reduce_sum(tf.cast(losses, tf.float64))  # a sum of many rows: no overflow
         if metrics is not None:
