@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 
 from linfit import weights_file as wf
-from linfit.errors import CheckpointError
+from linfit.errors import CheckpointError, ModelError
 from linfit.fileio import atomic_write
 
 SUFFIX = wf.SUFFIX
@@ -65,6 +65,10 @@ def save_checkpoint(path: str | os.PathLike, model, optimizer=None, state: dict 
             f.create_dataset(wf.STATE, data=np.frombuffer(state_text.encode(), np.uint8))
 
     if _has_sublayers(model):
+        if not model.built:
+            raise ModelError(f"{type(model).__name__} is not built, so it has no weights to "
+                             "save yet: fit it (or call it on data, or build it) first")
+
         def write(temporary: Path) -> None:
             import keras  # Keras's own layout for a model of layers
 
@@ -76,6 +80,9 @@ def save_checkpoint(path: str | os.PathLike, model, optimizer=None, state: dict 
     else:
         arrays = values if values is not None else [
             np.asarray(v.numpy()) for v in _variables(model)]
+        if not arrays:  # the file the guide's untracked Keras model writes: refused on load
+            raise ModelError(f"{type(model).__name__} has no variables to save: give a model "
+                             "(a tf.Module or keras.Model) with its weights")
         name = getattr(model, "name", None) or type(model).__name__
 
         def write(temporary: Path) -> None:

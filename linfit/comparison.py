@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from linfit.agreement import DEFAULT_RTOL
-from linfit.data import Data, float32_array
+from linfit.arrays import float32_array
+from linfit.data import Data
 from linfit.experiment import Comparison, Experiment, RunHooks, run_experiment
 
 

@@ -1,5 +1,5 @@
 """Training data: the guide's synthetic line or a file, validation splits,
-standardisation, and the checks every input passes. NumPy only.
+standardisation (the checks every array passes: `linfit.arrays`). NumPy only.
 
 Data is read once into float32 arrays; no epoch copies it again.
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from linfit.config import DataConfig
-from linfit.data_files import (TF_ALIGNMENT, aligned_empty, available_memory,
-                               float64_chunks, is_npz, read_table, read_target_names)
+from linfit.data_files import (available_memory, float64_chunks, is_npz, read_table,
+                               read_target_names)
 from linfit.errors import ConfigError, DataError
 from linfit.npz_files import is_stored
 from linfit.shards import (describe, is_sharded, read_shards, shard_chunks, shard_paths,
@@ -298,29 +298,6 @@ def _count(x: np.ndarray) -> int:
     return 1 if x.ndim == 1 else x.shape[1]
 
 
-def float32_array(values, name: str = "x") -> np.ndarray:
-    """`values` (an array, a tf.Tensor, a list) as a float32 array TensorFlow can share.
-
-    The array itself when it already is one (float32, C-contiguous, aligned
-    for TensorFlow, writeable: DLPack exports no read-only buffer); otherwise
-    one aligned copy. A read-only, non-contiguous or float64 array is thus
-    copied exactly once, never twice.
-
-    Raises:
-      DataError: for values that are not real numbers.
-    """
-    array = np.asarray(values)  # a view where NumPy can make one (tensors, arrays)
-    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_) or \
-            np.issubdtype(array.dtype, np.complexfloating):
-        raise DataError(f"{name} must be real numbers, got an array of {array.dtype}")
-    if array.dtype == np.float32 and array.flags.c_contiguous and array.flags.writeable \
-            and array.ctypes.data % TF_ALIGNMENT == 0:
-        return array
-    copy = aligned_empty(array.shape)
-    np.copyto(copy, array, casting="unsafe")
-    return copy
-
-
 def fingerprint(*arrays: np.ndarray, names: tuple[str, ...] = ()) -> str:
     """A short digest of arrays: their shapes, types and every value (a CRC-32 of
     their bytes, about 4 GB/s), and their columns' `names` if given, so a checkpoint
@@ -333,51 +310,6 @@ def fingerprint(*arrays: np.ndarray, names: tuple[str, ...] = ()) -> str:
         digest.update(repr((array.shape, str(array.dtype))).encode())
         digest.update(zlib.crc32(array.reshape(-1).view(np.uint8)).to_bytes(4, "little"))
     return digest.hexdigest()
-
-
-def check_inputs(x, y) -> tuple[np.ndarray, np.ndarray]:
-    """x ([N] or [N, d]) and y ([N], or [N, k] for k outputs) as float32 arrays,
-    checked for shape and finiteness.
-
-    Raises:
-      DataError: what is wrong with the inputs.
-    """
-    x = float32_array(x, "x")
-    y = float32_array(y, "y")
-    if y.ndim not in (1, 2):
-        raise DataError(f"y must have shape [N] (one target per example) or [N, k] (k "
-                        f"outputs), got shape {list(y.shape)}")
-    if x.ndim not in (1, 2) or len(x) != len(y):
-        raise DataError(f"x must have shape [N] or [N, d] with N = len(y) = {len(y)}, "
-                        f"got shape {list(x.shape)}")
-    if len(y) == 0:
-        raise DataError("no training examples: x and y are empty")
-    for name, array in (("x", x), ("y", y)):
-        if not np.isfinite(array).all():
-            row = int(np.argwhere(~np.isfinite(array))[0][0])
-            raise DataError(f"{name} has a non-finite value in row {row}: "
-                            "remove or fix it before training")
-    return x, y
-
-
-def check_features(x: np.ndarray, features: int | None) -> None:
-    """Raise DataError unless x has the shape a model with `features` takes."""
-    if features is None and x.ndim != 1:
-        raise DataError(f"the model is scalar (features=None) and takes x of shape [N], "
-                        f"got {list(x.shape)}: build it with features={x.shape[1]}")
-    if features is not None and (x.ndim != 2 or x.shape[1] != features):
-        raise DataError(f"the model takes {features} features (x of shape [N, {features}]), "
-                        f"got x of shape {list(x.shape)}")
-
-
-def check_outputs(y: np.ndarray, outputs: int | None) -> None:
-    """Raise DataError unless y has the shape a linear model with `outputs` gives."""
-    if outputs is None and y.ndim != 1:
-        raise DataError(f"the model has one output and takes y of shape [N], got "
-                        f"{list(y.shape)}: build it with outputs={y.shape[1]}")
-    if outputs is not None and (y.ndim != 2 or y.shape[1] != outputs):
-        raise DataError(f"the model has {outputs} outputs (y of shape [N, {outputs}]), "
-                        f"got y of shape {list(y.shape)}")
 
 
 def steps_per_epoch(num_examples: int, batch_size: int | None) -> int:

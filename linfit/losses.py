@@ -153,6 +153,9 @@ def optimizer_object(identifier, learning_rate) -> keras.optimizers.Optimizer:
     if isinstance(identifier, keras.optimizers.Optimizer):
         return identifier
     check_value("train.learning_rate", learning_rate, label="learning_rate")
+    if not isinstance(identifier, str):  # None, a number, an optimizer's class
+        raise ConfigError(f"optimizer={identifier!r}: use a Keras optimizer name such as "
+                          "'sgd' or 'adam', or a keras.optimizers.Optimizer (an instance)")
     try:
         return keras.optimizers.get({"class_name": identifier,
                                      "config": {"learning_rate": learning_rate}})

@@ -8,8 +8,10 @@ serves every fit on data of the same shape.
 """
 
 import dataclasses
+import functools
 import itertools
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -254,9 +256,12 @@ def _seed_pair(seed: int, epoch):
 TRAINING_LOOPS = ("manual", "keras")
 
 
-def check_fit_arguments(epochs, loop, batch_size, validation_batch_size,
-                        validation_freq) -> None:
-    """Refuse `Trainer.fit` arguments it cannot train with, naming the argument."""
+def check_fit_arguments(epochs, loop, batch_size, validation_batch_size, validation_freq, *,
+                        shuffle_seed=None, shuffle_buffer=0, initial_epoch=0,
+                        schedule=(None, 1, 0, 0), verbose=0) -> None:
+    """Refuse `Trainer.fit` arguments it cannot train with, naming the argument
+    (`schedule`: checkpoint_dir, checkpoint_every, checkpoint_every_batches,
+    keep_checkpoints)."""
     if loop not in TRAINING_LOOPS:
         raise ConfigError(f"loop={loop!r} is not a training loop: use one of {TRAINING_LOOPS}")
     check_value("train.epochs", epochs, label="epochs")
@@ -268,7 +273,38 @@ def check_fit_arguments(epochs, loop, batch_size, validation_batch_size,
     if not _positive_int(validation_freq):
         raise ConfigError(f"validation_freq={validation_freq!r}: use a positive integer "
                           "(validate after every N-th epoch)")
+    if shuffle_seed is not None:
+        check_value("data.seed", shuffle_seed, label="shuffle_seed")
+    directory, *counts = schedule
+    for key, name, value in (("data.shuffle_buffer", "shuffle_buffer", shuffle_buffer),
+                             ("train.checkpoint_every", "checkpoint_every", counts[0]),
+                             ("train.checkpoint_every_batches", "checkpoint_every_batches",
+                              counts[1]),
+                             ("train.keep_checkpoints", "keep_checkpoints", counts[2])):
+        check_value(key, value, label=name)
+    if not (isinstance(initial_epoch, int) and not isinstance(initial_epoch, bool)
+            and initial_epoch >= 0):
+        raise ConfigError(f"initial_epoch={initial_epoch!r}: use an integer >= 0")
+    if verbose not in (0, 1, 2, "auto") or isinstance(verbose, bool):
+        raise ConfigError(f"verbose={verbose!r}: use 0, 1, 2 or \"auto\", as in Keras's fit")
+    if directory is not None and os.path.exists(directory) and not os.path.isdir(directory):
+        raise ConfigError(f"checkpoint_dir={str(directory)!r} is a file: give a directory")
 
 
 def _positive_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def plain_numbers(function):
+    """`function` (a method), its NumPy number arguments (np.int64(5),
+    np.float32(0.1)) made Python's, as Keras's `fit` takes them."""
+    @functools.wraps(function)
+    def with_plain_numbers(self, *args, **kwargs):
+        return function(self, *map(_plain, args), **{k: _plain(v) for k, v in kwargs.items()})
+
+    return with_plain_numbers
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) and value.dtype.kind in "iuf" \
+        else value

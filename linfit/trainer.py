@@ -22,7 +22,7 @@ from linfit.callbacks import (BatchPosition, HistoryLogger, RestoreEpochProgress
                               note_stopping, output_callbacks, overridden_hooks,
                               progress_callbacks)
 from linfit.config import check_value
-from linfit.data import check_features
+from linfit.arrays import check_features, check_x
 from linfit.fit_inputs import checked, fit_data
 from linfit.history import History
 from linfit.interrupts import STOP
@@ -33,7 +33,7 @@ from linfit.loops.plan import ExecutionPlan, Workload, plan_execution
 from linfit.losses import (FiniteLoss, checked_metrics, loss_object,
                            optimizer_object, optimizer_settings)
 from linfit.models import as_keras_model, check_saves_whole, is_linear
-from linfit.pipeline import FitData, check_fit_arguments
+from linfit.pipeline import FitData, check_fit_arguments, plain_numbers
 from linfit.recording import Recording
 from linfit.training_state import ResumePoint, check_middle, resume_point, training_state
 from linfit.variables import (check_created_in_scope, check_trainable, model_variables,
@@ -87,15 +87,15 @@ class Trainer:
       ConfigError: for an unknown loss or optimizer, or a bad learning rate.
     """
 
+    @plain_numbers
     def __init__(self, model, *, loss="mse", optimizer="sgd", learning_rate: float = 0.1,
                  metrics: list | None = None, compile: str = "auto", steps_per_call: int = 0,
                  strategy=None, standardizer=None, record_full_loss: bool = True):
         check_value("train.compile", compile, label="compile")
         check_value("train.steps_per_call", steps_per_call, label="steps_per_call")
-        self.compile_mode = compile
+        self.compile_mode, self.steps_per_call = compile, steps_per_call
         # How the last `fit` ran its steps: "eager", "function" or "xla" (None: not yet).
         self.execution_mode = None
-        self.steps_per_call = steps_per_call
         check_trainable(model)
         self.strategy = strategy
         self.distributed = strategy is not None and strategy.num_replicas_in_sync > 1
@@ -152,6 +152,7 @@ class Trainer:
             if data is not None:
                 compat.symbolic_build(self.keras_model, *data)
 
+    @plain_numbers
     def fit(self, x, y, *, epochs: int, loop: str = "manual", batch_size: int | None = None,
             shuffle_seed: int | None = None, shuffle_buffer: int = 0,
             shard_rows: tuple[int, ...] = (), validation_data: tuple | None = None,
@@ -186,7 +187,10 @@ class Trainer:
         `w`, `b` before and after each epoch. Raises DivergenceError when a loss is
         not finite (its update is never applied), unless a TerminateOnNaN is given.
         """
-        check_fit_arguments(epochs, loop, batch_size, validation_batch_size, validation_freq)
+        schedule = (checkpoint_dir, checkpoint_every, checkpoint_every_batches, keep_checkpoints)
+        check_fit_arguments(epochs, loop, batch_size, validation_batch_size, validation_freq,
+                            shuffle_seed=shuffle_seed, shuffle_buffer=shuffle_buffer,
+                            initial_epoch=initial_epoch, schedule=schedule, verbose=verbose)
         callbacks = list(callbacks or [])
         check_saves_whole(self.model, callbacks)
         data = self._prepare(x, y, validation_data, loop, FitData(
@@ -198,7 +202,6 @@ class Trainer:
         history.metrics = list(self._metric_results())
         if initial_epoch >= epochs:
             return history
-        schedule = (checkpoint_dir, checkpoint_every, checkpoint_every_batches, keep_checkpoints)
         plan = self._plan(data, shuffle_seed, callbacks, (epochs, start.batch), schedule)
         recorder = self.recording.recorder(
             history, data, plan.mode == "eager", history.metrics,
@@ -390,8 +393,8 @@ class Trainer:
         return self.model(x)
 
     def predict(self, x) -> np.ndarray:
-        """The model's predictions for x, as a float32 array [N]."""
-        x = np.asarray(x, dtype=np.float32)
+        """The model's predictions for x ([N] or [N, d], checked as fit checks it)."""
+        x = check_x(x)
         if is_linear(self.model):
             check_features(x, self.model.features)
         return np.asarray(self._predict_function(x))

@@ -48,6 +48,15 @@ def trainable_variables(model) -> list:
     return [v for v in module_variables(model) if v.trainable]
 
 
+def _holds_tf_variables(value) -> bool:
+    """A tf.Variable, or a list, tuple or dict of some (Keras tracks neither)."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return any(isinstance(item, tf.Variable) for item in value)
+    return isinstance(value, tf.Variable)
+
+
 def check_trainable(model, built: bool = False) -> None:
     """Refuse a model that would silently train nothing.
 
@@ -62,8 +71,8 @@ def check_trainable(model, built: bool = False) -> None:
     """
     name = type(model).__name__
     if isinstance(model, keras.Model):
-        untracked = [attr for attr, value in vars(model).items()
-                     if isinstance(value, tf.Variable)]
+        untracked = [attr for attr, value in vars(model).items()  # not TF's own bookkeeping
+                     if not attr.startswith("_self_") and _holds_tf_variables(value)]
         if untracked:
             raise ModelError(
                 f"{name} keeps {', '.join(untracked)} as plain tf.Variable attributes, which "

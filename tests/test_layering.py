@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "linfit"
 LAYERS = [
     ["errors", "interrupts", "arguments"],
     ["config", "toml_text", "fileio", "history", "compat", "variables", "runtime"],
-    ["weights_file", "npz_files", "data_files", "shards", "standardizer", "streams",
+    ["weights_file", "npz_files", "data_files", "arrays", "shards", "standardizer", "streams",
      "agreement", "reference", "training_state"],
     ["checkpoint", "data", "losses"],
     ["models", "pipeline", "stream_formats", "streaming"],

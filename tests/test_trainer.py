@@ -123,6 +123,32 @@ def test_models_without_trainable_variables_are_refused():
         Trainer(lambda x: x)
 
 
+def test_plain_tf_variables_in_a_list_are_refused_too():
+    class Listed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.w = self.add_weight(shape=(), initializer="ones")
+            self.extra = [tf.Variable(3.0)]  # untracked: it trained nothing
+
+        def call(self, x):
+            return x * self.w + self.extra[0]
+
+    with pytest.raises(ModelError, match="keeps extra as plain tf.Variable"):
+        Trainer(Listed())
+
+
+def test_what_is_no_model_saves_no_empty_file(tmp_path):
+    """An empty `vars` group is the file the guide's broken model writes."""
+    from linfit import save_weights
+
+    for model, message in (("hello", "str has no variables to save"),
+                           (tf.Module(), "Module has no variables to save"),
+                           (keras.Sequential([keras.layers.Dense(1)]), "is not built")):
+        with pytest.raises(ModelError, match=message):
+            save_weights(model, tmp_path / "m.weights.h5")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_plain_tf_module_like_the_guides_trains():
     class MyModel(tf.Module):  # the guide's tf.Module, verbatim
         def __init__(self, **kwargs):
@@ -143,17 +169,58 @@ def test_a_plain_tf_module_like_the_guides_trains():
     ({"loop": "tape"}, "loop='tape' is not a training loop"),
     ({"epochs": 0}, "epochs=0"),
     ({"batch_size": 0}, "batch_size=0"),
+    # A hostile review's: -1 crashed the process (a segfault in tf.data's rebatch).
+    ({"batch_size": 2, "shuffle_seed": 1, "shuffle_buffer": -1}, "shuffle_buffer=-1"),
+    ({"shuffle_seed": 1.5}, "shuffle_seed=1.5"),
+    ({"shuffle_seed": True}, "shuffle_seed=True"),
+    # The manual loop trained nothing with -1; keep_checkpoints=-1 deleted every one.
+    ({"checkpoint_dir": "unused", "checkpoint_every_batches": -1},
+     "checkpoint_every_batches=-1"),
+    ({"checkpoint_dir": "unused", "keep_checkpoints": -1}, "keep_checkpoints=-1"),
+    ({"checkpoint_every": 1.5}, "checkpoint_every=1.5"),
+    ({"initial_epoch": -2}, "initial_epoch=-2"),
+    ({"verbose": 5}, "verbose=5"),
+    ({"validation_data": (np.zeros(4), np.zeros(4), np.ones(4))},
+     r"validation_data must be \(x_val, y_val\), got 3 items"),
 ])
-def test_bad_fit_arguments(arguments, message):
+def test_bad_fit_arguments(arguments, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing is written, not even a checkpoint_dir
     x = np.zeros(4, np.float32)
     kwargs = {"epochs": 1, **arguments}
     with pytest.raises(ConfigError, match=message):
         Trainer(LinearModule()).fit(x, x, **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_numpy_numbers_are_numbers():
+    """np.int64 epochs and batch size, a np.float32 learning rate: taken as fit takes
+    them (they were refused as "it must be at least 1")."""
+    x = np.linspace(-1, 1, 8, dtype=np.float32)
+    plain = Trainer(LinearModule(), learning_rate=0.5).fit(x, 2 * x, epochs=3, batch_size=4)
+    numpy = Trainer(LinearModule(), learning_rate=np.float32(0.5)).fit(
+        x, 2 * x, epochs=np.int64(3), batch_size=np.int64(4), validation_freq=np.int64(1))
+    assert numpy.loss == plain.loss and numpy.w == plain.w
+
+
+@pytest.mark.parametrize("x, message", [
+    ([[1.0, 2.0], [3.0]], "x must be a table of numbers, every row as long"),
+    (["a", "b"], "x must be real numbers"),
+    (3.0, r"x must have shape \[N\] or \[N, d\], got shape \[\]"),
+    ([np.nan, 1.0], "x has a non-finite value in row 0"),
+    (np.arange(2).astype("timedelta64[s]"), "x must be real numbers, got an array of timedelta"),
+])
+def test_predict_checks_x_as_fit_does(x, message):
+    """It took strings and NaN (predicting nan), and raised NumPy's errors."""
+    with pytest.raises(DataError, match=message):
+        Trainer(LinearModule()).predict(x)
 
 
 def test_bad_trainer_arguments():
     with pytest.raises(ConfigError, match="unknown optimizer 'sgdd'"):
         Trainer(LinearModule(), optimizer="sgdd")
+    for optimizer in (None, 3, keras.optimizers.Adam):  # an AttributeError ('lower')
+        with pytest.raises(ConfigError, match="optimizer=.*: use a Keras optimizer name"):
+            Trainer(LinearModule(), optimizer=optimizer)
     with pytest.raises(ConfigError, match="unknown loss 'mse2'"):
         Trainer(LinearModule(), loss="mse2")
     with pytest.raises(ConfigError, match="learning_rate=-0.1"):
@@ -303,7 +370,7 @@ def test_run_comparison_takes_the_guides_tensors():
 
 
 def test_data_is_copied_at_most_once_and_shared_with_tensorflow():
-    from linfit.data import float32_array
+    from linfit.arrays import float32_array
     from linfit.pipeline import to_variable
 
     ready = float32_array(np.arange(100, dtype=np.float64))  # one aligned float32 copy
