@@ -26,7 +26,7 @@ class HistoryCSV:
         path.unlink(missing_ok=True)  # a resumed run writes its whole history again
 
     def write(self, label: RunLabel, history: History) -> None:
-        rows = len(history.full_loss)
+        rows = history.rows  # not len(full_loss): it may not be recorded
         done = self.rows_written.get(label, 0)
         with io.StringIO() as text:
             writer = csv.writer(text, lineterminator="\n")

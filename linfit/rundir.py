@@ -369,7 +369,7 @@ class RunDir:
             writer = csv.writer(f, lineterminator="\n")
             writer.writerow(["model", "loop", "epoch", *histories[0][1].csv_header()])
             for label, history in histories:
-                for epoch in range(len(history.full_loss)):
+                for epoch in range(history.rows):
                     writer.writerow([label.model, label.loop, epoch, *history.csv_row(epoch)])
             write_text(self.path / self.HISTORY, f.getvalue())
 

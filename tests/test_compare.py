@@ -111,3 +111,18 @@ def test_configs_are_compared_without_the_run_marker(two_runs, tmp_path, capsys)
     assert main([str(two_runs / "a"), str(copy)]) == 1
     assert "Config keys that differ: train.learning_rate = 0.1 in A, 0.11 in B" in \
         capsys.readouterr().out
+
+
+def test_a_run_without_full_loss_keeps_its_history_csv(two_runs):
+    """train.record_full_loss = false: history.csv had its header and no row."""
+    import csv
+
+    run = two_runs / "e"
+    rows = list(csv.DictReader((run / "history.csv").open()))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert len(rows) == sum(len(r["trajectory"]) for r in metrics["runs"]) == 2 * 4
+    assert "full_loss" not in rows[0]
+    for entry in metrics["runs"]:
+        last = [r for r in rows if r["loop"] == entry["loop"]][-1]
+        assert float(last["loss"]) == entry["loss"][-1]
+        assert [float(last["w"])] == entry["final"]["w"]
