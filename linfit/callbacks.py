@@ -225,14 +225,22 @@ class PeriodicCheckpoint(keras.callbacks.Callback):
     `Trainer.save_checkpoint`). A failed or diverged step never reaches the
     hooks, so the newest checkpoint always holds finite weights.
 
+    No checkpoint is written of an epoch at whose end a callback stops training
+    (EarlyStopping: it acts again when training ends, restoring the best weights,
+    and the run's final checkpoint holds what it leaves): a run killed before that
+    one resumes from an earlier checkpoint, and stops where it stopped.
+
     Args:
       steps_per_epoch: the batches of an epoch (its end is an epoch's checkpoint).
+      interrupted: () -> whether a signal stops training (its epoch is checkpointed).
     """
 
     def __init__(self, save: Callable[[Path, int, int], None], directory: Path, every: int,
-                 keep: int = 0, every_batches: int = 0, steps_per_epoch: int = 0):
+                 keep: int = 0, every_batches: int = 0, steps_per_epoch: int = 0,
+                 interrupted: Callable[[], bool] = lambda: False):
         super().__init__()
         self._save = save
+        self._interrupted = interrupted
         self.directory = Path(directory)
         self.every = every
         self.keep = keep
@@ -253,7 +261,8 @@ class PeriodicCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         completed = epoch + 1
-        if self.every and completed % self.every == 0:
+        stopping = self.model.stop_training and not self._interrupted()
+        if self.every and completed % self.every == 0 and not stopping:
             self._write(checkpoint_name(completed), completed, 0)
 
     def _write(self, name: str, epochs: int, batches: int) -> None:
@@ -276,7 +285,7 @@ def output_callbacks(save, history: History, checkpoints: tuple, steps_per_epoch
                           f"checkpoint_every_batches) but an epoch has {steps_per_epoch}: "
                           "none is written inside an epoch", stacklevel=3)
         callbacks.append(PeriodicCheckpoint(save, directory, every, keep, every_batches,
-                                            steps_per_epoch))
+                                            steps_per_epoch, lambda: history.interrupted))
     if on_epoch_end is not None:
         callbacks.append(keras.callbacks.LambdaCallback(
             on_train_begin=lambda logs: on_epoch_end(history),

@@ -200,7 +200,7 @@ class Trainer:
         start = self._start(self._settings(data), resume_from, initial_epoch, (epochs, loop))
         history, initial_epoch = start.history, start.epoch
         history.metrics = list(self._metric_results())
-        if initial_epoch >= epochs:
+        if start.done(epochs):  # trained, or stopped early (a resumed run)
             return history
         plan = self._plan(data, shuffle_seed, callbacks, (epochs, start.batch), schedule)
         recorder = self.recording.recorder(
@@ -324,10 +324,7 @@ class Trainer:
                              [tuple(v.shape) for v in variables])
         check_middle(path, point, epochs, len(self._epoch_variables(loop)))
         checkpoint.load_checkpoint(path, self.model, self.optimizer)
-        # The model as the run left it, in training units: where training goes
-        # on from, or, with nothing left to train, its final weights.
-        weights = point.resume_weights if point.epoch < epochs else point.final_weights
-        for variable, value in zip(variables, weights or []):
+        for variable, value in zip(variables, point.model_weights(epochs) or []):
             variable.assign(value)
         point.history.end_weights = point.resume_weights
         return point

@@ -31,6 +31,16 @@ class ResumePoint:
     batch: int = 0  # batches of epoch `epoch` trained (a checkpoint in its middle)
     epoch_progress: list | None = None  # then: the epoch's metric variables, as saved
 
+    def done(self, epochs: int) -> bool:
+        """Whether the run has nothing left to train for a fit up to `epochs`: it has
+        trained them, or a callback stopped it early (EarlyStopping decided)."""
+        return self.epoch >= epochs or self.history.stopped
+
+    def model_weights(self, epochs: int) -> list[np.ndarray] | None:
+        """The model as the run left it, in training units: where training goes on
+        from, or, when it is `done`, its final weights."""
+        return self.final_weights if self.done(epochs) else self.resume_weights
+
 
 def training_state(history: History, epoch: int | None = None, resume_weights=None,
                    final_weights=None, middle: tuple[int, list] | None = None) -> dict:

@@ -121,6 +121,36 @@ def test_early_stopping_what_is_saved_is_what_is_reported_and_resumed(tmp_path, 
 
 
 @pytest.mark.parametrize("loop", ["manual", "keras"])
+def test_a_run_stopped_early_and_resumed_keeps_its_decision_and_its_best_weights(tmp_path,
+                                                                                  loop):
+    """EarlyStopping stops at the end of epoch 2 and restores epoch 1's weights. Resumed
+    from its final checkpoint, the run trains no further (it trained a 3rd epoch); killed
+    before that checkpoint, the newest periodic one is not of the stopping epoch (whose
+    weights are not the restored ones), and the run resumed from it stops as it did."""
+    import keras
+
+    x = np.linspace(-2, 2, 40, dtype=np.float32)
+    y = 3 * x + 2
+
+    def fit(**options):
+        stopper = keras.callbacks.EarlyStopping(monitor="loss", patience=1, min_delta=100,
+                                                restore_best_weights=True)
+        trainer = Trainer(LinearModule(), learning_rate=0.05)
+        return trainer, trainer.fit(x, y, epochs=10, batch_size=10, loop=loop,
+                                    callbacks=[stopper], **options)
+
+    trainer, straight = fit(checkpoint_dir=tmp_path / "periodic", checkpoint_every=1)
+    assert straight.stopped and straight.epochs == 2
+    assert sorted(p.name for p in (tmp_path / "periodic").iterdir()) == ["epoch-0001.weights.h5"]
+    trainer.save_checkpoint(tmp_path / "final.weights.h5", straight)
+    for checkpoint in ("final.weights.h5", "periodic/epoch-0001.weights.h5"):
+        model_trainer, resumed = fit(resume_from=tmp_path / checkpoint)
+        assert (resumed.epochs, resumed.loss, resumed.w, resumed.b) == \
+            (straight.epochs, straight.loss, straight.w, straight.b)
+        assert float(model_trainer.model.w.numpy()) == float(trainer.model.w.numpy())
+
+
+@pytest.mark.parametrize("loop", ["manual", "keras"])
 def test_divergence_keeps_every_finite_epoch_in_every_mode(guide_data, loop):
     """Issue 13.5: the fused loop once lost all but epoch 0 of a diverging run."""
     outcomes = {}
