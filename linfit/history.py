@@ -190,7 +190,12 @@ class History:
 
     @classmethod
     def from_json(cls, data: dict, settings: dict | None = None) -> "History":
-        trajectory = {name: list(values) for name, values in data["trajectory"].items()}
+        # In the order training records them (a checkpoint's JSON sorts its keys), so
+        # a resumed run's metrics.json is the same bytes as a straight run's.
+        order = ["full_loss", "val_loss", *(f"val_{name}" for name in data.get("metrics", [])),
+                 "w", "b"]
+        names = sorted(data["trajectory"], key=lambda n: order.index(n) if n in order else 0)
+        trajectory = {name: list(data["trajectory"][name]) for name in names}
         _as_arrays(trajectory, np.float32)
         return cls(logs={name: list(values) for name, values in data["logs"].items()},
                    trajectory=trajectory, settings=dict(settings or {}),

@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import dataclasses
 import importlib.util
+import json
 import shutil
 import signal
 import sys
@@ -135,12 +136,22 @@ def prepare(args: argparse.Namespace, config: Config | None,
     if args.resume:  # everything checked before anything is touched
         plan = RunDir(args.resume).resume_plan(config, experiment.labels, job.settings,
                                                clean=chief)
-        if plan.complete:
+        if plan.complete and _results_written(RunDir(args.resume)):
             print(f"{args.resume} is complete: nothing to do (each run has trained its "
                   f"{config.train.epochs} epochs, or was stopped early)")
             return None
         job.resume_from = plan.points
     return job
+
+
+def _results_written(run_dir: RunDir) -> bool:
+    """Whether a run directory's metrics.json says complete: a run killed after its
+    training and before its results were written is finished by --resume (its runs
+    train no further)."""
+    try:
+        return json.loads((run_dir.path / RunDir.METRICS).read_text())["status"] == "complete"
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def run_settings(config: Config, data: Data) -> dict:

@@ -301,6 +301,15 @@ def test_resume_of_a_complete_run_does_nothing(tmp_path, capsys):
     assert main(["--resume", folder, "--set", "train.epochs=2"]) == 2  # fewer: refused
     assert "has trained 4 epochs: --resume only goes on" in capsys.readouterr().err
     assert snapshot(folder) == before
+    # Killed after the runs' final checkpoints, before the results: --resume writes
+    # them, training nothing (it said "complete: nothing to do", and left no metrics.json).
+    for name in ("metrics.json", "report.md", "timing.json", "loss.png"):
+        (folder / name).unlink()
+    assert main(["--resume", folder]) == 0
+    after = snapshot(folder)
+    assert {name: after[name] for name in ("metrics.json", "history.csv", "config.toml")} == \
+        {name: before[name] for name in ("metrics.json", "history.csv", "config.toml")}
+    assert set(after) == set(before)
 
 
 def test_resume_of_an_early_stopped_run_keeps_its_decision(tmp_path, capsys):
