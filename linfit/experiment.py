@@ -82,9 +82,8 @@ class Experiment:
                    optimizer=train.optimizer, metrics=train.metrics,
                    record_full_loss=train.record_full_loss, batch_size=data.batch_size or None,
                    shuffle_seed=data.seed if data.shuffle else None,
-                   shuffle_buffer=data.shuffle_buffer,
-                   standardize=data.standardize, seed=train.seed, compile=train.compile,
-                   steps_per_call=train.steps_per_call,
+                   shuffle_buffer=data.shuffle_buffer, standardize=data.standardize,
+                   seed=train.seed, compile=train.compile, steps_per_call=train.steps_per_call,
                    checkpoint_every=train.checkpoint_every,
                    checkpoint_every_batches=train.checkpoint_every_batches,
                    keep_checkpoints=train.keep_checkpoints)
@@ -200,7 +199,12 @@ def check_data(experiment: Experiment, data: Data) -> None:
 
     Raises:
       DataError: for a constant feature when standardising.
+      ConfigError: for a list of starting biases that does not fit the targets.
     """
+    if isinstance(init_b := experiment.init_b, tuple) and len(init_b) != (data.outputs or 0):
+        targets = f"{data.outputs} targets: give one number, or a list of {data.outputs}" \
+            if data.outputs else "one target: give one number"
+        raise ConfigError(f"model.init_b = {list(init_b)}, but the data has {targets}")
     if experiment.standardize and data.files is None:  # streamed: found on the first pass
         Standardizer.fit(data.x, data.feature_names)
 

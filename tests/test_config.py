@@ -62,6 +62,11 @@ def test_later_overrides_win(tmp_path):
     ("data.num_examples=1", "data.num_examples = 1 is impossible"),
     ("model.init_w=[]", r"model.init_w = \[\] is impossible"),
     ("train.learning_rate=inf", "train.learning_rate = inf is impossible"),
+    # Refused after TensorFlow had started, leaving a failed run directory; twice: a
+    # second column, mae_1.
+    ('train.metrics=["loss"]', "'loss' is a log linfit keeps itself"),
+    ('train.metrics=["val_mae"]', "'val_mae' is a log linfit keeps itself"),
+    ('train.metrics=["mae", "mae"]', "'mae' twice"),
     ("epochs=3", "expected SECTION.KEY=VALUE"),
     ("train.epochs", "expected SECTION.KEY=VALUE"),
 ])

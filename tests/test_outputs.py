@@ -164,3 +164,24 @@ def test_the_cli_trains_reports_and_predicts_several_outputs_with_metrics(tmp_pa
     np.testing.assert_allclose([[float(row["prediction_t1"]), float(row["prediction_t2"])]
                                 for row in table], expected, rtol=1e-5, atol=1e-5)
     assert "loss=" in predicted.stderr
+
+
+@pytest.mark.parametrize("targets, init_b, message", [
+    ('["t1", "t2"]', "[1, 2, 3]",
+     "model.init_b = [1.0, 2.0, 3.0], but the data has 2 targets: give one number, or a list "
+     "of 2"),
+    ('"t1"', "[1.0]", "model.init_b = [1.0], but the data has one target: give one number"),
+])
+def test_starting_biases_that_do_not_fit_the_targets_are_refused_first(tmp_path, capsys,
+                                                                        targets, init_b,
+                                                                        message):
+    """Before any run directory is made (it was found by the model, after TensorFlow
+    started, and left a failed run directory)."""
+    from linfit.train import main
+
+    np.savetxt(tmp_path / "d.csv", np.column_stack([X, Y]), delimiter=",",
+               header="a,b,c,t1,t2", comments="")
+    assert main(["--data", tmp_path / "d.csv", "--set", f"data.target={targets}", "--set",
+                 f"model.init_b={init_b}", "--out", tmp_path / "run"]) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+    assert not (tmp_path / "run").exists()
