@@ -250,9 +250,10 @@ def validate(config: Config) -> None:
     train = config.train
     twice = [n for n in train.metrics if train.metrics.count(n) > 1]
     own = [n for n in train.metrics if n in ("loss", "full_loss", "w", "b") or n[:4] == "val_"]
-    _require(not twice and not own, "train.metrics", list(train.metrics),
-             "Keras metric names, each once" + (f" ({own[0]!r} is a log linfit keeps itself)"
-                                                 if own else f" ({twice[0]!r} twice)"))
+    reason = f"{own[0]!r} is a log linfit keeps itself" if own else \
+        f"{twice[0]!r} twice" if twice else ""
+    _require(not reason, "train.metrics", list(train.metrics),
+             f"Keras metric names, each once ({reason})")
     monitors = (*MONITORS, *train.metrics, *(f"val_{name}" for name in train.metrics))
     _require(train.early_stopping.monitor in monitors, "train.early_stopping.monitor",
              train.early_stopping.monitor, _one_of(monitors) + ' ("" leaves early stopping off)')
