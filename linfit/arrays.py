@@ -6,7 +6,7 @@ DataError. NumPy only.
 import numpy as np
 
 from linfit.data_files import TF_ALIGNMENT, aligned_empty
-from linfit.errors import DataError
+from linfit.errors import ConfigError, DataError
 
 
 def float32_array(values, name: str = "x") -> np.ndarray:
@@ -95,3 +95,21 @@ def check_outputs(y: np.ndarray, outputs: int | None) -> None:
     if outputs is not None and (y.ndim != 2 or y.shape[1] != outputs):
         raise DataError(f"the model has {outputs} outputs (y of shape [N, {outputs}]), "
                         f"got y of shape {list(y.shape)}")
+
+
+def check_validation(validation_data, check=check_inputs) -> tuple[np.ndarray, np.ndarray]:
+    """`validation_data`'s (x_val, y_val), checked by `check(x, y)` as training data is,
+    its mistakes named as the validation data's.
+
+    Raises:
+      ConfigError: for anything but a pair (sample weights are not taken).
+      DataError: what is wrong with the arrays.
+    """
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+        given = (f"{len(validation_data)} items (sample weights are not taken)"
+                 if isinstance(validation_data, (tuple, list)) else type(validation_data).__name__)
+        raise ConfigError(f"validation_data must be (x_val, y_val), got {given}")
+    try:
+        return check(*validation_data)
+    except DataError as error:
+        raise DataError(f"validation_data: {error}") from None

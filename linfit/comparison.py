@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from linfit.agreement import DEFAULT_RTOL
-from linfit.arrays import float32_array
+from linfit.arrays import check_inputs, check_validation
+from linfit.config import check_value
 from linfit.data import Data
+from linfit.errors import ConfigError
 from linfit.experiment import Comparison, Experiment, RunHooks, run_experiment
 
 
@@ -50,9 +52,17 @@ def run_comparison(x, y, *, models: Sequence[str] = ("module", "keras"),
 
     Returns and raises as `run_experiment`.
     """
+    models, loops, metrics = (_names(name, given, choices) for name, given, choices in (
+        ("models", models, ("module", "keras")), ("loops", loops, ("manual", "keras")),
+        ("metrics", metrics, None)))
+    for key, value in (("train.epochs", epochs), ("train.seed", seed)):
+        check_value(key, value, label=key.split(".")[1])
+    if not isinstance(optimizer, str):  # one object would be shared by every run's model
+        raise ConfigError(f"optimizer={optimizer!r}: run_comparison makes one optimizer per "
+                          "run from a name ('sgd', 'adam'); for an optimizer object, use Trainer")
     experiment = Experiment(
-        models=tuple(models), loops=tuple(loops), epochs=epochs, init_w=init_w, init_b=init_b,
-        learning_rate=learning_rate, optimizer=optimizer, loss=loss, metrics=tuple(metrics),
+        models=models, loops=loops, epochs=epochs, init_w=init_w, init_b=init_b,
+        learning_rate=learning_rate, optimizer=optimizer, loss=loss, metrics=metrics,
         batch_size=batch_size,
         shuffle_seed=shuffle_seed, standardize=standardize, seed=seed, compile=compile,
         steps_per_call=steps_per_call, checkpoint_every=checkpoint_every,
@@ -60,15 +70,22 @@ def run_comparison(x, y, *, models: Sequence[str] = ("module", "keras"),
     hooks = RunHooks(checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir),
                      resume_from=resume_from or {}, callbacks=callbacks,
                      on_epoch_end=on_epoch_end, verbose=verbose)
-    x = float32_array(x, "x")
+    x, y = check_inputs(x, y)  # before the reference solves anything of them
     if validation_data is not None:
-        validation_data = (float32_array(validation_data[0], "x_val"),
-                           float32_array(validation_data[1], "y_val"))
-    data = Data(x=x, y=float32_array(y, "y"), source="arrays",
+        validation_data = check_validation(validation_data)
+    data = Data(x=x, y=y, source="arrays",
                 feature_names=tuple(feature_names) or _default_names(x),
                 x_val=None if validation_data is None else validation_data[0],
                 y_val=None if validation_data is None else validation_data[1])
     return run_experiment(experiment, data, strategy=strategy, hooks=hooks, rtol=rtol)
+
+
+def _names(name: str, given, choices) -> tuple[str, ...]:
+    """A name or a sequence of names as a tuple, each one of `choices` (if given)."""
+    names = (given,) if isinstance(given, str) else tuple(given)
+    if choices is not None and (not names or not set(names) <= set(choices)):
+        raise ConfigError(f"{name}={given!r}: give one or more of {', '.join(choices)}")
+    return names
 
 
 def _default_names(x: np.ndarray) -> tuple[str, ...]:

@@ -8,9 +8,9 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from linfit.arrays import check_features, check_inputs, check_outputs
+from linfit.arrays import check_features, check_inputs, check_outputs, check_validation
 from linfit.data import fingerprint
-from linfit.errors import ConfigError, DataError
+from linfit.errors import ConfigError
 from linfit.models import is_linear
 from linfit import pipeline
 from linfit.pipeline import FitData, to_variable
@@ -51,21 +51,10 @@ def fit_data(model, inputs: tuple, validation_data, loop: str, shape: FitData,
         raise ConfigError("validation_data is files to stream but x is arrays: stream both, "
                           "or read both into memory")
     x, y = checked(model, x, y)
-    arrays = (x, y) if validation_data is None else (x, y, *_validation(model, validation_data))
+    arrays = (x, y) if validation_data is None else (x, y, *check_validation(
+        validation_data, lambda x_val, y_val: checked(model, x_val, y_val)))
     return dataclasses.replace(shape, arrays=tuple(to_variable(array) for array in arrays),
                                fingerprint=fingerprint(*arrays)), (x, y)
-
-
-def _validation(model, validation_data) -> tuple[np.ndarray, np.ndarray]:
-    """validation_data's (x_val, y_val), checked as the training data is."""
-    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-        given = (f"{len(validation_data)} items (sample weights are not taken)"
-                 if isinstance(validation_data, (tuple, list)) else type(validation_data).__name__)
-        raise ConfigError(f"validation_data must be (x_val, y_val), got {given}")
-    try:
-        return checked(model, *validation_data)
-    except DataError as error:
-        raise DataError(f"validation_data: {error}") from None
 
 
 def _stream(model, files: DataFiles, y, validation, shape: FitData) -> tuple[StreamData, tuple]:

@@ -30,3 +30,30 @@ def test_unstable_learning_rate_warns_before_training_and_stable_does_not(guide_
         comparison = run_comparison(guide_data.x, guide_data.y, epochs=3,
                                     learning_rate=0.95 * limit)
     assert comparison.agreement.agree and len(comparison.runs) == 4
+
+
+@pytest.mark.parametrize("arguments, error, message", [
+    # A hostile review's: each was a raw NumPy, LAPACK or Keras error.
+    ({"x": [float("nan"), 1.0, 2.0]}, "DataError", "x has a non-finite value in row 0"),
+    ({"y": [1.0, 2.0]}, "DataError", r"N = len\(y\) = 2"),
+    ({"models": ("modul",)}, "ConfigError", "models=.*: give one or more of module, keras"),
+    ({"loops": ()}, "ConfigError", "loops=.*: give one or more of manual, keras"),
+    ({"seed": 1.5}, "ConfigError", "seed=1.5"),
+    ({"optimizer": None}, "ConfigError", "run_comparison makes one optimizer per run"),
+    ({"validation_data": ([1.0, 2.0], [1.0, 2.0], [1.0, 1.0])}, "ConfigError",
+     "validation_data must be"),
+])
+def test_bad_arguments_are_one_linfit_error(arguments, error, message):
+    import linfit
+
+    options = {"x": [0.0, 1.0, 2.0], "y": [1.0, 3.0, 5.0], **arguments}
+    with pytest.raises(getattr(linfit, error), match=message):
+        run_comparison(options.pop("x"), options.pop("y"), epochs=1, **options)
+
+
+def test_a_single_name_is_one_name(guide_data):
+    """models="keras" was read letter by letter (KeyError: 'k'), metrics="mae" too."""
+    comparison = run_comparison(guide_data.x, guide_data.y, models="keras", loops="manual",
+                                metrics="mae", epochs=1)
+    assert [str(run.label) for run in comparison.runs] == ["keras-manual"]
+    assert "mae" in comparison.runs[0].history.logs
