@@ -15,8 +15,9 @@ BASE = dict(compile="auto", steps_per_call=0, steps_per_epoch=1, epochs=10, shuf
     ({"epochs": EAGER_STEPS}, ("eager", 0, 1, 1, True)),
     ({"epochs": EAGER_STEPS + 1}, ("function", FUSED_STEPS, 1, 1, True)),
     # A few steps on big data (5 epochs of 10 million rows): compiled, which is cheaper,
-    # an epoch a call (a call of 1024 of them would not heed Ctrl-C for minutes).
-    ({"epochs": 5, "values_per_step": 2 * 10**7}, ("function", 1, 1, 1, True)),
+    # a few epochs a call (1024 of them would not heed Ctrl-C for minutes), or one.
+    ({"epochs": 5, "values_per_step": 2 * 10**7}, ("function", 6, 1, 1, True)),
+    ({"epochs": 5, "values_per_step": 2 * 10**8}, ("function", 1, 1, 1, True)),
     ({"epochs": 100, "values_per_step": 10**6}, ("function", FUSED_VALUES // 10**6, 1, 1, True)),
     ({"epochs": 5, "values_per_step": EAGER_VALUES}, ("eager", 0, 1, 1, True)),
     # Batches: 4 a epoch; 7 epochs are 28 steps (eager), 100 are 400 (fused, 256 a call).
