@@ -54,11 +54,7 @@ def check_inputs(x, y) -> tuple[np.ndarray, np.ndarray]:
                         f"got shape {list(x.shape)}")
     if len(y) == 0:
         raise DataError("no training examples: x and y are empty")
-    for name, array in (("x", x), ("y", y)):
-        if not np.isfinite(array).all():
-            row = int(np.argwhere(~np.isfinite(array))[0][0])
-            raise DataError(f"{name} has a non-finite value in row {row}: "
-                            "remove or fix it before training")
+    _check_finite("y", y)
     return x, y
 
 
@@ -71,10 +67,14 @@ def check_x(x) -> np.ndarray:
     x = float32_array(x, "x")
     if x.ndim not in (1, 2):
         raise DataError(f"x must have shape [N] or [N, d], got shape {list(x.shape)}")
-    if not np.isfinite(x).all():
-        row = int(np.argwhere(~np.isfinite(x))[0][0])
-        raise DataError(f"x has a non-finite value in row {row}: remove or fix it")
+    _check_finite("x", x)
     return x
+
+
+def _check_finite(name: str, array: np.ndarray) -> None:
+    if not np.isfinite(array).all():
+        row = int(np.argwhere(~np.isfinite(array))[0][0])
+        raise DataError(f"{name} has a non-finite value in row {row}: remove or fix it")
 
 
 def check_features(x: np.ndarray, features: int | None) -> None:
