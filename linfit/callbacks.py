@@ -21,6 +21,7 @@ import keras
 import numpy as np
 
 from linfit.checkpoint import checkpoint_name, list_checkpoints
+from linfit.errors import ConfigError
 from linfit.history import History, line_values
 from linfit.interrupts import StopRequest
 from linfit.losses import NonFiniteRecord
@@ -334,6 +335,21 @@ def progress_callbacks(history: History, callbacks: list, progress: list) -> lis
     """Keeping (and, resuming, putting back) the stateful callbacks' progress."""
     kept = stateful(callbacks)
     return [CallbackProgress(history, kept, progress)] if kept else []
+
+
+def user_callbacks(callbacks) -> list:
+    """`fit`'s callbacks as a list: None, one callback (as Keras takes it) or several.
+
+    Raises:
+      ConfigError: for anything that is not a keras.callbacks.Callback.
+    """
+    if isinstance(callbacks, keras.callbacks.Callback):
+        return [callbacks]
+    callbacks = list(callbacks or [])
+    wrong = [c for c in callbacks if not isinstance(c, keras.callbacks.Callback)]
+    if wrong:
+        raise ConfigError(f"callbacks: {wrong[0]!r} is not a keras.callbacks.Callback")
+    return callbacks
 
 
 def note_stopping(history: History, callbacks: list, epochs: int) -> None:

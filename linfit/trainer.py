@@ -20,7 +20,7 @@ import tensorflow as tf
 from linfit import checkpoint, compat
 from linfit.callbacks import (BatchPosition, HistoryLogger, RestoreEpochProgress, StopAtSafePoint,
                               note_stopping, output_callbacks, overridden_hooks,
-                              progress_callbacks)
+                              progress_callbacks, user_callbacks)
 from linfit.config import check_value
 from linfit.arrays import check_features, check_x
 from linfit.fit_inputs import checked, fit_data
@@ -191,7 +191,7 @@ class Trainer:
         check_fit_arguments(epochs, loop, batch_size, validation_batch_size, validation_freq,
                             shuffle_seed=shuffle_seed, shuffle_buffer=shuffle_buffer,
                             initial_epoch=initial_epoch, schedule=schedule, verbose=verbose)
-        callbacks = list(callbacks or [])
+        callbacks = user_callbacks(callbacks)
         check_saves_whole(self.model, callbacks)
         data = self._prepare(x, y, validation_data, loop, FitData(
             (), batch_size, shuffle_seed, epochs, validation_batch_size, validation_freq,

@@ -182,6 +182,7 @@ def test_a_plain_tf_module_like_the_guides_trains():
     ({"verbose": 5}, "verbose=5"),
     ({"validation_data": (np.zeros(4), np.zeros(4), np.ones(4))},
      r"validation_data must be \(x_val, y_val\), got 3 items"),
+    ({"callbacks": ["x"]}, "callbacks: 'x' is not a keras.callbacks.Callback"),
 ])
 def test_bad_fit_arguments(arguments, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # nothing is written, not even a checkpoint_dir
@@ -190,6 +191,14 @@ def test_bad_fit_arguments(arguments, message, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=message):
         Trainer(LinearModule()).fit(x, x, **kwargs)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_one_callback_is_taken_as_keras_takes_it():
+    x = np.linspace(-1, 1, 8, dtype=np.float32)
+    seen = []
+    Trainer(LinearModule()).fit(x, 2 * x, epochs=2, callbacks=keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: seen.append(epoch)))
+    assert seen == [0, 1]
 
 
 def test_numpy_numbers_are_numbers():
