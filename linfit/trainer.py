@@ -51,7 +51,7 @@ class Trainer:
       optimizer: a Keras optimizer name (made with `learning_rate`) or object.
       learning_rate: used when `optimizer` is a name.
       metrics: Keras metrics, as `compile` takes them (["mae",
-        keras.metrics.R2Score()]): logged per epoch by both loops under
+        keras.metrics.RootMeanSquaredError()]): logged per epoch by both loops under
         `fit`'s names (`val_` prefixed on validation data).
       compile: "function" (tf.function), "xla" (Keras's jit_compile), "eager"
         (Keras's run_eagerly), or "auto" (the default; see `linfit.loops.plan`).
@@ -180,8 +180,8 @@ class Trainer:
           callbacks, verbose, initial_epoch: as in Keras's `fit`; resume_from: a
             checkpoint of `save_checkpoint`'s, to continue bitwise from.
           checkpoint_dir: save a training checkpoint there every `checkpoint_every`
-            epochs (and `checkpoint_every_batches` batches), keeping the newest
-            `keep_checkpoints` (0: all); on_epoch_end: called with the History.
+            epochs (0: none) and `checkpoint_every_batches` batches, keeping the
+            newest `keep_checkpoints` (0: all); on_epoch_end: called with the History.
 
         Returns a History: `loss` and the metrics per epoch, `full_loss`, `val_loss`,
         `w`, `b` before and after each epoch. Raises DivergenceError when a loss is
