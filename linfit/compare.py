@@ -18,6 +18,7 @@ from linfit.config import load_config, toml_value
 from linfit.config_help import config_items
 from linfit.console import say
 from linfit.errors import LinfitError, RunDirError
+from linfit.run_records import run_status
 from linfit.rundir import RunDir
 
 
@@ -58,7 +59,8 @@ def _unshared(a: dict, b: dict) -> str:
 def main(argv=None, prog: str = "python -m linfit.compare") -> int:
     parser = ArgumentParser(
         prog=prog,
-        description="Compare two finished linfit run directories, run by run. Exit status: "
+        description="Compare two linfit run directories (finished ones, or stopped: over the "
+                    "epochs they recorded), run by run. Exit status: "
                     "0 when they agree, 1 when they differ, 2 on bad input.")
     parser.add_argument("run_a", metavar="RUN_A")
     parser.add_argument("run_b", metavar="RUN_B")
@@ -72,6 +74,10 @@ def main(argv=None, prog: str = "python -m linfit.compare") -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     say(f"A = {args.run_a}\nB = {args.run_b}\n")
+    for name, path in (("A", args.run_a), ("B", args.run_b)):
+        if (status := run_status(path)) != "complete":
+            say(f"{name} did not finish ({status}): its runs are compared over the epochs "
+                "they recorded.\n")
     for label, agreement in agreements.items():
         say(f"{label}:")
         if label in unshared:

@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import dataclasses
 import importlib.util
-import json
 import shutil
 import signal
 import sys
@@ -26,6 +25,7 @@ from linfit.errors import (ConfigError, DivergenceError, LinfitError, TrainingIn
                            WorkerLostError)
 from linfit.experiment import Experiment, RunHooks, check_data, run_experiment
 from linfit.interrupts import STOP
+from linfit.run_records import run_status
 from linfit.rundir import RunDir
 from linfit.runtime import (describe_devices, device_summary, handle_signals, import_tensorflow,
                             is_chief)
@@ -136,22 +136,13 @@ def prepare(args: argparse.Namespace, config: Config | None,
     if args.resume:  # everything checked before anything is touched
         plan = RunDir(args.resume).resume_plan(config, experiment.labels, job.settings,
                                                clean=chief)
-        if plan.complete and _results_written(RunDir(args.resume)):
+        # A run killed after its training, before its results, is finished here.
+        if plan.complete and run_status(args.resume) == "complete":
             print(f"{args.resume} is complete: nothing to do (each run has trained its "
                   f"{config.train.epochs} epochs, or was stopped early)")
             return None
         job.resume_from = plan.points
     return job
-
-
-def _results_written(run_dir: RunDir) -> bool:
-    """Whether a run directory's metrics.json says complete: a run killed after its
-    training and before its results were written is finished by --resume (its runs
-    train no further)."""
-    try:
-        return json.loads((run_dir.path / RunDir.METRICS).read_text())["status"] == "complete"
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
 
 
 def run_settings(config: Config, data: Data) -> dict:

@@ -5,6 +5,7 @@ timing.json's. `linfit.rundir` decides when each is written, and where.
 
 import csv
 import io
+import json
 from pathlib import Path
 
 from linfit.data import Data
@@ -68,3 +69,14 @@ def timing(run: RunResult) -> dict:
     return {"model": run.model_kind, "loop": run.loop, "seconds": round(run.seconds, 4),
             "seconds_per_epoch": round(run.seconds / max(run.history.epochs, 1), 6)}
 
+
+
+def run_status(folder: str | Path) -> str | None:
+    """metrics.json's status in a run directory ("complete", "interrupted", "diverged",
+    "failed"), or None when it has none that can be read (a run still training, or
+    killed before its results were written)."""
+    try:
+        status = json.loads((Path(folder) / "metrics.json").read_text())["status"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return status if isinstance(status, str) else None

@@ -126,3 +126,16 @@ def test_a_run_without_full_loss_keeps_its_history_csv(two_runs):
         last = [r for r in rows if r["loop"] == entry["loop"]][-1]
         assert float(last["loss"]) == entry["loss"][-1]
         assert [float(last["w"])] == entry["final"]["w"]
+
+
+def test_a_run_that_did_not_finish_is_named_as_such(two_runs, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "stopped"
+    shutil.copytree(two_runs / "b", copy)
+    metrics = json.loads((copy / "metrics.json").read_text())
+    (copy / "metrics.json").write_text(json.dumps({**metrics, "status": "interrupted"}))
+    assert main([str(two_runs / "a"), str(copy)]) == 0
+    out = capsys.readouterr().out
+    assert "B did not finish (interrupted): its runs are compared over the epochs they " \
+        "recorded." in out and "A did not finish" not in out
