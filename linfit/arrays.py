@@ -18,7 +18,7 @@ def float32_array(values, name: str = "x") -> np.ndarray:
     copied exactly once, never twice.
 
     Raises:
-      DataError: for values that are not real numbers.
+      DataError: for values that are not real numbers, or that float32 cannot hold.
     """
     if hasattr(values, "element_spec"):  # a tf.data.Dataset
         raise DataError(f"{name} is a tf.data.Dataset: give arrays (or tensors, or lists), "
@@ -34,7 +34,15 @@ def float32_array(values, name: str = "x") -> np.ndarray:
             and array.ctypes.data % TF_ALIGNMENT == 0:
         return array
     copy = aligned_empty(array.shape)
-    np.copyto(copy, array, casting="unsafe")
+    with np.errstate(over="ignore"):  # named just below
+        np.copyto(copy, array, casting="unsafe")
+    if array.dtype.itemsize > 4 and array.dtype.kind == "f" and \
+            not np.isfinite(copy).all():
+        overflow = np.isfinite(array) & ~np.isfinite(copy)
+        if overflow.any():
+            row = int(np.argwhere(overflow)[0][0])
+            raise DataError(f"{name} in row {row}: {array[overflow].flat[0]:g} overflows "
+                            "float32 (largest 3.4e+38): rescale it")
     return copy
 
 

@@ -70,9 +70,14 @@ def main(argv=None, prog: str = "python -m linfit.compare") -> int:
     args = parser.parse_args(None if argv is None else [str(arg) for arg in argv])
     try:
         agreements, unshared = compare_run_dirs(args.run_a, args.run_b, rtol=args.rtol)
-    except LinfitError as error:
+        return print_comparison(args, agreements, unshared)
+    except LinfitError as error:  # bad input, or a standard output that cannot be written
         print(f"error: {error}", file=sys.stderr)
         return 2
+
+
+def print_comparison(args, agreements: dict, unshared: dict) -> int:
+    """Print the comparison; its exit status: 0 when the runs agree, else 1."""
     say(f"A = {args.run_a}\nB = {args.run_b}\n")
     for name, path in (("A", args.run_a), ("B", args.run_b)):
         if (status := run_status(path)) != "complete":

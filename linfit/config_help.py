@@ -11,6 +11,8 @@ import textwrap
 from linfit.arguments import ArgumentParser
 from linfit.config import (COMPILE_MODES, LOOPS, MODEL_KINDS, MONITORS, OPTIMIZERS, STRATEGIES,
                            Config, toml_value)
+from linfit.errors import LinfitError
+from linfit.fileio import write_out
 
 # The table's width where the terminal's is unknown (a pipe).
 LINE_WIDTH = 100
@@ -164,7 +166,11 @@ def main(argv=None, prog: str = "linfit config") -> int:
                         help="keys (the default): a table of every key, its default, its "
                         "meaning and the values it may take")
     parser.parse_args(argv)
-    sys.stdout.write(keys_table())
+    try:
+        write_out(keys_table())
+    except LinfitError as error:  # a full disk under `> file`
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -7,7 +7,6 @@ final state of each run next to the float64 optimum, whether the runs agree,
 and what limits the learning rate.
 """
 
-import os
 import sys
 from dataclasses import dataclass
 
@@ -16,6 +15,7 @@ import numpy as np
 from linfit.agreement import Agreement, compare_histories
 from linfit.config import MODEL_CLASS_NAMES
 from linfit.experiment import Comparison, RunResult
+from linfit.fileio import write_out
 from linfit.history import History
 
 LOOP_NAMES = {"manual": "GradientTape loop", "keras": "Keras fit"}
@@ -23,14 +23,8 @@ LOOP_NAMES = {"manual": "GradientTape loop", "keras": "Keras fit"}
 
 def say(text: str = "", end: str = "\n", stream=None) -> None:
     """Print and flush; once the reader has gone (`| head`), print nothing more and let
-    training finish: the run directory is what is kept."""
-    stream = stream or sys.stdout
-    try:
-        print(text, end=end, file=stream, flush=True)
-    except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, stream.fileno())  # so the flush at exit does not fail again
-        os.close(devnull)
+    training finish: the run directory is what is kept (`linfit.fileio.write_out`)."""
+    write_out(text + end, stream)
 
 
 def run_title(label) -> str:

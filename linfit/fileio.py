@@ -6,10 +6,14 @@ directory, fsync'd, renamed over the target, and the directory fsync'd so
 that the rename itself survives a power cut. A kill at any moment leaves the
 old file or the new one, never a mixture. Temporary names start with "."
 and contain ".tmp", so `TEMPORARY_FILES` finds what a kill left behind.
+
+What the commands print goes through `write_out`: a reader that goes away
+(`| head`) ends the printing, not the command; a full disk is a WriteError.
 """
 
 import errno
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -122,3 +126,29 @@ def remove_matching(directory: Path, patterns: list[str]) -> None:
             sub.rmdir()
     if not any(directory.iterdir()):
         directory.rmdir()
+
+
+def write_out(text: str, stream=None) -> None:
+    """Write `text` to `stream` (the standard output) and flush it. Once the reader has
+    gone (`| head`), nothing more is written, and the command goes on.
+
+    Raises:
+      WriteError: when the output cannot be written (a full disk under `> log`).
+    """
+    stream = stream or sys.stdout
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        silence(stream)
+    except OSError as error:
+        silence(stream)
+        raise write_error("the standard output", error) from None
+
+
+def silence(stream) -> None:
+    """Send what is left for `stream` to /dev/null, so the flush at exit does not fail
+    again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, stream.fileno())
+    os.close(devnull)

@@ -289,6 +289,9 @@ def check_fit_arguments(epochs, loop, batch_size, validation_batch_size, validat
         raise ConfigError(f"verbose={verbose!r}: use 0, 1, 2 or \"auto\", as in Keras's fit")
     if directory is not None and os.path.exists(directory) and not os.path.isdir(directory):
         raise ConfigError(f"checkpoint_dir={str(directory)!r} is a file: give a directory")
+    if directory is None and (counts[0] > 1 or counts[1]):  # silently nothing, else
+        raise ConfigError(f"checkpoint_every={counts[0]}, checkpoint_every_batches="
+                          f"{counts[1]}: give checkpoint_dir, where to write them")
 
 
 def _positive_int(value) -> bool:

@@ -29,7 +29,7 @@ from linfit.arguments import ArgumentParser
 from linfit.checkpoint import load_weights, read_line
 from linfit.data_files import CHUNK_ROWS, checked_file, column_chunks, is_npz, prediction_columns
 from linfit.errors import DataError, LinfitError, RunDirError
-from linfit.fileio import atomic_write
+from linfit.fileio import atomic_write, silence, write_error
 from linfit.interrupts import interrupted_status, sigterm_interrupts
 from linfit.npz_files import array_shapes_to_predict, check_finite, row_chunks
 from linfit.npz_files import feature_names as npz_feature_names
@@ -280,9 +280,13 @@ def main(argv=None, prog: str = "python -m linfit.predict") -> int:
         except BrokenPipeError:
             # The reader stopped reading (`| head`): as for any Unix filter, not an error.
             # Python would report the pipe again when it flushes stdout at exit.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            silence(sys.stdout)
         except LinfitError as error:
             print(f"error: {error}", file=sys.stderr)
+            return 2
+        except OSError as error:  # the standard output (a full disk under `> file`)
+            silence(sys.stdout)
+            print(f"error: {write_error('the standard output', error)}", file=sys.stderr)
             return 2
         except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM: --out is left as it was
             print("interrupted: no predictions written", file=sys.stderr)
@@ -294,7 +298,10 @@ def predict(args: argparse.Namespace) -> None:
     """The command, its arguments parsed."""
     out = checked_out(args.out, args.overwrite, {"--data": args.data,
                                                  "--checkpoint": args.checkpoint})
-    target = tuple(args.target.split(",")) if "," in args.target else args.target
+    target = tuple(name.strip() for name in args.target.split(",")) if "," in args.target \
+        else args.target
+    if isinstance(target, tuple) and not all(target):
+        raise DataError(f"--target {args.target!r}: name each target column, comma-separated")
     inputs = read_inputs(args.checkpoint, args.data, target)
     import_tensorflow()
     model = prediction_model(inputs)

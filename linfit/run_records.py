@@ -33,8 +33,8 @@ class HistoryCSV:
             writer = csv.writer(text, lineterminator="\n")
             if not self.rows_written:
                 writer.writerow(["model", "loop", "epoch", *history.csv_header()])
-            for epoch in range(done, rows):
-                writer.writerow([label.model, label.loop, epoch, *history.csv_row(epoch)])
+            for epoch, row in enumerate(history.csv_rows(done, rows), start=done):
+                writer.writerow([label.model, label.loop, epoch, *row])
             append_text(self.path, text.getvalue())  # whole rows, or none
         self.rows_written[label] = rows
 

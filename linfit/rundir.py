@@ -369,8 +369,8 @@ class RunDir:
             writer = csv.writer(f, lineterminator="\n")
             writer.writerow(["model", "loop", "epoch", *histories[0][1].csv_header()])
             for label, history in histories:
-                for epoch in range(history.rows):
-                    writer.writerow([label.model, label.loop, epoch, *history.csv_row(epoch)])
+                for epoch, row in enumerate(history.csv_rows()):
+                    writer.writerow([label.model, label.loop, epoch, *row])
             write_text(self.path / self.HISTORY, f.getvalue())
 
     def _write_json(self, name: str, value: dict) -> None:

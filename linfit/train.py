@@ -22,6 +22,7 @@ from linfit.arguments import ArgumentParser
 from linfit.config import LOOPS, MODEL_KINDS, Config, load_config
 from linfit.config_help import commented_toml
 from linfit.errors import ConfigError, LinfitError
+from linfit.fileio import write_out
 from linfit.runtime import command_name
 
 
@@ -117,7 +118,7 @@ def print_config(args: argparse.Namespace) -> int:
                  if value and not args.resume]]
     if sys.stdout is None:
         raise ConfigError("--print-config: there is no standard output to print to")
-    sys.stdout.write(commented_toml(config, header=(
+    write_out(commented_toml(config, header=(
         f"linfit config, resolved from {', then '.join(sources)}.\n"
         "Save it and train with it: python -m linfit.train --config FILE")))
     return 0

@@ -139,3 +139,16 @@ def test_a_run_that_did_not_finish_is_named_as_such(two_runs, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "B did not finish (interrupted): its runs are compared over the epochs they " \
         "recorded." in out and "A did not finish" not in out
+
+
+def test_a_full_standard_output_is_one_error_line(two_runs):
+    """`compare A B > log` on a full disk: exit 2 and why (it was a traceback and exit 1,
+    which says "they differ")."""
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "linfit.compare", str(two_runs / "a"),
+                                 str(two_runs / "b")], stdout=full, stderr=subprocess.PIPE,
+                                text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr == ("error: cannot write the standard output: the disk is full: make "
+                             "room (or fix the permission) and try again; what was written "
+                             "completely is intact\n")

@@ -336,3 +336,14 @@ def test_resuming_a_run_whose_first_part_is_complete_says_so(tmp_path, capsys):
     assert lines[3].startswith("    W = ")
     assert lines[4].startswith("module-keras (LinearModule, Keras fit): 3 epochs, bitwise "
                                "identical to module-manual (")
+
+
+@pytest.mark.parametrize("arguments", [("-m", "linfit", "config", "keys"),
+                                       ("-m", "linfit.train", "--print-config")])
+def test_printing_to_a_full_disk_is_one_error_line(arguments):
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, *arguments], stdout=full,
+                                stderr=subprocess.PIPE, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: cannot write the standard output: the disk is full")
+    assert result.stderr.count("\n") == 1

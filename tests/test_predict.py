@@ -101,6 +101,15 @@ def test_a_bare_checkpoint_uses_column_count(tmp_path, capsys):
         "3", "5"]
 
 
+def test_an_empty_target_name_is_refused(standardized_run, capsys):
+    """--target , scored nothing and wrote no target, silently."""
+    root, _, _ = standardized_run
+    assert main(["--checkpoint", root / "run" / "keras-keras.weights.h5", "--data",
+                 root / "train.csv", "--target", ","]) == 2
+    assert capsys.readouterr().err == ("error: --target ',': name each target column, "
+                                       "comma-separated\n")
+
+
 def test_a_prediction_float32_cannot_hold_is_refused(tmp_path, capsys):
     """3e38 is finite in float32, 5 × 3e38 is not: it was written as inf, with exit 0."""
     save_weights(LinearModule(), tmp_path / "m.weights.h5")

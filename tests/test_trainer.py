@@ -183,6 +183,9 @@ def test_a_plain_tf_module_like_the_guides_trains():
     ({"validation_data": (np.zeros(4), np.zeros(4), np.ones(4))},
      r"validation_data must be \(x_val, y_val\), got 3 items"),
     ({"callbacks": ["x"]}, "callbacks: 'x' is not a keras.callbacks.Callback"),
+    # Nothing was written, and nothing said.
+    ({"checkpoint_every": 2}, "give checkpoint_dir, where to write them"),
+    ({"checkpoint_every_batches": 2}, "give checkpoint_dir, where to write them"),
 ])
 def test_bad_fit_arguments(arguments, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # nothing is written, not even a checkpoint_dir
@@ -216,6 +219,7 @@ def test_numpy_numbers_are_numbers():
     (["a", "b"], "x must be real numbers"),
     (3.0, r"x must have shape \[N\] or \[N, d\], got shape \[\]"),
     ([np.nan, 1.0], "x has a non-finite value in row 0"),
+    ([1.0, 1e39], r"x in row 1: 1e\+39 overflows float32 \(largest 3.4e\+38\): rescale it"),
     (np.arange(2).astype("timedelta64[s]"), "x must be real numbers, got an array of timedelta"),
 ])
 def test_predict_checks_x_as_fit_does(x, message):
