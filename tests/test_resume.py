@@ -212,7 +212,9 @@ def test_kill_test_script_survives_kills():
                             capture_output=True, text=True, timeout=280)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "weights identical, history identical" in result.stdout
-    assert "during a checkpoint write" in result.stdout
+    # At least one of the kills hit a checkpoint being written (the line is printed
+    # with 0 too).
+    assert int(result.stdout.split(" during a checkpoint write")[0].rsplit("(", 1)[1]) >= 1
 
 
 # Resuming from the command line: everything is checked before anything is
@@ -325,12 +327,16 @@ def test_resume_of_an_early_stopped_run_keeps_its_decision(tmp_path, capsys):
     assert snapshot(folder) == before
 
 
-def test_the_newest_damaged_checkpoint_is_passed_over(half_run):
+def test_the_newest_damaged_checkpoint_is_passed_over(half_run, capsys):
+    history = (half_run / "history.csv").read_text()  # the straight run's, whole
     newest = half_run / "checkpoints" / "module-manual" / "epoch-0004.weights.h5"
     newest.write_bytes(newest.read_bytes()[:200])  # a torn write
+    capsys.readouterr()
     assert main(["--resume", half_run]) == 0
+    assert "resumed module-manual after 2 epochs" in capsys.readouterr().out  # not 0, not 4
     metrics = json.loads((half_run / "metrics.json").read_text())
     assert metrics["status"] == "complete" and metrics["runs"][0]["epochs_run"] == 6
+    assert (half_run / "history.csv").read_text() == history  # as if never stopped
 
 
 # Trainer.fit(resume_from=...): all or nothing (issue 13.11).
