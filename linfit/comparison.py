@@ -52,14 +52,7 @@ def run_comparison(x, y, *, models: Sequence[str] = ("module", "keras"),
 
     Returns and raises as `run_experiment`.
     """
-    models, loops, metrics = (_names(name, given, choices) for name, given, choices in (
-        ("models", models, ("module", "keras")), ("loops", loops, ("manual", "keras")),
-        ("metrics", metrics, None)))
-    for key, value in (("train.epochs", epochs), ("train.seed", seed)):
-        check_value(key, value, label=key.split(".")[1])
-    if not isinstance(optimizer, str):  # one object would be shared by every run's model
-        raise ConfigError(f"optimizer={optimizer!r}: run_comparison makes one optimizer per "
-                          "run from a name ('sgd', 'adam'); for an optimizer object, use Trainer")
+    models, loops, metrics = _checked(models, loops, metrics, optimizer, epochs, seed)
     experiment = Experiment(
         models=models, loops=loops, epochs=epochs, init_w=init_w, init_b=init_b,
         learning_rate=learning_rate, optimizer=optimizer, loss=loss, metrics=metrics,
@@ -78,6 +71,22 @@ def run_comparison(x, y, *, models: Sequence[str] = ("module", "keras"),
                 x_val=None if validation_data is None else validation_data[0],
                 y_val=None if validation_data is None else validation_data[1])
     return run_experiment(experiment, data, strategy=strategy, hooks=hooks, rtol=rtol)
+
+
+def _checked(models, loops, metrics, optimizer, epochs: int, seed: int) -> tuple:
+    """(models, loops, metrics) as tuples of names, once every argument is checked.
+
+    Raises:
+      ConfigError: naming the argument that cannot be trained with.
+    """
+    for key, value in (("train.epochs", epochs), ("train.seed", seed)):
+        check_value(key, value, label=key.split(".")[1])
+    if not isinstance(optimizer, str):  # one object would be shared by every run's model
+        raise ConfigError(f"optimizer={optimizer!r}: run_comparison makes one optimizer per "
+                          "run from a name ('sgd', 'adam'); for an optimizer object, use Trainer")
+    return tuple(_names(name, given, choices) for name, given, choices in (
+        ("models", models, ("module", "keras")), ("loops", loops, ("manual", "keras")),
+        ("metrics", metrics, None)))
 
 
 def _names(name: str, given, choices) -> tuple[str, ...]:
