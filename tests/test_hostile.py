@@ -251,6 +251,11 @@ def test_a_signal_stops_at_a_safe_point_and_resume_finishes_the_run(tmp_path, un
     assert metrics["status"] == "interrupted"
     assert metrics["runs"][0]["status"] == "interrupted"
     assert metrics["runs"][0]["epochs_run"] == epochs
+    # That epoch's checkpoint is written (checkpoint_every=10 would hide its absence:
+    # a resume from the one before it finishes bitwise too).
+    from linfit.checkpoint import read_state
+
+    assert read_state(tmp_path / "run" / "module-manual.weights.h5")["epoch"] == epochs
     assert main(["--resume", tmp_path / "run"]) == 0
     finished = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert finished["status"] == "complete" and finished["runs"] == uninterrupted
