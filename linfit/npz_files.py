@@ -114,24 +114,16 @@ def stored_arrays(path: Path) -> tuple[StoredArray, StoredArray]:
     return _with_archive(path, locate)
 
 
-def array_shapes(path: Path) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def array_shapes(path: Path, y_optional: bool = False
+                 ) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
     """The shapes of x and y, as their headers say (checked as `read_npz` checks
-    them; no value read)."""
-    def shapes(archive, headers):
-        _check_shapes(path, headers, np.float32, None)
-        return headers["x"][0], headers["y"][0]
-
-    return _with_archive(path, shapes)
-
-
-def array_shapes_to_predict(path: Path) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
-    """The shapes of x and of y (None when the file has no y: new data, to predict
-    on), as their headers say, checked as `read_npz` checks them."""
+    them; no value read). `y_optional`: a file without y (new data, to predict
+    on) gives None for it."""
     def shapes(archive, headers):
         _check_shapes(path, headers, np.float32, None)
         return headers["x"][0], headers["y"][0] if "y" in headers else None
 
-    return _with_archive(path, shapes, optional_y=True)
+    return _with_archive(path, shapes, optional_y=y_optional)
 
 
 def row_chunks(path: Path, names: tuple[str, ...], rows: int):
@@ -146,6 +138,8 @@ def row_chunks(path: Path, names: tuple[str, ...], rows: int):
     try:
         with zipfile.ZipFile(path) as archive:
             yield from zip(*(_array_rows(path, archive, name, rows) for name in names))
+    except DataError:
+        raise
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as error:
         raise DataError(f"{path} is damaged or truncated ({error}): write it again with "
                         "numpy.savez") from None

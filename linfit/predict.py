@@ -31,7 +31,7 @@ from linfit.data_files import CHUNK_ROWS, checked_file, column_chunks, is_npz, p
 from linfit.errors import DataError, LinfitError, RunDirError
 from linfit.fileio import atomic_write, silence, write_error
 from linfit.interrupts import interrupted_status, sigterm_interrupts
-from linfit.npz_files import array_shapes_to_predict, check_finite, row_chunks
+from linfit.npz_files import array_shapes, check_finite, row_chunks
 from linfit.npz_files import feature_names as npz_feature_names
 from linfit.npz_files import target_names as npz_target_names
 from linfit.rundir import RunDir
@@ -123,7 +123,7 @@ def _npz_columns(path: Path, names, features: int | None, target, run_target):
     """An NPZ file's: x is the features, y (if there is one) the target, named as
     linfit's reader names them (x_names, y_names, else x0, x1, ... and y). x's
     names must be those the run trained on, when the run is known."""
-    x_shape, y_shape = array_shapes_to_predict(path)
+    x_shape, y_shape = array_shapes(path, y_optional=True)
     width = int(np.prod(x_shape[1:], dtype=np.int64))
     x_names = npz_feature_names(path, width)
     if width != (features or 1):
