@@ -135,6 +135,12 @@ def _npz_columns(path: Path, names, features: int | None, target, run_target):
                         "writes them) with the training data's features in that order")
     targets = () if y_shape is None else npz_target_names(
         path, None if len(y_shape) == 1 else y_shape[1])
+    trained = tuple(name for name in _names(run_target) if name)
+    if targets and trained and targets != trained:
+        raise DataError(f"{path} names y's columns {', '.join(targets)} but the model was "
+                        f"trained to predict {', '.join(trained)}: store y_names (linfit.convert "
+                        "writes them) with the training data's targets in that order, or "
+                        "leave y out")
     asked = _names(target)
     if target and asked != targets:
         raise DataError(f"{path}: --target {','.join(asked)}: an NPZ file's target is its "

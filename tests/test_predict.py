@@ -144,7 +144,8 @@ def test_an_npz_file_predicts_as_the_csv_it_was_converted_from(standardized_run,
                                                                 capsys):
     """linfit.convert's NPZ (x_names, y_names) gives the CSV's predictions, columns and
     loss; new data as x alone (compressed, float64) the same predictions, no loss;
-    x's columns in another order are refused."""
+    x's columns in another order, or a y named other than the run's target, are
+    refused (it was scored against its own names)."""
     from linfit.convert import main as convert_main
 
     root, x, _ = standardized_run
@@ -174,6 +175,13 @@ def test_an_npz_file_predicts_as_the_csv_it_was_converted_from(standardized_run,
         f"error: {tmp_path / 'swapped.npz'} names x's columns rate, size but the model was "
         "trained on size, rate: store x_names (linfit.convert writes them) with the training "
         "data's features in that order\n")
+    np.savez(tmp_path / "retargeted.npz", x=x, y=np.zeros(len(x)),
+             x_names=np.array(["size", "rate"]), y_names=np.array(["cost"]))
+    assert main(["--checkpoint", checkpoint, "--data", tmp_path / "retargeted.npz"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {tmp_path / 'retargeted.npz'} names y's columns cost but the model was "
+        "trained to predict y: store y_names (linfit.convert writes them) with the training "
+        "data's targets in that order, or leave y out\n")
 
 
 def test_a_model_of_one_output_column_scores_a_target_of_one_column(tmp_path, capsys):
