@@ -35,9 +35,13 @@ def main(argv=None) -> int:
     parser.add_argument("--version", action="version", version=f"linfit {linfit.__version__}")
     parser.add_argument("command", choices=COMMANDS, help="then its own arguments (see "
                         "linfit COMMAND --help)")
-    parser.parse_args(argv[:1])
+    command = next((arg for arg in argv if arg in COMMANDS), None)
+    if command and argv[0] not in ("-h", "--help", "--version"):
+        # argparse would read the options' values as the command, or ask for it
+        before = " ".join(argv[:argv.index(command)])
+        parser.error(f"{before}: options go after the command (linfit {command} {before} ...)")
+    parser.parse_args(argv)
     return 2
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -249,7 +249,11 @@ def parse_args(argv=None, prog: str = "python -m linfit.predict") -> argparse.Na
                         help="write the predictions here (default: standard output)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace --out if it exists (never the data or the checkpoint)")
-    return parser.parse_args(None if argv is None else [str(arg) for arg in argv])
+    args = parser.parse_args(None if argv is None else [str(arg) for arg in argv])
+    if args.overwrite and args.out is None:
+        parser.error("--overwrite replaces --out, which is not given: the predictions go "
+                     "to the standard output; leave --overwrite out or give --out")
+    return args
 
 
 def checked_out(out: str | None, overwrite: bool = False, inputs: dict | None = None

@@ -205,6 +205,10 @@ def test_an_unquoted_list_in_set_says_to_quote_it(tmp_path):
     ("linfit.convert", ["--out", "o"], "the following arguments are required: --data"),
     ("linfit.config_help", ["nope"], "argument what: invalid choice: 'nope'"),
     ("linfit.__main__", ["nope"], "argument command: invalid choice: 'nope'"),
+    ("linfit.__main__", ["--epochs", "3", "train"],
+     "--epochs 3: options go after the command (linfit train --epochs 3 ...)"),
+    ("linfit.predict", ["--checkpoint", "m.weights.h5", "--data", "d.csv", "--overwrite"],
+     "--overwrite replaces --out, which is not given"),
 ])
 def test_a_mistake_in_the_arguments_is_one_error_line(module, argv, message, capsys):
     import importlib
