@@ -70,11 +70,15 @@ def test_periodic_checkpoints_keep_the_newest_and_each_loads(tmp_path):
     names = [path.name for path in list_checkpoints(tmp_path)]
     assert names == ["epoch-0004.weights.h5", "epoch-0006.weights.h5"]
     assert sorted(p.name for p in tmp_path.iterdir()) == names  # no temporary files left
-    state = read_state(tmp_path / names[-1])
-    assert state["epoch"] == 6 and len(state["history"]["logs"]["loss"]) == 6
-    model = LinearModule()
-    load_weights(model, tmp_path / names[-1])
-    assert float(model.w.numpy()) == pytest.approx(float(np.asarray(history.w[6])), abs=0)
+    batches = -(-len(DATA.x) // 16)
+    for name, epoch in zip(names, (4, 6)):  # each kept one holds its own epoch
+        state = read_state(tmp_path / name)
+        assert state["epoch"] == epoch and len(state["history"]["logs"]["loss"]) == epoch
+        assert datasets(tmp_path / name)["optimizer/vars/0"] == epoch * batches  # iterations
+        model = LinearModule()
+        load_weights(model, tmp_path / name)
+        assert float(model.w.numpy()) == float(np.asarray(history.w[epoch]))
+        assert float(model.b.numpy()) == float(np.asarray(history.b[epoch]))
 
 
 def test_divergence_stops_before_the_bad_update(tmp_path):
@@ -121,6 +125,31 @@ def test_a_batch_whose_loss_is_not_finite_is_never_applied(compile):
     assert len(error.value.history.full_loss) == epoch + 1
     assert np.isfinite(error.value.history.full_loss).all()
     assert np.isfinite(trainer.model.w.numpy()) and np.isfinite(trainer.model.b.numpy())
+
+
+def test_the_keras_loop_never_applies_a_batch_whose_loss_is_not_finite():
+    """As above, in the Keras loop: eagerly it names the batch; compiled, Keras's
+    `fit` learns of it only at the epoch's end, but the update was not applied
+    either: the weights are the eager run's, finite."""
+    x = np.linspace(-2, 2, 64, dtype=np.float32)
+    stopped = {}
+    for compile in ("eager", "function"):
+        trainer = Trainer(LinearModule(), learning_rate=2.0, compile=compile)
+        with pytest.raises(DivergenceError) as error:
+            trainer.fit(x, 3 * x, epochs=200, batch_size=16, loop="keras")
+        history = error.value.history
+        assert len(history.full_loss) == error.value.epoch + 1
+        assert np.isfinite(history.full_loss).all()
+        if compile == "eager":  # every update before that batch was applied
+            assert int(trainer.optimizer.iterations.numpy()) == \
+                error.value.epoch * 4 + error.value.batch
+        stopped[compile] = (error.value.epoch, error.value.batch,
+                            trainer.model.w.numpy(), trainer.model.b.numpy())
+    (epoch, batch, *weights), (compiled_epoch, compiled_batch, *compiled_weights) = \
+        stopped.values()
+    assert batch is not None and 5 <= epoch <= 7
+    assert (compiled_epoch, compiled_batch) == (epoch, None)
+    assert np.isfinite(weights).all() and weights == compiled_weights
 
 
 def run_cli(*args, cwd):

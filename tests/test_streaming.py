@@ -478,15 +478,27 @@ def test_predict_reads_and_writes_chunk_by_chunk(shards, tmp_path, monkeypatch, 
     assert not list(tmp_path.glob("*.tmp*"))
 
 
+def _in_memory(shards, pattern):
+    """The NPZ shards' (x, y), read into memory."""
+    arrays = [np.load(path) for path in sorted(shards.glob(pattern))]
+    return tuple(np.concatenate([a[name] for a in arrays]) for name in ("x", "y"))
+
+
 # The Keras loop on CSV files resumes inside an epoch in the SIGKILL test below.
-@pytest.mark.parametrize("loop, kind", [("manual", "csv"), ("keras", "npz")])
+@pytest.mark.parametrize("loop, kind", [("manual", "csv"), ("keras", "npz"),
+                                        ("keras", "memory")])
 def test_a_checkpoint_in_the_middle_of_an_epoch_resumes_bitwise(shards, tmp_path, loop, kind):
     """From a checkpoint after 30 batches of epoch 2 (what a run killed there
-    leaves), with Adam, a metric and validation files, streamed and shuffled."""
+    leaves), with Adam, a metric and validation files, streamed and shuffled; and
+    the same data in memory."""
     import keras
 
-    files = open_data_files(str(shards / f"part-*.{kind}"))
-    validation = open_data_files(str(shards / f"val-*.{kind}"))
+    if kind == "memory":
+        (x, y), validation = _in_memory(shards, "part-*.npz"), _in_memory(shards, "val-*.npz")
+        inputs = x
+    else:
+        inputs, y = open_data_files(str(shards / f"part-*.{kind}")), None
+        validation = open_data_files(str(shards / f"val-*.{kind}"))
     options = dict(epochs=3, loop=loop, batch_size=64, shuffle_seed=3, shuffle_buffer=900,
                    validation_data=validation)
 
@@ -496,14 +508,14 @@ def test_a_checkpoint_in_the_middle_of_an_epoch_resumes_bitwise(shards, tmp_path
                        metrics=["mae"])
 
     straight = trainer()
-    history = straight.fit(files, None, checkpoint_dir=tmp_path, checkpoint_every=1,
+    history = straight.fit(inputs, y, checkpoint_dir=tmp_path, checkpoint_every=1,
                            checkpoint_every_batches=15, **options)
     names = [path.name for path in list_checkpoints(tmp_path)]
     assert names[:5] == ["epoch-0000-batch-000015.weights.h5", "epoch-0000-batch-000030.weights.h5",
                          "epoch-0000-batch-000045.weights.h5", "epoch-0000-batch-000060.weights.h5",
                          "epoch-0001.weights.h5"]  # 63 batches an epoch
     resumed = trainer()
-    again = resumed.fit(files, None, resume_from=tmp_path / "epoch-0001-batch-000030.weights.h5",
+    again = resumed.fit(inputs, y, resume_from=tmp_path / "epoch-0001-batch-000030.weights.h5",
                         **options)
     a, b = history.columns(), again.columns()
     assert a.keys() == b.keys() and {"loss", "mae", "val_loss", "val_mae"} <= set(a)
@@ -515,7 +527,7 @@ def test_a_checkpoint_in_the_middle_of_an_epoch_resumes_bitwise(shards, tmp_path
     # Without the metric whose progress it holds: refused before anything changes.
     other = Trainer(LinearModule(features=2), optimizer="adam", learning_rate=0.05)
     with pytest.raises(CheckpointError, match="saved inside an epoch with other metrics"):
-        other.fit(files, None, resume_from=tmp_path / "epoch-0001-batch-000030.weights.h5",
+        other.fit(inputs, y, resume_from=tmp_path / "epoch-0001-batch-000030.weights.h5",
                   **options)
     assert other.model.w.numpy().tolist() == [5.0, 5.0] and float(other.model.b) == 0.0
 
