@@ -46,6 +46,32 @@ def update_metric_share(keras_model: keras.Model, y, prediction, share) -> None:
         metric.update_state(y, prediction, sample_weight=share if per_batch else None)
 
 
+def update_metrics_of_replica(keras_model: keras.Model, y, prediction) -> bool:
+    """Under several replicas, update the compiled metrics with this replica's rows
+    as its share of the global batch (`update_metric_share`), and not at all when
+    it has none; so that, added over the replicas (Keras adds a metric's
+    variables), they are one device's. Returns False, updating nothing, with one
+    replica (where the plain update is the same) or no compiled metrics.
+
+    Assumes: `keras_model._compile_metrics` is None when nothing was compiled.
+
+    Keras's own update counts each replica's mean of a 1-D target as a batch's:
+    the epoch's mean then weighs the replicas' rows unequally, and a replica
+    with no rows (a last batch of one row) makes it NaN.
+    """
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1 or \
+            keras_model._compile_metrics is None:
+        return False
+    size = tf.shape(y)[0]
+    share = tf.cast(size, tf.float32) / tf.cast(context.all_reduce("SUM", size), tf.float32)
+    tf.cond(size > 0, lambda: update_metric_share(keras_model, y, prediction, share) or 0,
+            lambda: 0)
+    return True
+
+
 @contextlib.contextmanager
 def strategy_from_scope(keras_model: keras.Model, strategy):
     """Run `fit` in `strategy`'s scope with the model's remembered strategy unset.

@@ -149,6 +149,9 @@ class LinearModel(keras.Model):
     def call(self, x):
         return affine(x, self.w, self.b)
 
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        return _compute_metrics(self, x, y, y_pred, sample_weight)
+
 
 class KerasModuleAdapter(keras.Model):
     """A tf.Module seen as a keras.Model, for `fit` and for Keras callbacks.
@@ -183,6 +186,9 @@ class KerasModuleAdapter(keras.Model):
         self.optimizer.apply_gradients(zip(gradients, variables))
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        return _compute_metrics(self, x, y, y_pred, sample_weight)
+
     def get_config(self):
         # Keras asks for it to save the model whole (`.keras`); a tf.Module has no
         # config, and Keras's own error ("non-serializable argument values")
@@ -201,6 +207,14 @@ class KerasModuleAdapter(keras.Model):
 
     def load_weights(self, filepath, **kwargs):
         checkpoint.load_weights(self.module, filepath)
+
+
+def _compute_metrics(model: keras.Model, x, y, y_pred, sample_weight):
+    """Keras's `compute_metrics`, but under several replicas the metrics one device
+    would compute (`compat.update_metrics_of_replica`)."""
+    if sample_weight is None and compat.update_metrics_of_replica(model, y, y_pred):
+        return model.get_metrics_result()
+    return keras.Model.compute_metrics(model, x, y, y_pred, sample_weight)
 
 
 def check_saves_whole(model, callbacks: list) -> None:

@@ -151,3 +151,11 @@ def test_metric_shares_of_a_batch_add_up_to_the_batch():
         for name in results[0]:
             np.testing.assert_allclose(model.get_metrics_result()[name], results[0][name],
                                        rtol=1e-6)
+
+
+def test_a_model_compiled_without_metrics_has_no_compile_metrics():
+    model = LinearModel()
+    model.compile(optimizer="sgd", loss="mse")
+    assert model._compile_metrics is None
+    model.compile(optimizer="sgd", loss="mse", metrics=["mae"])
+    assert model._compile_metrics is not None

@@ -30,12 +30,12 @@ def test_mirrored_over_two_cpus_equals_one_device():
     results = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(results) == {f"{loop}-{batch}-{optimizer}" for loop in ("manual", "keras")
                             for batch, optimizer in (("full", "sgd"), ("64", "sgd"),
-                                                     ("64", "adam"))}
+                                                     ("100", "adam"))}
     for name, outcome in results.items():
         assert outcome["replicas"] == 2 and outcome["epochs"] == 5, name
-        # loss, full_loss, val_loss, each w and b, every epoch
-        assert set(outcome["by"]) == {"loss", "full_loss", "val_loss", "w_0", "w_1", "w_2",
-                                      "b"}, name
+        # loss, full_loss, val_loss, a metric, each w and b, every epoch
+        assert set(outcome["by"]) == {"loss", "mae", "full_loss", "val_loss", "val_mae", "w_0",
+                                      "w_1", "w_2", "b"}, name
         assert max(outcome["by"].values()) <= 1e-6, (name, outcome)
 
 

@@ -43,10 +43,13 @@ def run_fit(keras_model: keras.Model, data, span: tuple[range, int], callbacks, 
             # Counted, as the training steps are: Keras warns of a dataset it must run out.
             "validation_steps": data.validation_steps}
         with scope:
+            if first_batch or strategy is not None:
+                # Built now, as fit builds it on its first step: a resumed epoch's logs
+                # are restored into the compiled metrics' variables when it begins, and
+                # under a strategy fit would build them inside a replica's step, where
+                # the graph cannot use them (keras-team/keras#19246).
+                compat.symbolic_build(keras_model, *_first_batch(data, epochs.start, strategy))
             if first_batch:
-                # Built now, as fit builds it on its first step: the epoch's logs are
-                # restored into the compiled metrics' variables when it begins.
-                compat.symbolic_build(keras_model, *next(iter(data.batches(epochs.start))))
                 with _batches_from(callbacks, first_batch):
                     keras_model.fit(data.batches(epochs.start).skip(first_batch),
                                     epochs=epochs.start + 1, initial_epoch=epochs.start,
@@ -59,6 +62,14 @@ def run_fit(keras_model: keras.Model, data, span: tuple[range, int], callbacks, 
             keras_model.fit(data.batches(epochs.start), epochs=epochs.stop,
                             initial_epoch=epochs.start, steps_per_epoch=data.steps_per_epoch,
                             callbacks=callbacks, verbose=verbose, shuffle=False, **validation)
+
+
+def _first_batch(data, epoch: int, strategy) -> tuple:
+    """The first batch of `epoch`: under a strategy, the first replica's part of it."""
+    batch = next(iter(data.batches(epoch)))
+    if strategy is None:
+        return batch
+    return tuple(strategy.experimental_local_results(part)[0] for part in batch)
 
 
 @contextlib.contextmanager

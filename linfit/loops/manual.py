@@ -38,7 +38,8 @@ class CompiledMetrics:
         self.names = [name for name in keras_model.get_metrics_result() if name != "loss"]
 
     def update(self, x, y, prediction) -> None:
-        if self.names:  # tensors, as fit gives them (a full batch's data are variables)
+        if self.names and not compat.update_metrics_of_replica(self._model, y, prediction):
+            # tensors, as fit gives them (a full batch's data are variables)
             self._model.compute_metrics(tf.convert_to_tensor(x), tf.convert_to_tensor(y),
                                         prediction)
 

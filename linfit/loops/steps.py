@@ -91,8 +91,9 @@ def make_accumulating_step(model, variables, loss_fn, optimizer, metrics=None):
             prediction, loss = forward(x, y)
             share = optimizer.scale_loss(
                 loss * (tf.cast(size, loss.dtype) / tf.cast(rows, loss.dtype)))
-        if metrics is not None:
-            metrics.update(x, y, prediction)
+        if metrics is not None:  # as its share of the batch, whose metrics fit takes whole
+            metrics.update_share(y, prediction, tf.cast(size, tf.float32) / tf.cast(rows,
+                                                                                  tf.float32))
         return tape.gradient(share, variables), \
             tf.cast(compat.tracked_loss(loss), tf.float64) * tf.cast(size, tf.float64)
 

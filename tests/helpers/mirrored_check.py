@@ -27,16 +27,19 @@ def main() -> int:
     validation = synthetic_line(DataConfig(true_w=(0.5, -1.2, 2.0), num_examples=37, seed=4))
     results = {}
     # Full batch: 201 rows, split 101/100. Batches of 64: 64, 64, 64 and a
-    # partial 9, split 5/4. SGD's step is proportional to the gradient, so a
+    # partial 9, split 5/4. Batches of 100: a last batch of one row, which
+    # leaves one replica none. SGD's step is proportional to the gradient, so a
     # wrongly scaled gradient shows; Adam's is not, but it has per-slot state.
+    # A metric, `mae`, is the mean of each batch's mean (1-D targets), as on one
+    # device: Keras's own weighs the replicas' means alike, and NaN for none.
     for loop in ("manual", "keras"):
-        for batch_size, optimizer in ((None, "sgd"), (64, "sgd"), (64, "adam")):
+        for batch_size, optimizer in ((None, "sgd"), (64, "sgd"), (100, "adam")):
             runs = {}
             for name, scope in (("single", None), ("mirrored", strategy)):
                 with (scope or tf.distribute.get_strategy()).scope():
                     model = linfit.LinearModel(features=3, init_w=0.0)
                 trainer = linfit.Trainer(model, optimizer=optimizer, learning_rate=0.05,
-                                         strategy=scope)
+                                         metrics=["mae"], strategy=scope)
                 runs[name] = trainer.fit(data.x, data.y, epochs=5, loop=loop,
                                          batch_size=batch_size,
                                          validation_data=(validation.x, validation.y))
