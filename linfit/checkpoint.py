@@ -231,7 +231,8 @@ def list_checkpoints(directory: Path) -> list[Path]:
 
 def _state_text(state: dict) -> str:
     # Sorted keys: the same state is the same bytes, whatever built it.
-    return json.dumps({"format": STATE_FORMAT, **state}, allow_nan=False, sort_keys=True)
+    # A metric may be NaN (a user's, on a batch it cannot score): JSON's NaN reads back.
+    return json.dumps({"format": STATE_FORMAT, **state}, sort_keys=True)
 
 
 def _checked_state(path: Path, f: h5py.File) -> dict | None:

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from linfit import compat
 from linfit.config import check_value
-from linfit.errors import ConfigError, DivergenceError
+from linfit.errors import ConfigError, DivergenceError, ModelError
 from linfit.history import History
 
 # The message of the check that stops training on a non-finite loss.
@@ -146,6 +146,21 @@ def checked_metrics(metrics) -> list:
             raise ConfigError(f"unknown metric {metric!r}: use a Keras metric name such as "
                               "'mae' or 'mse', or a keras.metrics.Metric")
     return metrics
+
+
+def build_compiled(keras_model: keras.Model, x, y) -> None:
+    """Build the model's compiled loss and metrics for the shapes of (x, y), as `fit`
+    builds them (`compat.symbolic_build`).
+
+    Raises:
+      ModelError: for a metric (or a Keras model) that cannot take them, e.g.
+        R2Score, which takes 2-D targets only, with one output.
+    """
+    try:
+        compat.symbolic_build(keras_model, x, y)
+    except ValueError as error:
+        raise ModelError(f"the model, its loss or its metrics cannot take this data (x of "
+                         f"shape {tuple(x.shape)}, y of {tuple(y.shape)}): {error}") from None
 
 
 def optimizer_object(identifier, learning_rate) -> keras.optimizers.Optimizer:

@@ -30,7 +30,7 @@ from linfit.loops import failures, keras_fit
 from linfit.loops.manual import CompiledMetrics, ManualLoop
 from linfit.loops.steps import manual_steps
 from linfit.loops.plan import ExecutionPlan, Workload, plan_execution
-from linfit.losses import (FiniteLoss, checked_metrics, loss_object,
+from linfit.losses import (FiniteLoss, build_compiled, checked_metrics, loss_object,
                            optimizer_object, optimizer_settings)
 from linfit.models import as_keras_model, check_saves_whole, is_linear
 from linfit.pipeline import FitData, check_fit_arguments, plain_numbers
@@ -150,7 +150,7 @@ class Trainer:
                 if not self.optimizer.built:
                     self.optimizer.build(self._variables)
             if data is not None:
-                compat.symbolic_build(self.keras_model, *data)
+                build_compiled(self.keras_model, *data)
 
     @plain_numbers
     def fit(self, x, y, *, epochs: int, loop: str = "manual", batch_size: int | None = None,

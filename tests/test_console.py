@@ -220,6 +220,16 @@ def test_a_mistake_in_the_arguments_is_one_error_line(module, argv, message, cap
     assert err.count("\n") == 1 and err.rstrip().endswith("--help)")
 
 
+def test_a_metric_that_cannot_take_the_targets_is_one_error_line(tmp_path, capsys):
+    """R2Score takes 2-D targets only; the guide's are 1-D (it was a traceback)."""
+    assert main(["--set", 'train.metrics=["r2_score"]', "--out", tmp_path / "run"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(
+        "error: the model, its loss or its metrics cannot take this data (x of shape (201,), "
+        "y of (201,)): R2Score expects 2D inputs")
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "failed"
+
+
 def test_nested_keys_can_be_set_on_the_command_line():
     config = config_from_args(parse_args(["--set", 'train.early_stopping.monitor="loss"',
                                           "--set", "train.early_stopping.patience=1"]))

@@ -431,3 +431,26 @@ def test_checkpoints_are_the_same_bytes_whatever_the_hash_seed(tmp_path):
             states.append(f["linfit_state"][()].tobytes())
         states.append((out / "metrics.json").read_bytes() + (out / "history.csv").read_bytes())
     assert states[0] == states[2] and states[1] == states[3]
+
+
+def test_a_metric_that_is_nan_is_checkpointed_and_resumed(tmp_path):
+    """A user's metric may be NaN (a batch it cannot score): the checkpoints hold it
+    (their JSON refused it, and fit stopped with a ValueError), and a resume from
+    one gives the straight run's history and weights."""
+    import keras
+
+    def undefined(y, prediction):
+        return keras.ops.mean(prediction * 0.0) / 0.0
+
+    def fit(**options):
+        trainer = Trainer(LinearModule(), optimizer="adam", metrics=[undefined])
+        return trainer, trainer.fit(DATA.x, DATA.y, epochs=4, batch_size=16, **options)
+
+    straight, history = fit(checkpoint_dir=tmp_path, checkpoint_every=1)
+    assert np.isnan(history.logs["undefined"]).all() and len(history.logs["undefined"]) == 4
+    assert np.isnan(read_state(tmp_path / "epoch-0002.weights.h5")["history"]["logs"][
+        "undefined"]).all()
+    resumed, again = fit(resume_from=tmp_path / "epoch-0002.weights.h5")
+    for name, values in history.columns().items():
+        np.testing.assert_array_equal(again.columns()[name], values, err_msg=name)
+    assert float(resumed.model.w.numpy()) == float(straight.model.w.numpy())
