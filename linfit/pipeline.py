@@ -107,17 +107,18 @@ class FitData:
         """Whether epoch `epoch` (0-based) ends with a validation, as in Keras."""
         return self.validation and (epoch + 1) % self.validation_freq == 0
 
-    def batches(self, start: int) -> tf.data.Dataset:
-        """The training batches of every epoch from `start` on (see `make_dataset`)."""
-        return self._split(make_dataset(*self.arrays[:2], self.batch_size, self.epochs,
-                                        self.shuffle_seed, start, self.shuffle_buffer,
-                                        self.shard_rows))
+    def batches(self, start: int, first_batch: int = 0) -> tf.data.Dataset:
+        """The training batches of every epoch from `start` on (see `make_dataset`),
+        from batch `first_batch` of the first (a run resumed inside an epoch)."""
+        return self._split(skipped(make_dataset(
+            *self.arrays[:2], self.batch_size, self.epochs, self.shuffle_seed, start,
+            self.shuffle_buffer, self.shard_rows), first_batch))
 
-    def update_batches(self, start: int) -> tf.data.Dataset:
-        """What the manual loop reads: `batches(start)`, or for a large full batch its
-        chunks (`chunks_per_step` of them per update)."""
+    def update_batches(self, start: int, first_batch: int = 0) -> tf.data.Dataset:
+        """What the manual loop reads: `batches(start, first_batch)`, or for a large
+        full batch its chunks (`chunks_per_step` of them per update)."""
         if self.chunks_per_step == 1:
-            return self.batches(start)
+            return self.batches(start, first_batch)
         return make_dataset(*self.arrays[:2], FULL_PASS_ROWS, self.epochs, self.shuffle_seed,
                             start, self.shuffle_buffer, self.shard_rows)
 
@@ -145,6 +146,12 @@ class FitData:
         if self.strategy is None:
             return dataset
         return self.strategy.experimental_distribute_dataset(dataset)
+
+
+def skipped(dataset: tf.data.Dataset, batches: int) -> tf.data.Dataset:
+    """`dataset` without its first `batches` batches: skipped before a strategy splits
+    them (a distributed dataset cannot skip)."""
+    return dataset.skip(batches) if batches else dataset
 
 
 def _batches(rows: int, batch_size: int | None) -> int:

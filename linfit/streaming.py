@@ -63,17 +63,18 @@ class StreamData(FitData):
     def validation_steps(self) -> int:
         return pipeline._batches(self.validation_files.num_examples, self.validation_size)
 
-    def batches(self, start: int) -> tf.data.Dataset:
-        return self._epochs(start, min(self.batch_size or self.num_examples, self.num_examples))
+    def batches(self, start: int, first_batch: int = 0) -> tf.data.Dataset:
+        return self._epochs(start, min(self.batch_size or self.num_examples, self.num_examples),
+                            first_batch)
 
     @property
     def full_pass_chunks(self) -> int:
         """The chunks `full_pass` reads."""
         return -(-self.num_examples // pipeline.FULL_PASS_ROWS)
 
-    def update_batches(self, start: int) -> tf.data.Dataset:
+    def update_batches(self, start: int, first_batch: int = 0) -> tf.data.Dataset:
         if self.chunks_per_step == 1:
-            return self.batches(start)
+            return self.batches(start, first_batch)
         return self._epochs(start, pipeline.FULL_PASS_ROWS)
 
     def eager_batches(self, start: int):
@@ -113,16 +114,17 @@ class StreamData(FitData):
     def distributed(self, strategy) -> "StreamData":
         return dataclasses.replace(self, strategy=strategy)
 
-    def _epochs(self, start: int, size: int) -> tf.data.Dataset:
+    def _epochs(self, start: int, size: int, first_batch: int = 0) -> tf.data.Dataset:
         def epoch_batches(epoch):
             return _lines(self.files, self.shuffle_seed, epoch, self.shuffle_buffer,
                           self.worker).rebatch(size)
 
         lines = tf.data.Dataset.range(start, self.epochs).flat_map(epoch_batches)
         if self.worker is None:
-            return self._split(_parsed(lines, self.files, size))
+            return self._split(pipeline.skipped(_parsed(lines, self.files, size), first_batch))
         # A worker's batches go to its own replica whole: a distributed dataset would split them.
-        return self._parse(lines, self.files, size, with_rows=True)
+        return pipeline.skipped(self._parse(lines, self.files, size, with_rows=True),
+                                first_batch)
 
     def _parse(self, lines: tf.data.Dataset, files: DataFiles, rows: int,
                with_rows: bool = False) -> tf.data.Dataset:

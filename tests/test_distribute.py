@@ -28,9 +28,15 @@ def test_mirrored_over_two_cpus_equals_one_device():
     result = run(HERE / "helpers" / "mirrored_check.py")
     assert result.returncode == 0, result.stderr[-2000:]
     results = json.loads(result.stdout.strip().splitlines()[-1])
+    resumed = {loop: results.pop(f"{loop}-resumed") for loop in ("manual", "keras")}
     assert set(results) == {f"{loop}-{batch}-{optimizer}" for loop in ("manual", "keras")
                             for batch, optimizer in (("full", "sgd"), ("64", "sgd"),
                                                      ("100", "adam"))}
+    # Resumed inside an epoch: the weights to the bit; the epoch's mean loss to its
+    # rounding (its sum, restored, is shared out over the replicas' trackers anew).
+    for loop, outcome in resumed.items():
+        assert outcome["same_weights"] and outcome["epochs"] == 3, loop
+        assert max(outcome["by"].values()) <= 1e-6, (loop, outcome)
     for name, outcome in results.items():
         assert outcome["replicas"] == 2 and outcome["epochs"] == 5, name
         # loss, full_loss, val_loss, a metric, each w and b, every epoch

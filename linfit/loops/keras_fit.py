@@ -51,7 +51,7 @@ def run_fit(keras_model: keras.Model, data, span: tuple[range, int], callbacks, 
                 compat.symbolic_build(keras_model, *_first_batch(data, epochs.start, strategy))
             if first_batch:
                 with _batches_from(callbacks, first_batch):
-                    keras_model.fit(data.batches(epochs.start).skip(first_batch),
+                    keras_model.fit(data.batches(epochs.start, first_batch),
                                     epochs=epochs.start + 1, initial_epoch=epochs.start,
                                     steps_per_epoch=data.steps_per_epoch - first_batch,
                                     callbacks=callbacks, verbose=verbose, shuffle=False,

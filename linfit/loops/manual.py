@@ -185,7 +185,7 @@ class ManualLoop:
 
     def _batch_by_batch(self, plan, data, epochs, callbacks, first_batch: int = 0) -> dict:
         if first_batch:  # the first epoch's first batches were trained before
-            batches = iter(data.update_batches(epochs.start).skip(first_batch))
+            batches = iter(data.update_batches(epochs.start, first_batch))
         else:
             batches = data.eager_batches(epochs.start) if plan.mode == "eager" else \
                 iter(data.update_batches(epochs.start))

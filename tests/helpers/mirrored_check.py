@@ -49,8 +49,33 @@ def main() -> int:
                 "epochs": runs["mirrored"].epochs,
                 "replicas": strategy.num_replicas_in_sync,
                 "final_w": np.asarray(runs["mirrored"].w[-1]).tolist()}
+        results[f"{loop}-resumed"] = resumed_inside_an_epoch(strategy, data, loop)
     print(json.dumps(results))
     return 0
+
+
+def resumed_inside_an_epoch(strategy, data, loop: str) -> dict:
+    """Under the strategy, a run resumed from a checkpoint inside its second epoch
+    against the run never stopped (the batches to skip are skipped before the
+    strategy splits them: a distributed dataset cannot skip)."""
+    import tempfile
+
+    def fit(**options):
+        with strategy.scope():
+            model = linfit.LinearModel(features=3, init_w=0.0)
+        trainer = linfit.Trainer(model, optimizer="adam", learning_rate=0.05,
+                                 metrics=["mae"], strategy=strategy)
+        history = trainer.fit(data.x, data.y, epochs=3, loop=loop, batch_size=20,
+                              shuffle_seed=1, **options)
+        return history, [v.numpy().tolist() for v in (model.w, model.b)]
+
+    with tempfile.TemporaryDirectory() as folder:
+        straight, weights = fit(checkpoint_dir=folder, checkpoint_every_batches=4)
+        resumed, resumed_weights = fit(
+            resume_from=f"{folder}/epoch-0001-batch-000004.weights.h5")
+    return {"by": compare_histories([straight, resumed]).max_rel,
+            "epochs": resumed.epochs, "replicas": strategy.num_replicas_in_sync,
+            "same_weights": weights == resumed_weights}
 
 
 if __name__ == "__main__":
