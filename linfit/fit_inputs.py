@@ -46,7 +46,7 @@ def fit_data(model, inputs: tuple, validation_data, loop: str, shape: FitData,
     if isinstance(x, DataFiles):
         data, sample = _stream(model, x, y, validation_data, shape)
         check_streamable(data.num_examples, data.batch_size, (loop,), strategy)
-        return (data if strategy is None else _worker_share(data, strategy)), sample
+        return (_worker_share(data, strategy) if _multiworker(strategy) else data), sample
     if isinstance(validation_data, DataFiles):
         raise ConfigError("validation_data is files to stream but x is arrays: stream both, "
                           "or read both into memory")
@@ -92,7 +92,7 @@ def worker_pass(files: DataFiles, strategy) -> tuple[DataFiles, object]:
     this process reads (its share: every count-th from its index) and the function
     that adds a sum over the workers; (files, None) when it reads them all (one
     process, or fewer files than workers)."""
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    if not _multiworker(strategy):
         return files, None
     index, count = worker_position(strategy)
     if len(files.paths) < count:
@@ -113,20 +113,25 @@ def worker_position(strategy) -> tuple[int, int]:
             else chiefs + resolver.task_id), count
 
 
+def _multiworker(strategy) -> bool:
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
 def check_streamable(rows: int, batch_size: int | None, loops: tuple[str, ...],
                      strategy=None) -> None:
     """Refuse streamed data a fit (or, before any trains, a run of an experiment)
     could not train: a full batch above one chunk (`FULL_PASS_ROWS`) for the Keras
-    loop, which takes it whole; on several devices, anything but `_worker_share`'s."""
+    loop, which takes it whole, or on local devices (batches are split over them
+    whole); on workers, anything but the manual loop on one device each."""
     full_batch = batch_size is None or batch_size >= rows
-    if strategy is not None and strategy.num_replicas_in_sync > 1 and (
-            "keras" in loops
-            or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)):
-        raise ConfigError("streamed data trains on several devices only with train.strategy = "
-                          "\"multiworker\" and train.loop = \"manual\": change those, or set "
-                          "data.streaming = false")
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and \
-            len(strategy.extended.worker_devices) > 1:
+    if _multiworker(strategy) and strategy.num_replicas_in_sync > 1 and "keras" in loops:
+        raise ConfigError("streamed data trains on several workers only with train.loop = "
+                          "\"manual\": set it, or set data.streaming = false")
+    if full_batch and rows > pipeline.FULL_PASS_ROWS and strategy is not None and \
+            not _multiworker(strategy) and strategy.num_replicas_in_sync > 1:
+        raise ConfigError(f"a full batch of {rows} streamed rows on several local devices "
+                          "would be held whole: set data.batch_size, or data.streaming = false")
+    if _multiworker(strategy) and len(strategy.extended.worker_devices) > 1:
         raise ConfigError(f"streamed data trains on one device per worker, and this worker "
                           f"has {len(strategy.extended.worker_devices)}: make one visible "
                           "(e.g. CUDA_VISIBLE_DEVICES=0), or set data.streaming = false")

@@ -83,7 +83,9 @@ class StreamData(FitData):
     def validation_batches(self) -> tf.data.Dataset:
         files = self.validation_files
         size = min(self.validation_size or files.num_examples, files.num_examples)
-        return self._pass("validation", files, size, with_rows=True)
+        batches = self._pass("validation", files, size, with_rows=True)
+        # A worker's go to its own replica whole; local devices share each batch.
+        return batches if self.worker is not None else self._split(batches)
 
     def full_pass(self) -> tf.data.Dataset:
         """The training data in its order, in chunks of FULL_PASS_ROWS rows (a worker's:

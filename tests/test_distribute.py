@@ -29,6 +29,9 @@ def test_mirrored_over_two_cpus_equals_one_device():
     assert result.returncode == 0, result.stderr[-2000:]
     results = json.loads(result.stdout.strip().splitlines()[-1])
     resumed = {loop: results.pop(f"{loop}-resumed") for loop in ("manual", "keras")}
+    for loop in ("manual", "keras"):  # CSV shards streamed, split over the devices
+        streamed = results.pop(f"{loop}-streamed")
+        assert streamed["same"] and {"val_loss", "val_mae"} <= set(streamed["columns"]), loop
     assert set(results) == {f"{loop}-{batch}-{optimizer}" for loop in ("manual", "keras")
                             for batch, optimizer in (("full", "sgd"), ("64", "sgd"),
                                                      ("100", "adam"))}
@@ -369,15 +372,35 @@ def test_a_bad_row_in_the_chiefs_share_stops_both_workers_with_one_line_each(tmp
     assert all("Traceback" not in outputs[index][1] for index in (0, 1))
 
 
-def test_streaming_on_local_devices_is_refused_before_training(tmp_path):
-    np.savetxt(tmp_path / "d.csv", np.random.default_rng(2).uniform(size=(50, 2)),
-               delimiter=",", header="x,y", comments="")
-    result = run("-m", "linfit.train", "--data", tmp_path / "d.csv", "--set",
-                 "data.streaming=true", "--devices", "2", "--set", 'train.strategy="mirrored"',
-                 "--out", tmp_path / "run")
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == (
-        'error: streamed data trains on several devices only with train.strategy = '
-        '"multiworker" and train.loop = "manual": change those, or set '
-        'data.streaming = false')
-    assert "module-manual" not in result.stdout  # refused before any run trained
+def test_streaming_on_local_devices_equals_one_device(tmp_path):
+    """`--devices 2` with train.strategy = "mirrored" streams a CSV file (it was
+    refused): the four runs equal one device's streaming run."""
+    table = np.random.default_rng(2).uniform(-1, 1, size=(150, 3))
+    table[:, 2] = table[:, :2] @ [2.0, -1.0] + 0.3
+    np.savetxt(tmp_path / "d.csv", table, delimiter=",", header="a,b,y", comments="")
+    settings = ["--data", tmp_path / "d.csv", "--set", "data.streaming=true", "--set",
+                "data.batch_size=40", "--set", "train.epochs=4"]
+    mirrored = run("-m", "linfit.train", *settings, "--devices", "2", "--set",
+                   'train.strategy="mirrored"', "--out", tmp_path / "mirrored")
+    assert mirrored.returncode == 0, mirrored.stderr[-2000:]
+    assert "MirroredStrategy over 2 devices" in mirrored.stdout
+    assert main([*settings, "--out", tmp_path / "one"]) == 0
+    assert json.loads((tmp_path / "mirrored" / "metrics.json").read_text())["data"]["streamed"]
+    assert_same_runs(tmp_path / "mirrored", tmp_path / "one")
+
+
+def test_a_streamed_full_batch_too_big_for_one_chunk_is_refused_on_local_devices():
+    """Local devices split each batch whole: a full batch above one chunk would be
+    held in memory (the manual loop sums it in chunks on one device or per worker)."""
+    from types import SimpleNamespace
+
+    from linfit import ConfigError
+    from linfit.fit_inputs import check_streamable
+    from linfit.pipeline import FULL_PASS_ROWS
+
+    devices = SimpleNamespace(num_replicas_in_sync=2)
+    check_streamable(FULL_PASS_ROWS, None, ("manual",), devices)  # one chunk: taken whole
+    check_streamable(10 * FULL_PASS_ROWS, 1024, ("manual", "keras"), devices)
+    with pytest.raises(ConfigError, match=f"a full batch of {FULL_PASS_ROWS + 1} streamed rows "
+                       "on several local devices would be held whole: set data.batch_size"):
+        check_streamable(FULL_PASS_ROWS + 1, None, ("manual",), devices)

@@ -50,8 +50,49 @@ def main() -> int:
                 "replicas": strategy.num_replicas_in_sync,
                 "final_w": np.asarray(runs["mirrored"].w[-1]).tolist()}
         results[f"{loop}-resumed"] = resumed_inside_an_epoch(strategy, data, loop)
+        results[f"{loop}-streamed"] = streamed_and_in_memory(strategy, loop)
     print(json.dumps(results))
     return 0
+
+
+def streamed_and_in_memory(strategy, loop: str) -> dict:
+    """Under the strategy, CSV shards streamed (shuffled in windows, validation
+    files, a metric) against the same rows in memory: "same" when every History
+    column and the weights are equal to the bit."""
+    import tempfile
+
+    from linfit.streams import open_data_files
+
+    rng = np.random.default_rng(5)
+    table = rng.uniform(-2, 2, (450, 3))
+    table[:, 2] = table[:, :2] @ [1.5, -2.0] + 0.5
+    with tempfile.TemporaryDirectory() as folder:
+        for name, rows in (("part-0", table[:150]), ("part-1", table[150:370]),
+                           ("val-0", table[370:])):
+            np.savetxt(f"{folder}/{name}.csv", rows, delimiter=",", header="a,b,y",
+                       comments="")
+        files, validation = (open_data_files(f"{folder}/{name}-*.csv") for name in ("part", "val"))
+        arrays = [np.concatenate([x for x, _ in f.exact_chunks()]).astype(np.float32)
+                  for f in (files, validation)]
+        targets = [np.concatenate([y for _, y in f.exact_chunks()]).astype(np.float32)
+                   for f in (files, validation)]
+        outcomes = []
+        for inputs in ((files, None, validation), (arrays[0], targets[0],
+                                                  (arrays[1], targets[1]))):
+            with strategy.scope():
+                model = linfit.LinearModule(features=2)
+            trainer = linfit.Trainer(model, optimizer="adam", learning_rate=0.05,
+                                     metrics=["mae"], strategy=strategy)
+            history = trainer.fit(inputs[0], inputs[1], validation_data=inputs[2], epochs=3,
+                                  loop=loop, batch_size=64, shuffle_seed=2, shuffle_buffer=100,
+                                  shard_rows=files.rows)
+            outcomes.append((history.columns(), [model.w.numpy().tolist(),
+                                                 float(model.b.numpy())]))
+    (streamed, streamed_weights), (in_memory, weights) = outcomes
+    return {"same": streamed_weights == weights and streamed.keys() == in_memory.keys()
+            and all(np.array_equal(streamed[name], in_memory[name], equal_nan=True)  # row 0's loss
+                    for name in streamed),
+            "columns": sorted(streamed)}
 
 
 def resumed_inside_an_epoch(strategy, data, loop: str) -> dict:
