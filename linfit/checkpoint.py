@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 
 from linfit import weights_file as wf
-from linfit.errors import CheckpointError, ModelError
+from linfit.errors import CheckpointError, LinfitError, ModelError
 from linfit.fileio import atomic_write
 
 SUFFIX = wf.SUFFIX
@@ -56,6 +56,12 @@ def save_checkpoint(path: str | os.PathLike, model, optimizer=None, state: dict 
     optimizer_arrays = None if optimizer is None else [
         np.asarray(v.numpy()) for v in optimizer.variables]
     state_text = None if state is None else _state_text(state)
+    if state_text is not None and len(state_text.encode()) > wf.MAX_STATE_BYTES:
+        raise CheckpointError(  # one linfit could not read back
+            f"cannot write {path}: its training state, most of it the run's history, is "
+            f"more than the {wf.MAX_STATE_BYTES // 2**20} MiB a checkpoint holds: train "
+            "fewer epochs in one run (a new run can start from its weights: model.init_w, "
+            "model.init_b)")
 
     def add_training_state(f: h5py.File) -> None:
         if optimizer_arrays is not None and wf.OPTIMIZER not in f:
@@ -227,6 +233,39 @@ def list_checkpoints(directory: Path) -> list[Path]:
              for path in Path(directory).glob("epoch-*.weights.h5")
              if (m := pattern.fullmatch(path.name))]
     return [path for _, path in sorted(found)]
+
+
+def position(state: dict) -> tuple[int, int]:
+    """How far a checkpoint's run had trained: (epochs, batches of the next epoch)."""
+    batch = state.get("batch", 0)
+    return state["epoch"], batch if isinstance(batch, int) else 0
+
+
+def newest_whole(paths: list[Path], run: str) -> tuple[Path, dict] | None:
+    """(path, training state) of the checkpoint among `paths` furthest on (epochs,
+    then batches of the next) that reads whole, or None when none exists; damaged
+    ones are passed over.
+
+    Raises:
+      CheckpointError: when checkpoints of `run` exist but none reads whole (naming
+        the newest and what is wrong with it): a run is never started over unasked.
+    """
+    best, refused = None, None
+    for path in paths:
+        try:
+            state = verify(path) if path.exists() else None
+        except LinfitError as error:
+            refused = error  # damaged or half-written: an older one will do
+            continue
+        if isinstance(state, dict) and isinstance(state.get("epoch"), int) and \
+                isinstance(state.get("history"), dict) and \
+                (best is None or position(state) >= position(best[1])):
+            best = (path, state)
+    if best is None and refused is not None:
+        raise CheckpointError(f"{run}: none of its checkpoints reads whole, so it cannot go on "
+                              f"from one ({refused}): restore one from a copy, or start a new "
+                              "run")
+    return best
 
 
 def _state_text(state: dict) -> str:

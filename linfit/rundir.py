@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from linfit.checkpoint import list_checkpoints, verify
+from linfit.checkpoint import list_checkpoints, newest_whole, position
 from linfit.config import LOOPS, MODEL_CLASS_NAMES, Config, config_callbacks, load_config, to_toml
 from linfit.data import Data
 from linfit.data_files import shown
@@ -282,6 +282,7 @@ class RunDir:
         Raises:
           ConfigError: a checkpoint was written with other settings or data (named),
             or the config asks for fewer epochs than a run has trained.
+          CheckpointError: a run has checkpoints, but none reads whole.
         """
         points, complete = {}, True
         for label in labels:
@@ -297,7 +298,7 @@ class RunDir:
             changed = changed_setting(state, settings)
             if changed:
                 raise ConfigError(_changed_message(path, *changed))
-            trained, inside = _position(state)
+            trained, inside = position(state)
             if trained + bool(inside) > config.train.epochs:
                 at_least = trained + bool(inside)
                 raise ConfigError(
@@ -311,22 +312,10 @@ class RunDir:
         return ResumePlan(points, complete)
 
     def _newest_whole_checkpoint(self, label: RunLabel) -> tuple[Path, dict] | None:
-        """(path, training state) of the run's checkpoint furthest on (epochs, then
-        batches of the next) that reads whole, or None; damaged ones are passed over."""
+        """`checkpoint.newest_whole` of the run's periodic and final checkpoints."""
         directory = self.checkpoint_dir(label)
-        candidates = [*(list_checkpoints(directory) if directory.is_dir() else []),
-                      self.final_checkpoint(label)]
-        best = None
-        for path in candidates:
-            try:
-                state = verify(path) if path.exists() else None
-            except LinfitError:
-                continue  # damaged or half-written: an older one will do
-            if isinstance(state, dict) and isinstance(state.get("epoch"), int) and \
-                    isinstance(state.get("history"), dict) and \
-                    (best is None or _position(state) >= _position(best[1])):
-                best = (path, state)
-        return best
+        return newest_whole([*(list_checkpoints(directory) if directory.is_dir() else []),
+                             self.final_checkpoint(label)], str(label))
 
     def read_runs(self) -> dict[str, History]:
         """The runs of a finished run directory, by label ("module-manual", ...)."""
@@ -390,9 +379,3 @@ def _changed_message(path: Path, key: str, then, now) -> str:
             "changed)" if key == "data.fingerprint" else f"{key} was {then!r}, now {now!r}")
     return (f"--resume: {path} was written with other settings: {what}. Resume with the "
             "settings the run was started with, or start a new run")
-
-
-def _position(state: dict) -> tuple:
-    """How far a checkpoint's run had trained: (epochs, batches of the next epoch)."""
-    batch = state.get("batch", 0)
-    return state["epoch"], batch if isinstance(batch, int) else 0

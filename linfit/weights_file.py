@@ -35,7 +35,7 @@ OPTIMIZER = "optimizer"
 # does not say its size before it is read).
 STATE = "linfit_state"
 # Caps on what an untrusted file can make linfit read.
-MAX_STATE_BYTES = 16 * 2**20
+MAX_STATE_BYTES = 256 * 2**20  # the history of ~2e6 epochs of one weight, ~6e3 of 2000
 MAX_ELEMENTS = 2**28
 MAX_FEATURES = 2**20  # of a linear model read without knowing it (predict, resume)
 MAX_STATE_DEPTH = 64

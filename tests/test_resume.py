@@ -368,6 +368,37 @@ def test_the_newest_damaged_checkpoint_is_passed_over(half_run, capsys):
     assert (half_run / "history.csv").read_text() == history  # as if never stopped
 
 
+def test_a_run_whose_checkpoints_are_all_damaged_is_not_started_over(half_run, capsys):
+    """--resume refuses, naming the newest checkpoint and its damage, and changes
+    nothing (it retrained from epoch 0 and replaced history.csv)."""
+    checkpoints = sorted((half_run / "checkpoints" / "module-manual").iterdir())
+    for path in checkpoints:
+        data = bytearray(path.read_bytes())
+        data[5000] ^= 0xFF
+        path.write_bytes(bytes(data))
+    before = {path: path.read_bytes() for path in half_run.rglob("*") if path.is_file()}
+    capsys.readouterr()
+    assert main(["--resume", half_run]) == 2
+    captured = capsys.readouterr()
+    assert "Epoch" not in captured.out and captured.err.count("\n") == 1
+    assert captured.err.startswith(
+        f"error: module-manual: none of its checkpoints reads whole, so it cannot go on from "
+        f"one ({checkpoints[-1]} is damaged: ")
+    assert captured.err.endswith("restore one from a copy, or start a new run\n")
+    assert {path: path.read_bytes() for path in half_run.rglob("*") if path.is_file()} == before
+
+
+def test_a_checkpoint_too_big_to_read_back_is_never_written(tmp_path, monkeypatch):
+    from linfit import weights_file
+
+    trainer, history = train("manual", "sgd", (None, None), epochs=3)
+    monkeypatch.setattr(weights_file, "MAX_STATE_BYTES", 600)
+    with pytest.raises(CheckpointError, match="its training state, most of it the run's "
+                       "history, is more than the 0 MiB a checkpoint holds: train fewer"):
+        trainer.save_checkpoint(tmp_path / "m.weights.h5", history)
+    assert list(tmp_path.iterdir()) == []
+
+
 # Trainer.fit(resume_from=...): all or nothing (issue 13.11).
 
 def rewrite_state(path, change):
