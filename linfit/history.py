@@ -220,7 +220,8 @@ class History:
                    trajectory=trajectory, settings=dict(settings or {}),
                    metrics=list(data.get("metrics", [])),
                    stopped=bool(data.get("stopped", False)),
-                   early_stopping=data.get("early_stopping"))
+                   early_stopping=_in_order(data.get("early_stopping"),
+                                            ("monitor", "best_after", "restored")))
 
     def metrics_rows(self) -> list[dict]:
         """The trajectory as metrics.json's rows: {epoch, full_loss[, val_loss...][, w, b]}."""
@@ -255,3 +256,11 @@ def _as_arrays(trajectory: dict, dtype) -> None:
         trajectory["w"] = [np.asarray(w, dtype=dtype) for w in trajectory["w"]]
     if "b" in trajectory:
         trajectory["b"] = [np.asarray(b, dtype=dtype) for b in trajectory["b"]]
+
+
+def _in_order(record: dict | None, keys: tuple[str, ...]) -> dict | None:
+    """`record` with `keys` first, in that order (how training writes it; a
+    checkpoint's JSON sorts its keys), so that a resumed run writes the same bytes."""
+    if record is None:
+        return None
+    return {**{key: record[key] for key in keys if key in record}, **record}

@@ -326,6 +326,9 @@ class Trainer:
         for variable, value in zip(variables, point.model_weights(epochs) or []):
             variable.assign(value)
         point.history.end_weights = point.resume_weights
+        # Kept for the checkpoints written of it, even where no epoch is trained (a run
+        # complete, re-saved when the others of its directory are resumed).
+        point.history.callback_progress = list(point.callback_progress)
         return point
 
     def _saver(self, history: History, loop: str):

@@ -356,6 +356,35 @@ def test_resume_of_an_early_stopped_run_keeps_its_decision(tmp_path, capsys):
     assert snapshot(folder) == before
 
 
+def test_a_finished_run_keeps_its_early_stopping_progress_when_another_is_resumed(tmp_path):
+    """Two runs: the first finished, the second killed after 4 of 6 epochs, then
+    --resume. The first's final checkpoint, written again, kept its EarlyStopping
+    progress (it lost it, so extending the run later trained past the stop), and
+    metrics.json and history.csv are the straight run's, to the byte (the order of
+    early_stopping's keys differed)."""
+    settings = ["--model", "module", "--set", "train.checkpoint_every=2", "--set",
+                'train.early_stopping={monitor="loss", min_delta=100.0, patience=7}',
+                "--set", "train.learning_rate=0.001", "--set", "train.epochs=6"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    for folder in (straight, killed):
+        assert main([*settings, "--out", folder]) == 0
+    for name in ("metrics.json", "module-keras.weights.h5",
+                 "checkpoints/module-keras/epoch-0006.weights.h5"):
+        (killed / name).unlink()
+    assert main(["--resume", killed]) == 0
+    assert snapshot(killed).keys() == snapshot(straight).keys()
+    for name in ("metrics.json", "history.csv"):
+        assert (killed / name).read_bytes() == (straight / name).read_bytes(), name
+    for name in ("module-manual.weights.h5", "module-keras.weights.h5"):
+        assert "callbacks" in read_state(straight / name)
+        assert read_state(killed / name) == read_state(straight / name), name
+    for folder in (straight, killed):  # both stop after 8 epochs: the 7 without a gain
+        assert main(["--resume", folder, "--set", "train.epochs=12"]) == 0
+        runs = json.loads((folder / "metrics.json").read_text())["runs"]
+        assert [run["epochs_run"] for run in runs] == [8, 8]
+    assert (killed / "metrics.json").read_bytes() == (straight / "metrics.json").read_bytes()
+
+
 def test_the_newest_damaged_checkpoint_is_passed_over(half_run, capsys):
     history = (half_run / "history.csv").read_text()  # the straight run's, whole
     newest = half_run / "checkpoints" / "module-manual" / "epoch-0004.weights.h5"
