@@ -188,6 +188,8 @@ def _integer(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+FLOAT32_MAX, FLOAT32_TINY = 3.4028234663852886e38, 1.1754943508222875e-38  # its normal range
+
 # What each checked key must be: (test, the requirement in words). The Trainer
 # checks its own arguments with the same rules (`check_value(key, label=...)`).
 RULES = {
@@ -202,9 +204,9 @@ RULES = {
     "data.validate": (lambda v: v in VALIDATE, _one_of(VALIDATE)),
     "model.kind": (lambda v: v in MODEL_KINDS, _one_of(MODEL_KINDS)),
     "train.loop": (lambda v: v in LOOPS, _one_of(LOOPS)),
-    "train.epochs": (lambda v: _integer(v) and v >= 1, "at least 1"),
-    "train.learning_rate": (lambda v: _number(v) and v > 0 and math.isfinite(v),
-                            "a finite number > 0"),
+    "train.epochs": (lambda v: _integer(v) and 1 <= v < 2**31, "at least 1 (and below 2**31)"),
+    "train.learning_rate": (lambda v: _number(v) and FLOAT32_TINY <= v <= FLOAT32_MAX,
+                            "a number > 0 that float32 holds (1.2e-38 to 3.4e38)"),
     "train.optimizer": (lambda v: v in OPTIMIZERS, _one_of(OPTIMIZERS)),
     "train.seed": (lambda v: _integer(v) and 0 <= v < 2**32, "an integer in [0, 2**32)"),
     "train.checkpoint_every": (lambda v: _integer(v) and v >= 0,
@@ -221,7 +223,8 @@ RULES = {
     "train.print_every": (lambda v: _integer(v) and v >= 0,
                           "0 (a readable choice) or a number of epochs"),
     "train.early_stopping.patience": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
-    "train.early_stopping.min_delta": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+    "train.early_stopping.min_delta": (lambda v: _number(v) and v >= 0 and math.isfinite(v),
+                                       "a finite number >= 0"),
 }
 
 
@@ -276,7 +279,8 @@ def validate(config: Config) -> None:
     for key, number in (("data.true_w", data.true_w), ("data.true_b", data.true_b),
                         ("model.init_w", model.init_w), ("model.init_b", model.init_b)):
         numbers = number if isinstance(number, tuple) else (number,)
-        _require(all(math.isfinite(n) for n in numbers), key, number, "finite")
+        _require(all(abs(n) <= FLOAT32_MAX for n in numbers), key, number,
+                 "finite in float32 (within ±3.4e38)")
 
 
 def _lookup(config: Config, key: str) -> Any:

@@ -22,8 +22,8 @@ def read_toml(path: Path) -> dict[str, Any]:
             "is not a regular file (a device or a pipe)"
         raise ConfigError(f"config file {path} {what}: give the path of a .toml file")
     try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
+        # A byte-order mark (Notepad's UTF-8) is no TOML statement: read past it.
+        return tomllib.loads(path.read_bytes().decode().removeprefix("\ufeff"))
     except OSError as error:
         raise ConfigError(f"config file {path} cannot be read: {error.strerror}") from None
     except tomllib.TOMLDecodeError as e:
@@ -32,13 +32,22 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path} is not a UTF-8 text file: give a TOML config") from None
 
 
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
 def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, str):  # a basic string: escaped as TOML reads it back
+        return '"' + "".join(_ESCAPES.get(c, c if c.isprintable() else _escaped(c))
+                             for c in value) + '"'
     if isinstance(value, (tuple, list)):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
     return repr(value)
+
+
+def _escaped(character: str) -> str:
+    code = ord(character)
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"

@@ -7,6 +7,7 @@ import pytest
 
 from linfit.config import OPTIMIZERS, Config, load_config, parse_override, to_toml
 from linfit.errors import ConfigError
+from linfit.toml_text import toml_value
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -62,6 +63,15 @@ def test_later_overrides_win(tmp_path):
     ("data.num_examples=1", "data.num_examples = 1 is impossible"),
     ("model.init_w=[]", r"model.init_w = \[\] is impossible"),
     ("train.learning_rate=inf", "train.learning_rate = inf is impossible"),
+    # Each was accepted, then failed in training with a traceback (or, for 1e-320,
+    # float32's 0, trained nothing).
+    ("train.early_stopping.min_delta=inf",
+     "min_delta = inf is impossible: it must be a finite number >= 0"),
+    ("train.epochs=9223372036854775808", "train.epochs = 9223372036854775808 is impossible: "
+     r"it must be at least 1 \(and below 2\*\*31\)"),
+    ("train.learning_rate=1e-320", "train.learning_rate = 1e-320 is impossible: it must be a "
+     "number > 0 that float32 holds"),
+    ("model.init_w=1e39", r"model.init_w = 1e\+39 is impossible: it must be finite in float32"),
     # Refused after TensorFlow had started, leaving a failed run directory; twice: a
     # second column, mae_1.
     ('train.metrics=["loss"]', "'loss' is a log linfit keeps itself"),
@@ -86,6 +96,23 @@ def test_bad_files_name_the_file(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message) as error:
         load_config(path)
     assert "bad.toml" in str(error.value)
+
+
+def test_a_config_saved_with_a_byte_order_mark_reads(tmp_path):
+    """Notepad's UTF-8 starts with a BOM, which tomllib takes for a statement."""
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf[train]\r\nepochs = 2\r\n")
+    assert load_config(path).train.epochs == 2
+
+
+@pytest.mark.parametrize("name", ["nl\nname.csv", "tab\t.csv", "bell\x07.csv", "ünï ☃.csv",
+                                  'quote" back\\slash.csv', "tag\U000e0001.csv"])
+def test_any_string_value_is_written_as_toml_that_reads_back(tmp_path, name):
+    """config.toml held a control character raw: invalid TOML, so the run could not
+    be resumed."""
+    config = load_config(None, [f"data.path={toml_value(name)}"])
+    (tmp_path / "c.toml").write_text(to_toml(config))
+    assert load_config(tmp_path / "c.toml").data.path == name
 
 
 def test_missing_config_file(tmp_path):
