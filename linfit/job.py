@@ -96,6 +96,9 @@ class Job:
     chief: bool = True
 
 
+MAX_DEVICES = 64  # logical devices of the CPU, to try a strategy on
+
+
 def prepare(args: argparse.Namespace, config: Config | None,
             stack: contextlib.ExitStack) -> Job | None:
     """Check the config, the data and the run directory, and make (or lock) it.
@@ -105,8 +108,10 @@ def prepare(args: argparse.Namespace, config: Config | None,
     """
     if args.resume:
         config = resume_config(RunDir(args.resume), args)
-    if args.devices is not None and args.devices < 1:
-        raise ConfigError(f"--devices {args.devices}: give a number of devices >= 1")
+    if args.devices is not None and not 1 <= args.devices <= MAX_DEVICES:
+        # TensorFlow takes minutes to make 10**5, and does not heed a signal meanwhile.
+        raise ConfigError(f"--devices {args.devices}: give a number of devices from 1 to "
+                          f"{MAX_DEVICES}")
     if args.devices is not None and config.train.strategy == "default":
         raise ConfigError(f"--devices {args.devices} splits the CPU into devices, but "
                           "train.strategy is \"default\", which trains on one of them: "

@@ -15,6 +15,7 @@ mistake is one `error:` line.
 
 import argparse
 import json
+import os
 import shlex
 import sys
 
@@ -66,10 +67,25 @@ def parse_args(argv=None, prog: str | None = None) -> argparse.Namespace:
                         help="show TensorFlow's own log lines (hidden by default)")
     args, unknown = parser.parse_known_args(None if argv is None else [str(a) for a in argv])
     if unknown:
-        hint = (" (a --set value with spaces must be quoted: --set 'model.init_w=[1, 2]')"
-                if args.overrides and any(not u.startswith("-") for u in unknown) else "")
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}{_hint(args, unknown)}")
+    for option, value in (("--data", args.data), ("--resume", args.resume),
+                          ("--out", args.out), ("--config", args.config)):
+        if value == "":  # an unset shell variable: not the default it would silently pick
+            parser.error(f"{option} is empty: give a path")
+    if args.resume and args.overwrite:
+        parser.error("--overwrite replaces the run directory --out names; --resume goes on "
+                     "with one: give one of them")
     return args
+
+
+def _hint(args: argparse.Namespace, unknown: list[str]) -> str:
+    words = [u for u in unknown if not u.startswith("-")]
+    if args.data and words and all(os.path.exists(word) for word in words):
+        return (f" (the shell expanded a pattern into {len(words) + 1} files: quote it, "
+                "as in --data 'part-*.csv')")
+    if args.overrides and words:
+        return " (a --set value with spaces must be quoted: --set 'model.init_w=[1, 2]')"
+    return ""
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

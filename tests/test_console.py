@@ -209,6 +209,10 @@ def test_an_unquoted_list_in_set_says_to_quote_it(tmp_path):
      "--epochs 3: options go after the command (linfit train --epochs 3 ...)"),
     ("linfit.predict", ["--checkpoint", "m.weights.h5", "--data", "d.csv", "--overwrite"],
      "--overwrite replaces --out, which is not given"),
+    # An unset shell variable: it trained the synthetic line, or a new run.
+    ("linfit.train", ["--data", ""], "--data is empty: give a path"),
+    ("linfit.train", ["--resume", ""], "--resume is empty: give a path"),
+    ("linfit.train", ["--resume", "r", "--overwrite"], "--overwrite replaces the run directory"),
 ])
 def test_a_mistake_in_the_arguments_is_one_error_line(module, argv, message, capsys):
     import importlib
@@ -228,6 +232,31 @@ def test_a_metric_that_cannot_take_the_targets_is_one_error_line(tmp_path, capsy
         "error: the model, its loss or its metrics cannot take this data (x of shape (201,), "
         "y of (201,)): R2Score expects 2D inputs")
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "failed"
+
+
+def test_a_pattern_the_shell_expanded_says_to_quote_it(tmp_path, capsys):
+    """--data part-*.csv, unquoted, reaches linfit as three files (it was told to
+    quote a --set value)."""
+    parts = [tmp_path / f"part-{i}.csv" for i in range(3)]
+    for part in parts:
+        part.write_text("x,y\n1,2\n")
+    with pytest.raises(SystemExit):
+        parse_args(["--data", *parts, "--set", "train.epochs=2"])
+    assert capsys.readouterr().err == (
+        f"error: unrecognized arguments: {parts[1]} {parts[2]} (the shell expanded a pattern "
+        "into 3 files: quote it, as in --data 'part-*.csv') (see python -m linfit.train "
+        "--help)\n")
+
+
+@pytest.mark.parametrize("argv", [["linfit.train", "--print-config"],
+                                  ["linfit", "config", "keys"]])
+def test_a_closed_standard_output_is_no_traceback(argv):
+    """`>&-`: Python's sys.stdout is None (it raised AttributeError)."""
+    import os
+
+    result = subprocess.run([sys.executable, "-m", *argv], stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: os.close(1), timeout=120)
+    assert result.returncode == 0 and result.stderr == ""
 
 
 def test_nested_keys_can_be_set_on_the_command_line():

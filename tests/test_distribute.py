@@ -97,6 +97,8 @@ def assert_same_runs(run_dir, reference_dir, rtol=1e-6):
 @pytest.mark.parametrize("args, message", [
     (["--set", 'train.strategy="everywhere"', "--loop", "manual"], "train.strategy"),
     (["--devices", "0", "--loop", "manual"], "--devices 0"),
+    (["--devices", "100000", "--set", 'train.strategy="mirrored"'],  # minutes, deaf to signals
+     "--devices 100000: give a number of devices from 1 to 64"),
 ])
 def test_strategy_errors(tmp_path, args, message):
     result = run("-m", "linfit.train", *args, "--out", "o", cwd=tmp_path)
