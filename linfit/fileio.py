@@ -98,6 +98,13 @@ def write_error(path: Path, error: OSError) -> WriteError:
                       "try again; what was written completely is intact")
 
 
+def file_error(error: OSError) -> str:
+    """What an OSError of a file linfit reads or changes says (no permission, a full
+    disk), and what to do."""
+    reason = REASONS.get(error.errno, error.strerror or str(error))
+    return f"{error.filename or 'a file'}: {reason}: fix that (or give another run directory)"
+
+
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Replace a UTF-8 text file atomically (lines end in "\\n" on every platform)."""
     return atomic_write(path, lambda temporary: temporary.write_text(

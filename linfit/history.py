@@ -55,6 +55,8 @@ class History:
       callback_progress, end_weights: where training stood, for a checkpoint
         to resume from exactly: the stateful callbacks' progress, and the
         weights before a callback restored others at the end of training.
+      resumed_after: the epochs a checkpoint held when this process went on
+        from it (0: trained from the start here); `epochs_trained` are the rest.
     """
 
     logs: dict[str, list[float]] = field(default_factory=dict)
@@ -66,10 +68,16 @@ class History:
     interrupted: bool = field(default=False, compare=False)
     callback_progress: list = field(default_factory=list, repr=False, compare=False)
     end_weights: list | None = field(default=None, repr=False, compare=False)
+    resumed_after: int = field(default=0, repr=False, compare=False)
 
     @property
     def epochs(self) -> int:
         return len(self.logs.get("loss", []))
+
+    @property
+    def epochs_trained(self) -> int:
+        """Epochs this process trained (a resumed run's, since it resumed)."""
+        return self.epochs - self.resumed_after
 
     @property
     def loss(self) -> list[float]:

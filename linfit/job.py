@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from linfit.config import NEUTRAL_KEYS, Config, flat_settings
 from linfit.console import LiveConsole, agreement_lines, say, summary_lines
 from linfit.data import Data, fingerprint, load_data
-from linfit.errors import (ConfigError, DivergenceError, LinfitError, TrainingInterrupted,
-                           WorkerLostError)
+from linfit.errors import (ConfigError, DivergenceError, LinfitError, RunDirError,
+                           TrainingInterrupted, WorkerLostError)
 from linfit.experiment import Experiment, RunHooks, check_data, run_experiment
+from linfit.fileio import file_error
 from linfit.interrupts import STOP
 from linfit.run_records import run_status
 from linfit.rundir import RunDir
@@ -61,6 +62,9 @@ def run(args: argparse.Namespace, config: Config | None) -> int:
             return train_into(job, strategy, hooks, console)
     except LinfitError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a file of the run it may not read or change
+        print(f"error: {file_error(error)}", file=sys.stderr)
         return 2
     finally:
         if job is not None and not job.chief:  # this worker's directory goes with it
@@ -181,16 +185,16 @@ def train_into(job: Job, strategy, hooks: RunHooks, console: LiveConsole) -> int
     out, data = job.out, job.data
     out.write_config(job.config)  # what happens from here on is recorded here
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), unusable_files():
             # A warning (such as an unstable learning rate) is one line, shown
             # before training starts.
             warnings.showwarning = lambda *warning, **_: _print_warning(console, *warning)
             comparison = run_experiment(job.experiment, data, strategy=strategy, hooks=hooks,
                                         reference=job.chief)
-        if len(comparison.runs) > 1:
-            say("\n".join(agreement_lines(comparison.agreement)))
-        devices = device_summary(strategy)
-        out.write_results(job.config, data, comparison, devices)
+            if len(comparison.runs) > 1:
+                say("\n".join(agreement_lines(comparison.agreement)))
+            devices = device_summary(strategy)
+            out.write_results(job.config, data, comparison, devices)
     except TrainingInterrupted as stop:
         done = stop.run.history.epochs
         console.run_stopped(stop.run.history, f"interrupted after {done} epoch"
@@ -219,6 +223,17 @@ def train_into(job: Job, strategy, hooks: RunHooks, console: LiveConsole) -> int
     elif job.config.train.tensorboard:
         say(f"TensorBoard: tensorboard --logdir {out.path / out.TENSORBOARD}")
     return 0
+
+
+@contextlib.contextmanager
+def unusable_files():
+    """An OSError of a file of the run (no permission), as linfit's RunDirError."""
+    try:
+        yield
+    except OSError as error:
+        if isinstance(error, LinfitError):
+            raise
+        raise RunDirError(file_error(error)) from None
 
 
 def _print_warning(console: LiveConsole, message, *_) -> None:

@@ -183,8 +183,9 @@ def _observed_contraction(comparison: Comparison) -> float | None:
 def _time_section(comparison: Comparison) -> list[str]:
     lines = ["## Wall time", "", "| run | seconds | per epoch |", "|---|---|---|"]
     for run in comparison.runs:
-        per_epoch = run.seconds / max(run.history.epochs, 1)
-        lines.append(f"| {run.label} | {run.seconds:.3f} | {per_epoch * 1000:.2f} ms |")
+        trained = run.history.epochs_trained  # since it resumed; none: it was complete
+        per_epoch = f"{run.seconds / trained * 1000:.2f} ms" if trained else "–"
+        lines.append(f"| {run.label} | {run.seconds:.3f} | {per_epoch} |")
     modes = {run.trainer.execution_mode for run in comparison.runs} - {None}
     if modes - {"eager"}:
         lines += ["", "Times include tracing the `tf.function`s on the first epoch."]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from linfit.data import Data
 from linfit.experiment import RunLabel, RunResult
-from linfit.fileio import append_text
+from linfit.fileio import append_text, write_text
 from linfit.history import History
 
 
@@ -18,13 +18,14 @@ class HistoryCSV:
     """history.csv, appended to as training goes (only the new rows: each epoch
     costs the same however long the run), so a crashed run keeps its history.
 
-    `RunDir.write_results` rewrites it whole, atomically, at the end.
+    `RunDir.write_results` rewrites it whole, atomically, at the end. A resumed run
+    writes its whole history again: its first write replaces the file an earlier
+    process left, atomically, so a resume killed before it leaves that file whole.
     """
 
     def __init__(self, path: Path):
         self.path = path
         self.rows_written: dict[str, int] = {}
-        path.unlink(missing_ok=True)  # a resumed run writes its whole history again
 
     def write(self, label: RunLabel, history: History) -> None:
         rows = history.rows  # not len(full_loss): it may not be recorded
@@ -35,7 +36,10 @@ class HistoryCSV:
                 writer.writerow(["model", "loop", "epoch", *history.csv_header()])
             for epoch, row in enumerate(history.csv_rows(done, rows), start=done):
                 writer.writerow([label.model, label.loop, epoch, *row])
-            append_text(self.path, text.getvalue())  # whole rows, or none
+            if self.rows_written:
+                append_text(self.path, text.getvalue())  # whole rows, or none
+            else:
+                write_text(self.path, text.getvalue())
         self.rows_written[label] = rows
 
 
@@ -67,7 +71,8 @@ def data_metrics(data: Data) -> dict:
 def timing(run: RunResult) -> dict:
     """Wall times, kept out of metrics.json so that file is the same on every rerun."""
     return {"model": run.model_kind, "loop": run.loop, "seconds": round(run.seconds, 4),
-            "seconds_per_epoch": round(run.seconds / max(run.history.epochs, 1), 6)}
+            "seconds_per_epoch": round(run.seconds / run.history.epochs_trained, 6)
+            if run.history.epochs_trained else None}  # a run complete before it resumed
 
 
 

@@ -325,10 +325,10 @@ class Trainer:
         checkpoint.load_checkpoint(path, self.model, self.optimizer)
         for variable, value in zip(variables, point.model_weights(epochs) or []):
             variable.assign(value)
-        point.history.end_weights = point.resume_weights
-        # Kept for the checkpoints written of it, even where no epoch is trained (a run
-        # complete, re-saved when the others of its directory are resumed).
+        # Kept for its checkpoints, even of a complete run re-saved when others resume.
         point.history.callback_progress = list(point.callback_progress)
+        point.history.end_weights, point.history.resumed_after = point.resume_weights, \
+            point.epoch
         return point
 
     def _saver(self, history: History, loop: str):

@@ -100,3 +100,24 @@ def test_w_and_b_are_float32_arrays_in_every_path():
                 assert w.shape == model.w.shape and b.shape == model.b.shape
         row = history.metrics_rows()[-1]  # JSON: a float for one b, lists otherwise
         assert row["b"] == (float(history.b[-1]) if y.ndim == 1 else history.b[-1].tolist())
+
+
+def test_a_resumed_runs_history_csv_is_replaced_whole_by_its_first_write(tmp_path):
+    """A resume killed before its first epoch ended deleted history.csv: the file
+    stays as the earlier process left it until the first write replaces it."""
+    from linfit.experiment import RunLabel
+    from linfit.run_records import HistoryCSV
+
+    path = tmp_path / "history.csv"
+    path.write_text("model,loop,epoch,loss\nmodule,manual,0,\n")  # the earlier process's
+    before = path.read_bytes()
+    records = HistoryCSV(path)
+    assert path.read_bytes() == before
+    history = History(logs={"loss": [2.0, 1.0]}, trajectory={"full_loss": [3.0, 2.0, 1.5]})
+    records.write(RunLabel("module", "manual"), history)
+    records.write(RunLabel("module", "keras"), history)
+    rows = list(csv.reader(path.open()))
+    assert rows[0] == ["model", "loop", "epoch", *history.csv_header()]
+    assert [row[:3] for row in rows[1:]] == [["module", loop, str(epoch)]
+                                             for loop in ("manual", "keras")
+                                             for epoch in range(3)]

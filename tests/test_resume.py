@@ -514,3 +514,38 @@ def test_a_metric_that_is_nan_is_checkpointed_and_resumed(tmp_path):
     for name, values in history.columns().items():
         np.testing.assert_array_equal(again.columns()[name], values, err_msg=name)
     assert float(resumed.model.w.numpy()) == float(straight.model.w.numpy())
+
+
+@pytest.mark.parametrize("where", ["resume", "results"])
+def test_a_file_it_may_not_read_or_change_is_one_error_line(half_run, monkeypatch, capsys, where):
+    """A permission error (a run directory made read-only, a checkpoint chmod 000)
+    while --resume reads the checkpoints, or while the results are written, was a
+    traceback. (The tests run as root, which no permission stops: it is raised.)"""
+    import errno
+
+    from linfit import checkpoint
+    from linfit.rundir import RunDir
+
+    def refused(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    if where == "resume":
+        monkeypatch.setattr(checkpoint, "verify", refused)
+    else:
+        monkeypatch.setattr(RunDir, "write_results", lambda self, *a: refused(self.path))
+    capsys.readouterr()
+    assert main(["--resume", half_run]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and ": no permission: " in err
+
+
+def test_a_resumed_runs_time_per_epoch_is_over_the_epochs_it_trained(half_run):
+    """timing.json divided the time since the resume by every epoch, trained before
+    or not (the report too)."""
+    assert main(["--resume", half_run]) == 0  # epochs 5 and 6, after 4
+    (run,) = json.loads((half_run / "timing.json").read_text())["runs"]
+    assert run["seconds_per_epoch"] == pytest.approx(run["seconds"] / 2, abs=1e-4)
+    row = next(line for line in (half_run / "report.md").read_text().splitlines()
+               if line.startswith("| module-manual | ") and line.endswith(" ms |"))
+    seconds, per_epoch = row.split("|")[2:4]
+    assert float(per_epoch.split()[0]) == pytest.approx(float(seconds) / 2 * 1000, abs=0.3)
