@@ -169,6 +169,33 @@ def quiet_linfit_retracing() -> None:
         logger.addFilter(_LinfitRetracing())
 
 
+def cluster_joined_within(seconds: int) -> None:
+    """Make this task of a TF_CONFIG cluster give up, with a DeadlineExceededError,
+    when the others have not all joined within `seconds` (a worker that refused its
+    arguments and exited): MultiWorkerMirroredStrategy waits for them for ever.
+
+    Assumes: the strategy configures TensorFlow's coordination service only when
+    none is configured yet (`collective_all_reduce_strategy`), as "standalone",
+    led by the cluster's coordination leader, over its chief and worker jobs: the
+    same, here, with a deadline to register.
+    """
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.distribute.cluster_resolver import TFConfigClusterResolver
+    from tensorflow.python.eager import context
+
+    resolver = TFConfigClusterResolver()
+    spec = resolver.cluster_spec()
+    jobs = [job for job in ("chief", "worker") if job in spec.jobs]
+    if resolver.task_type not in jobs:
+        return
+    context.context().configure_coordination_service(
+        service_type="standalone", service_leader=multi_worker_util.coordination_leader(spec),
+        coordinated_jobs=[coordination_config_pb2.CoordinatedJob(
+            name=job, num_tasks=spec.num_tasks(job)) for job in jobs],
+        cluster_register_timeout_in_ms=seconds * 1000)
+
+
 def devices_started() -> bool:
     """Whether TensorFlow's devices have started (after which they cannot be configured).
 

@@ -76,7 +76,8 @@ KEYS = {
     "train.steps_per_call": ("batches per compiled call; 0: automatic", "an integer >= 0"),
     "train.strategy": ("tf.distribute: one device, local devices (mirrored) or the TF_CONFIG "
                        "cluster (multiworker)", " | ".join(STRATEGIES)),
-    "train.worker_timeout": ("multiworker: seconds before a silent worker fails the run",
+    "train.worker_timeout": ("multiworker: seconds before a silent worker fails the run, or "
+                             "a cluster not all started stops",
                              "an integer >= 1"),
     "train.tensorboard": ("write TensorBoard event files to RUN/tb/<run>/ (needs the "
                           "tensorboard package)", "true or false"),

@@ -24,7 +24,7 @@ from linfit.data import Data, fingerprint, load_data
 from linfit.errors import (ConfigError, DivergenceError, LinfitError, RunDirError,
                            TrainingInterrupted, WorkerLostError)
 from linfit.experiment import Experiment, RunHooks, check_data, run_experiment
-from linfit.fileio import file_error
+from linfit.fileio import file_error, silence
 from linfit.interrupts import STOP
 from linfit.run_records import run_status
 from linfit.rundir import RunDir
@@ -59,16 +59,26 @@ def run(args: argparse.Namespace, config: Config | None) -> int:
                                   args.verbose)
             hooks = with_console(job.out.hooks(job.config, job.settings, job.resume_from,
                                                args.verbose), console)
-            return train_into(job, strategy, hooks, console)
+            return _quiet_after_lost_workers(train_into(job, strategy, hooks, console), args)
     except LinfitError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        # A cluster that never met: TensorFlow still prints its C++ lines as it shuts down.
+        return _quiet_after_lost_workers(4 if isinstance(error, WorkerLostError) else 2, args)
     except OSError as error:  # a file of the run it may not read or change
         print(f"error: {file_error(error)}", file=sys.stderr)
         return 2
     finally:
         if job is not None and not job.chief:  # this worker's directory goes with it
             shutil.rmtree(job.out.path, ignore_errors=True)
+
+
+def _quiet_after_lost_workers(status: int, args: argparse.Namespace) -> int:
+    """`status`; after a lost worker (4), the rest of standard error is silenced:
+    TensorFlow's C++ lines as its coordination service shuts down would follow the
+    error line (unless --tf-logs asks for them)."""
+    if status == 4 and not args.tf_logs:
+        silence(sys.stderr)
+    return status
 
 
 def resume_config(run_dir: RunDir, args: argparse.Namespace) -> Config:

@@ -10,7 +10,7 @@ import sys
 import threading
 from collections.abc import Callable
 
-from linfit.errors import ConfigError
+from linfit.errors import ConfigError, WorkerLostError
 from linfit.interrupts import StopRequest
 
 # Whether the user chose TensorFlow's log level: then its start-up lines are theirs.
@@ -134,10 +134,20 @@ def make_strategy(name: str, worker_timeout: int = 60):
     import tensorflow as tf
 
     if name == "multiworker":
-        # Collectives give up on a silent peer after worker_timeout seconds, so a
-        # dead worker fails the run instead of hanging it.
+        from linfit import compat  # Keras: only for a strategy
+
+        # Collectives give up on a silent peer after worker_timeout seconds, and so
+        # does the start on one that never joins: a dead worker fails the run
+        # instead of hanging it.
         options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=worker_timeout)
-        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        compat.cluster_joined_within(worker_timeout)
+        try:
+            return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError):
+            raise WorkerLostError(
+                f"the cluster's other workers did not all join within {worker_timeout} s "
+                "(train.worker_timeout): start the same command on every worker of "
+                "TF_CONFIG (one may have stopped at an error of its own)") from None
     return tf.distribute.MirroredStrategy()
 
 

@@ -5,6 +5,7 @@ fresh processes. Run them alone with `pytest -m distributed`.
 """
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -112,6 +113,28 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_a_worker_whose_cluster_never_meets_stops_in_bounded_time(tmp_path):
+    """Worker 1 of two, alone (worker 0 stopped at an error of its own, such as an
+    --out that exists): it waited for ever, deaf to SIGTERM. Now it gives up after
+    train.worker_timeout, with one error line and exit status 4."""
+    import time
+
+    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "linfit.train", "--set", 'train.strategy="multiworker"',
+         "--set", "train.worker_timeout=2", "--out", tmp_path / "two"],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "TF_CONFIG": json.dumps(
+            {"cluster": cluster, "task": {"type": "worker", "index": 1}})})
+    assert result.returncode == 4 and time.monotonic() - started < 60
+    assert result.stderr == (
+        "error: the cluster's other workers did not all join within 2 s "
+        "(train.worker_timeout): start the same command on every worker of TF_CONFIG (one "
+        "may have stopped at an error of its own)\n")
+    assert not (tmp_path / "two").exists()
 
 
 def readme_worker_commands(ports) -> list[str]:

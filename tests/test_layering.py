@@ -17,8 +17,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "linfit"
 
 # Lowest first. Imports may point to the same layer or lower, never up.
 LAYERS = [
-    ["errors", "interrupts", "arguments"],
-    ["config", "toml_text", "fileio", "history", "compat", "variables", "runtime"],
+    ["errors", "interrupts", "arguments", "compat"],
+    ["config", "toml_text", "fileio", "history", "variables", "runtime"],
     ["weights_file", "npz_files", "data_files", "arrays", "shards", "standardizer", "streams",
      "agreement", "reference", "training_state"],
     ["checkpoint", "data", "losses"],
