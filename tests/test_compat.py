@@ -159,3 +159,20 @@ def test_a_model_compiled_without_metrics_has_no_compile_metrics():
     assert model._compile_metrics is None
     model.compile(optimizer="sgd", loss="mse", metrics=["mae"])
     assert model._compile_metrics is not None
+
+
+def test_the_coordination_service_can_be_configured_with_a_deadline_to_join():
+    """`compat.cluster_joined_within`'s pieces (its effect is tested in
+    test_distribute.py: a lone worker stops in bounded time)."""
+    import inspect
+
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.distribute import collective_all_reduce_strategy, multi_worker_util
+    from tensorflow.python.eager import context
+
+    assert "cluster_register_timeout_in_ms" in inspect.signature(
+        context.Context.configure_coordination_service).parameters
+    assert coordination_config_pb2.CoordinatedJob(name="worker", num_tasks=2).num_tasks == 2
+    assert callable(multi_worker_util.coordination_leader)
+    # The strategy configures the service only when none is configured yet.
+    assert "coordination_service is None" in inspect.getsource(collective_all_reduce_strategy)
