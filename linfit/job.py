@@ -11,14 +11,16 @@ import argparse
 import contextlib
 import dataclasses
 import importlib.util
+import os
 import shutil
 import signal
 import sys
 import tempfile
 import warnings
+from pathlib import Path
 from dataclasses import dataclass
 
-from linfit.config import NEUTRAL_KEYS, Config, flat_settings
+from linfit.config import NEUTRAL_KEYS, Config, DataConfig, flat_settings
 from linfit.console import LiveConsole, agreement_lines, say, summary_lines
 from linfit.data import Data, fingerprint, load_data
 from linfit.errors import (ConfigError, DivergenceError, LinfitError, RunDirError,
@@ -70,6 +72,21 @@ def run(args: argparse.Namespace, config: Config | None) -> int:
     finally:
         if job is not None and not job.chief:  # this worker's directory goes with it
             shutil.rmtree(job.out.path, ignore_errors=True)
+
+
+def _as_started(data: DataConfig, folder: Path | None) -> DataConfig:
+    """A resumed run's data, its relative paths read from the directory the run was
+    started in: --resume works from any directory."""
+    if folder is None or folder == Path.cwd():
+        return data
+
+    def moved(path):
+        if isinstance(path, str):
+            return path if not path or os.path.isabs(path) else str(folder / path)
+        return tuple(moved(part) for part in path)
+
+    return dataclasses.replace(data, path=moved(data.path),
+                               validation_path=moved(data.validation_path))
 
 
 def _quiet_after_lost_workers(status: int, args: argparse.Namespace) -> int:
@@ -130,7 +147,8 @@ def prepare(args: argparse.Namespace, config: Config | None,
         raise ConfigError(f"--devices {args.devices} splits the CPU into devices, but "
                           "train.strategy is \"default\", which trains on one of them: "
                           "add --set train.strategy=mirrored")
-    data = load_data(config.data)
+    data = load_data(config.data if not args.resume else
+                     _as_started(config.data, RunDir(args.resume).started_in()))
     if data.note:
         say(f"Streaming {data.source} ({data.num_examples} rows) from disk: {data.note}.")
     if config.data.path and config.data.streaming == "auto":

@@ -112,7 +112,9 @@ class RunDir:
     def _make(self) -> None:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            write_text(self.path / self.MARKER, json.dumps({"linfit_run": 1}) + "\n")
+            # Where relative data paths are read from: --resume reads them there too.
+            write_text(self.path / self.MARKER,
+                       json.dumps({"linfit_run": 1, "cwd": os.getcwd()}) + "\n")
         except OSError as error:
             reason = error.strerror or str(error).partition(": ")[2] or str(error)
             raise RunDirError(f"cannot write the run directory {shown(self.path)}: {reason}: "
@@ -196,6 +198,15 @@ class RunDir:
             raise RunDirError(f"{what} linfit run directories only, and {self.path} is not "
                               f"one (it has no {self.MARKER} marker and config.toml, which "
                               "linfit writes in each): give the directory of a linfit run")
+
+    def started_in(self) -> Path | None:
+        """The directory the run was started in (where its config's relative paths
+        are), or None if its marker does not say (a run of an older linfit)."""
+        try:
+            folder = json.loads((self.path / self.MARKER).read_text())["cwd"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return Path(folder) if isinstance(folder, str) and Path(folder).is_dir() else None
 
     def read_config(self, overrides=()) -> Config:
         """The run's config, with `--set` overrides applied."""

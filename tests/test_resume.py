@@ -549,3 +549,20 @@ def test_a_resumed_runs_time_per_epoch_is_over_the_epochs_it_trained(half_run):
                if line.startswith("| module-manual | ") and line.endswith(" ms |"))
     seconds, per_epoch = row.split("|")[2:4]
     assert float(per_epoch.split()[0]) == pytest.approx(float(seconds) / 2 * 1000, abs=0.3)
+
+
+def test_resume_reads_relative_data_paths_where_the_run_was_started(tmp_path, monkeypatch):
+    """config.toml keeps data.path as given ("d.csv"), relative to where the run was
+    started; --resume from another directory could not find it, and refused --data."""
+    (tmp_path / "data").mkdir()
+    x = np.linspace(0, 1, 30)
+    np.savetxt(tmp_path / "data" / "d.csv", np.column_stack([x, 2 * x + 1]), delimiter=",",
+               header="x,y", comments="")
+    monkeypatch.chdir(tmp_path / "data")
+    assert main([*RESUMABLE, "--data", "d.csv", "--set", "train.epochs=3",
+                 "--out", tmp_path / "run"]) == 0
+    monkeypatch.chdir(tmp_path)
+    assert main(["--resume", "run", "--set", "train.epochs=5"]) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "complete" and metrics["runs"][0]["epochs_run"] == 5
+    assert 'path = "d.csv"' in (tmp_path / "run" / "config.toml").read_text()
