@@ -9,8 +9,9 @@ guide's own eager loop, plain `keras.Model.fit`, `import tensorflow, keras,
 matplotlib`, `python -c pass`). linfit and the baseline are run alternately,
 A B A B ..., so both see the same machine; the table gives the median ratio
 over the pairs and its range, against the issue's target. The load average is
-printed before and after: a busy machine shows in it. Raw times go to a JSON
-file (default runs/benchmark.json, which git ignores).
+printed before and after: a busy machine shows in it. Each pair's ratio (and
+the start-up seconds) go to a JSON file (default runs/benchmark.json, which
+git ignores).
 
 --quick runs smaller sizes and fewer pairs: a smoke test, not the numbers.
 """
@@ -29,7 +30,7 @@ from pathlib import Path
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", default="runs/benchmark.json",
-                        help="where to write the raw times (default: runs/benchmark.json)")
+                        help="where to write each pair's ratio (default: runs/benchmark.json)")
     parser.add_argument("--quick", action="store_true",
                         help="smaller data, fewer pairs (a smoke test)")
     parser.add_argument("--pairs", type=int, default=5, help="A/B pairs per row (default 5)")
@@ -244,7 +245,7 @@ def main(args: argparse.Namespace) -> int:
           f"{results['seconds']:.0f} s in all")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2))
-    print(f"raw numbers: {args.json}")
+    print(f"each pair's ratio: {args.json}")
     return 0
 
 
