@@ -362,7 +362,12 @@ def _check_type(key: str, value: Any, kind: Any, source: str) -> Any:
                 Target: "a column name or a list of column names",
                 Switch: 'true, false or "auto"'}.get(
         kind, "a table, e.g. {monitor = \"val_loss\", patience = 5}")
-    raise ConfigError(f"{source}: {key} must be {expected}, got {value!r}")
+    expected = {"data.path": "a file, a glob, or a list of files",
+                "train.metrics": "a list of Keras metric names"}.get(key, expected)
+    quoted = {str: '"..."', Names: '["...", "..."]', Target: '"..." or ["...", "..."]'}
+    hint = f" (TOML quotes strings: --set '{key}={quoted[kind]}')" \
+        if kind in quoted and source == "--set" else ""
+    raise ConfigError(f"{source}: {key} must be {expected}, got {value!r}{hint}")
 
 
 def _require(ok: bool, key: str, value: Any, expected: str) -> None:

@@ -329,8 +329,11 @@ def rate_line(comparison: Comparison) -> str:
             f"{reference.lr_limit:.4g}")
     rho = comparison.contraction
     if rho is not None:
-        text += (f"; |θ − θ*| shrinks ×{rho:.3g} per epoch" if rho < 1 else
-                 f"; |θ − θ*| grows ×{rho:.3g} per epoch: it diverges")
+        shown = f"{rho:.3g}" if f"{rho:.3g}" != "1" else \
+            f"(1 {'−' if rho < 1 else '+'} {abs(1 - rho):.2g})"  # not ×1 when it isn't
+        text += ("; |θ − θ*| does not shrink (×1 per epoch)" if rho == 1 else
+                 f"; |θ − θ*| shrinks ×{shown} per epoch" if rho < 1 else
+                 f"; |θ − θ*| grows ×{shown} per epoch: it diverges")
     return text
 
 

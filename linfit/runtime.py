@@ -225,10 +225,14 @@ def describe_devices(summary: dict) -> str:
         where = ", ".join(_short_device(d) for d in summary["devices"]) or "CPU"
         return f"one device ({where}), no tf.distribute strategy"
     if summary["strategy"] == "mirrored":
-        return (f"MirroredStrategy over {summary['replicas']} devices "
+        return (f"MirroredStrategy over {_count(summary['replicas'], 'device')} "
                 f"({', '.join(_short_device(d) for d in summary['devices'])})")
-    return (f"MultiWorkerMirroredStrategy: {summary['workers']} workers, "
-            f"{summary['replicas']} replicas in all")
+    return (f"MultiWorkerMirroredStrategy: {_count(summary['workers'], 'worker')}, "
+            f"{_count(summary['replicas'], 'replica')} in all")
+
+
+def _count(number: int, thing: str) -> str:
+    return f"{number} {thing}{'s' * (number != 1)}"
 
 
 def _short_device(name: str) -> str:

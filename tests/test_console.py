@@ -390,3 +390,35 @@ def test_printing_to_a_full_disk_is_one_error_line(arguments):
     assert result.returncode == 2
     assert result.stderr.startswith("error: cannot write the standard output: the disk is full")
     assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("rho, said", [
+    (0.8, "shrinks ×0.8 per epoch"),
+    (1 - 2e-9, "shrinks ×(1 − 2e-09) per epoch"),  # it said "grows ×1 ...: it diverges"
+    (1.0, "does not shrink (×1 per epoch)"),
+    (1 + 3e-6, "grows ×(1 + 3e-06) per epoch: it diverges"),
+    (1.02, "grows ×1.02 per epoch: it diverges"),
+])
+def test_the_contraction_is_never_shown_as_a_misleading_1(rho, said):
+    from types import SimpleNamespace
+
+    from linfit.console import rate_line
+
+    comparison = SimpleNamespace(learning_rate=0.1, reference=SimpleNamespace(lr_limit=0.74),
+                                 contraction=rho)
+    assert rate_line(comparison) == ("Learning rate 0.1: the stability limit is 0.74; "
+                                     f"|θ − θ*| {said}")
+
+
+@pytest.mark.parametrize("summary, said", [
+    ({"strategy": "mirrored", "replicas": 1, "devices": ["/device:CPU:0"]},
+     "MirroredStrategy over 1 device (CPU:0)"),  # "1 devices"
+    ({"strategy": "multiworker", "workers": 1, "replicas": 1},
+     "MultiWorkerMirroredStrategy: 1 worker, 1 replica in all"),
+    ({"strategy": "multiworker", "workers": 2, "replicas": 2},
+     "MultiWorkerMirroredStrategy: 2 workers, 2 replicas in all"),
+])
+def test_devices_are_counted_in_words(summary, said):
+    from linfit.runtime import describe_devices
+
+    assert describe_devices(summary) == said
