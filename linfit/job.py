@@ -150,7 +150,10 @@ def prepare(args: argparse.Namespace, config: Config | None,
     data = load_data(config.data if not args.resume else
                      _as_started(config.data, RunDir(args.resume).started_in()))
     if data.note:
-        say(f"Streaming {data.source} ({data.num_examples} rows) from disk: {data.note}.")
+        rows = f"{data.num_examples} rows)"
+        source = f"{data.source[:-1]}, {rows}" if data.source.endswith(")") else \
+            f"{data.source} ({rows}"  # "part-*.csv (3 files, 3000 rows)"
+        say(f"Streaming {source} from disk: {data.note}.")
     if config.data.path and config.data.streaming == "auto":
         # Recorded as chosen: --resume reads the data the same way, whatever memory is free.
         config = dataclasses.replace(config, data=dataclasses.replace(

@@ -243,7 +243,8 @@ def test_auto_streams_files_larger_than_the_memory_share_and_says_so(shards, tmp
     assert main(["--data", str(shards / "part-*.csv"), "--model", "module", "--loop", "manual",
                  "--set", "train.epochs=2", "--out", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
-    assert "Streaming " in out and "(4000 rows) from disk: data.streaming = \"auto\"" in out
+    assert f"Streaming {shards / 'part-*.csv'} (3 files, 4000 rows) from disk: " \
+        "data.streaming = \"auto\"" in out  # it said "(3 files) (4000 rows)"
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["data"]["streamed"]
     assert "(streamed)" in (tmp_path / "run" / "report.md").read_text()
