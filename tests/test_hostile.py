@@ -401,7 +401,7 @@ def test_cr_only_line_endings_and_blank_lines_are_read(tmp_path):
 @pytest.mark.parametrize("settings, fragment", [
     (["--set", "train.seed=4294967296"], "train.seed = 4294967296 is impossible"),
     (["--set", "data.num_examples=100000000000"], "needs about"),
-    (["--set", "data.true_w=1e39", "--set", "data.num_examples=10"], "overflows float32"),
+    (["--set", "data.true_w=1e39", "--set", "data.num_examples=10"], "finite in float32"),
     (["--set", 'train.strategy="multiworker"'], "TF_CONFIG's cluster must map"),
     (["--set", 'train.strategy="multiworker"'], "TF_CONFIG's task index 5"),
 ], ids=["seed", "num-examples", "synthetic-overflow", "tf-config-cluster", "tf-config-index"])
