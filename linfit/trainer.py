@@ -179,13 +179,12 @@ class Trainer:
             (default: `batch_size`), after every `validation_freq`-th epoch.
           callbacks, verbose, initial_epoch: as in Keras's `fit`; resume_from: a
             checkpoint of `save_checkpoint`'s, to continue bitwise from.
-          checkpoint_dir: save a training checkpoint there every `checkpoint_every`
-            epochs (0: none) and `checkpoint_every_batches` batches, keeping the
-            newest `keep_checkpoints` (0: all); on_epoch_end: called with the History.
+          checkpoint_dir: save a training checkpoint there every `checkpoint_every` epochs
+            (0: none) and `checkpoint_every_batches` batches, keeping the newest
+            `keep_checkpoints` (0: all); on_epoch_end: called with the History.
 
-        Returns a History: `loss` and the metrics per epoch, `full_loss`, `val_loss`, `w`,
-        `b` before and after each epoch. Raises DivergenceError when a loss is not finite
-        (its update is never applied), unless a TerminateOnNaN is given."""
+        Returns a History (`loss`, the metrics, `full_loss`, `val_loss`, `w`, `b` by epoch).
+        Raises DivergenceError for a non-finite loss (never applied) but with TerminateOnNaN."""
         schedule = (checkpoint_dir, checkpoint_every, checkpoint_every_batches, keep_checkpoints)
         check_fit_arguments(epochs, loop, batch_size, validation_batch_size, validation_freq,
                             shuffle_seed=shuffle_seed, shuffle_buffer=shuffle_buffer,
