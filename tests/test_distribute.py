@@ -399,12 +399,12 @@ def test_a_bad_row_in_the_chiefs_share_stops_both_workers_with_one_line_each(tmp
 
 def test_streaming_on_local_devices_equals_one_device(tmp_path):
     """`--devices 2` with train.strategy = "mirrored" streams a CSV file (it was
-    refused): the four runs equal one device's streaming run."""
+    refused): both loops equal one device's streaming run."""
     table = np.random.default_rng(2).uniform(-1, 1, size=(150, 3))
     table[:, 2] = table[:, :2] @ [2.0, -1.0] + 0.3
     np.savetxt(tmp_path / "d.csv", table, delimiter=",", header="a,b,y", comments="")
-    settings = ["--data", tmp_path / "d.csv", "--set", "data.streaming=true", "--set",
-                "data.batch_size=40", "--set", "train.epochs=4"]
+    settings = ["--data", tmp_path / "d.csv", "--model", "module", "--set",
+                "data.streaming=true", "--set", "data.batch_size=40", "--set", "train.epochs=4"]
     mirrored = run("-m", "linfit.train", *settings, "--devices", "2", "--set",
                    'train.strategy="mirrored"', "--out", tmp_path / "mirrored")
     assert mirrored.returncode == 0, mirrored.stderr[-2000:]
