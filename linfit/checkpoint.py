@@ -11,6 +11,7 @@ through `linfit.fileio.atomic_write`, so no reader ever sees a half-written
 checkpoint under its final name.
 """
 
+import io
 import json
 import math
 import os
@@ -92,9 +93,14 @@ def save_checkpoint(path: str | os.PathLike, model, optimizer=None, state: dict 
         name = getattr(model, "name", None) or type(model).__name__
 
         def write(temporary: Path) -> None:
-            with wf.writing(), h5py.File(temporary, "w") as f:
-                wf.write_group(f.create_group(wf.VARS), name, arrays)
-                add_training_state(f)
+            # Made in memory, then written as bytes: a full disk or a file-size limit is
+            # an OSError of that write, never an HDF5 file that failed to close (h5py
+            # failed again as it was freed, and the process crashed at exit).
+            with io.BytesIO() as image:
+                with h5py.File(image, "w") as f:
+                    wf.write_group(f.create_group(wf.VARS), name, arrays)
+                    add_training_state(f)
+                temporary.write_bytes(image.getvalue())
             wf.seal(temporary)
 
     return atomic_write(path, write, suffix=".tmp" + SUFFIX)

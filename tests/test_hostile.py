@@ -263,17 +263,20 @@ def test_a_signal_stops_at_a_safe_point_and_resume_finishes_the_run(tmp_path, un
 
 # 5. A full disk.
 
-def test_a_full_disk_is_one_line_and_leaves_only_whole_files(tmp_path):
-    result = cli("--model", "module", "--loop", "manual", "--set", "train.epochs=20000",
-                 "--set", "train.checkpoint_every=500", "--out", "run", cwd=tmp_path,
-                 limit=200_000)
-    assert result.returncode == 2
+# history.csv meets the limit first; or a checkpoint does (HDF5 failed to close it,
+# h5py failed again as it was freed, and the process crashed at exit).
+@pytest.mark.parametrize("epochs, every, limit", [(20000, 500, 200_000), (200, 10, 20_480)])
+def test_a_full_disk_is_one_line_and_leaves_only_whole_files(tmp_path, epochs, every, limit):
+    result = cli("--model", "module", "--loop", "manual", "--set", f"train.epochs={epochs}",
+                 "--set", f"train.checkpoint_every={every}", "--out", "run", cwd=tmp_path,
+                 limit=limit)
+    assert result.returncode == 2, result.stderr[-3000:]
     assert_one_error_line(result.stderr, "cannot write", "run/",
                           "the file would pass the file-size limit")
     run = tmp_path / "run"
     assert not list(run.rglob(".*.tmp*"))  # no temporary file left
     rows = (run / "history.csv").read_text().splitlines()
-    assert rows[0].startswith("model,loop,epoch") and len(rows) > 100
+    assert rows[0].startswith("model,loop,epoch") and len(rows) > 20
     assert all(row.count(",") == 6 and row.split(",")[2].isdigit() for row in rows[1:])
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["status"] == "failed" and "cannot write" in metrics["error"]
