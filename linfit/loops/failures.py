@@ -25,9 +25,9 @@ def worker_lost(error: tf.errors.OpError) -> WorkerLostError:
     """The error of a collective that gave up on a silent worker of the cluster."""
     return WorkerLostError(
         "a worker of the cluster stopped responding "
-        f"({type(error).__name__}), so training stopped: start every worker again "
-        "with --resume RUN_DIR (or resume_from=) to continue from the last "
-        "checkpoint")
+        f"({type(error).__name__}), so training stopped: if it stopped at an error of "
+        "its own (its output says), mend that; then start every worker again with "
+        "--resume RUN_DIR (or resume_from=) to continue from the last checkpoint")
 
 
 @contextlib.contextmanager
