@@ -82,8 +82,8 @@ def _worker_share(data: StreamData, strategy) -> StreamData:
     for files in (data.files, data.validation_files):
         if files is not None and len(files.paths) < count:
             warnings.warn(f"{files.source}: {len(files.paths)} file(s) for {count} workers: "
-                          "each worker reads every file and parses its share of the blocks "
-                          "of lines", stacklevel=4)
+                          "each worker reads every file and parses its share of its blocks "
+                          "(of lines of a CSV file, of rows of an NPZ one)", stacklevel=4)
     return dataclasses.replace(data, worker=(index, count), strategy=strategy)
 
 

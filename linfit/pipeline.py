@@ -162,7 +162,7 @@ def to_variable(array: np.ndarray) -> tf.Variable:
     """A non-trainable tf.Variable holding `array`, sharing its memory where it can.
 
     A writeable C-contiguous float32 array aligned for TensorFlow (see
-    `linfit.data.float32_array`) is handed over through DLPack without a
+    `linfit.arrays.float32_array`) is handed over through DLPack without a
     copy; any other array is copied once.
     """
     array = np.asarray(array, dtype=np.float32)
