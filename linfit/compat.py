@@ -37,12 +37,15 @@ def update_metric_share(keras_model: keras.Model, y, prediction, share) -> None:
 
     Assumes: the compiled metrics are `keras_model._compile_metrics.metrics`,
     and they ignore sample weights (only `weighted_metrics` take them), so each
-    is updated here. A `MeanMetricWrapper` (mae, mse, ...) of 1-D targets takes
-    one value per batch, its mean (it averages the last axis), so the worker's
-    counts as `share` of one; other metrics add the worker's rows as they are.
+    is updated here. A `MeanMetricWrapper` (mae, mse, ...) of 1-D targets and
+    1-D predictions takes one value per batch, its mean (it averages the last
+    axis), so the worker's counts as `share` of one; against predictions of
+    [N, 1] (a user's Dense(1)) it takes one per row, as other metrics do: those
+    add the worker's rows as they are.
     """
     for metric in keras_model._compile_metrics.metrics:
-        per_batch = len(y.shape) == 1 and isinstance(metric, keras.metrics.MeanMetricWrapper)
+        per_batch = len(y.shape) == len(prediction.shape) == 1 and \
+            isinstance(metric, keras.metrics.MeanMetricWrapper)
         metric.update_state(y, prediction, sample_weight=share if per_batch else None)
 
 

@@ -184,7 +184,7 @@ class Trainer:
             `keep_checkpoints` (0: all); on_epoch_end: called with the History.
 
         Returns a History (`loss`, the metrics, `full_loss`, `val_loss`, `w`, `b` by epoch).
-        Raises DivergenceError for a non-finite loss (never applied), unless TerminateOnNaN."""
+        Raises DivergenceError on a non-finite loss (unapplied; XLA: after), bar TerminateOnNaN."""
         schedule = (checkpoint_dir, checkpoint_every, checkpoint_every_batches, keep_checkpoints)
         check_fit_arguments(epochs, loop, batch_size, validation_batch_size, validation_freq,
                             shuffle_seed=shuffle_seed, shuffle_buffer=shuffle_buffer,
