@@ -51,8 +51,29 @@ def main() -> int:
                 "final_w": np.asarray(runs["mirrored"].w[-1]).tolist()}
         results[f"{loop}-resumed"] = resumed_inside_an_epoch(strategy, data, loop)
         results[f"{loop}-streamed"] = streamed_and_in_memory(strategy, loop)
+    results["manual-dense"] = users_dense_model(strategy)
     print(json.dumps(results))
     return 0
+
+
+def users_dense_model(strategy) -> dict:
+    """A user's Sequential (predictions of [N, 1] against 1-D targets: one metric value
+    a row, not a batch) in the manual loop: its metrics as on one device."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-3, 3, (21, 1)).astype("float32")
+    y = np.sin(x[:, 0])
+    runs = []
+    for scope in (None, strategy):
+        keras.utils.set_random_seed(0)
+        with (scope or tf.distribute.get_strategy()).scope():
+            model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(4, activation="tanh"),
+                                      keras.layers.Dense(1)])
+        runs.append(linfit.Trainer(model, learning_rate=0.05, metrics=["mae"], strategy=scope)
+                    .fit(x, y, epochs=2, batch_size=4).logs["mae"])
+    return {"by": {"mae": float(np.max(np.abs(np.subtract(*runs)) / np.abs(runs[0])))},
+            "epochs": 2, "replicas": strategy.num_replicas_in_sync}
 
 
 def streamed_and_in_memory(strategy, loop: str) -> dict:
