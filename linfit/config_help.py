@@ -77,7 +77,7 @@ KEYS = {
     "train.strategy": ("tf.distribute: one device, local devices (mirrored) or the TF_CONFIG "
                        "cluster (multiworker)", " | ".join(STRATEGIES)),
     "train.worker_timeout": ("multiworker: seconds before a silent worker fails the run, or "
-                             "a cluster not all started stops",
+                             "a worker but the first stops in a cluster not all started",
                              "an integer >= 1"),
     "train.tensorboard": ("write TensorBoard event files to RUN/tb/<run>/ (needs the "
                           "tensorboard package)", "true or false"),
