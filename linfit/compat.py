@@ -176,6 +176,7 @@ def cluster_joined_within(seconds: int) -> None:
     """Make this task of a TF_CONFIG cluster give up, with a DeadlineExceededError,
     when the others have not all joined within `seconds` (a worker that refused its
     arguments and exited): MultiWorkerMirroredStrategy waits for them for ever.
+    Not task 0: the coordination service runs there, and waits without a deadline.
 
     Assumes: the strategy configures TensorFlow's coordination service only when
     none is configured yet (`collective_all_reduce_strategy`), as "standalone",

@@ -12,6 +12,8 @@ What the commands print goes through `write_out`: a reader that goes away
 """
 
 import errno
+import json
+import math
 import os
 import sys
 import tempfile
@@ -109,6 +111,27 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     """Replace a UTF-8 text file atomically (lines end in "\\n" on every platform)."""
     return atomic_write(path, lambda temporary: temporary.write_text(
         text, encoding="utf-8", newline="\n"))
+
+
+def write_json(path: str | os.PathLike, value) -> Path:
+    """Replace a JSON file atomically, indented; a float that is not finite (a user's
+    metric can be NaN) is written as null: JSON has no NaN, and strict readers
+    (jq, JavaScript) refuse Python's."""
+    try:
+        text = json.dumps(value, indent=2, allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite_or_null(value), indent=2)
+    return write_text(path, text + "\n")
+
+
+def _finite_or_null(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_null(item) for item in value]
+    return value
 
 
 def fsync_directory(directory: Path) -> None:

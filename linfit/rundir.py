@@ -27,7 +27,7 @@ from linfit.data import Data
 from linfit.data_files import shown
 from linfit.errors import ConfigError, LinfitError, RunDirError, WriteError
 from linfit.experiment import Comparison, RunHooks, RunLabel, RunResult
-from linfit.fileio import TEMPORARY_FILES, remove_matching, write_text
+from linfit.fileio import TEMPORARY_FILES, remove_matching, write_json, write_text
 from linfit.history import History
 from linfit.report import write_report
 from linfit.run_records import HistoryCSV, data_metrics, run_metrics, timing
@@ -374,7 +374,7 @@ class RunDir:
             write_text(self.path / self.HISTORY, f.getvalue())
 
     def _write_json(self, name: str, value: dict) -> None:
-        write_text(self.path / name, json.dumps(value, indent=2) + "\n")
+        write_json(self.path / name, value)
 
 
 def _best_effort(write, *args) -> None:

@@ -62,3 +62,21 @@ def test_append_text_keeps_whole_lines_when_a_write_fails(tmp_path, monkeypatch)
         append_text(path, "3,4\n5,6\n")
     monkeypatch.undo()
     assert path.read_text() == "a,b\n1,2\n"
+
+
+def test_json_files_hold_no_nan(tmp_path):
+    """A user's metric can be NaN: metrics.json held Python's NaN, which strict JSON
+    readers (jq, JavaScript) refuse; it is null."""
+    import json
+
+    from linfit.fileio import write_json
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
+
+    write_json(tmp_path / "m.json", {"runs": [{"metrics": {"poisson": [float("nan"), 1.5]},
+                                               "loss": [float("inf"), 2.0]}], "n": 3})
+    assert strict((tmp_path / "m.json").read_text()) == {
+        "runs": [{"metrics": {"poisson": [None, 1.5]}, "loss": [None, 2.0]}], "n": 3}
+    write_json(tmp_path / "f.json", {"a": [1.0, 2.5]})  # finite: as json.dumps writes it
+    assert (tmp_path / "f.json").read_text() == json.dumps({"a": [1.0, 2.5]}, indent=2) + "\n"
