@@ -56,13 +56,7 @@ def save_checkpoint(path: str | os.PathLike, model, optimizer=None, state: dict 
         raise CheckpointError(f"cannot write {path}: directory {path.parent} does not exist")
     optimizer_arrays = None if optimizer is None else [
         np.asarray(v.numpy()) for v in optimizer.variables]
-    state_text = None if state is None else _state_text(state)
-    if state_text is not None and len(state_text.encode()) > wf.MAX_STATE_BYTES:
-        raise CheckpointError(  # one linfit could not read back
-            f"cannot write {path}: its training state, most of it the run's history, is "
-            f"more than the {wf.MAX_STATE_BYTES // 2**20} MiB a checkpoint holds: train "
-            "fewer epochs in one run (a new run can start from its weights: model.init_w, "
-            "model.init_b)")
+    state_text = None if state is None else _state_text(state, path)
 
     def add_training_state(f: h5py.File) -> None:
         if optimizer_arrays is not None and wf.OPTIMIZER not in f:
@@ -274,10 +268,17 @@ def newest_whole(paths: list[Path], run: str) -> tuple[Path, dict] | None:
     return best
 
 
-def _state_text(state: dict) -> str:
+def _state_text(state: dict, path: Path) -> str:
     # Sorted keys: the same state is the same bytes, whatever built it.
     # A metric may be NaN (a user's, on a batch it cannot score): JSON's NaN reads back.
-    return json.dumps({"format": STATE_FORMAT, **state}, sort_keys=True)
+    text = json.dumps({"format": STATE_FORMAT, **state}, sort_keys=True)
+    if len(text.encode()) > wf.MAX_STATE_BYTES:  # a checkpoint linfit could not read back
+        raise CheckpointError(
+            f"cannot write {path}: its training state, most of it the run's history, is "
+            f"more than the {wf.MAX_STATE_BYTES // 2**20} MiB a checkpoint holds: train "
+            "fewer epochs in one run (a new run can start from its weights: model.init_w, "
+            "model.init_b)")
+    return text
 
 
 def _checked_state(path: Path, f: h5py.File) -> dict | None:
