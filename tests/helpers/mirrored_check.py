@@ -104,7 +104,7 @@ def streamed_and_in_memory(strategy, loop: str) -> dict:
                 model = linfit.LinearModule(features=2)
             trainer = linfit.Trainer(model, optimizer="adam", learning_rate=0.05,
                                      metrics=["mae"], strategy=strategy)
-            history = trainer.fit(inputs[0], inputs[1], validation_data=inputs[2], epochs=3,
+            history = trainer.fit(inputs[0], inputs[1], validation_data=inputs[2], epochs=2,
                                   loop=loop, batch_size=64, shuffle_seed=2, shuffle_buffer=100,
                                   shard_rows=files.rows)
             outcomes.append((history.columns(), [model.w.numpy().tolist(),
@@ -127,14 +127,14 @@ def resumed_inside_an_epoch(strategy, data, loop: str) -> dict:
             model = linfit.LinearModel(features=3, init_w=0.0)
         trainer = linfit.Trainer(model, optimizer="adam", learning_rate=0.05,
                                  metrics=["mae"], strategy=strategy)
-        history = trainer.fit(data.x, data.y, epochs=3, loop=loop, batch_size=20,
+        history = trainer.fit(data.x, data.y, epochs=2, loop=loop, batch_size=40,
                               shuffle_seed=1, **options)
         return history, [v.numpy().tolist() for v in (model.w, model.b)]
 
     with tempfile.TemporaryDirectory() as folder:
-        straight, weights = fit(checkpoint_dir=folder, checkpoint_every_batches=4)
+        straight, weights = fit(checkpoint_dir=folder, checkpoint_every_batches=2)
         resumed, resumed_weights = fit(
-            resume_from=f"{folder}/epoch-0001-batch-000004.weights.h5")
+            resume_from=f"{folder}/epoch-0001-batch-000002.weights.h5")
     return {"by": compare_histories([straight, resumed]).max_rel,
             "epochs": resumed.epochs, "replicas": strategy.num_replicas_in_sync,
             "same_weights": weights == resumed_weights}
