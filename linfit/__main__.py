@@ -43,5 +43,6 @@ def main(argv=None) -> int:
     parser.parse_args(argv)
     return 2
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -94,7 +94,8 @@ def _quiet_after_lost_workers(status: int, args: argparse.Namespace) -> int:
     TensorFlow's C++ lines as its coordination service shuts down would follow the
     error line (unless --tf-logs asks for them)."""
     if status == 4 and not args.tf_logs:
-        silence(sys.stderr)
+        with contextlib.suppress(OSError, ValueError):  # a stream with no descriptor: as is
+            silence(sys.stderr)
     return status
 
 
