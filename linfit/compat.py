@@ -41,12 +41,19 @@ def update_metric_share(keras_model: keras.Model, y, prediction, share) -> None:
     1-D predictions takes one value per batch, its mean (it averages the last
     axis), so the worker's counts as `share` of one; against predictions of
     [N, 1] (a user's Dense(1)) it takes one per row, as other metrics do: those
-    add the worker's rows as they are.
+    add the worker's rows as they are. A worker with no rows of the batch updates
+    nothing (a metric of none is NaN).
     """
-    for metric in keras_model._compile_metrics.metrics:
-        per_batch = len(y.shape) == len(prediction.shape) == 1 and \
-            isinstance(metric, keras.metrics.MeanMetricWrapper)
-        metric.update_state(y, prediction, sample_weight=share if per_batch else None)
+    import tensorflow as tf
+
+    def update():
+        for metric in keras_model._compile_metrics.metrics:
+            per_batch = len(y.shape) == len(prediction.shape) == 1 and \
+                isinstance(metric, keras.metrics.MeanMetricWrapper)
+            metric.update_state(y, prediction, sample_weight=share if per_batch else None)
+        return tf.constant(True)
+
+    tf.cond(tf.shape(y)[0] > 0, update, lambda: tf.constant(False))
 
 
 def update_metrics_of_replica(keras_model: keras.Model, y, prediction) -> bool:
@@ -70,8 +77,7 @@ def update_metrics_of_replica(keras_model: keras.Model, y, prediction) -> bool:
         return False
     size = tf.shape(y)[0]
     share = tf.cast(size, tf.float32) / tf.cast(context.all_reduce("SUM", size), tf.float32)
-    tf.cond(size > 0, lambda: update_metric_share(keras_model, y, prediction, share) or 0,
-            lambda: 0)
+    update_metric_share(keras_model, y, prediction, share)
     return True
 
 

@@ -185,7 +185,7 @@ def _worker_loss(model, loss_fn, metrics):
         if metrics is not None:
             size = tf.cast(tf.shape(y)[0], tf.float32)
             share = size / tf.cast(chunk_rows, tf.float32)
-            tf.cond(size > 0, lambda: metrics.update_share(y, prediction, share) or 0, lambda: 0)
+            metrics.update_share(y, prediction, share)  # none, for a worker with no rows
         return summed
 
     return summed_loss
